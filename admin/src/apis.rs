@@ -1,0 +1,241 @@
+//! APIs (Kong's "services"): an upstream definition, auth requirements, an optional OpenAPI
+//! document and portal visibility. Targets, routes and plans hang off an API.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::ops::resource_handlers;
+use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
+use crate::validate::{Validate, Violations};
+
+/// How requests are spread over an API's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type, Default)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Weighted round-robin.
+    #[default]
+    RoundRobin,
+    /// Least outstanding requests (power of two choices).
+    LeastRequests,
+    /// Consistent hashing (sticky sessions).
+    ConsistentHash,
+}
+
+/// Scheme used to reach the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type, Default)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http,
+    Https,
+}
+
+/// A way a client may authenticate to an API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    KeyAuth,
+    Jwt,
+    Introspection,
+    Anonymous,
+}
+
+impl AuthMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::KeyAuth => "key_auth",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Introspection => "introspection",
+            AuthMethod::Anonymous => "anonymous",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [AuthMethod::KeyAuth, AuthMethod::Jwt, AuthMethod::Introspection, AuthMethod::Anonymous]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+fn default_auth() -> Vec<AuthMethod> {
+    vec![AuthMethod::KeyAuth]
+}
+fn default_connect_timeout() -> i32 {
+    5_000
+}
+fn default_read_timeout() -> i32 {
+    60_000
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The writable fields of an API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "orders", "description": "Order management", "upstream_protocol": "http",
+    "lb_policy": "round_robin", "auth_methods": ["key_auth"]}))]
+pub struct ApiInput {
+    /// Unique slug: a-z, 0-9, `.`, `_`, `-`; at most 63 characters.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$", max_length = 63)]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub description: String,
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    /// Milliseconds to establish an upstream connection.
+    #[serde(default = "default_connect_timeout")]
+    #[schema(minimum = 1, maximum = 600000)]
+    pub connect_timeout_ms: i32,
+    /// Milliseconds to wait for the upstream's response.
+    #[serde(default = "default_read_timeout")]
+    #[schema(minimum = 1, maximum = 3600000)]
+    pub read_timeout_ms: i32,
+    /// Retries of failed idempotent requests.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 10)]
+    pub retries: i32,
+    /// Accepted credentials; any one suffices. `anonymous` lets unauthenticated calls through.
+    #[serde(default = "default_auth")]
+    pub auth_methods: Vec<AuthMethod>,
+    /// The API's OpenAPI document, published in the developer portal.
+    #[serde(default)]
+    pub openapi_spec: Option<serde_json::Value>,
+    /// Listed in the developer portal's catalog.
+    #[serde(default)]
+    pub portal_visible: bool,
+    /// Disabled APIs are not served by gateways.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Validate for ApiInput {
+    fn validate(&self, v: &mut Violations) {
+        v.slug("name", &self.name)
+            .max_len("description", &self.description, 2000)
+            .check((1..=600_000).contains(&self.connect_timeout_ms), "connect_timeout_ms", "must be 1 to 600000")
+            .check((1..=3_600_000).contains(&self.read_timeout_ms), "read_timeout_ms", "must be 1 to 3600000")
+            .check((0..=10).contains(&self.retries), "retries", "must be 0 to 10")
+            .check(self.openapi_spec.as_ref().is_none_or(|s| s.is_object()), "openapi_spec", "must be a JSON object");
+        let mut seen = self.auth_methods.clone();
+        seen.dedup();
+        v.check(seen.len() == self.auth_methods.len(), "auth_methods", "must not repeat a method");
+    }
+}
+
+impl Columns for ApiInput {
+    fn columns(&self, w: &mut ColumnWriter<'_>) {
+        let auth: Vec<&str> = self.auth_methods.iter().map(|m| m.as_str()).collect();
+        w.col("name", &self.name)
+            .col("description", &self.description)
+            .col("upstream_protocol", self.upstream_protocol)
+            .col("lb_policy", self.lb_policy)
+            .col("connect_timeout_ms", self.connect_timeout_ms)
+            .col("read_timeout_ms", self.read_timeout_ms)
+            .col("retries", self.retries)
+            .col("auth_methods", auth)
+            .col("openapi_spec", self.openapi_spec.as_ref().map(sqlx::types::Json))
+            .col("portal_visible", self.portal_visible)
+            .col("enabled", self.enabled);
+    }
+}
+
+/// An API as stored.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Api {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub upstream_protocol: UpstreamProtocol,
+    pub lb_policy: LbPolicy,
+    pub connect_timeout_ms: i32,
+    pub read_timeout_ms: i32,
+    pub retries: i32,
+    #[sqlx(try_from = "Vec<String>")]
+    #[schema(value_type = Vec<AuthMethod>)]
+    pub auth_methods: AuthMethods,
+    pub openapi_spec: Option<serde_json::Value>,
+    pub portal_visible: bool,
+    pub enabled: bool,
+    /// Incremented by every change; sent as the `ETag`.
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Auth methods as read from the database's text array.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct AuthMethods(pub Vec<AuthMethod>);
+
+impl TryFrom<Vec<String>> for AuthMethods {
+    type Error = String;
+    fn try_from(v: Vec<String>) -> Result<Self, Self::Error> {
+        v.iter()
+            .map(|s| AuthMethod::parse(s).ok_or_else(|| format!("unknown auth method {s}")))
+            .collect::<Result<_, _>>()
+            .map(AuthMethods)
+    }
+}
+
+impl Resource for Api {
+    const KIND: &'static str = "api";
+    const TABLE: &'static str = "apis";
+    type Input = ApiInput;
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+    fn to_input(&self) -> ApiInput {
+        ApiInput {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            upstream_protocol: self.upstream_protocol,
+            lb_policy: self.lb_policy,
+            connect_timeout_ms: self.connect_timeout_ms,
+            read_timeout_ms: self.read_timeout_ms,
+            retries: self.retries,
+            auth_methods: self.auth_methods.0.clone(),
+            openapi_spec: self.openapi_spec.clone(),
+            portal_visible: self.portal_visible,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// Filters of `GET /apis`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApiFilter {
+    /// Exact name.
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub portal_visible: Option<bool>,
+}
+
+impl Filter for ApiFilter {
+    fn apply(&self, qb: &mut QueryBuilder<Postgres>) {
+        eq(qb, "name", self.name.as_deref());
+        eq(qb, "enabled", self.enabled);
+        eq(qb, "portal_visible", self.portal_visible);
+    }
+}
+
+resource_handlers! {
+    Api, input: ApiInput, filter: ApiFilter, tag: "apis", parent: None,
+    collection: "/apis" [], item: "/apis/{id}" [("id" = Uuid, Path, description = "API id"),],
+    ops: { list: list_apis, get: get_api, create: create_api, patch: patch_api, delete: delete_api }
+}

@@ -1,0 +1,63 @@
+//! Typed, validated admin configuration. Flags and environment are parsed at the edge
+//! (the `tollgate` binary); this crate only sees the result.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Everything the admin service needs to run.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener.
+    pub bind: SocketAddr,
+    /// HS256 key for the short-lived login tokens; at least 32 bytes.
+    pub jwt_secret: Secret,
+    /// Lifetime of a login token.
+    pub token_ttl: Duration,
+    /// Largest request body accepted (OpenAPI documents are the big ones).
+    pub body_limit: usize,
+    /// Failed logins allowed per account (and per client address) before backing off.
+    pub login_max_failures: u32,
+    /// How long a throttled account or address must wait after the last failure.
+    pub login_lockout: Duration,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the JWT secret must be at least 32 bytes long (set TOLLGATE_JWT_SECRET)")]
+    ShortJwtSecret,
+    #[error("the token lifetime must be between 1 minute and 24 hours")]
+    TokenTtl,
+    #[error("the body limit must be between 1 KiB and 64 MiB")]
+    BodyLimit,
+}
+
+impl AdminConfig {
+    /// A configuration with production defaults around the given listener and key.
+    pub fn new(bind: SocketAddr, jwt_secret: Secret) -> Self {
+        Self {
+            bind,
+            jwt_secret,
+            token_ttl: Duration::from_secs(15 * 60),
+            body_limit: 4 * 1024 * 1024,
+            login_max_failures: 5,
+            login_lockout: Duration::from_secs(15 * 60),
+        }
+    }
+
+    /// Checks the limits a running service relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.expose().len() < 32 {
+            return Err(ConfigError::ShortJwtSecret);
+        }
+        if !(60..=86_400).contains(&self.token_ttl.as_secs()) {
+            return Err(ConfigError::TokenTtl);
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.body_limit) {
+            return Err(ConfigError::BodyLimit);
+        }
+        Ok(())
+    }
+}

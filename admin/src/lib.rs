@@ -1,0 +1,50 @@
+//! Tollgate control plane: the domain, its PostgreSQL store and the admin REST API.
+//!
+//! The binary hands [`serve`] a typed [`AdminConfig`], a migrated pool and a listener;
+//! everything below is plain library code that tests drive the same way.
+
+pub mod apis;
+pub mod auth;
+pub mod change;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod ops;
+pub mod page;
+pub mod pg_local;
+pub mod resource;
+pub mod secret;
+pub mod seed;
+pub mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod validate;
+
+pub use config::AdminConfig;
+pub use secret::Secret;
+pub use state::AppState;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// Serves the admin API on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    pool: PgPool,
+    config: AdminConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let app = app::router(AppState::new(pool, config));
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+pub mod app;

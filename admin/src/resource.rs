@@ -1,0 +1,176 @@
+//! Generic storage for the entities the admin API manages. Each entity names its table,
+//! kind and writable columns; insert, update, fetch, list and delete are written once here.
+//! Table and column names are compile-time constants; every value is a bound parameter.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::postgres::PgRow;
+use sqlx::{Encode, FromRow, PgConnection, Postgres, QueryBuilder, Type};
+use uuid::Uuid;
+
+use crate::page::{Page, PageQuery};
+use crate::validate::Validate;
+
+/// An entity stored in one table with `id`, `version`, `created_at` and `updated_at`.
+pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Unpin + 'static {
+    /// Name used in audit rows, config events and error messages (`api`, `route`, ...).
+    const KIND: &'static str;
+    /// Table name.
+    const TABLE: &'static str;
+    /// Column holding the owning entity's id, for entities nested under another.
+    const PARENT: Option<&'static str> = None;
+    /// The writable part, as clients send it.
+    type Input: Columns + Validate + Serialize + DeserializeOwned + Send + Sync;
+
+    fn id(&self) -> Uuid;
+    fn version(&self) -> i64;
+    /// The writable part of the current state: the base a merge patch applies to.
+    fn to_input(&self) -> Self::Input;
+}
+
+/// Writes an input's columns; called once per statement.
+pub trait Columns {
+    fn columns(&self, w: &mut ColumnWriter<'_>);
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Names,
+    Values,
+    Assign,
+}
+
+/// Emits `name`, `$n` or `name = $n` lists depending on the statement being built.
+pub struct ColumnWriter<'q> {
+    qb: &'q mut QueryBuilder<Postgres>,
+    mode: Mode,
+    count: usize,
+}
+
+impl ColumnWriter<'_> {
+    /// One column and its value.
+    pub fn col<'t, T: Encode<'t, Postgres> + Type<Postgres>>(&mut self, name: &'static str, value: T) -> &mut Self {
+        if self.count > 0 {
+            self.qb.push(", ");
+        }
+        self.count += 1;
+        match self.mode {
+            Mode::Names => self.qb.push(name),
+            Mode::Values => self.qb.push_bind(value),
+            Mode::Assign => self.qb.push(name).push(" = ").push_bind(value),
+        };
+        self
+    }
+}
+
+fn write(qb: &mut QueryBuilder<Postgres>, mode: Mode, input: &impl Columns) {
+    let mut w = ColumnWriter { qb, mode, count: 1 };
+    input.columns(&mut w);
+}
+
+/// Inserts a new row with `id` (under `parent`, for nested entities) and returns it.
+pub async fn insert<R: Resource>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    parent: Option<Uuid>,
+    input: &impl Columns,
+) -> Result<R, sqlx::Error> {
+    let mut qb = QueryBuilder::new(format!("INSERT INTO {} (id", R::TABLE));
+    if let Some(col) = R::PARENT {
+        qb.push(", ").push(col);
+    }
+    write(&mut qb, Mode::Names, input);
+    qb.push(") VALUES (").push_bind(id);
+    if R::PARENT.is_some() {
+        qb.push(", ").push_bind(parent);
+    }
+    write(&mut qb, Mode::Values, input);
+    qb.push(") RETURNING *");
+    qb.build_query_as::<R>().fetch_one(conn).await
+}
+
+/// Replaces the writable columns of row `id`, bumping its version.
+pub async fn update<R: Resource>(conn: &mut PgConnection, id: Uuid, input: &impl Columns) -> Result<R, sqlx::Error> {
+    let mut qb = QueryBuilder::new(format!("UPDATE {} SET version = version + 1, updated_at = now()", R::TABLE));
+    write(&mut qb, Mode::Assign, input);
+    qb.push(" WHERE id = ").push_bind(id).push(" RETURNING *");
+    qb.build_query_as::<R>().fetch_one(conn).await
+}
+
+fn select<R: Resource>(id: Uuid, parent: Option<Uuid>) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(format!("SELECT * FROM {} WHERE id = ", R::TABLE));
+    qb.push_bind(id);
+    if let (Some(col), Some(parent)) = (R::PARENT, parent) {
+        qb.push(" AND ").push(col).push(" = ").push_bind(parent);
+    }
+    qb
+}
+
+/// Row `id` (which must belong to `parent`, when given).
+pub async fn fetch<R: Resource>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    parent: Option<Uuid>,
+) -> Result<Option<R>, sqlx::Error> {
+    select::<R>(id, parent).build_query_as::<R>().fetch_optional(conn).await
+}
+
+/// Row `id`, locked until the transaction ends.
+pub async fn fetch_for_update<R: Resource>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    parent: Option<Uuid>,
+) -> Result<Option<R>, sqlx::Error> {
+    let mut qb = select::<R>(id, parent);
+    qb.push(" FOR UPDATE");
+    qb.build_query_as::<R>().fetch_optional(conn).await
+}
+
+/// Deletes row `id`.
+pub async fn delete<R: Resource>(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE id = ", R::TABLE));
+    qb.push_bind(id).build().execute(conn).await.map(|_| ())
+}
+
+/// Extra `WHERE` conditions of a list request.
+pub trait Filter {
+    /// Appends ` AND ...` conditions with bound values.
+    fn apply(&self, qb: &mut QueryBuilder<Postgres>);
+}
+
+/// No filters.
+impl Filter for () {
+    fn apply(&self, _: &mut QueryBuilder<Postgres>) {}
+}
+
+/// Appends ` AND column = value` when `value` is set.
+pub fn eq<'t, T: Encode<'t, Postgres> + Type<Postgres>>(
+    qb: &mut QueryBuilder<Postgres>,
+    column: &str,
+    value: Option<T>,
+) {
+    if let Some(v) = value {
+        qb.push(" AND ").push(column).push(" = ").push_bind(v);
+    }
+}
+
+/// One page of rows in id order (ids are UUIDv7, so creation order).
+pub async fn list<R: Resource>(
+    conn: &mut PgConnection,
+    parent: Option<Uuid>,
+    filter: &impl Filter,
+    page: &PageQuery,
+) -> Result<Page<R>, crate::error::ApiError> {
+    let limit = page.limit();
+    let mut qb = QueryBuilder::new(format!("SELECT * FROM {} WHERE TRUE", R::TABLE));
+    if let (Some(col), Some(parent)) = (R::PARENT, parent) {
+        qb.push(" AND ").push(col).push(" = ").push_bind(parent);
+    }
+    filter.apply(&mut qb);
+    if let Some(after) = page.after()? {
+        qb.push(" AND id > ").push_bind(after);
+    }
+    qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit) + 1);
+    let rows = qb.build_query_as::<R>().fetch_all(conn).await?;
+    Ok(Page::from_rows(rows, limit, R::id))
+}
