@@ -210,3 +210,21 @@ CREATE TABLE config_events (
     op          text NOT NULL CONSTRAINT config_events_op_check CHECK (op IN ('create', 'update', 'delete')),
     audit_id    bigint NOT NULL CONSTRAINT config_events_audit_id_fkey REFERENCES audit_log (id)
 );
+
+-- At least one active owner must always remain, whatever the order of concurrent
+-- requests: checked at commit, after every change to admin_users.
+CREATE FUNCTION admin_users_last_owner() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Serialise concurrent demotions so each check sees the others' commits.
+    PERFORM pg_advisory_xact_lock(7465656473);
+    IF NOT EXISTS (SELECT 1 FROM admin_users WHERE role = 'owner' AND NOT disabled) THEN
+        RAISE EXCEPTION 'at least one active owner must remain'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'admin_users_last_owner_check', TABLE = 'admin_users';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE CONSTRAINT TRIGGER admin_users_last_owner_check
+    AFTER UPDATE OR DELETE ON admin_users
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION admin_users_last_owner();

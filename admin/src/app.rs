@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{apis, auth};
+use crate::{apis, audit, auth, consumers, developers, keys, plans, routes, subscriptions, targets, tokens, users};
 
 /// The `/admin/v1` routes and the OpenAPI document describing them.
 pub fn api_routes() -> OpenApiRouter<AppState> {
@@ -23,6 +23,28 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::login::me))
         .routes(routes!(apis::list_apis, apis::create_api))
         .routes(routes!(apis::get_api, apis::patch_api, apis::delete_api))
+        .routes(routes!(targets::list_targets, targets::create_target))
+        .routes(routes!(targets::get_target, targets::patch_target, targets::delete_target))
+        .routes(routes!(routes::list_routes, routes::create_route))
+        .routes(routes!(routes::get_route, routes::patch_route, routes::delete_route))
+        .routes(routes!(plans::list_plans, plans::create_plan))
+        .routes(routes!(plans::get_plan, plans::patch_plan, plans::delete_plan))
+        .routes(routes!(developers::list_developers, developers::create_developer))
+        .routes(routes!(developers::get_developer, developers::patch_developer, developers::delete_developer))
+        .routes(routes!(consumers::list_consumers, consumers::create_consumer))
+        .routes(routes!(consumers::get_consumer, consumers::patch_consumer, consumers::delete_consumer))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::get_key, keys::patch_key, keys::delete_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(subscriptions::list_subscriptions, subscriptions::create_subscription))
+        .routes(routes!(subscriptions::get_subscription, subscriptions::patch_subscription, subscriptions::delete_subscription))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::get_user, users::patch_user, users::delete_user))
+        .routes(routes!(users::set_password))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::delete_token))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::list_config_events))
 }
 
 /// The whole admin HTTP service.

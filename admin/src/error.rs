@@ -219,6 +219,9 @@ impl From<sqlx::Error> for ApiError {
         let Some(db) = err.as_database_error() else {
             return Self::internal(err);
         };
+        if db.constraint() == Some("admin_users_last_owner_check") {
+            return Self::conflict("at least one active owner must remain");
+        }
         let table = db.table();
         let field = db.constraint().map(|c| constraint_field(c, table));
         match (db.code().as_deref(), field) {

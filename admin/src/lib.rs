@@ -4,6 +4,16 @@
 //! everything below is plain library code that tests drive the same way.
 
 pub mod apis;
+pub mod audit;
+pub mod consumers;
+pub mod developers;
+pub mod keys;
+pub mod plans;
+pub mod routes;
+pub mod subscriptions;
+pub mod targets;
+pub mod tokens;
+pub mod users;
 pub mod auth;
 pub mod change;
 pub mod config;

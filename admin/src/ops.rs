@@ -67,6 +67,13 @@ pub async fn ensure_parent(conn: &mut PgConnection, parent: Option<Parent>) -> A
     found.map(|_| ()).ok_or_else(|| ApiError::not_found(p.kind))
 }
 
+/// Records `change`, audit-only for entities gateways do not enforce.
+async fn record<R: Resource>(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, who: &Principal, change: Change) -> ApiResult<()> {
+    let change = if R::CONFIG { change } else { change.audit_only() };
+    change::record(tx, &who.actor(), change).await?;
+    Ok(())
+}
+
 fn json<T: Serialize>(value: &T) -> ApiResult<Value> {
     Ok(serde_json::to_value(value)?)
 }
@@ -82,7 +89,7 @@ pub async fn create<R: Resource>(
     let mut tx = state.db().begin().await?;
     ensure_parent(&mut tx, parent).await?;
     let row: R = resource::insert::<R>(&mut tx, Uuid::now_v7(), parent.map(|p| p.id), &input).await?;
-    change::record(&mut tx, &who.actor(), Change::create(R::KIND, row.id(), json(&row)?)).await?;
+    record::<R>(&mut tx, who, Change::create(R::KIND, row.id(), json(&row)?)).await?;
     tx.commit().await?;
     let version = row.version();
     Ok(Tagged::created(row, version))
@@ -141,7 +148,7 @@ pub async fn patch<R: Resource>(
     let input: R::Input = crate::extract::parse_json(&serde_json::to_vec(&merged)?)?;
     validate(&input)?;
     let row: R = resource::update::<R>(&mut tx, id, &input).await?;
-    change::record(&mut tx, &who.actor(), Change::update(R::KIND, id, json(&current)?, json(&row)?)).await?;
+    record::<R>(&mut tx, who, Change::update(R::KIND, id, json(&current)?, json(&row)?)).await?;
     tx.commit().await?;
     let version = row.version();
     Ok(Tagged::ok(row, version))
@@ -162,7 +169,7 @@ pub async fn delete<R: Resource>(
         .ok_or_else(|| ApiError::not_found(R::KIND))?;
     if_match.check(current.version())?;
     resource::delete::<R>(&mut tx, id).await.map_err(|e| ApiError::from_delete(e, R::KIND))?;
-    change::record(&mut tx, &who.actor(), Change::delete(R::KIND, id, json(&current)?)).await?;
+    record::<R>(&mut tx, who, Change::delete(R::KIND, id, json(&current)?)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,6 +19,9 @@ pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Unpin + 'sta
     const TABLE: &'static str;
     /// Column holding the owning entity's id, for entities nested under another.
     const PARENT: Option<&'static str> = None;
+    /// Whether gateways enforce this entity (changes go to `config_events`), or only the
+    /// admin cares (changes are audited only).
+    const CONFIG: bool = true;
     /// The writable part, as clients send it.
     type Input: Columns + Validate + Serialize + DeserializeOwned + Send + Sync;
 

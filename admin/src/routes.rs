@@ -1,0 +1,210 @@
+//! Routes of an API: which requests it receives (hosts, paths, methods, headers, query)
+//! and how the path is passed upstream (strip, rewrite). Path syntax: `/exact`,
+//! `/prefix/*`, and `{name}` template segments (`/users/{id}`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::ops::resource_handlers;
+use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
+use crate::validate::{Validate, Violations, is_slug};
+
+const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+
+/// The writable fields of a route. At least one host or path is required.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "orders-read", "paths": ["/orders/*", "/orders/{id}"], "methods": ["GET"], "strip_path": false}))]
+pub struct RouteInput {
+    /// Slug, unique within the API.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$", max_length = 63)]
+    pub name: String,
+    /// Exact hosts (`api.example.com`) or wildcards (`*.example.com`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `/exact`, `/prefix/*`, or templates such as `/users/{id}`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Allowed methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header name → accepted values; every listed header must match one of its values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Query parameter → accepted values.
+    #[serde(default)]
+    pub query: BTreeMap<String, Vec<String>>,
+    /// Remove the matched path prefix before proxying.
+    #[serde(default)]
+    pub strip_path: bool,
+    /// Upstream path template, e.g. `/v2/users/{id}`.
+    #[serde(default)]
+    pub rewrite_path: Option<String>,
+    /// Higher wins among routes that match equally specifically.
+    #[serde(default)]
+    #[schema(minimum = -1000, maximum = 1000)]
+    pub priority: i32,
+}
+
+/// Whether `p` is a valid path pattern: absolute, no dot segments, no empty segments, `*` only
+/// as the whole last segment, `{name}` only as whole segments.
+pub fn valid_path(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('/') else { return false };
+    if p.len() > 1024 || p.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%')) {
+        return false;
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let last = segs.len() - 1;
+    segs.iter().enumerate().all(|(i, s)| {
+        let template = s.len() > 2 && s.starts_with('{') && s.ends_with('}') && is_slug(&s[1..s.len() - 1].replace('_', "-"));
+        let literal = !s.is_empty() && *s != "." && *s != ".." && !s.contains(['{', '}', '*']);
+        template || literal || (*s == "*" && i == last) || (s.is_empty() && i == last && i > 0)
+    })
+}
+
+/// Whether `h` is a host pattern: a DNS name, optionally with a leading `*.`.
+pub fn valid_host(h: &str) -> bool {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn valid_header_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 256 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Validate for RouteInput {
+    fn validate(&self, v: &mut Violations) {
+        v.slug("name", &self.name)
+            .check(!self.hosts.is_empty() || !self.paths.is_empty(), "paths", "a route needs at least one host or path")
+            .check(self.hosts.iter().all(|h| valid_host(h)), "hosts", "must be DNS names, optionally starting with '*.'")
+            .check(self.paths.iter().all(|p| valid_path(p)), "paths", "must be '/exact', '/prefix/*' or '/users/{id}' patterns without '.', '..', '%' or empty segments")
+            .check(self.methods.iter().all(|m| METHODS.contains(&m.as_str())), "methods", "must be upper-case HTTP methods")
+            .check(self.headers.keys().all(|h| valid_header_name(h)), "headers", "keys must be HTTP header names")
+            .check(self.query.keys().all(|k| !k.is_empty() && k.len() <= 256), "query", "keys must be 1-256 characters")
+            .check(self.rewrite_path.as_deref().is_none_or(valid_path), "rewrite_path", "must be a path template")
+            .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000")
+            .check(self.hosts.len() + self.paths.len() + self.methods.len() <= 256, "paths", "too many hosts, paths and methods");
+    }
+}
+
+impl Columns for RouteInput {
+    fn columns(&self, w: &mut ColumnWriter<'_>) {
+        w.col("name", &self.name)
+            .col("hosts", &self.hosts)
+            .col("paths", &self.paths)
+            .col("methods", &self.methods)
+            .col("headers", Json(&self.headers))
+            .col("query", Json(&self.query))
+            .col("strip_path", self.strip_path)
+            .col("rewrite_path", self.rewrite_path.as_deref())
+            .col("priority", self.priority);
+    }
+}
+
+/// A route as stored.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Route {
+    pub id: Uuid,
+    pub api_id: Uuid,
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub methods: Vec<String>,
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
+    pub headers: Json<BTreeMap<String, Vec<String>>>,
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
+    pub query: Json<BTreeMap<String, Vec<String>>>,
+    pub strip_path: bool,
+    pub rewrite_path: Option<String>,
+    pub priority: i32,
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl Resource for Route {
+    const KIND: &'static str = "route";
+    const TABLE: &'static str = "routes";
+    const PARENT: Option<&'static str> = Some("api_id");
+    type Input = RouteInput;
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+    fn to_input(&self) -> RouteInput {
+        RouteInput {
+            name: self.name.clone(),
+            hosts: self.hosts.clone(),
+            paths: self.paths.clone(),
+            methods: self.methods.clone(),
+            headers: self.headers.0.clone(),
+            query: self.query.0.clone(),
+            strip_path: self.strip_path,
+            rewrite_path: self.rewrite_path.clone(),
+            priority: self.priority,
+        }
+    }
+}
+
+/// Filters of `GET /apis/{api_id}/routes`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RouteFilter {
+    pub name: Option<String>,
+}
+
+impl Filter for RouteFilter {
+    fn apply(&self, qb: &mut QueryBuilder<Postgres>) {
+        eq(qb, "name", self.name.as_deref());
+    }
+}
+
+resource_handlers! {
+    Route, input: RouteInput, filter: RouteFilter, tag: "routes", parent: Some(("api", "apis")),
+    collection: "/apis/{api_id}/routes" [("api_id" = Uuid, Path, description = "API id"),],
+    item: "/apis/{api_id}/routes/{id}" [("api_id" = Uuid, Path, description = "API id"), ("id" = Uuid, Path, description = "Route id"),],
+    ops: { list: list_routes, get: get_route, create: create_route, patch: patch_route, delete: delete_route }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_patterns() {
+        for ok in ["/", "/orders", "/orders/*", "/users/{id}", "/users/{user_id}/posts", "/a/"] {
+            assert!(valid_path(ok), "{ok}");
+        }
+        for bad in ["", "orders", "/a/../b", "/a/./b", "//a", "/a//b", "/a/*/b", "/%2e%2e", "/a b", "/{}", "/x{id}", "/a?b"] {
+            assert!(!valid_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert!(valid_host("api.example.com"));
+        assert!(valid_host("*.example.com"));
+        assert!(!valid_host("*"));
+        assert!(!valid_host("a..b"));
+        assert!(!valid_host("-a.com"));
+        assert!(!valid_host("ex ample.com"));
+    }
+}

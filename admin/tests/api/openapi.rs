@@ -1,0 +1,34 @@
+//! The OpenAPI document: version 3.1, every operation documented with its security and
+//! problem responses; the reference page is served locally.
+
+use crate::helpers::Admin;
+
+#[tokio::test]
+async fn openapi_document_is_complete() {
+    let admin = Admin::spawn().await;
+    let doc = admin.http.get(admin.url("/openapi.json")).send().await.expect("sent").json::<serde_json::Value>().await.expect("json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    for p in ["/apis", "/apis/{api_id}/routes/{id}", "/consumers/{consumer_id}/keys", "/subscriptions", "/users", "/config-events"] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    let mut operations = 0;
+    for (path, item) in &paths {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            operations += 1;
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            assert_eq!(secured, path != "/auth/login", "{method} {path} security");
+            assert!(op["responses"]["422"].is_object(), "{method} {path} documents 422");
+            assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{method} {path} has a tag");
+        }
+    }
+    assert!(operations >= 40, "{operations} operations");
+
+    let page = admin.http.get(format!("{}/admin/docs/", admin.app.base_url)).send().await.expect("sent");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap_or_default();
+    assert!(html.contains("swagger"), "the reference page is served");
+    assert!(!html.contains("cdn."), "no assets from a CDN");
+}
