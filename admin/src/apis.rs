@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
+use crate::upstream::{CircuitBreaker, HealthCheck, PassiveHealth, valid_hash_on};
 use crate::validate::{Validate, Violations};
 
 /// How requests are spread over an API's targets.
@@ -115,6 +116,33 @@ pub struct ApiInput {
     /// Disabled APIs are not served by gateways.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Milliseconds for the whole exchange including retries; 0 means no overall limit.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600000)]
+    pub total_timeout_ms: i32,
+    /// For `consistent_hash`: `ip`, `header:<name>` or `cookie:<name>`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// Upstream statuses that make an idempotent request retry (from 408, 429, 500, 502, 503, 504).
+    #[serde(default = "default_retry_statuses")]
+    pub retry_on_statuses: Vec<i32>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub passive_health: Option<PassiveHealth>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Percent of requests sent to the `canary` target pool.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
+    pub canary_weight: i32,
+    /// A request header that forces the pool: value `canary` or `stable`.
+    #[serde(default)]
+    pub canary_header: Option<String>,
+}
+
+fn default_retry_statuses() -> Vec<i32> {
+    vec![502, 503, 504]
 }
 
 impl Validate for ApiInput {
@@ -125,6 +153,39 @@ impl Validate for ApiInput {
             .check((1..=3_600_000).contains(&self.read_timeout_ms), "read_timeout_ms", "must be 1 to 3600000")
             .check((0..=10).contains(&self.retries), "retries", "must be 0 to 10")
             .check(self.openapi_spec.as_ref().is_none_or(|s| s.is_object()), "openapi_spec", "must be a JSON object");
+        v.check((0..=3_600_000).contains(&self.total_timeout_ms), "total_timeout_ms", "must be 0 to 3600000")
+            .check(
+                self.hash_on.as_deref().is_none_or(valid_hash_on),
+                "hash_on",
+                "must be 'ip', 'header:<name>' or 'cookie:<name>'",
+            )
+            .check(
+                self.lb_policy != LbPolicy::ConsistentHash || self.hash_on.is_some(),
+                "hash_on",
+                "is required by consistent_hash",
+            )
+            .check(
+                self.retry_on_statuses.iter().all(|s| [408, 429, 500, 502, 503, 504].contains(s)),
+                "retry_on_statuses",
+                "must be among 408, 429, 500, 502, 503, 504",
+            )
+            .check((0..=100).contains(&self.canary_weight), "canary_weight", "must be 0 to 100")
+            .check(
+                self.canary_header.as_deref().is_none_or(|h| {
+                    (1..=128).contains(&h.len()) && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                }),
+                "canary_header",
+                "must be a header name",
+            );
+        if let Some(h) = &self.health_check {
+            h.validate(v);
+        }
+        if let Some(p) = &self.passive_health {
+            p.validate(v);
+        }
+        if let Some(b) = &self.circuit_breaker {
+            b.validate(v);
+        }
         let mut seen = self.auth_methods.clone();
         seen.dedup();
         v.check(seen.len() == self.auth_methods.len(), "auth_methods", "must not repeat a method");
@@ -144,7 +205,15 @@ impl Columns for ApiInput {
             .col("auth_methods", auth)
             .col("openapi_spec", self.openapi_spec.as_ref().map(sqlx::types::Json))
             .col("portal_visible", self.portal_visible)
-            .col("enabled", self.enabled);
+            .col("enabled", self.enabled)
+            .col("total_timeout_ms", self.total_timeout_ms)
+            .col("hash_on", self.hash_on.as_deref())
+            .col("retry_on_statuses", &self.retry_on_statuses)
+            .col("health_check", self.health_check.as_ref().map(sqlx::types::Json))
+            .col("passive_health", self.passive_health.as_ref().map(sqlx::types::Json))
+            .col("circuit_breaker", self.circuit_breaker.as_ref().map(sqlx::types::Json))
+            .col("canary_weight", self.canary_weight)
+            .col("canary_header", self.canary_header.as_deref());
     }
 }
 
@@ -165,6 +234,17 @@ pub struct Api {
     pub openapi_spec: Option<serde_json::Value>,
     pub portal_visible: bool,
     pub enabled: bool,
+    pub total_timeout_ms: i32,
+    pub hash_on: Option<String>,
+    pub retry_on_statuses: Vec<i32>,
+    #[schema(value_type = Option<HealthCheck>)]
+    pub health_check: Option<sqlx::types::Json<HealthCheck>>,
+    #[schema(value_type = Option<PassiveHealth>)]
+    pub passive_health: Option<sqlx::types::Json<PassiveHealth>>,
+    #[schema(value_type = Option<CircuitBreaker>)]
+    pub circuit_breaker: Option<sqlx::types::Json<CircuitBreaker>>,
+    pub canary_weight: i32,
+    pub canary_header: Option<String>,
     /// Incremented by every change; sent as the `ETag`.
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -212,6 +292,14 @@ impl Resource for Api {
             openapi_spec: self.openapi_spec.clone(),
             portal_visible: self.portal_visible,
             enabled: self.enabled,
+            total_timeout_ms: self.total_timeout_ms,
+            hash_on: self.hash_on.clone(),
+            retry_on_statuses: self.retry_on_statuses.clone(),
+            health_check: self.health_check.as_ref().map(|j| j.0.clone()),
+            passive_health: self.passive_health.as_ref().map(|j| j.0.clone()),
+            circuit_breaker: self.circuit_breaker.as_ref().map(|j| j.0.clone()),
+            canary_weight: self.canary_weight,
+            canary_header: self.canary_header.clone(),
         }
     }
 }

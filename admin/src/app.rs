@@ -14,7 +14,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{apis, audit, auth, consumers, developers, keys, plans, routes, subscriptions, targets, tokens, users};
+use crate::{
+    apis, audit, auth, consumers, developers, keys, nodes, plans, routes, subscriptions, targets, tokens, users,
+};
 
 /// The `/admin/v1` routes and the OpenAPI document describing them.
 pub fn api_routes() -> OpenApiRouter<AppState> {
@@ -37,7 +39,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::get_key, keys::patch_key, keys::delete_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(subscriptions::list_subscriptions, subscriptions::create_subscription))
-        .routes(routes!(subscriptions::get_subscription, subscriptions::patch_subscription, subscriptions::delete_subscription))
+        .routes(routes!(
+            subscriptions::get_subscription,
+            subscriptions::patch_subscription,
+            subscriptions::delete_subscription
+        ))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::patch_user, users::delete_user))
         .routes(routes!(users::set_password))
@@ -45,6 +51,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::delete_token))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::list_config_events))
+        .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::get_propagation))
 }
 
 /// The whole admin HTTP service.

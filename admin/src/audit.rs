@@ -88,7 +88,11 @@ where
 #[utoipa::path(get, path = "/audit-log", tag = "audit", params(LogQuery),
     responses((status = 200, description = "One page", body = LogPage<AuditEntry>), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
-pub async fn list_audit(_: Viewer, State(state): State<AppState>, Params(q): Params<LogQuery>) -> ApiResult<Json<LogPage<AuditEntry>>> {
+pub async fn list_audit(
+    _: Viewer,
+    State(state): State<AppState>,
+    Params(q): Params<LogQuery>,
+) -> ApiResult<Json<LogPage<AuditEntry>>> {
     page(&state, "audit_log", &q, |e: &AuditEntry| e.id).await
 }
 
@@ -96,6 +100,10 @@ pub async fn list_audit(_: Viewer, State(state): State<AppState>, Params(q): Par
 #[utoipa::path(get, path = "/config-events", tag = "audit", params(LogQuery),
     responses((status = 200, description = "One page", body = LogPage<ConfigEvent>), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
-pub async fn list_config_events(_: Viewer, State(state): State<AppState>, Params(q): Params<LogQuery>) -> ApiResult<Json<LogPage<ConfigEvent>>> {
+pub async fn list_config_events(
+    _: Viewer,
+    State(state): State<AppState>,
+    Params(q): Params<LogQuery>,
+) -> ApiResult<Json<LogPage<ConfigEvent>>> {
     page(&state, "config_events", &q, |e: &ConfigEvent| e.id).await
 }

@@ -48,9 +48,17 @@ fn valid_name(n: &str) -> bool {
 
 impl Validate for ConsumerInput {
     fn validate(&self, v: &mut Violations) {
-        v.check(valid_name(&self.name), "name", "must be 1-100 letters, digits, spaces or . _ @ -, starting with a letter or digit")
-            .check(self.custom_id.as_deref().is_none_or(|c| (1..=200).contains(&c.chars().count())), "custom_id", "must be 1-200 characters")
-            .max_len("description", &self.description, 2000);
+        v.check(
+            valid_name(&self.name),
+            "name",
+            "must be 1-100 letters, digits, spaces or . _ @ -, starting with a letter or digit",
+        )
+        .check(
+            self.custom_id.as_deref().is_none_or(|c| (1..=200).contains(&c.chars().count())),
+            "custom_id",
+            "must be 1-200 characters",
+        )
+        .max_len("description", &self.description, 2000);
     }
 }
 

@@ -68,7 +68,11 @@ pub async fn ensure_parent(conn: &mut PgConnection, parent: Option<Parent>) -> A
 }
 
 /// Records `change`, audit-only for entities gateways do not enforce.
-async fn record<R: Resource>(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, who: &Principal, change: Change) -> ApiResult<()> {
+async fn record<R: Resource>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    who: &Principal,
+    change: Change,
+) -> ApiResult<()> {
     let change = if R::CONFIG { change } else { change.audit_only() };
     change::record(tx, &who.actor(), change).await?;
     Ok(())
@@ -194,28 +198,6 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::merge_patch;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396_examples() {
-        let cases = [
-            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
-            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
-            (json!({"a": "b"}), json!({"a": null}), json!({})),
-            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
-            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
-            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
-        ];
-        for (mut target, patch, want) in cases {
-            merge_patch(&mut target, &patch);
-            assert_eq!(target, want);
-        }
-    }
-}
-
 /// Splits path ids into the parent (for nested resources) and the entity id.
 pub fn ids(parent: Option<(&'static str, &'static str)>, ids: &[Uuid]) -> (Option<Parent>, Option<Uuid>) {
     match (parent, ids) {
@@ -318,3 +300,25 @@ macro_rules! resource_handlers {
     };
 }
 pub(crate) use resource_handlers;
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396_examples() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
+            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
+            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
+        ];
+        for (mut target, patch, want) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, want);
+        }
+    }
+}

@@ -65,7 +65,8 @@ pub fn valid_path(p: &str) -> bool {
     let segs: Vec<&str> = rest.split('/').collect();
     let last = segs.len() - 1;
     segs.iter().enumerate().all(|(i, s)| {
-        let template = s.len() > 2 && s.starts_with('{') && s.ends_with('}') && is_slug(&s[1..s.len() - 1].replace('_', "-"));
+        let template =
+            s.len() > 2 && s.starts_with('{') && s.ends_with('}') && is_slug(&s[1..s.len() - 1].replace('_', "-"));
         let literal = !s.is_empty() && *s != "." && *s != ".." && !s.contains(['{', '}', '*']);
         template || literal || (*s == "*" && i == last) || (s.is_empty() && i == last && i > 0)
     })
@@ -77,7 +78,10 @@ pub fn valid_host(h: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -89,14 +93,30 @@ impl Validate for RouteInput {
     fn validate(&self, v: &mut Violations) {
         v.slug("name", &self.name)
             .check(!self.hosts.is_empty() || !self.paths.is_empty(), "paths", "a route needs at least one host or path")
-            .check(self.hosts.iter().all(|h| valid_host(h)), "hosts", "must be DNS names, optionally starting with '*.'")
-            .check(self.paths.iter().all(|p| valid_path(p)), "paths", "must be '/exact', '/prefix/*' or '/users/{id}' patterns without '.', '..', '%' or empty segments")
-            .check(self.methods.iter().all(|m| METHODS.contains(&m.as_str())), "methods", "must be upper-case HTTP methods")
+            .check(
+                self.hosts.iter().all(|h| valid_host(h)),
+                "hosts",
+                "must be DNS names, optionally starting with '*.'",
+            )
+            .check(
+                self.paths.iter().all(|p| valid_path(p)),
+                "paths",
+                "must be '/exact', '/prefix/*' or '/users/{id}' patterns without '.', '..', '%' or empty segments",
+            )
+            .check(
+                self.methods.iter().all(|m| METHODS.contains(&m.as_str())),
+                "methods",
+                "must be upper-case HTTP methods",
+            )
             .check(self.headers.keys().all(|h| valid_header_name(h)), "headers", "keys must be HTTP header names")
             .check(self.query.keys().all(|k| !k.is_empty() && k.len() <= 256), "query", "keys must be 1-256 characters")
             .check(self.rewrite_path.as_deref().is_none_or(valid_path), "rewrite_path", "must be a path template")
             .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000")
-            .check(self.hosts.len() + self.paths.len() + self.methods.len() <= 256, "paths", "too many hosts, paths and methods");
+            .check(
+                self.hosts.len() + self.paths.len() + self.methods.len() <= 256,
+                "paths",
+                "too many hosts, paths and methods",
+            );
     }
 }
 
@@ -193,7 +213,9 @@ mod tests {
         for ok in ["/", "/orders", "/orders/*", "/users/{id}", "/users/{user_id}/posts", "/a/"] {
             assert!(valid_path(ok), "{ok}");
         }
-        for bad in ["", "orders", "/a/../b", "/a/./b", "//a", "/a//b", "/a/*/b", "/%2e%2e", "/a b", "/{}", "/x{id}", "/a?b"] {
+        for bad in
+            ["", "orders", "/a/../b", "/a/./b", "//a", "/a//b", "/a/*/b", "/%2e%2e", "/a b", "/{}", "/x{id}", "/a?b"]
+        {
             assert!(!valid_path(bad), "{bad}");
         }
     }

@@ -117,16 +117,19 @@ pub async fn create_subscription(
     Body(new): Body<NewSubscription>,
 ) -> ApiResult<Tagged<Subscription>> {
     let mut tx = state.db().begin().await?;
-    let plan: Option<(Uuid, bool)> = sqlx::query_as("SELECT api_id, approval_required FROM plans WHERE id = $1 FOR SHARE")
-        .bind(new.plan_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (api_id, approval) = plan.ok_or_else(|| ApiError::invalid_field("plan_id", "refers to an entity that does not exist"))?;
+    let plan: Option<(Uuid, bool)> =
+        sqlx::query_as("SELECT api_id, approval_required FROM plans WHERE id = $1 FOR SHARE")
+            .bind(new.plan_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (api_id, approval) =
+        plan.ok_or_else(|| ApiError::invalid_field("plan_id", "refers to an entity that does not exist"))?;
     let default = if approval { SubscriptionStatus::Pending } else { SubscriptionStatus::Active };
     let input = SubscriptionInput { plan_id: new.plan_id, status: new.status.unwrap_or(default) };
     let row = SubscriptionRow { consumer_id: new.consumer_id, api_id, input };
     let sub: Subscription = resource::insert::<Subscription>(&mut tx, Uuid::now_v7(), None, &row).await?;
-    change::record(&mut tx, &who.actor(), Change::create(Subscription::KIND, sub.id, serde_json::to_value(&sub)?)).await?;
+    change::record(&mut tx, &who.actor(), Change::create(Subscription::KIND, sub.id, serde_json::to_value(&sub)?))
+        .await?;
     tx.commit().await?;
     let version = sub.version;
     Ok(Tagged::created(sub, version))

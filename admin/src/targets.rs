@@ -31,10 +31,24 @@ pub struct TargetInput {
     /// Used only when every primary target is down.
     #[serde(default)]
     pub backup: bool,
+    /// `stable` (default) or `canary`; see the API's `canary_weight`.
+    #[serde(default)]
+    pub pool: TargetPool,
+}
+
+/// Which version of the upstream a target runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type, Default)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum TargetPool {
+    #[default]
+    Stable,
+    Canary,
 }
 
 fn valid_host(host: &str) -> bool {
-    (1..=253).contains(&host.len()) && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    (1..=253).contains(&host.len())
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 impl Validate for TargetInput {
@@ -47,7 +61,11 @@ impl Validate for TargetInput {
 
 impl Columns for TargetInput {
     fn columns(&self, w: &mut ColumnWriter<'_>) {
-        w.col("host", &self.host).col("port", self.port).col("weight", self.weight).col("backup", self.backup);
+        w.col("host", &self.host)
+            .col("port", self.port)
+            .col("weight", self.weight)
+            .col("backup", self.backup)
+            .col("pool", self.pool);
     }
 }
 
@@ -60,6 +78,7 @@ pub struct Target {
     pub port: i32,
     pub weight: i32,
     pub backup: bool,
+    pub pool: TargetPool,
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -80,7 +99,13 @@ impl Resource for Target {
         self.version
     }
     fn to_input(&self) -> TargetInput {
-        TargetInput { host: self.host.clone(), port: self.port, weight: self.weight, backup: self.backup }
+        TargetInput {
+            host: self.host.clone(),
+            port: self.port,
+            weight: self.weight,
+            backup: self.backup,
+            pool: self.pool,
+        }
     }
 }
 

@@ -111,7 +111,11 @@ fn mine(p: &Principal) -> Option<Parent> {
 #[utoipa::path(post, path = "/tokens", tag = "auth", request_body = TokenInput,
     responses((status = 201, description = "Created; `secret` is shown only now", body = CreatedToken), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
-pub async fn create_token(Viewer(who): Viewer, State(state): State<AppState>, Body(input): Body<TokenInput>) -> ApiResult<Tagged<CreatedToken>> {
+pub async fn create_token(
+    Viewer(who): Viewer,
+    State(state): State<AppState>,
+    Body(input): Body<TokenInput>,
+) -> ApiResult<Tagged<CreatedToken>> {
     validate(&input)?;
     let secret = auth::random_token(PAT_PREFIX, 32);
     let prefix: String = secret.chars().take(PAT_PREFIX.len() + 6).collect();
@@ -129,7 +133,11 @@ pub async fn create_token(Viewer(who): Viewer, State(state): State<AppState>, Bo
 #[utoipa::path(get, path = "/tokens", tag = "auth", params(PageQuery),
     responses((status = 200, description = "One page", body = Page<AccessToken>), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
-pub async fn list_tokens(Viewer(who): Viewer, State(state): State<AppState>, Params(page): Params<PageQuery>) -> ApiResult<Json<Page<AccessToken>>> {
+pub async fn list_tokens(
+    Viewer(who): Viewer,
+    State(state): State<AppState>,
+    Params(page): Params<PageQuery>,
+) -> ApiResult<Json<Page<AccessToken>>> {
     ops::list::<AccessToken>(&state, mine(&who), &(), &page).await
 }
 

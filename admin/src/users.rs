@@ -43,7 +43,10 @@ impl Validate for AdminUserInput {
 
 impl Columns for AdminUserInput {
     fn columns(&self, w: &mut ColumnWriter<'_>) {
-        w.col("email", &self.email).col("display_name", &self.display_name).col("role", self.role).col("disabled", self.disabled);
+        w.col("email", &self.email)
+            .col("display_name", &self.display_name)
+            .col("role", self.role)
+            .col("disabled", self.disabled);
     }
 }
 
@@ -99,7 +102,12 @@ impl Resource for AdminUser {
         self.version
     }
     fn to_input(&self) -> AdminUserInput {
-        AdminUserInput { email: self.email.clone(), display_name: self.display_name.clone(), role: self.role, disabled: self.disabled }
+        AdminUserInput {
+            email: self.email.clone(),
+            display_name: self.display_name.clone(),
+            role: self.role,
+            disabled: self.disabled,
+        }
     }
 }
 
@@ -122,7 +130,11 @@ impl Filter for AdminUserFilter {
 #[utoipa::path(post, path = "/users", tag = "users", request_body = NewAdminUser,
     responses((status = 201, description = "Created", body = AdminUser), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
-pub async fn create_user(Owner(who): Owner, State(state): State<AppState>, Body(new): Body<NewAdminUser>) -> ApiResult<Tagged<AdminUser>> {
+pub async fn create_user(
+    Owner(who): Owner,
+    State(state): State<AppState>,
+    Body(new): Body<NewAdminUser>,
+) -> ApiResult<Tagged<AdminUser>> {
     validate(&new.user)?;
     if !password::acceptable(&new.password) {
         return Err(ApiError::invalid_field("password", "must be 12 to 1024 characters"));
@@ -216,11 +228,13 @@ pub async fn set_password(
     }
     let hash = password::hash(Secret::new(body.password)).await.map_err(ApiError::internal)?;
     let mut tx = state.db().begin().await?;
-    let done = sqlx::query("UPDATE admin_users SET password_hash = $2, version = version + 1, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(hash)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE admin_users SET password_hash = $2, version = version + 1, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(hash)
+    .execute(&mut *tx)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(AdminUser::KIND));
     }

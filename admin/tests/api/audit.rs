@@ -33,7 +33,10 @@ async fn every_mutation_is_audited_and_logged_for_gateways() {
     // A no-op patch changes nothing and records nothing.
     let other = admin.create_api("billing").await;
     let before = admin.count("config_events").await;
-    assert_eq!(admin.patch(&format!("/apis/{other}"), json!({"name": "billing"}), None).await.etag.as_deref(), Some("\"1\""));
+    assert_eq!(
+        admin.patch(&format!("/apis/{other}"), json!({"name": "billing"}), None).await.etag.as_deref(),
+        Some("\"1\"")
+    );
     assert_eq!(admin.count("config_events").await, before);
 }
 
@@ -49,10 +52,14 @@ async fn event_ids_follow_commit_order_under_concurrency() {
 
     let mut seen = Vec::new();
     while seen.len() < 24 {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv()).await.expect("notification in time").expect("recv");
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+            .await
+            .expect("notification in time")
+            .expect("recv");
         seen.push(n.payload().parse::<i64>().expect("payload is an event id"));
     }
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "notifications (commit order) carry increasing ids: {seen:?}");
-    let (max,): (i64,) = sqlx::query_as("SELECT max(id) FROM config_events").fetch_one(&admin.app.pool).await.expect("max");
+    let (max,): (i64,) =
+        sqlx::query_as("SELECT max(id) FROM config_events").fetch_one(&admin.app.pool).await.expect("max");
     assert_eq!(seen.last().copied(), Some(max));
 }

@@ -14,7 +14,13 @@ async fn requests_without_valid_tokens_are_401() {
     assert_problem(&admin.send_as(Some("garbage"), Method::GET, "/apis", None, None).await, 401, "unauthorized");
     assert_problem(&admin.send_as(Some("tgpat_unknown"), Method::GET, "/apis", None, None).await, 401, "unauthorized");
     let wrong = admin
-        .send_as(Some(""), Method::POST, "/auth/login", Some(json!({"email": admin.app.owner_email, "password": "wrong password!"})), None)
+        .send_as(
+            Some(""),
+            Method::POST,
+            "/auth/login",
+            Some(json!({"email": admin.app.owner_email, "password": "wrong password!"})),
+            None,
+        )
         .await;
     assert_problem(&wrong, 401, "unauthorized");
     let me = admin.get("/me").await;
@@ -31,7 +37,11 @@ async fn roles_are_enforced_on_every_write() {
     assert_eq!(admin.send_as(Some(&viewer), Method::GET, "/apis", None, None).await.status, 200);
     let denied = admin.send_as(Some(&viewer), Method::POST, "/apis", Some(json!({"name": "x"})), None).await;
     assert_problem(&denied, 403, "forbidden");
-    assert_problem(&admin.send_as(Some(&viewer), Method::DELETE, &format!("/apis/{api}"), None, None).await, 403, "forbidden");
+    assert_problem(
+        &admin.send_as(Some(&viewer), Method::DELETE, &format!("/apis/{api}"), None, None).await,
+        403,
+        "forbidden",
+    );
     assert_eq!(admin.send_as(Some(&editor), Method::POST, "/apis", Some(json!({"name": "x"})), None).await.status, 201);
     assert_problem(&admin.send_as(Some(&editor), Method::GET, "/users", None, None).await, 403, "forbidden");
     assert_eq!(admin.count("apis").await, 2);
@@ -45,7 +55,11 @@ async fn demoted_or_disabled_users_lose_access_at_once() {
     let id = users.body["data"][0]["id"].as_str().unwrap_or_default().to_owned();
 
     assert_eq!(admin.patch(&format!("/users/{id}"), json!({"role": "viewer"}), None).await.status, 200);
-    assert_problem(&admin.send_as(Some(&editor), Method::POST, "/apis", Some(json!({"name": "x"})), None).await, 403, "forbidden");
+    assert_problem(
+        &admin.send_as(Some(&editor), Method::POST, "/apis", Some(json!({"name": "x"})), None).await,
+        403,
+        "forbidden",
+    );
     assert_eq!(admin.patch(&format!("/users/{id}"), json!({"disabled": true}), None).await.status, 200);
     assert_problem(&admin.send_as(Some(&editor), Method::GET, "/apis", None, None).await, 401, "unauthorized");
 }
@@ -75,7 +89,8 @@ async fn repeated_login_failures_are_throttled() {
     }
     let locked = attempt("not the password").await;
     assert_problem(&locked, 429, "too-many-attempts");
-    let retry: u64 = locked.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let retry: u64 =
+        locked.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!(retry > 0 && retry <= 15 * 60, "Retry-After {retry}");
     // Even the right password waits out the lockout.
     let body = json!({"email": admin.app.owner_email, "password": admin.app.owner_password});
@@ -93,11 +108,12 @@ async fn personal_access_tokens_are_shown_once_and_stored_hashed() {
 
     let listed = admin.get("/tokens").await;
     assert!(listed.body["data"][0].get("secret").is_none());
-    let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM admin_tokens WHERE token_hash = sha256($1::text::bytea)")
-        .bind(&secret)
-        .fetch_one(&admin.app.pool)
-        .await
-        .expect("query");
+    let (stored,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM admin_tokens WHERE token_hash = sha256($1::text::bytea)")
+            .bind(&secret)
+            .fetch_one(&admin.app.pool)
+            .await
+            .expect("query");
     assert_eq!(stored, 1, "only the SHA-256 of the token is stored");
     let leaked: (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log WHERE after::text LIKE '%' || $1 || '%'")
         .bind(&secret)

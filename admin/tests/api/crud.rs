@@ -19,7 +19,9 @@ async fn api_lifecycle_with_etags() {
     assert_eq!(read.status, 200);
     assert_eq!(read.body["retries"], 2);
 
-    let patched = admin.patch(&format!("/apis/{id}"), json!({"description": "Order management", "retries": null}), Some("\"1\"")).await;
+    let patched = admin
+        .patch(&format!("/apis/{id}"), json!({"description": "Order management", "retries": null}), Some("\"1\""))
+        .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     assert_eq!(patched.etag.as_deref(), Some("\"2\""));
     assert_eq!(patched.body["description"], "Order management");
@@ -48,7 +50,8 @@ async fn lists_paginate_with_cursors_and_filter() {
     let cursor = first.body["next_cursor"].as_str().unwrap_or_default().to_owned();
     let second = admin.get(&format!("/apis?limit=2&cursor={cursor}")).await;
     assert_eq!(second.body["data"][0]["name"], "api-2");
-    let last = admin.get(&format!("/apis?limit=2&cursor={}", second.body["next_cursor"].as_str().unwrap_or_default())).await;
+    let last =
+        admin.get(&format!("/apis?limit=2&cursor={}", second.body["next_cursor"].as_str().unwrap_or_default())).await;
     assert_eq!(last.body["data"].as_array().map(Vec::len), Some(1));
     assert!(last.body["next_cursor"].is_null());
 
@@ -64,14 +67,20 @@ async fn nested_entities_live_under_their_api() {
     let api = admin.create_api("billing").await;
     let other = admin.create_api("other").await;
 
-    let target = admin.post(&format!("/apis/{api}/targets"), json!({"host": "10.0.0.1", "port": 8080, "weight": 50})).await;
+    let target =
+        admin.post(&format!("/apis/{api}/targets"), json!({"host": "10.0.0.1", "port": 8080, "weight": 50})).await;
     assert_eq!(target.status, 201, "{}", target.body);
     assert_eq!(target.body["api_id"], api);
     let route = admin
         .post(&format!("/apis/{api}/routes"), json!({"name": "all", "paths": ["/billing/*"], "methods": ["GET", "POST"], "headers": {"x-version": ["2"]}}))
         .await;
     assert_eq!(route.status, 201, "{}", route.body);
-    let plan = admin.post(&format!("/apis/{api}/plans"), json!({"name": "gold", "rate_limit_per_minute": 600, "quota_per_month": 100000})).await;
+    let plan = admin
+        .post(
+            &format!("/apis/{api}/plans"),
+            json!({"name": "gold", "rate_limit_per_minute": 600, "quota_per_month": 100000}),
+        )
+        .await;
     assert_eq!(plan.status, 201, "{}", plan.body);
 
     // An entity is only reachable under its own API.
@@ -111,7 +120,12 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (&format!("/apis/{}/plans", uuid::Uuid::now_v7()), json!({"name": "p"}), 404, "not-found"),
         ("/consumers", json!({"name": "app", "developer_id": uuid::Uuid::now_v7()}), 422, "validation"),
         ("/developers", json!({"email": "not-an-email", "name": "x"}), 422, "validation"),
-        ("/subscriptions", json!({"consumer_id": uuid::Uuid::now_v7(), "plan_id": uuid::Uuid::now_v7()}), 422, "validation"),
+        (
+            "/subscriptions",
+            json!({"consumer_id": uuid::Uuid::now_v7(), "plan_id": uuid::Uuid::now_v7()}),
+            422,
+            "validation",
+        ),
     ];
     for (path, body, status, slug) in cases {
         let r = admin.post(path, body.clone()).await;
@@ -124,21 +138,42 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(dangling.body["errors"][0]["pointer"], "/developer_id");
 
     // Malformed JSON, wrong content type, oversize body.
-    let raw = admin.http.post(admin.url("/apis")).bearer_auth(&admin.token).header("content-type", "application/json").body("{\"name\":").send().await;
+    let raw = admin
+        .http
+        .post(admin.url("/apis"))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body("{\"name\":")
+        .send()
+        .await;
     assert_problem(&crate::helpers::read(raw.expect("sent")).await, 400, "bad-request");
-    let text = admin.http.post(admin.url("/apis")).bearer_auth(&admin.token).header("content-type", "text/plain").body("{}").send().await;
+    let text = admin
+        .http
+        .post(admin.url("/apis"))
+        .bearer_auth(&admin.token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await;
     assert_problem(&crate::helpers::read(text.expect("sent")).await, 415, "unsupported-media-type");
     let huge = json!({"name": "big", "description": "x".repeat(5 * 1024 * 1024)});
     assert_problem(&admin.post("/apis", huge).await, 413, "payload-too-large");
     // A patch that makes the entity invalid, and a bad If-Match.
-    assert_problem(&admin.patch(&format!("/apis/{api}"), json!({"connect_timeout_ms": -1}), None).await, 422, "validation");
+    assert_problem(
+        &admin.patch(&format!("/apis/{api}"), json!({"connect_timeout_ms": -1}), None).await,
+        422,
+        "validation",
+    );
     assert_problem(&admin.patch(&format!("/apis/{api}"), json!({"name": 5}), None).await, 422, "validation");
     assert_problem(&admin.patch(&format!("/apis/{api}"), json!({}), Some("W/\"1\"")).await, 400, "bad-request");
     assert_problem(&admin.get("/apis/not-a-uuid").await, 400, "bad-request");
 
     assert_eq!(admin.count("apis").await, 1);
     assert_eq!(admin.count("targets").await + admin.count("routes").await + admin.count("plans").await, 0);
-    assert_eq!(admin.count("consumers").await + admin.count("developers").await + admin.count("subscriptions").await, 0);
+    assert_eq!(
+        admin.count("consumers").await + admin.count("developers").await + admin.count("subscriptions").await,
+        0
+    );
     assert_eq!(admin.count("audit_log").await, audit_before, "refused requests write no audit rows");
     assert_eq!(admin.count("config_events").await, events_before);
 }
@@ -149,14 +184,22 @@ async fn developers_and_consumers() {
     let dev = admin.post("/developers", json!({"email": "Ada@Example.com", "name": "Ada"})).await;
     assert_eq!(dev.status, 201, "{}", dev.body);
     assert!(dev.body.get("password_hash").is_none());
-    assert_problem(&admin.post("/developers", json!({"email": "ada@example.com", "name": "Ada 2"})).await, 409, "conflict");
+    assert_problem(
+        &admin.post("/developers", json!({"email": "ada@example.com", "name": "Ada 2"})).await,
+        409,
+        "conflict",
+    );
     let found = admin.get("/developers?email=ADA@example.com").await;
     assert_eq!(found.body["data"].as_array().map(Vec::len), Some(1));
 
     let app = admin.post("/consumers", json!({"name": "mobile", "developer_id": dev.id()})).await;
     assert_eq!(app.status, 201, "{}", app.body);
     // Names are unique per developer, not globally.
-    assert_problem(&admin.post("/consumers", json!({"name": "Mobile", "developer_id": dev.id()})).await, 409, "conflict");
+    assert_problem(
+        &admin.post("/consumers", json!({"name": "Mobile", "developer_id": dev.id()})).await,
+        409,
+        "conflict",
+    );
     assert_eq!(admin.post("/consumers", json!({"name": "mobile"})).await.status, 201);
     let mine = admin.get(&format!("/consumers?developer_id={}", dev.id())).await;
     assert_eq!(mine.body["data"].as_array().map(Vec::len), Some(1));

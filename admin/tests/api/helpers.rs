@@ -34,7 +34,12 @@ impl Admin {
         let http = reqwest::Client::new();
         let mut admin = Admin { app, http, token: String::new() };
         let login = admin
-            .send(reqwest::Method::POST, "/auth/login", Some(json!({"email": admin.app.owner_email, "password": admin.app.owner_password})), None)
+            .send(
+                reqwest::Method::POST,
+                "/auth/login",
+                Some(json!({"email": admin.app.owner_email, "password": admin.app.owner_password})),
+                None,
+            )
             .await;
         assert_eq!(login.status, 200, "owner login: {:?}", login.body);
         admin.token = login.body["token"].as_str().unwrap_or_default().to_owned();
@@ -46,7 +51,14 @@ impl Admin {
     }
 
     /// Sends a request with the owner's token (or `token`, if given).
-    pub async fn send_as(&self, token: Option<&str>, method: reqwest::Method, path: &str, body: Option<Value>, if_match: Option<&str>) -> Resp {
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> Resp {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token.or(Some(self.token.as_str())).filter(|t| !t.is_empty()) {
             req = req.bearer_auth(t);
@@ -92,7 +104,15 @@ impl Admin {
         let password = "a-sufficiently-long-passphrase";
         let r = self.post("/users", json!({"email": email, "role": role, "password": password})).await;
         assert_eq!(r.status, 201, "{:?}", r.body);
-        let login = self.send_as(Some(""), reqwest::Method::POST, "/auth/login", Some(json!({"email": email, "password": password})), None).await;
+        let login = self
+            .send_as(
+                Some(""),
+                reqwest::Method::POST,
+                "/auth/login",
+                Some(json!({"email": email, "password": password})),
+                None,
+            )
+            .await;
         assert_eq!(login.status, 200, "{:?}", login.body);
         login.body["token"].as_str().unwrap_or_default().to_owned()
     }

@@ -17,8 +17,10 @@ async fn keys_are_shown_once_hashed_and_revocable() {
 
     let read = admin.get(&format!("/consumers/{consumer}/keys/{}", created.id())).await;
     assert!(read.body.get("secret").is_none(), "{}", read.body);
-    let (hash,): (Vec<u8>,) = sqlx::query_as("SELECT key_hash FROM api_keys").fetch_one(&admin.app.pool).await.expect("query");
-    let want: (Vec<u8>,) = sqlx::query_as("SELECT sha256($1::text::bytea)").bind(&secret).fetch_one(&admin.app.pool).await.expect("query");
+    let (hash,): (Vec<u8>,) =
+        sqlx::query_as("SELECT key_hash FROM api_keys").fetch_one(&admin.app.pool).await.expect("query");
+    let want: (Vec<u8>,) =
+        sqlx::query_as("SELECT sha256($1::text::bytea)").bind(&secret).fetch_one(&admin.app.pool).await.expect("query");
     assert_eq!(hash, want.0);
 
     let revoked = admin.post(&format!("/consumers/{consumer}/keys/{}/revoke", created.id()), json!({})).await;
@@ -30,7 +32,8 @@ async fn keys_are_shown_once_hashed_and_revocable() {
     assert_eq!(unrevoked.body["data"].as_array().map(Vec::len), Some(0));
 
     let events = admin.get("/config-events?entity_kind=api_key").await;
-    let ops: Vec<&str> = events.body["data"].as_array().map(|a| a.iter().filter_map(|e| e["op"].as_str()).collect()).unwrap_or_default();
+    let ops: Vec<&str> =
+        events.body["data"].as_array().map(|a| a.iter().filter_map(|e| e["op"].as_str()).collect()).unwrap_or_default();
     assert_eq!(ops, ["create", "update"], "the revocation reaches gateways as one update");
 }
 
@@ -44,6 +47,10 @@ async fn key_input_is_validated() {
     assert_problem(&bad_date, 422, "validation");
     let secret_field = admin.post(&format!("/consumers/{consumer}/keys"), json!({"key_hash": "00"})).await;
     assert_problem(&secret_field, 422, "validation");
-    assert_problem(&admin.post(&format!("/consumers/{}/keys", uuid::Uuid::now_v7()), json!({})).await, 404, "not-found");
+    assert_problem(
+        &admin.post(&format!("/consumers/{}/keys", uuid::Uuid::now_v7()), json!({})).await,
+        404,
+        "not-found",
+    );
     assert_eq!(admin.count("api_keys").await, 0);
 }

@@ -1,4 +1,5 @@
 //! Integration tests of the admin REST API against a real PostgreSQL and a real HTTP server.
+#![allow(clippy::expect_used, reason = "a failed setup step should fail the test loudly")]
 
 mod audit;
 mod auth;

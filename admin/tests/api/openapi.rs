@@ -6,12 +6,27 @@ use crate::helpers::Admin;
 #[tokio::test]
 async fn openapi_document_is_complete() {
     let admin = Admin::spawn().await;
-    let doc = admin.http.get(admin.url("/openapi.json")).send().await.expect("sent").json::<serde_json::Value>().await.expect("json");
+    let doc = admin
+        .http
+        .get(admin.url("/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     let paths = doc["paths"].as_object().cloned().unwrap_or_default();
-    for p in ["/apis", "/apis/{api_id}/routes/{id}", "/consumers/{consumer_id}/keys", "/subscriptions", "/users", "/config-events"] {
+    for p in [
+        "/apis",
+        "/apis/{api_id}/routes/{id}",
+        "/consumers/{consumer_id}/keys",
+        "/subscriptions",
+        "/users",
+        "/config-events",
+    ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
     let mut operations = 0;

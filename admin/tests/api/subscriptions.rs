@@ -19,7 +19,11 @@ async fn approval_flow_and_plan_changes() {
     assert_eq!(pending.body["status"], "pending");
     assert_eq!(pending.body["api_id"], api);
     // One subscription per API per consumer.
-    assert_problem(&admin.post("/subscriptions", json!({"consumer_id": consumer, "plan_id": free})).await, 409, "conflict");
+    assert_problem(
+        &admin.post("/subscriptions", json!({"consumer_id": consumer, "plan_id": free})).await,
+        409,
+        "conflict",
+    );
 
     let sub = pending.id();
     let approved = admin.patch(&format!("/subscriptions/{sub}"), json!({"status": "active"}), Some("\"1\"")).await;
@@ -28,7 +32,11 @@ async fn approval_flow_and_plan_changes() {
     assert_eq!(downgraded.body["plan_id"], free, "{}", downgraded.body);
     let cross = admin.patch(&format!("/subscriptions/{sub}"), json!({"plan_id": foreign}), None).await;
     assert_problem(&cross, 422, "validation");
-    assert_problem(&admin.patch(&format!("/subscriptions/{sub}"), json!({"status": "paused"}), None).await, 422, "validation");
+    assert_problem(
+        &admin.patch(&format!("/subscriptions/{sub}"), json!({"status": "paused"}), None).await,
+        422,
+        "validation",
+    );
 
     // A plan with subscriptions cannot be deleted; a free-standing one can.
     assert_problem(&admin.delete(&format!("/apis/{api}/plans/{free}"), None).await, 409, "conflict");

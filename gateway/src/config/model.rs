@@ -1,0 +1,192 @@
+//! The gateway's view of the configuration: plain data, as loaded from PostgreSQL, read from
+//! a declarative file, or restored from the last-known-good copy on disk. Compiled into a
+//! [`crate::snapshot::Snapshot`] for the request path. Field names follow the schema
+//! (`migrations/`), the contract with the control plane.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Everything a gateway enforces, keyed by entity id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigData {
+    /// Id of the last `config_events` row reflected here (0 for file-based config).
+    pub event_id: i64,
+    pub apis: BTreeMap<Uuid, ApiDef>,
+    pub targets: BTreeMap<Uuid, TargetDef>,
+    pub routes: BTreeMap<Uuid, RouteDef>,
+    pub plans: BTreeMap<Uuid, PlanDef>,
+    pub developers: BTreeMap<Uuid, DeveloperDef>,
+    pub consumers: BTreeMap<Uuid, ConsumerDef>,
+    pub keys: BTreeMap<Uuid, KeyDef>,
+    pub subscriptions: BTreeMap<Uuid, SubscriptionDef>,
+}
+
+/// An API and its upstream settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ApiDef {
+    pub id: Uuid,
+    pub name: String,
+    /// `http` or `https`.
+    pub upstream_protocol: String,
+    /// `round_robin`, `least_requests` or `consistent_hash`.
+    pub lb_policy: String,
+    pub connect_timeout_ms: i32,
+    pub read_timeout_ms: i32,
+    pub retries: i32,
+    /// `key_auth`, `jwt`, `introspection`, `anonymous`.
+    pub auth_methods: Vec<String>,
+    pub enabled: bool,
+    /// 0 = no overall limit.
+    pub total_timeout_ms: i32,
+    /// `ip`, `header:<name>` or `cookie:<name>`.
+    pub hash_on: Option<String>,
+    pub retry_on_statuses: Vec<i32>,
+    /// Active health check settings (JSON object, see the admin API).
+    pub health_check: Option<serde_json::Value>,
+    pub passive_health: Option<serde_json::Value>,
+    pub circuit_breaker: Option<serde_json::Value>,
+    /// Percent of traffic for the `canary` pool.
+    pub canary_weight: i32,
+    /// Header forcing the pool (`canary` / `stable`).
+    pub canary_header: Option<String>,
+}
+
+/// An upstream target of an API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TargetDef {
+    pub id: Uuid,
+    pub api_id: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub weight: i32,
+    pub backup: bool,
+    /// `stable` or `canary`.
+    pub pool: String,
+}
+
+/// A route of an API. Paths: `/exact`, `/prefix/*`, `/users/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RouteDef {
+    pub id: Uuid,
+    pub api_id: Uuid,
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub methods: Vec<String>,
+    #[sqlx(json)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    #[sqlx(json)]
+    pub query: BTreeMap<String, Vec<String>>,
+    pub strip_path: bool,
+    pub rewrite_path: Option<String>,
+    pub priority: i32,
+}
+
+/// A plan: limits and quotas for subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct PlanDef {
+    pub id: Uuid,
+    pub api_id: Uuid,
+    pub name: String,
+    pub rate_limit_per_second: Option<i32>,
+    pub rate_limit_per_minute: Option<i32>,
+    pub rate_limit_per_hour: Option<i32>,
+    pub burst: i32,
+    pub quota_per_day: Option<i64>,
+    pub quota_per_month: Option<i64>,
+    pub limit_mode: String,
+    pub redis_failure_policy: String,
+}
+
+/// A developer account; only its status matters to gateways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct DeveloperDef {
+    pub id: Uuid,
+    /// `pending`, `active` or `disabled`.
+    pub status: String,
+}
+
+/// A consumer (app).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ConsumerDef {
+    pub id: Uuid,
+    pub name: String,
+    pub developer_id: Option<Uuid>,
+    pub custom_id: Option<String>,
+    pub enabled: bool,
+}
+
+/// An API key: its SHA-256, never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct KeyDef {
+    pub id: Uuid,
+    pub consumer_id: Uuid,
+    /// SHA-256 of the key.
+    #[sqlx(try_from = "Vec<u8>")]
+    pub key_hash: KeyHash,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+}
+
+/// The SHA-256 of an API key; hex in files.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({})", hex(&self.0[..4]))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TryFrom<Vec<u8>> for KeyHash {
+    type Error = String;
+    fn try_from(v: Vec<u8>) -> Result<Self, Self::Error> {
+        <[u8; 32]>::try_from(v.as_slice()).map(KeyHash).map_err(|_| format!("a key hash has 32 bytes, not {}", v.len()))
+    }
+}
+
+impl std::str::FromStr for KeyHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 64 || !s.is_ascii() {
+            return Err("a key hash is 64 hex digits".to_owned());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte =
+                u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| "a key hash is 64 hex digits".to_owned())?;
+        }
+        Ok(KeyHash(out))
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A subscription of a consumer to a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SubscriptionDef {
+    pub id: Uuid,
+    pub consumer_id: Uuid,
+    pub plan_id: Uuid,
+    pub api_id: Uuid,
+    /// `pending`, `active` or `suspended`.
+    pub status: String,
+}

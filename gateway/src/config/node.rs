@@ -1,0 +1,36 @@
+//! This node's identity and heartbeat: the admin lists nodes and, for each config event,
+//! how many live nodes have applied it.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Who this gateway node is.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: Uuid,
+    pub hostname: String,
+    pub listen: String,
+    pub version: String,
+    /// `postgres` or `file`.
+    pub source: String,
+}
+
+impl NodeInfo {
+    /// Records that this node enforces config event `applied` and is alive.
+    pub async fn heartbeat(&self, pool: &PgPool, applied: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO gateway_nodes (id, hostname, listen, version, config_source, applied_event_id)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET applied_event_id = EXCLUDED.applied_event_id, last_seen_at = now()",
+        )
+        .bind(self.id)
+        .bind(&self.hostname)
+        .bind(&self.listen)
+        .bind(&self.version)
+        .bind(&self.source)
+        .bind(applied)
+        .execute(pool)
+        .await
+        .map(|_| ())
+    }
+}

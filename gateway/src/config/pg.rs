@@ -1,0 +1,237 @@
+//! Loading configuration from PostgreSQL: a full, consistent snapshot, and incremental
+//! catch-up from the `config_events` change log. Event ids follow commit order (the admin
+//! hands them out under a lock held to commit), so "apply every event after N" never skips
+//! a change, whatever notifications were lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::model::{
+    ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef, SubscriptionDef, TargetDef,
+};
+
+/// At most this many events are applied incrementally; further behind, a full reload is cheaper.
+const MAX_BATCH: i64 = 20_000;
+
+const APIS: &str = "SELECT id, name, upstream_protocol, lb_policy, connect_timeout_ms, read_timeout_ms, retries, \
+    auth_methods, enabled, total_timeout_ms, hash_on, retry_on_statuses, health_check, passive_health, \
+    circuit_breaker, canary_weight, canary_header FROM apis";
+const TARGETS: &str = "SELECT id, api_id, host, port, weight, backup, pool FROM targets";
+const ROUTES: &str =
+    "SELECT id, api_id, name, hosts, paths, methods, headers, query, strip_path, rewrite_path, priority FROM routes";
+const PLANS: &str = "SELECT id, api_id, name, rate_limit_per_second, rate_limit_per_minute, rate_limit_per_hour, burst, \
+    quota_per_day, quota_per_month, limit_mode, redis_failure_policy FROM plans";
+const DEVELOPERS: &str = "SELECT id, status FROM developers";
+const CONSUMERS: &str = "SELECT id, name, developer_id, custom_id, enabled FROM consumers";
+const KEYS: &str = "SELECT id, consumer_id, key_hash, \
+    extract(epoch FROM expires_at)::bigint AS expires_at, revoked_at IS NOT NULL AS revoked FROM api_keys";
+const SUBSCRIPTIONS: &str = "SELECT id, consumer_id, plan_id, api_id, status FROM subscriptions";
+
+/// Which parts of the configuration an update touched, so only those are recompiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub routes: bool,
+    pub upstreams: bool,
+    pub credentials: bool,
+    pub plans: bool,
+    /// A full load: rebuild everything.
+    pub everything: bool,
+}
+
+impl Changed {
+    /// Everything changed (a full load).
+    pub fn all() -> Self {
+        Self { routes: true, upstreams: true, credentials: true, plans: true, everything: true }
+    }
+
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        self.routes || self.upstreams || self.credentials || self.plans || self.everything
+    }
+}
+
+async fn fetch<T>(conn: &mut PgConnection, base: &str, ids: Option<&[Uuid]>) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    match ids {
+        None => sqlx::query_as(sqlx::AssertSqlSafe(base.to_owned())).fetch_all(conn).await,
+        Some(ids) => {
+            let sql = format!("{base} WHERE id = ANY($1)");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(conn).await
+        }
+    }
+}
+
+fn by_id<T>(rows: Vec<T>, id: impl Fn(&T) -> Uuid) -> BTreeMap<Uuid, T> {
+    rows.into_iter().map(|r| (id(&r), r)).collect()
+}
+
+async fn snapshot_tx(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// Loads everything in one consistent snapshot, with the id of the last event it reflects.
+pub async fn load_full(pool: &PgPool) -> Result<ConfigData, sqlx::Error> {
+    let mut tx = snapshot_tx(pool).await?;
+    let (event_id,): (i64,) =
+        sqlx::query_as("SELECT coalesce(max(id), 0) FROM config_events").fetch_one(&mut *tx).await?;
+    let data = ConfigData {
+        event_id,
+        apis: by_id(fetch::<ApiDef>(&mut tx, APIS, None).await?, |r| r.id),
+        targets: by_id(fetch::<TargetDef>(&mut tx, TARGETS, None).await?, |r| r.id),
+        routes: by_id(fetch::<RouteDef>(&mut tx, ROUTES, None).await?, |r| r.id),
+        plans: by_id(fetch::<PlanDef>(&mut tx, PLANS, None).await?, |r| r.id),
+        developers: by_id(fetch::<DeveloperDef>(&mut tx, DEVELOPERS, None).await?, |r| r.id),
+        consumers: by_id(fetch::<ConsumerDef>(&mut tx, CONSUMERS, None).await?, |r| r.id),
+        keys: by_id(fetch::<KeyDef>(&mut tx, KEYS, None).await?, |r| r.id),
+        subscriptions: by_id(fetch::<SubscriptionDef>(&mut tx, SUBSCRIPTIONS, None).await?, |r| r.id),
+    };
+    tx.commit().await?;
+    Ok(data)
+}
+
+#[derive(sqlx::FromRow)]
+struct Event {
+    id: i64,
+    entity_kind: String,
+    entity_id: Uuid,
+}
+
+/// What [`catch_up`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Nothing new.
+    Current,
+    /// Events were applied in place.
+    Applied { events: usize, changed: Changed },
+    /// Too far behind, or events were pruned: the caller must [`load_full`].
+    ReloadNeeded,
+}
+
+/// Applies every event after `data.event_id`: changed entities are re-read (their state as
+/// of the same snapshot), deleted ones removed with what cascades from them.
+pub async fn catch_up(pool: &PgPool, data: &mut ConfigData) -> Result<CatchUp, sqlx::Error> {
+    let mut tx = snapshot_tx(pool).await?;
+    let (min_id,): (Option<i64>,) = sqlx::query_as("SELECT min(id) FROM config_events").fetch_one(&mut *tx).await?;
+    // Pruned past our position (id sequences may have gaps from rolled-back writes, so this
+    // can reload needlessly, never miss a change).
+    if min_id.is_some_and(|m| m > data.event_id + 1) && data.event_id > 0 {
+        return Ok(CatchUp::ReloadNeeded);
+    }
+    let events: Vec<Event> =
+        sqlx::query_as("SELECT id, entity_kind, entity_id FROM config_events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(data.event_id)
+            .bind(MAX_BATCH + 1)
+            .fetch_all(&mut *tx)
+            .await?;
+    if events.len() as i64 > MAX_BATCH {
+        return Ok(CatchUp::ReloadNeeded);
+    }
+    let Some(last) = events.last().map(|e| e.id) else { return Ok(CatchUp::Current) };
+    let mut touched: BTreeMap<&str, BTreeSet<Uuid>> = BTreeMap::new();
+    for e in &events {
+        touched.entry(e.entity_kind.as_str()).or_default().insert(e.entity_id);
+    }
+    let mut changed = Changed::default();
+    for (kind, ids) in touched {
+        let ids: Vec<Uuid> = ids.into_iter().collect();
+        refresh(&mut tx, data, kind, &ids, &mut changed).await?;
+    }
+    tx.commit().await?;
+    data.event_id = last;
+    Ok(CatchUp::Applied { events: events.len(), changed })
+}
+
+/// Replaces the entities `ids` of `kind` with their current rows (absent rows: deleted).
+async fn refresh(
+    conn: &mut PgConnection,
+    data: &mut ConfigData,
+    kind: &str,
+    ids: &[Uuid],
+    changed: &mut Changed,
+) -> Result<(), sqlx::Error> {
+    match kind {
+        "api" => {
+            let rows = fetch::<ApiDef>(conn, APIS, Some(ids)).await?;
+            replace(&mut data.apis, ids, rows, |r| r.id);
+            cascade_apis(data, ids);
+            *changed = Changed { routes: true, upstreams: true, plans: true, ..*changed };
+        }
+        "target" => {
+            replace(&mut data.targets, ids, fetch::<TargetDef>(conn, TARGETS, Some(ids)).await?, |r| r.id);
+            changed.upstreams = true;
+        }
+        "route" => {
+            replace(&mut data.routes, ids, fetch::<RouteDef>(conn, ROUTES, Some(ids)).await?, |r| r.id);
+            changed.routes = true;
+        }
+        "plan" => {
+            replace(&mut data.plans, ids, fetch::<PlanDef>(conn, PLANS, Some(ids)).await?, |r| r.id);
+            changed.plans = true;
+        }
+        "developer" => {
+            replace(&mut data.developers, ids, fetch::<DeveloperDef>(conn, DEVELOPERS, Some(ids)).await?, |r| r.id);
+            cascade_developers(data, ids);
+            changed.credentials = true;
+        }
+        "consumer" => {
+            replace(&mut data.consumers, ids, fetch::<ConsumerDef>(conn, CONSUMERS, Some(ids)).await?, |r| r.id);
+            cascade_consumers(data, ids);
+            changed.credentials = true;
+        }
+        "api_key" => {
+            replace(&mut data.keys, ids, fetch::<KeyDef>(conn, KEYS, Some(ids)).await?, |r| r.id);
+            changed.credentials = true;
+        }
+        "subscription" => {
+            replace(
+                &mut data.subscriptions,
+                ids,
+                fetch::<SubscriptionDef>(conn, SUBSCRIPTIONS, Some(ids)).await?,
+                |r| r.id,
+            );
+            changed.credentials = true;
+        }
+        other => tracing::debug!(kind = other, "config event of a kind gateways ignore"),
+    }
+    Ok(())
+}
+
+fn replace<T>(map: &mut BTreeMap<Uuid, T>, ids: &[Uuid], rows: Vec<T>, id: impl Fn(&T) -> Uuid) {
+    for gone in ids {
+        map.remove(gone);
+    }
+    map.extend(rows.into_iter().map(|r| (id(&r), r)));
+}
+
+/// Deleting an API removes its targets and routes (the database cascades; no events).
+fn cascade_apis(data: &mut ConfigData, ids: &[Uuid]) {
+    let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.apis.contains_key(id)).copied().collect();
+    data.targets.retain(|_, t| !gone.contains(&t.api_id));
+    data.routes.retain(|_, r| !gone.contains(&r.api_id));
+    data.plans.retain(|_, p| !gone.contains(&p.api_id));
+}
+
+/// Deleting a developer removes their consumers, and so their keys and subscriptions.
+fn cascade_developers(data: &mut ConfigData, ids: &[Uuid]) {
+    let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.developers.contains_key(id)).copied().collect();
+    let consumers: Vec<Uuid> =
+        data.consumers.values().filter(|c| c.developer_id.is_some_and(|d| gone.contains(&d))).map(|c| c.id).collect();
+    for id in &consumers {
+        data.consumers.remove(id);
+    }
+    cascade_consumers(data, &consumers);
+}
+
+/// Deleting a consumer removes its keys and subscriptions.
+fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) {
+    let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.consumers.contains_key(id)).copied().collect();
+    data.keys.retain(|_, k| !gone.contains(&k.consumer_id));
+    data.subscriptions.retain(|_, s| !gone.contains(&s.consumer_id));
+}

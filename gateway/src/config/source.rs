@@ -1,0 +1,166 @@
+//! Following PostgreSQL: load a full snapshot, then `LISTEN` for change notifications and
+//! catch up from the change log after each one — and after every (re)connection, so a
+//! notification lost while disconnected never means a lost change. Each applied state is
+//! published to the [`Sink`], saved to disk (debounced) and reported in the node heartbeat.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+use super::model::ConfigData;
+use super::pg::{self, CatchUp, Changed};
+use super::{disk, node::NodeInfo};
+
+/// Channel the admin notifies on; the payload is the event id.
+pub const CHANNEL: &str = "tollgate_config";
+/// Heartbeat and safety-net catch-up period.
+const TICK: Duration = Duration::from_secs(5);
+/// Minimum time between two saves of the configuration to disk.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Receives each new configuration state.
+pub trait Sink: Send + Sync + 'static {
+    /// Compiles and publishes `data`; `changed` says which parts differ from the last call.
+    fn publish(&self, data: &ConfigData, changed: Changed);
+}
+
+/// Where the node keeps its last-known-good configuration, and who it is.
+#[derive(Debug, Clone)]
+pub struct PgSource {
+    pub pool: PgPool,
+    pub state_file: Option<PathBuf>,
+    pub node: NodeInfo,
+}
+
+struct Follower {
+    src: PgSource,
+    sink: Arc<dyn Sink>,
+    data: ConfigData,
+    loaded: bool,
+    last_save: Option<Instant>,
+    dirty: bool,
+}
+
+impl PgSource {
+    /// Loads the initial configuration (from PostgreSQL, else from disk) and publishes it;
+    /// then follows changes in a background task for as long as the runtime lives.
+    pub async fn start(self, sink: Arc<dyn Sink>, initial_timeout: Duration) -> tokio::task::JoinHandle<()> {
+        let mut f =
+            Follower { src: self, sink, data: ConfigData::default(), loaded: false, last_save: None, dirty: false };
+        match tokio::time::timeout(initial_timeout, pg::load_full(&f.src.pool)).await {
+            Ok(Ok(data)) => f.replace(data),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "PostgreSQL unavailable at start; trying the last-known-good configuration")
+            }
+            Err(_) => tracing::warn!("PostgreSQL did not answer in time; trying the last-known-good configuration"),
+        }
+        if !f.loaded {
+            f.load_from_disk().await;
+        }
+        tokio::spawn(async move { f.run().await })
+    }
+}
+
+impl Follower {
+    fn replace(&mut self, data: ConfigData) {
+        self.data = data;
+        self.loaded = true;
+        self.dirty = true;
+        self.sink.publish(&self.data, Changed::all());
+        tracing::info!(
+            event_id = self.data.event_id,
+            apis = self.data.apis.len(),
+            routes = self.data.routes.len(),
+            "configuration loaded"
+        );
+    }
+
+    async fn load_from_disk(&mut self) {
+        let Some(path) = self.src.state_file.clone() else { return };
+        match tokio::task::spawn_blocking(move || disk::load(&path)).await {
+            Ok(Ok(data)) => {
+                tracing::info!(event_id = data.event_id, "serving the last-known-good configuration from disk");
+                self.replace(data);
+                self.dirty = false;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "no usable configuration on disk"),
+            Err(e) => tracing::warn!(error = %e, "reading the configuration from disk failed"),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Err(e) = self.follow().await {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost PostgreSQL; still serving the current configuration");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Subscribes, catches up, then applies changes as notifications arrive. Returns only
+    /// on a database error; the caller reconnects.
+    async fn follow(&mut self) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.src.pool).await?;
+        listener.listen(CHANNEL).await?;
+        // Subscribed first, then caught up: nothing committed in between can be missed.
+        self.sync().await?;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                n = listener.try_recv() => {
+                    if n?.is_none() {
+                        return Err(sqlx::Error::Protocol("notification connection lost".into()));
+                    }
+                    while listener.next_buffered().is_some() {}
+                    self.sync().await?;
+                }
+                _ = tick.tick() => {
+                    self.sync().await?;
+                    self.src.node.heartbeat(&self.src.pool, self.data.event_id).await?;
+                }
+            }
+        }
+    }
+
+    /// Brings `data` up to the newest committed event and publishes what changed.
+    async fn sync(&mut self) -> Result<(), sqlx::Error> {
+        if !self.loaded {
+            let data = pg::load_full(&self.src.pool).await?;
+            self.replace(data);
+        }
+        match pg::catch_up(&self.src.pool, &mut self.data).await? {
+            CatchUp::Current => {}
+            CatchUp::Applied { events, changed } => {
+                self.sink.publish(&self.data, changed);
+                self.dirty = true;
+                tracing::debug!(events, event_id = self.data.event_id, "configuration changes applied");
+                self.src.node.heartbeat(&self.src.pool, self.data.event_id).await?;
+            }
+            CatchUp::ReloadNeeded => {
+                let data = pg::load_full(&self.src.pool).await?;
+                self.replace(data);
+            }
+        }
+        self.save_if_due();
+        Ok(())
+    }
+
+    fn save_if_due(&mut self) {
+        let due = self.last_save.is_none_or(|t| t.elapsed() >= SAVE_EVERY);
+        let Some(path) = self.src.state_file.clone().filter(|_| self.dirty && due) else { return };
+        self.dirty = false;
+        self.last_save = Some(Instant::now());
+        let data = self.data.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = disk::save(&path, &data) {
+                tracing::warn!(error = %e, path = %path.display(), "could not save the configuration to disk");
+            }
+        });
+    }
+}

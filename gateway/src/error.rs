@@ -1,0 +1,143 @@
+//! Errors the gateway itself produces. The pipeline returns a typed [`GatewayError`]; the
+//! edge renders it once as `application/problem+json` (RFC 9457) with a stable `type`,
+//! never leaking internals. The status follows the error's source: client (4xx),
+//! upstream (502/503/504) or the gateway itself (500).
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Why the gateway answered instead of the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("the request body is too large")]
+    BodyTooLarge,
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
+    #[error("the gateway is at its connection limit")]
+    Overloaded,
+    #[error("no healthy upstream target")]
+    NoHealthyTarget,
+    #[error("the upstream's circuit breaker is open")]
+    CircuitOpen,
+    #[error("the upstream could not be reached: {0}")]
+    UpstreamConnect(String),
+    #[error("the upstream failed: {0}")]
+    UpstreamProtocol(String),
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the gateway has no configuration yet")]
+    NotReady,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// Status, stable type slug, title and client-facing detail.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, &'static str) {
+        use GatewayError::*;
+        match self {
+            BadRequest(why) => (StatusCode::BAD_REQUEST, "bad-request", "Malformed request", why),
+            NoRoute => (StatusCode::NOT_FOUND, "no-route", "No route", "no route matches this request"),
+            BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                "the request body is over the limit",
+            ),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request header fields too large",
+                "the request headers are over the limit",
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                "the gateway is at its connection limit; retry later",
+            ),
+            NoHealthyTarget => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-healthy-upstream",
+                "Upstream unavailable",
+                "no healthy upstream target",
+            ),
+            CircuitOpen => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit-open",
+                "Upstream unavailable",
+                "the upstream is failing; requests are paused",
+            ),
+            UpstreamConnect(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream-unreachable", "Bad gateway", "the upstream could not be reached")
+            }
+            UpstreamProtocol(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream-error", "Bad gateway", "the upstream sent an invalid response")
+            }
+            UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Gateway timeout",
+                "the upstream did not answer in time",
+            ),
+            NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "Not ready",
+                "the gateway has not loaded its configuration yet",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the gateway failed to handle the request",
+            ),
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The problem document, with the request id when known.
+    pub fn to_response(&self, request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
+        let (status, slug, title, detail) = self.parts();
+        let body = serde_json::json!({
+            "type": format!("urn:tollgate:problem:{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(id) = request_id {
+            h.insert("x-request-id", id.clone());
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_source() {
+        assert_eq!(GatewayError::NoRoute.status(), 404);
+        assert_eq!(GatewayError::UpstreamConnect("x".into()).status(), 502);
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        assert_eq!(GatewayError::CircuitOpen.status(), 503);
+        assert_eq!(GatewayError::HeadersTooLarge.status(), 431);
+        let res = GatewayError::Internal("secret detail".into()).to_response(None);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+    }
+}

@@ -1,0 +1,155 @@
+//! Header rewriting between client and upstream: hop-by-hop headers removed (RFC 9110
+//! §7.6.1, including those named by `Connection`), forwarding headers set
+//! (`X-Forwarded-*` and RFC 7239 `Forwarded`), request ids kept or generated.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// A request id worth keeping: 1–128 visible ASCII characters.
+fn acceptable_id(v: &HeaderValue) -> bool {
+    (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Keeps the client's `X-Request-ID` when sane, else sets a new one; returns it.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID).filter(|v| acceptable_id(v)) {
+        return v.clone();
+    }
+    let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap_or(HeaderValue::from_static("invalid"));
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// What the gateway knows about the client side of the exchange.
+pub struct Forwarding<'a> {
+    pub client_ip: IpAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The `Host` the client asked for.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded` (appended).
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let ip = f.client_ip.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    insert(headers, &X_FORWARDED_FOR, &xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    let mut forwarded = match f.client_ip {
+        IpAddr::V4(_) => format!("for={ip};proto={}", f.proto),
+        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={}", f.proto),
+    };
+    if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
+        headers.insert(X_FORWARDED_HOST.clone(), f.host.cloned().unwrap_or(HeaderValue::from_static("")));
+        if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            forwarded.push_str(&format!(";host={host}"));
+        }
+    }
+    let combined = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {forwarded}"),
+        None => forwarded,
+    };
+    insert(headers, &header::FORWARDED, &combined);
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    connection_upgrade && headers.contains_key(header::UPGRADE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_including_connection_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_headers_append() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarding(&mut h, &Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "https", host: Some(&host) });
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["forwarded"], "for=10.0.0.1;proto=https;host=api.example.com");
+        let mut v6 = HeaderMap::new();
+        set_forwarding(
+            &mut v6,
+            &Forwarding { client_ip: "::1".parse().unwrap_or(IpAddr::from([0u8; 16])), proto: "http", host: None },
+        );
+        assert_eq!(v6["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut bad = HeaderMap::new();
+        bad.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_ne!(ensure_request_id(&mut bad), "has space");
+    }
+}

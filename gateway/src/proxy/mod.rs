@@ -1,0 +1,2 @@
+//! Forwarding a routed request to its upstream and the answer back.
+pub mod headers;

@@ -1,0 +1,253 @@
+//! Request routing: from (host, method, normalised path, headers, query) to one route.
+//!
+//! Every request path first goes through [`normalize_path`]; the router matches the
+//! normalised path and the upstream receives it (or its stripped/rewritten form), so the
+//! upstream always sees the path the gateway routed on.
+//!
+//! # Priority
+//!
+//! [`Router::find`] returns the first route, in this order, whose host, path, methods,
+//! headers and query all match. A route whose path matches but whose other conditions do not
+//! never hides a less specific route that matches fully (the search backtracks).
+//!
+//! 1. **Host tier.** Routes bound to the exact request host; then routes bound to a wildcard
+//!    (`*.example.com`), longest suffix first, each suffix its own tier; then routes without
+//!    hosts. A later tier is searched only when nothing in the earlier ones matched.
+//! 2. **Path specificity**, within a tier. Exact and template patterns beat prefix patterns.
+//!    Between exact/template patterns, segments are compared left to right and a literal
+//!    segment beats a `{param}` at the first difference (`/users/me` > `/users/{id}`,
+//!    `/a/{x}/c` > `/{y}/b/c`). Between prefix patterns (`/p/*`), the one with more segments
+//!    wins; at equal length, the same literal-before-parameter rule applies.
+//! 3. **`priority`**, higher first, between routes with the same path shape (e.g.
+//!    `/users/{id}` and `/users/{name}`).
+//! 4. **More conditions** first: one per header, one per query parameter, one for a
+//!    non-empty method list.
+//! 5. **Lower route id** first (ids are UUIDv7, so the older route).
+//!
+//! # Cost
+//!
+//! Each host tier is a segment trie ([`trie`]): one hash probe per path segment, plus
+//! backtracking into `{param}` children, bounded by the request depth and never by the
+//! number of routes. A lookup allocates only in rare cases: a path deeper than 16 segments
+//! (the segment list spills to the heap), more than eight prefix routes along the request's
+//! path, more than four template parameters, or a host with upper-case letters (callers pass
+//! it lower-cased). Computing a rewritten upstream path allocates the new path.
+
+mod normalize;
+mod pattern;
+mod route;
+mod trie;
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, Method};
+use smallvec::SmallVec;
+use uuid::Uuid;
+
+use crate::config::model::RouteDef;
+pub use normalize::{PathError, normalize_path};
+use pattern::{HostPattern, PathPattern};
+use route::CompiledRoute;
+pub use route::RouteError;
+use trie::{Entry, Found, FxHashMap, Node};
+
+/// What the router looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Host without port, lower-cased.
+    pub host: &'a str,
+    pub method: &'a Method,
+    /// The path as returned by [`normalize_path`], without the query string.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+}
+
+/// Template parameters of a match, `name → value`, on the stack for up to four.
+pub type Params<'a> = SmallVec<[(&'a str, &'a str); 4]>;
+
+/// The route chosen for a request, borrowing from the router and the request path.
+#[derive(Debug, Clone)]
+pub struct RouteMatch<'a> {
+    route: &'a CompiledRoute,
+    pattern: &'a PathPattern,
+    path: &'a str,
+    params: Params<'a>,
+    /// For a prefix pattern, the byte offset in `path` where the prefix ends.
+    prefix_end: Option<usize>,
+}
+
+/// The compiled routing table: immutable, shared by all requests.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<CompiledRoute>,
+    exact_hosts: FxHashMap<Box<str>, Node>,
+    /// Keyed by the suffix after `*`, e.g. `.example.com`.
+    wildcard_hosts: FxHashMap<Box<str>, Node>,
+    any_host: Node,
+}
+
+impl Router {
+    /// Compiles `routes`. Invalid parts are left out (see [`RouteError::route_skipped`]),
+    /// logged, and returned; the router is usable either way.
+    pub fn build<'a>(routes: impl IntoIterator<Item = &'a RouteDef>) -> (Router, Vec<RouteError>) {
+        let mut errors = Vec::new();
+        let compiled = routes.into_iter().filter_map(|def| route::compile(def, &mut errors)).collect();
+        for e in &errors {
+            tracing::warn!(route_id = %e.route_id, field = e.field, value = %e.value, reason = e.reason,
+                route_skipped = e.route_skipped, "invalid route definition");
+        }
+        let mut router = Router { routes: compiled, ..Router::default() };
+        router.index();
+        (router, errors)
+    }
+
+    /// Number of compiled routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether no route was compiled.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    fn index(&mut self) {
+        let Router { routes, exact_hosts, wildcard_hosts, any_host } = self;
+        for (ri, route) in routes.iter().enumerate() {
+            for (pi, path) in route.paths.iter().enumerate() {
+                let entry = Entry { route: ri, path: pi };
+                if route.hosts.is_empty() {
+                    any_host.insert(&path.segs, path.prefix, entry);
+                }
+                for host in &route.hosts {
+                    let trie = match host {
+                        HostPattern::Exact(name) => exact_hosts.entry(name.clone()).or_default(),
+                        HostPattern::Wildcard(suffix) => wildcard_hosts.entry(suffix.clone()).or_default(),
+                    };
+                    trie.insert(&path.segs, path.prefix, entry);
+                }
+            }
+        }
+        let cmp = |a: &Entry, b: &Entry| match (routes.get(a.route), routes.get(b.route)) {
+            (Some(x), Some(y)) => {
+                let key = |r: &CompiledRoute| (std::cmp::Reverse(r.priority), std::cmp::Reverse(r.conditions()), r.id);
+                key(x).cmp(&key(y)).then(a.path.cmp(&b.path))
+            }
+            _ => a.route.cmp(&b.route),
+        };
+        exact_hosts.values_mut().chain(wildcard_hosts.values_mut()).for_each(|t| t.sort(&cmp));
+        any_host.sort(&cmp);
+    }
+
+    /// Finds the route for `req` by the documented priority; `None` if nothing matches or
+    /// `req.path` does not start with `/`.
+    pub fn find<'a>(&'a self, req: &RequestView<'a>) -> Option<RouteMatch<'a>> {
+        let segs: SmallVec<[&'a str; 16]> = req.path.strip_prefix('/')?.split('/').collect();
+        let host = canonical_host(req.host);
+        if let Some(hit) = self.exact_hosts.get(&*host).and_then(|t| self.find_in(t, req, &segs)) {
+            return Some(hit);
+        }
+        if !self.wildcard_hosts.is_empty() {
+            // Left to right: the first dot gives the longest suffix; a suffix needs a label
+            // before it, so `example.com` is not in `*.example.com`.
+            for (dot, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+                let trie = host.get(dot..).and_then(|suffix| self.wildcard_hosts.get(suffix));
+                if let Some(hit) = trie.and_then(|t| self.find_in(t, req, &segs)) {
+                    return Some(hit);
+                }
+            }
+        }
+        self.find_in(&self.any_host, req, &segs)
+    }
+
+    fn find_in<'a>(&'a self, trie: &'a Node, req: &RequestView<'a>, segs: &[&'a str]) -> Option<RouteMatch<'a>> {
+        let mut accept = |e: Entry| self.routes.get(e.route).is_some_and(|r| r.accepts(req));
+        let Found { entry, prefix_depth } = trie.find(segs, &mut accept)?;
+        let route = self.routes.get(entry.route)?;
+        let pattern = route.paths.get(entry.path)?;
+        let params = pattern.params.iter().filter_map(|(name, i)| Some((&**name, *segs.get(*i)?))).collect();
+        // Every segment before the prefix's end is followed by a `/` (or the path's end).
+        let prefix_end = prefix_depth.map(|d| segs.iter().take(d).map(|s| s.len() + 1).sum());
+        Some(RouteMatch { route, pattern, path: req.path, params, prefix_end })
+    }
+}
+
+/// The host as keyed in the tables: lower-case, no trailing dot.
+fn canonical_host(host: &str) -> Cow<'_, str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+impl<'a> RouteMatch<'a> {
+    /// The matched route's id.
+    pub fn id(&self) -> Uuid {
+        self.route.id
+    }
+
+    /// The API the matched route belongs to.
+    pub fn api_id(&self) -> Uuid {
+        self.route.api_id
+    }
+
+    pub fn strip_path(&self) -> bool {
+        self.route.strip_path
+    }
+
+    /// The route's rewrite template, as configured.
+    pub fn rewrite_path(&self) -> Option<&'a str> {
+        self.route.rewrite.as_ref().map(|r| &*r.text)
+    }
+
+    /// The path pattern that matched, as configured.
+    pub fn pattern(&self) -> &'a str {
+        &self.pattern.text
+    }
+
+    /// Template parameters, in pattern order.
+    pub fn params(&self) -> &[(&'a str, &'a str)] {
+        &self.params
+    }
+
+    /// The value of one template parameter.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// The normalised request path that was matched.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// For a prefix pattern, the part of the path below the prefix (`""` or starting with
+    /// `/`): `/42/items` for `/orders/*` and `/orders/42/items`.
+    pub fn remainder(&self) -> Option<&'a str> {
+        self.prefix_end.map(|end| self.path.get(end..).unwrap_or(""))
+    }
+
+    /// The path to send upstream (the caller re-appends the query string):
+    /// - with `rewrite_path`: the template with parameters substituted, followed for prefix
+    ///   patterns by the [`remainder`](Self::remainder) (`rewrite_path` wins over
+    ///   `strip_path`);
+    /// - with `strip_path`: the remainder for prefix patterns (`/` if empty), `/` otherwise;
+    /// - else the request path unchanged.
+    pub fn upstream_path(&self) -> Cow<'a, str> {
+        let remainder = self.remainder().unwrap_or("");
+        if let Some(rewrite) = &self.route.rewrite {
+            return Cow::Owned(rewrite.render(&self.params, remainder));
+        }
+        match (self.route.strip_path, remainder) {
+            (false, _) => Cow::Borrowed(self.path),
+            (true, "") => Cow::Borrowed("/"),
+            (true, rest) => Cow::Borrowed(rest),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

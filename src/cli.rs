@@ -1,0 +1,135 @@
+//! Command-line flags and their environment fallbacks. Parsing ends here: the commands get
+//! typed values (addresses, secrets), never raw strings from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tollgate_admin::Secret;
+
+/// Tollgate API management platform: admin service, developer portal and gateway in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,tollgate_admin=debug`).
+    #[arg(
+        long = "log",
+        env = "TOLLGATE_LOG",
+        default_value = "info,sqlx=warn",
+        global = true,
+        help_heading = "Logging"
+    )]
+    pub log_filter: String,
+    /// Log line format (logs go to stderr).
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true, help_heading = "Logging")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process for local development: a private PostgreSQL (unless
+    /// DATABASE_URL is set), admin, portal and gateway, with state kept in `.tollgate/`.
+    Dev(DevArgs),
+    /// The admin service (REST API); migrates the database first.
+    Admin(AdminArgs),
+    /// The developer portal.
+    Portal(PortalArgs),
+    /// A gateway node.
+    Gateway(GatewayArgs),
+    /// Applies pending database migrations and exits.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `tollgate dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// PostgreSQL to use instead of a private one under the state directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Address of the admin service (dev mode listens on loopback by default).
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
+    pub admin_listen: SocketAddr,
+    /// Address of the developer portal.
+    #[arg(long, env = "TOLLGATE_PORTAL_LISTEN", default_value = "127.0.0.1:8002")]
+    pub portal_listen: SocketAddr,
+    /// Address of the gateway.
+    #[arg(long, env = "TOLLGATE_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
+    pub gateway_listen: SocketAddr,
+    /// Email of the owner account created on first start.
+    #[arg(long, env = "TOLLGATE_OWNER_EMAIL", default_value = "admin@localhost")]
+    pub owner_email: String,
+    /// Signing key for admin logins; generated and kept in the state directory when unset.
+    #[arg(long, env = "TOLLGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Where dev mode keeps its PostgreSQL data, password and signing key.
+    #[arg(long, env = "TOLLGATE_STATE_DIR", default_value = ".tollgate")]
+    pub state_dir: PathBuf,
+}
+
+/// Flags of `tollgate admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8001")]
+    pub listen: SocketAddr,
+    /// Signing key for admin logins, at least 32 bytes.
+    #[arg(long, env = "TOLLGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Secret,
+    /// Email of the owner account created when the database has no admin users yet.
+    #[arg(long, env = "TOLLGATE_OWNER_EMAIL", default_value = "admin@localhost")]
+    pub owner_email: String,
+}
+
+/// Flags of `tollgate portal`.
+#[derive(Debug, Args)]
+pub struct PortalArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_PORTAL_LISTEN", default_value = "0.0.0.0:8002")]
+    pub listen: SocketAddr,
+}
+
+/// Flags of `tollgate gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+}
+
+/// Flags of `tollgate migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

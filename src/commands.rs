@@ -1,0 +1,128 @@
+//! The production commands (`migrate`, `admin`, `portal`, `gateway`) and the steps they share
+//! with `dev`: binding, connecting, migrating, seeding and waiting for a stop signal.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tollgate_admin::seed::SeededOwner;
+use tollgate_admin::{AdminConfig, Secret};
+
+use crate::cli::{AdminArgs, GatewayArgs, MigrateArgs, PortalArgs};
+
+/// `tollgate migrate`.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let pool = connect(&args.database_url).await?;
+    migrate_pool(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// `tollgate admin`: migrates, creates the first owner if there is none, serves until a signal.
+pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let listener = bind(args.listen, "the admin service").await?;
+    let config = AdminConfig::new(listener.local_addr()?, args.jwt_secret);
+    config.validate()?;
+    let pool = connect(&args.database_url).await?;
+    migrate_pool(&pool).await?;
+    if let Some(owner) = seed_owner(&pool, &args.owner_email).await? {
+        println!("Created the owner account {} with password {}", owner.email, owner.password.expose());
+        println!("The password is shown only this once; change it after logging in.");
+    }
+    tracing::info!(addr = %config.bind, "admin service listening");
+    tollgate_admin::serve(listener, pool.clone(), config, shutdown_signal()).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// `tollgate portal`.
+pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
+    let listener = bind(args.listen, "the developer portal").await?;
+    let pool = connect(&args.database_url).await?;
+    tracing::info!(addr = %listener.local_addr()?, "developer portal listening");
+    tollgate_portal::serve(listener, pool.clone(), shutdown_signal()).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// `tollgate gateway`.
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let listener = bind(args.listen, "the gateway").await?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    tollgate_gateway::serve(listener, shutdown_signal()).await
+}
+
+/// Binds `addr`, naming `what` in the error (a taken port is the usual cause).
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+/// Connects a pool, naming the server (never the credentials) in the error.
+pub async fn connect(url: &Secret) -> anyhow::Result<PgPool> {
+    tollgate_admin::db::connect(url.expose())
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url.expose())))
+}
+
+/// Applies pending migrations.
+pub async fn migrate_pool(pool: &PgPool) -> anyhow::Result<()> {
+    tollgate_admin::db::migrate(pool).await.context("database migration failed")?;
+    tracing::info!("database schema is up to date");
+    Ok(())
+}
+
+/// Creates the first owner when the database has no admin users.
+pub async fn seed_owner(pool: &PgPool, email: &str) -> anyhow::Result<Option<SeededOwner>> {
+    let owner =
+        tollgate_admin::seed::ensure_first_owner(pool, email).await.context("creating the first owner failed")?;
+    if owner.is_some() {
+        tracing::info!(email, "created the first owner account");
+    }
+    Ok(owner)
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!(signal = "SIGINT", "stopping"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "stopping"),
+    }
+}
+
+/// A PostgreSQL URL without user information, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "(unparsable URL)".to_owned() };
+    let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let without_query = host_and_path.split('?').next().unwrap_or(host_and_path);
+    format!("{scheme}://{without_query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(redact_url("postgres://u:s3cret@db:5432/app?sslmode=require"), "postgres://db:5432/app");
+        assert_eq!(redact_url("postgres://db/app"), "postgres://db/app");
+        assert_eq!(redact_url("nonsense"), "(unparsable URL)");
+    }
+}

@@ -1,0 +1,250 @@
+//! `tollgate dev`: the whole platform in one process for local work. It keeps its state in a
+//! directory (`.tollgate/` by default): a private PostgreSQL cluster (unless `DATABASE_URL`
+//! is set), that cluster's password and the login signing key, so data and logins survive a
+//! restart. Startup order: state → listeners (a taken port fails fast) → database → servers.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tollgate_admin::pg_local::{LocalPgOptions, LocalPostgres};
+use tollgate_admin::seed::SeededOwner;
+use tollgate_admin::{AdminConfig, Secret};
+
+use crate::cli::DevArgs;
+use crate::commands;
+
+/// How long the servers may take to finish open requests after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs everything until Ctrl-C or SIGTERM; PostgreSQL is stopped last, also on errors.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let state_dir = args.state_dir.clone();
+    let stored_secret = tokio::task::spawn_blocking(move || prepare_state_dir(&state_dir)).await??;
+    let jwt_secret = args.jwt_secret.clone().unwrap_or(stored_secret);
+    let listeners = Listeners::bind(&args).await?;
+    let database = Database::open(&args).await?;
+    let outcome = run_with(&args, listeners, &database, jwt_secret).await;
+    database.close().await;
+    outcome
+}
+
+async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secret: Secret) -> anyhow::Result<()> {
+    let pool = commands::connect(&db.url()).await?;
+    commands::migrate_pool(&pool).await?;
+    let owner = commands::seed_owner(&pool, &args.owner_email).await?;
+    let config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
+    config.validate()?;
+    print_banner(&listeners.addrs()?, db, owner.as_ref());
+    let outcome = serve_all(listeners, pool.clone(), config).await;
+    pool.close().await;
+    outcome
+}
+
+/// Creates the state directory (owner-only) and returns the stored signing key, creating it
+/// on first use.
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<Secret> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        // The directory holds secrets and a database: keep it out of version control.
+        fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    let path = dir.join("jwt-secret");
+    load_or_create_secret(&path).with_context(|| format!("cannot read or create {}", path.display()))
+}
+
+/// Reads a secret file, or creates it (mode 0600) with 32 random bytes in hex.
+fn load_or_create_secret(path: &Path) -> io::Result<Secret> {
+    match fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim())),
+        Ok(_) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the file is empty; delete it to get a new key"));
+        }
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    let secret = hex::encode(bytes);
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(Secret::new(secret))
+}
+
+/// The three listeners, bound before anything slow happens.
+struct Listeners {
+    admin: TcpListener,
+    portal: TcpListener,
+    gateway: TcpListener,
+}
+
+/// The addresses actually bound (a requested port 0 is resolved).
+struct Addrs {
+    admin: SocketAddr,
+    portal: SocketAddr,
+    gateway: SocketAddr,
+}
+
+impl Listeners {
+    async fn bind(args: &DevArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            admin: commands::bind(args.admin_listen, "the admin service").await?,
+            portal: commands::bind(args.portal_listen, "the developer portal").await?,
+            gateway: commands::bind(args.gateway_listen, "the gateway").await?,
+        })
+    }
+
+    fn addrs(&self) -> io::Result<Addrs> {
+        Ok(Addrs {
+            admin: self.admin.local_addr()?,
+            portal: self.portal.local_addr()?,
+            gateway: self.gateway.local_addr()?,
+        })
+    }
+}
+
+/// Where the data lives: a server given by URL, or our own cluster in the state directory.
+enum Database {
+    External(Secret),
+    Private { server: LocalPostgres, state_dir: PathBuf },
+}
+
+impl Database {
+    async fn open(args: &DevArgs) -> anyhow::Result<Self> {
+        // An empty DATABASE_URL (`DATABASE_URL= tollgate dev`) means "none", as for most tools.
+        if let Some(url) = args.database_url.as_ref().filter(|url| !url.expose().trim().is_empty()) {
+            return Ok(Self::External(url.clone()));
+        }
+        let server = LocalPostgres::start(LocalPgOptions::dev(&args.state_dir))
+            .await
+            .context("cannot start the private PostgreSQL")?;
+        Ok(Self::Private { server, state_dir: args.state_dir.clone() })
+    }
+
+    fn url(&self) -> Secret {
+        match self {
+            Self::External(url) => url.clone(),
+            Self::Private { server, .. } => Secret::new(server.url()),
+        }
+    }
+
+    /// One line for the banner; never shows a password.
+    fn describe(&self) -> String {
+        match self {
+            Self::External(url) => format!("{} (from DATABASE_URL)", commands::redact_url(url.expose())),
+            Self::Private { server, state_dir } => format!(
+                "postgres://postgres@127.0.0.1:{}/postgres (private; password in {}, log in {})",
+                server.port(),
+                state_dir.join("pg-password").display(),
+                state_dir.join("postgres.log").display()
+            ),
+        }
+    }
+
+    async fn close(self) {
+        if let Self::Private { server, .. } = self {
+            server.stop().await;
+        }
+    }
+}
+
+/// Prints where everything is. The owner's password appears only when it was just created.
+fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>) {
+    let admin = http_url(addrs.admin);
+    let line = |label: &str, value: &str| println!("  {label:<18}{value}");
+    println!();
+    println!("Tollgate is running in dev mode");
+    line("admin API", &admin);
+    line("API reference", &format!("{admin}/admin/docs"));
+    line("developer portal", &http_url(addrs.portal));
+    line("gateway", &http_url(addrs.gateway));
+    line("database", &db.describe());
+    match owner {
+        Some(owner) => {
+            line("owner login", &owner.email);
+            line("owner password", owner.password.expose());
+            println!("  (the password is shown only this once; keep it)");
+        }
+        None => line("owner login", "an admin account exists already; its password was shown when it was created"),
+    }
+    println!("Press Ctrl-C to stop.");
+}
+
+/// `http://host:port` for a bound address; wildcard addresses are shown as loopback.
+fn http_url(addr: SocketAddr) -> String {
+    let mut shown = addr;
+    if addr.ip().is_unspecified() {
+        shown.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    format!("http://{shown}")
+}
+
+/// Runs the three servers until a stop signal (or until one fails), then drains them all.
+async fn serve_all(listeners: Listeners, pool: PgPool, config: AdminConfig) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut servers = JoinSet::new();
+    let admin = tollgate_admin::serve(listeners.admin, pool.clone(), config, stopped(stop_rx.clone()));
+    servers.spawn(async move { ("admin service", admin.await) });
+    let portal = tollgate_portal::serve(listeners.portal, pool, stopped(stop_rx.clone()));
+    servers.spawn(async move { ("developer portal", portal.await) });
+    let gateway = tollgate_gateway::serve(listeners.gateway, stopped(stop_rx));
+    servers.spawn(async move { ("gateway", gateway.await) });
+
+    let outcome = tokio::select! {
+        () = commands::shutdown_signal() => Ok(()),
+        Some(joined) = servers.join_next() => Err(stopped_early(joined)),
+    };
+    let _ = stop_tx.send(true);
+    drain(servers).await;
+    outcome
+}
+
+fn stopped_early(joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Error {
+    match joined {
+        Ok((name, Ok(()))) => anyhow::anyhow!("the {name} stopped unexpectedly"),
+        Ok((name, Err(err))) => err.context(format!("the {name} failed")),
+        Err(err) => anyhow::Error::new(err).context("a server task failed"),
+    }
+}
+
+/// Waits for the servers to finish open requests, at most [`DRAIN_TIMEOUT`].
+async fn drain(mut servers: JoinSet<(&'static str, anyhow::Result<()>)>) {
+    let all_done = async {
+        while let Some(joined) = servers.join_next().await {
+            if let Ok((name, Err(err))) = joined {
+                tracing::warn!(server = name, error = format!("{err:#}"), "server stopped with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_done).await.is_err() {
+        tracing::warn!(timeout_secs = DRAIN_TIMEOUT.as_secs(), "servers still busy at shutdown; aborting them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_addresses_are_shown_as_loopback() {
+        assert_eq!(http_url(SocketAddr::from(([0, 0, 0, 0], 8001))), "http://127.0.0.1:8001");
+        assert_eq!(http_url(SocketAddr::from(([10, 1, 2, 3], 80))), "http://10.1.2.3:80");
+        assert_eq!(http_url("[::]:8000".parse().unwrap_or(SocketAddr::from(([0; 4], 0)))), "http://[::1]:8000");
+    }
+}

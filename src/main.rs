@@ -1,0 +1,58 @@
+//! `tollgate`: one binary for the admin service, the developer portal, gateway nodes and a
+//! single-process development mode. Flags and environment are parsed here (see [`cli`]); the
+//! libraries receive typed configuration.
+
+mod cli;
+mod commands;
+mod dev;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    // Harmless with a single provider; guards against a dependency bringing in a second one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    if let Err(err) = init_tracing(&cli.log_filter, cli.log_format) {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, the whole cause chain, no backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Admin(args) => commands::admin(args).await,
+        Command::Portal(args) => commands::portal(args).await,
+        Command::Gateway(args) => commands::gateway(args).await,
+        Command::Migrate(args) => commands::migrate(args).await,
+    }
+}
+
+/// Logs go to stderr (stdout carries the dev banner and first-run passwords).
+fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("invalid log filter {filter:?}: {e}"))?;
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the whole platform: the real `tollgate` binary, real PostgreSQL, real
+//! HTTP. One test binary (modules below) so the link step happens once.
+
+mod dev;
+mod support;
