@@ -76,6 +76,8 @@ pub struct DevArgs {
     /// Where dev mode keeps its PostgreSQL data, password and signing key.
     #[arg(long, env = "TOLLGATE_STATE_DIR", default_value = ".tollgate")]
     pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub gateway_limits: GatewayLimits,
 }
 
 /// Flags of `tollgate admin`.
@@ -112,6 +114,46 @@ pub struct GatewayArgs {
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
+    /// PostgreSQL connection URL of the control plane (the usual source of configuration).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub database_url: Option<Secret>,
+    /// DB-less mode: serve the declarative YAML file at this path, reloading it on change.
+    #[arg(long, env = "TOLLGATE_GATEWAY_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Where the last-known-good configuration is kept, to start while PostgreSQL is down.
+    #[arg(long, env = "TOLLGATE_STATE_DIR", default_value = ".tollgate")]
+    pub state_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub limits: GatewayLimits,
+}
+
+/// Limits of a gateway node (also used by `dev`).
+#[derive(Debug, Clone, Args)]
+pub struct GatewayLimits {
+    /// Open client connections at most; more are answered 503.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Largest total size of request headers in bytes (431 above).
+    #[arg(long, env = "TOLLGATE_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// HTTP/2 concurrent streams per connection.
+    #[arg(long, env = "TOLLGATE_H2_MAX_STREAMS", default_value_t = 256)]
+    pub h2_max_streams: u32,
+    /// Seconds to finish in-flight requests on shutdown.
+    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
 }
 
 /// Flags of `tollgate migrate`.

@@ -9,7 +9,12 @@ use tokio::net::TcpListener;
 use tollgate_admin::seed::SeededOwner;
 use tollgate_admin::{AdminConfig, Secret};
 
-use crate::cli::{AdminArgs, GatewayArgs, MigrateArgs, PortalArgs};
+use std::path::PathBuf;
+
+use tollgate_gateway::config::node::NodeInfo;
+use tollgate_gateway::{ConfigSource, GatewayOptions, Limits, ListenerOptions};
+
+use crate::cli::{AdminArgs, GatewayArgs, GatewayLimits, MigrateArgs, PortalArgs};
 
 /// `tollgate migrate`.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
@@ -49,8 +54,55 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
 /// `tollgate gateway`.
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the gateway").await?;
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    tollgate_gateway::serve(listener, shutdown_signal()).await
+    let source = match (&args.config, &args.database_url) {
+        (Some(path), _) => ConfigSource::File(path.clone()),
+        (None, Some(url)) => ConfigSource::Postgres(lazy_pool(url)?),
+        (None, None) => anyhow::bail!("give --database-url (DATABASE_URL) or --config"),
+    };
+    let opts = gateway_options(source, Some(args.state_dir), &args.limits, listener.local_addr()?);
+    tracing::info!(addr = %listener.local_addr()?, node = %opts.node.id, "gateway listening");
+    tollgate_gateway::serve(listener, opts, shutdown_signal()).await
+}
+
+/// A pool that connects on first use, so a gateway starts (from its last-known-good
+/// configuration) even while PostgreSQL is down.
+pub fn lazy_pool(url: &Secret) -> anyhow::Result<PgPool> {
+    let options: sqlx::postgres::PgConnectOptions =
+        url.expose().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options.application_name("tollgate-gateway")))
+}
+
+/// Typed gateway options from the command-line limits.
+pub fn gateway_options(
+    source: ConfigSource,
+    state_dir: Option<PathBuf>,
+    l: &GatewayLimits,
+    listen: SocketAddr,
+) -> GatewayOptions {
+    let secs = std::time::Duration::from_secs;
+    GatewayOptions {
+        source,
+        state_dir,
+        node: NodeInfo {
+            id: uuid::Uuid::new_v4(),
+            hostname: std::env::var("HOSTNAME").unwrap_or_default(),
+            listen: listen.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            source: "postgres".to_owned(),
+        },
+        listener: ListenerOptions {
+            max_connections: l.max_connections,
+            header_read_timeout: secs(l.header_read_timeout_secs),
+            h2_max_concurrent_streams: l.h2_max_streams,
+            drain_timeout: secs(l.drain_timeout_secs),
+            max_head_bytes: l.max_header_bytes.saturating_mul(2),
+        },
+        limits: Limits { max_body_bytes: l.max_body_bytes, max_header_bytes: l.max_header_bytes },
+        initial_load_timeout: secs(5),
+    }
 }
 
 /// Binds `addr`, naming `what` in the error (a taken port is the usual cause).

@@ -44,7 +44,10 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     let config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
     config.validate()?;
     print_banner(&listeners.addrs()?, db, owner.as_ref());
-    let outcome = serve_all(listeners, pool.clone(), config).await;
+    let gateway_addr = listeners.gateway.local_addr()?;
+    let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
+    let gateway = commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr);
+    let outcome = serve_all(listeners, pool.clone(), config, gateway).await;
     pool.close().await;
     outcome
 }
@@ -193,7 +196,12 @@ fn http_url(addr: SocketAddr) -> String {
 }
 
 /// Runs the three servers until a stop signal (or until one fails), then drains them all.
-async fn serve_all(listeners: Listeners, pool: PgPool, config: AdminConfig) -> anyhow::Result<()> {
+async fn serve_all(
+    listeners: Listeners,
+    pool: PgPool,
+    config: AdminConfig,
+    gateway: tollgate_gateway::GatewayOptions,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -203,7 +211,7 @@ async fn serve_all(listeners: Listeners, pool: PgPool, config: AdminConfig) -> a
     servers.spawn(async move { ("admin service", admin.await) });
     let portal = tollgate_portal::serve(listeners.portal, pool, stopped(stop_rx.clone()));
     servers.spawn(async move { ("developer portal", portal.await) });
-    let gateway = tollgate_gateway::serve(listeners.gateway, stopped(stop_rx));
+    let gateway = tollgate_gateway::serve(listeners.gateway, gateway, stopped(stop_rx));
     servers.spawn(async move { ("gateway", gateway.await) });
 
     let outcome = tokio::select! {

@@ -1,6 +1,7 @@
 //! Configuration: the data model, its sources (PostgreSQL with the change log, a declarative
 //! file, the last-known-good copy on disk) and the node heartbeat.
 pub mod disk;
+pub mod file;
 pub mod model;
 pub mod node;
 pub mod pg;

@@ -1,2 +1,7 @@
 //! Forwarding a routed request to its upstream and the answer back.
+pub mod client;
+pub mod forward;
 pub mod headers;
+pub mod upgrade;
+
+pub use forward::{ConnInfo, GwBody, Limits, Pipeline};

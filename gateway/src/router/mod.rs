@@ -144,7 +144,9 @@ impl Router {
     /// Finds the route for `req` by the documented priority; `None` if nothing matches or
     /// `req.path` does not start with `/`.
     pub fn find<'a>(&'a self, req: &RequestView<'a>) -> Option<RouteMatch<'a>> {
-        let segs: SmallVec<[&'a str; 16]> = req.path.strip_prefix('/')?.split('/').collect();
+        // No pattern is deeper than MAX_SEGMENTS, so one more segment tells "longer" apart.
+        let segs: SmallVec<[&'a str; 16]> =
+            req.path.strip_prefix('/')?.split('/').take(pattern::MAX_SEGMENTS + 1).collect();
         let host = canonical_host(req.host);
         if let Some(hit) = self.exact_hosts.get(&*host).and_then(|t| self.find_in(t, req, &segs)) {
             return Some(hit);
@@ -195,6 +197,7 @@ impl<'a> RouteMatch<'a> {
         self.route.api_id
     }
 
+    /// Whether the route strips the matched prefix before proxying.
     pub fn strip_path(&self) -> bool {
         self.route.strip_path
     }

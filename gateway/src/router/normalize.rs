@@ -178,7 +178,7 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// RFC 3986 unreserved characters: never need encoding, so always decoded.
-pub(super) fn is_unreserved(c: u8) -> bool {
+fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
 

@@ -103,9 +103,6 @@ async fn the_task_ends_when_the_upstream_is_dropped() -> TestResult {
     assert_eq!(Arc::strong_count(&up), 1, "the task holds no strong reference");
     drop(up);
     timeout(Duration::from_secs(2), task).await??;
-    let hits = server.hits.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(server.hits.load(Ordering::Relaxed), hits, "no probes after the end");
     Ok(())
 }
 

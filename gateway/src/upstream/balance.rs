@@ -55,18 +55,40 @@ impl Tier {
         ok: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         match policy {
-            LbPolicy::RoundRobin => self.round_robin(ok),
+            LbPolicy::RoundRobin => self.round_robin(targets, ok),
             LbPolicy::LeastRequests => self.least_requests(targets, ok),
             // Without a key, a random point spreads requests in proportion to weight.
             LbPolicy::ConsistentHash(_) => self.on_ring(hash.unwrap_or_else(|| fastrand::u64(..)), ok),
         }
     }
 
-    /// The next schedule slot whose target is ok, skipping the others.
-    fn round_robin(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
-        let len = self.schedule.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..len).filter_map(|k| self.schedule.get(start.wrapping_add(k) % len)).map(|&i| i as usize).find(|&i| ok(i))
+    /// The next slot of the schedule. When its target is not ok, a weighted random choice
+    /// among the ok members: walking on to the next slot would hand the skipped target's whole
+    /// share to its neighbour in the schedule instead of spreading it by weight.
+    fn round_robin(&self, targets: &[TargetState], ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.schedule.len().max(1);
+        let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % len;
+        match self.schedule.get(slot) {
+            Some(&i) if ok(i as usize) => Some(i as usize),
+            _ => self.weighted_random(targets, ok),
+        }
+    }
+
+    /// A random ok member, with probability proportional to its weight.
+    fn weighted_random(&self, targets: &[TargetState], ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let weight = |i: usize| targets.get(i).map_or(0, |t| u64::from(t.weight));
+        let total: u64 = self.members.iter().filter(|&&i| ok(i)).map(|&i| weight(i)).sum();
+        let mut point = fastrand::u64(..total.max(1));
+        let mut candidates = self.members.iter().copied().filter(|&i| ok(i));
+        // A member may turn unavailable between the two passes; then take any that is ok.
+        let chosen = candidates.find(|&i| match point.checked_sub(weight(i)) {
+            Some(rest) => {
+                point = rest;
+                false
+            }
+            None => true,
+        });
+        chosen.or_else(|| self.members.iter().copied().find(|&i| ok(i)))
     }
 
     /// Power of two choices: of two distinct random members, the one with fewer requests in
@@ -86,9 +108,7 @@ impl Tier {
             (true, true) if load_cmp(targets, b, a) == CmpOrdering::Less => Some(b),
             (true, _) => Some(a),
             (false, true) => Some(b),
-            (false, false) => {
-                self.members.iter().copied().filter(|&i| ok(i)).min_by(|&x, &y| load_cmp(targets, x, y))
-            }
+            (false, false) => self.members.iter().copied().filter(|&i| ok(i)).min_by(|&x, &y| load_cmp(targets, x, y)),
         }
     }
 

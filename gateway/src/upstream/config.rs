@@ -94,11 +94,7 @@ pub struct PassiveHealthConfig {
 
 impl Default for PassiveHealthConfig {
     fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            base_ejection: Duration::from_secs(30),
-            max_ejection: Duration::from_secs(300),
-        }
+        Self { consecutive_failures: 5, base_ejection: Duration::from_secs(30), max_ejection: Duration::from_secs(300) }
     }
 }
 
@@ -258,7 +254,10 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let p = PassiveHealthConfig::default();
-        assert_eq!((p.consecutive_failures, p.base_ejection, p.max_ejection), (5, Duration::from_secs(30), Duration::from_secs(300)));
+        assert_eq!(
+            (p.consecutive_failures, p.base_ejection, p.max_ejection),
+            (5, Duration::from_secs(30), Duration::from_secs(300))
+        );
         assert_eq!(ActiveHealthConfig::default().expected_statuses, 200..400);
         assert_eq!(RetryConfig::default().retry_on_statuses, vec![502, 503, 504]);
         assert_eq!(UpstreamConfig::default().validate(), Ok(()));

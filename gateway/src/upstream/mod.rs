@@ -35,8 +35,8 @@ pub use self::config::{
     RetryConfig, TargetConfig, UpstreamConfig, UpstreamConfigError,
 };
 pub use self::retry::{BUDGET_WINDOW, MIN_RETRIES_PER_SEC, RetryPolicy, is_idempotent};
-pub use self::target::{InFlight, Outcome, TargetState};
 use self::target::TargetShared;
+pub use self::target::{InFlight, Outcome, TargetState};
 use self::window::nanos_since;
 
 /// A compiled upstream: its targets with their live state, the balancing structures, the
@@ -80,7 +80,8 @@ impl Upstream {
     }
 
     fn build(cfg: UpstreamConfig, previous: Option<&Upstream>) -> Self {
-        let carried: HashMap<_, _> = previous.map(|p| p.targets.iter().map(|t| (t.id, t)).collect()).unwrap_or_default();
+        let carried: HashMap<_, _> =
+            previous.map(|p| p.targets.iter().map(|t| (t.id, t)).collect()).unwrap_or_default();
         let targets: Vec<TargetState> = cfg.targets.iter().map(|t| TargetState::new(t, carry(&carried, t))).collect();
         if cfg.active.is_none() {
             // A verdict from checks that no longer run would never be revised.

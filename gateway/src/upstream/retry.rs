@@ -60,7 +60,13 @@ impl RetryPolicy {
     /// intact. Timeouts and the configured statuses are retried only for idempotent methods
     /// whose body can be sent again. Never more than `retries`, and never past the budget
     /// (a granted retry is counted in it).
-    pub fn should_retry(&self, attempt: u32, method: &Method, failure: &Outcome, body_replayable: bool) -> Option<Duration> {
+    pub fn should_retry(
+        &self,
+        attempt: u32,
+        method: &Method,
+        failure: &Outcome,
+        body_replayable: bool,
+    ) -> Option<Duration> {
         if attempt >= self.cfg.retries || !self.is_retryable(method, failure, body_replayable) {
             return None;
         }

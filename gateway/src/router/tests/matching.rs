@@ -231,3 +231,15 @@ fn many_routes_still_resolve_exactly() {
     assert_eq!(req("/svc4001/x/y").hit(&router), Some(4002));
     assert_eq!(req("/svc4000/items").hit(&router), None);
 }
+
+#[test]
+fn deep_paths_match_only_what_they_should() {
+    let deep: &'static str = "/a".repeat(100).leak();
+    let exact64: String = "/a".repeat(64);
+    let router = build(&[stripped(&["/*"]), route(2, &[&exact64]), route(3, &[&format!("{}/*", "/a".repeat(63))])]);
+    assert_eq!(req(deep).hit(&router), Some(3));
+    assert_eq!(req(deep).find(&router).and_then(|m| m.remainder()).map(str::len), Some(74));
+    assert_eq!(req(exact64.leak()).hit(&router), Some(2));
+    let (_, errors) = Router::build(&[route(4, &[&"/a".repeat(65)])]);
+    assert_eq!(errors.first().map(|e| e.reason), Some("too many segments"));
+}

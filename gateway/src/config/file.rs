@@ -1,0 +1,402 @@
+//! DB-less mode: the configuration from a declarative YAML file (format in
+//! `docs/declarative-config.md`), checked for changes every second and reloaded when it
+//! changes. An invalid file is reported and ignored: the node keeps the last good one.
+//! Entity ids are derived from names (UUIDv5), so they are stable across reloads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::model::{ApiDef, ConfigData, ConsumerDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef};
+use super::pg::Changed;
+use super::source::Sink;
+
+const POLL: Duration = Duration::from_secs(1);
+/// Namespace of name-derived ids.
+const NAMESPACE: Uuid = Uuid::from_u128(0x7467_6174_655f_636f_6e66_6967_5f76_3100);
+
+/// The file's top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub apis: Vec<FileApi>,
+    #[serde(default)]
+    pub consumers: Vec<FileConsumer>,
+}
+
+fn default_protocol() -> String {
+    "http".into()
+}
+fn default_policy() -> String {
+    "round_robin".into()
+}
+fn default_connect() -> i32 {
+    5_000
+}
+fn default_read() -> i32 {
+    60_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_weight() -> i32 {
+    100
+}
+fn default_pool() -> String {
+    "stable".into()
+}
+fn default_auth() -> Vec<String> {
+    vec!["key_auth".into()]
+}
+fn default_retry_statuses() -> Vec<i32> {
+    vec![502, 503, 504]
+}
+
+/// An API with its targets, routes and plans.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApi {
+    pub name: String,
+    #[serde(default = "default_protocol")]
+    pub upstream_protocol: String,
+    #[serde(default = "default_policy")]
+    pub lb_policy: String,
+    #[serde(default = "default_connect")]
+    pub connect_timeout_ms: i32,
+    #[serde(default = "default_read")]
+    pub read_timeout_ms: i32,
+    #[serde(default)]
+    pub total_timeout_ms: i32,
+    #[serde(default)]
+    pub retries: i32,
+    #[serde(default = "default_retry_statuses")]
+    pub retry_on_statuses: Vec<i32>,
+    #[serde(default = "default_auth")]
+    pub auth_methods: Vec<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub health_check: Option<serde_json::Value>,
+    #[serde(default)]
+    pub passive_health: Option<serde_json::Value>,
+    #[serde(default)]
+    pub circuit_breaker: Option<serde_json::Value>,
+    #[serde(default)]
+    pub canary_weight: i32,
+    #[serde(default)]
+    pub canary_header: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<FileTarget>,
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+    #[serde(default)]
+    pub plans: Vec<FilePlan>,
+}
+
+/// An upstream target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTarget {
+    pub host: String,
+    pub port: i32,
+    #[serde(default = "default_weight")]
+    pub weight: i32,
+    #[serde(default)]
+    pub backup: bool,
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+/// A route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub query: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub strip_path: bool,
+    #[serde(default)]
+    pub rewrite_path: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// A plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePlan {
+    pub name: String,
+    pub rate_limit_per_second: Option<i32>,
+    pub rate_limit_per_minute: Option<i32>,
+    pub rate_limit_per_hour: Option<i32>,
+    #[serde(default)]
+    pub burst: i32,
+    pub quota_per_day: Option<i64>,
+    pub quota_per_month: Option<i64>,
+    #[serde(default = "default_limit_mode")]
+    pub limit_mode: String,
+    #[serde(default = "default_failure_policy")]
+    pub redis_failure_policy: String,
+}
+
+fn default_limit_mode() -> String {
+    "local".into()
+}
+fn default_failure_policy() -> String {
+    "fail_open".into()
+}
+
+/// A consumer with its keys and subscriptions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConsumer {
+    pub name: String,
+    #[serde(default)]
+    pub custom_id: Option<String>,
+    /// Plain keys (hashed on load) or their SHA-256 (`key_hash`, hex).
+    #[serde(default)]
+    pub keys: Vec<FileKey>,
+    #[serde(default)]
+    pub subscriptions: Vec<FileSubscription>,
+}
+
+/// An API key, in clear or as its SHA-256.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKey {
+    pub key: Option<String>,
+    pub key_hash: Option<KeyHash>,
+}
+
+/// A subscription by API and plan name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSubscription {
+    pub api: String,
+    pub plan: String,
+}
+
+fn id(parts: &[&str]) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, parts.join("\u{0}").as_bytes())
+}
+
+/// Parses and converts a declarative file; errors name what is wrong.
+pub fn parse(text: &str) -> anyhow::Result<ConfigData> {
+    let file: FileConfig = serde_norway::from_str(text)?;
+    let mut data = ConfigData::default();
+    for api in &file.apis {
+        add_api(&mut data, api)?;
+    }
+    for c in &file.consumers {
+        add_consumer(&mut data, c)?;
+    }
+    Ok(data)
+}
+
+fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
+    let api_id = id(&["api", &a.name]);
+    anyhow::ensure!(!data.apis.contains_key(&api_id), "API {:?} is defined twice", a.name);
+    let def = ApiDef {
+        id: api_id,
+        name: a.name.clone(),
+        upstream_protocol: a.upstream_protocol.clone(),
+        lb_policy: a.lb_policy.clone(),
+        connect_timeout_ms: a.connect_timeout_ms,
+        read_timeout_ms: a.read_timeout_ms,
+        retries: a.retries,
+        auth_methods: a.auth_methods.clone(),
+        enabled: a.enabled,
+        total_timeout_ms: a.total_timeout_ms,
+        hash_on: a.hash_on.clone(),
+        retry_on_statuses: a.retry_on_statuses.clone(),
+        health_check: a.health_check.clone(),
+        passive_health: a.passive_health.clone(),
+        circuit_breaker: a.circuit_breaker.clone(),
+        canary_weight: a.canary_weight,
+        canary_header: a.canary_header.clone(),
+    };
+    data.apis.insert(api_id, def);
+    for t in &a.targets {
+        let tid = id(&["target", &a.name, &t.host, &t.port.to_string()]);
+        let def = TargetDef {
+            id: tid,
+            api_id,
+            host: t.host.clone(),
+            port: t.port,
+            weight: t.weight,
+            backup: t.backup,
+            pool: t.pool.clone(),
+        };
+        data.targets.insert(tid, def);
+    }
+    for r in &a.routes {
+        let rid = id(&["route", &a.name, &r.name]);
+        anyhow::ensure!(
+            !r.hosts.is_empty() || !r.paths.is_empty(),
+            "route {:?} of API {:?} needs a host or a path",
+            r.name,
+            a.name
+        );
+        data.routes.insert(rid, route_def(rid, api_id, r));
+    }
+    for p in &a.plans {
+        let pid = id(&["plan", &a.name, &p.name]);
+        data.plans.insert(pid, plan_def(pid, api_id, p));
+    }
+    Ok(())
+}
+
+fn route_def(id: Uuid, api_id: Uuid, r: &FileRoute) -> RouteDef {
+    RouteDef {
+        id,
+        api_id,
+        name: r.name.clone(),
+        hosts: r.hosts.clone(),
+        paths: r.paths.clone(),
+        methods: r.methods.clone(),
+        headers: r.headers.clone(),
+        query: r.query.clone(),
+        strip_path: r.strip_path,
+        rewrite_path: r.rewrite_path.clone(),
+        priority: r.priority,
+    }
+}
+
+fn plan_def(id: Uuid, api_id: Uuid, p: &FilePlan) -> PlanDef {
+    PlanDef {
+        id,
+        api_id,
+        name: p.name.clone(),
+        rate_limit_per_second: p.rate_limit_per_second,
+        rate_limit_per_minute: p.rate_limit_per_minute,
+        rate_limit_per_hour: p.rate_limit_per_hour,
+        burst: p.burst,
+        quota_per_day: p.quota_per_day,
+        quota_per_month: p.quota_per_month,
+        limit_mode: p.limit_mode.clone(),
+        redis_failure_policy: p.redis_failure_policy.clone(),
+    }
+}
+
+fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
+    let cid = id(&["consumer", &c.name]);
+    data.consumers.insert(
+        cid,
+        ConsumerDef {
+            id: cid,
+            name: c.name.clone(),
+            developer_id: None,
+            custom_id: c.custom_id.clone(),
+            enabled: true,
+        },
+    );
+    for (i, k) in c.keys.iter().enumerate() {
+        let hash = match (&k.key, k.key_hash) {
+            (Some(plain), None) => KeyHash(Sha256::digest(plain.as_bytes()).into()),
+            (None, Some(h)) => h,
+            _ => anyhow::bail!("key {i} of consumer {:?} needs exactly one of key and key_hash", c.name),
+        };
+        let kid = id(&["key", &c.name, &i.to_string()]);
+        data.keys.insert(kid, KeyDef { id: kid, consumer_id: cid, key_hash: hash, expires_at: None, revoked: false });
+    }
+    for s in &c.subscriptions {
+        let api_id = id(&["api", &s.api]);
+        let plan_id = id(&["plan", &s.api, &s.plan]);
+        anyhow::ensure!(
+            data.plans.contains_key(&plan_id),
+            "consumer {:?} subscribes to unknown plan {}/{}",
+            c.name,
+            s.api,
+            s.plan
+        );
+        let sid = id(&["subscription", &c.name, &s.api]);
+        let def = SubscriptionDef { id: sid, consumer_id: cid, plan_id, api_id, status: "active".into() };
+        data.subscriptions.insert(sid, def);
+    }
+    Ok(())
+}
+
+async fn read(path: &Path) -> anyhow::Result<(ConfigData, Option<SystemTime>)> {
+    let modified = tokio::fs::metadata(path).await.ok().and_then(|m| m.modified().ok());
+    let text = tokio::fs::read_to_string(path).await?;
+    Ok((parse(&text)?, modified))
+}
+
+/// Loads `path` (failing if it is invalid at start), publishes it, and reloads it whenever
+/// its modification time changes.
+pub async fn watch(path: PathBuf, sink: Arc<dyn Sink>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (data, mut seen) = read(&path).await.map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    sink.publish(&data, Changed::all());
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let modified = tokio::fs::metadata(&path).await.ok().and_then(|m| m.modified().ok());
+            if modified == seen {
+                continue;
+            }
+            seen = modified;
+            match read(&path).await {
+                Ok((data, _)) => {
+                    sink.publish(&data, Changed::all());
+                    tracing::info!(path = %path.display(), "configuration file reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "invalid configuration file; keeping the previous one")
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+apis:
+  - name: orders
+    targets: [{host: 127.0.0.1, port: 9001}]
+    routes: [{name: all, paths: ["/orders/*"]}]
+    plans: [{name: free, rate_limit_per_minute: 60}]
+consumers:
+  - name: acme
+    keys: [{key: tg_example}]
+    subscriptions: [{api: orders, plan: free}]
+"#;
+
+    #[test]
+    fn parses_and_derives_stable_ids() -> anyhow::Result<()> {
+        let a = parse(SAMPLE)?;
+        let b = parse(SAMPLE)?;
+        assert_eq!(a, b, "ids derive from names");
+        assert_eq!((a.apis.len(), a.targets.len(), a.routes.len(), a.plans.len()), (1, 1, 1, 1));
+        let key = a.keys.values().next().map(|k| k.key_hash);
+        assert_eq!(key, Some(KeyHash(Sha256::digest(b"tg_example").into())));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        assert!(parse("apis: [{name: a, unknown: 1}]").is_err());
+        assert!(parse("apis: [{name: a, routes: [{name: r}]}]").is_err());
+        let dangling = "consumers: [{name: c, subscriptions: [{api: x, plan: y}]}]";
+        assert!(parse(dangling).err().is_some_and(|e| e.to_string().contains("unknown plan")));
+    }
+}

@@ -1,0 +1,322 @@
+//! The request pipeline, phase by phase (see `docs/gateway.md` for the chart):
+//! request id → framing and size guards → path normalisation → route match → API lookup →
+//! pool choice (canary) → circuit breaker → pick target (LB, health) → proxy with timeouts
+//! and retries → response headers. The inner [`Pipeline::forward`] returns a typed
+//! [`GatewayError`]; [`Pipeline::handle`] logs it and renders problem+json once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Empty, Full, Limited};
+use hyper::body::{Body, Incoming};
+
+use super::client::{BoxError, ProxyBody};
+use super::headers::{self, Forwarding};
+use super::upgrade;
+use crate::error::GatewayError;
+use crate::router::{RequestView, normalize_path};
+use crate::snapshot::{ApiRuntime, ConfigStore};
+use crate::upstream::{Outcome, Upstream};
+
+/// Response body: the upstream's, streamed, or one the gateway made.
+pub type GwBody = Either<Incoming, Full<Bytes>>;
+
+/// Request limits enforced before anything is forwarded.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: u64,
+    /// Largest total size of request header names and values; larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 10 * 1024 * 1024, max_header_bytes: 32 * 1024 }
+    }
+}
+
+/// The client side of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+/// Everything a request needs from the node: the config and the limits.
+pub struct Pipeline {
+    pub store: Arc<ConfigStore>,
+    pub limits: Limits,
+}
+
+/// One request's state as it moves through the phases.
+struct Ctx {
+    method: Method,
+    request_id: HeaderValue,
+    /// Path and query to send upstream.
+    upstream_pq: String,
+    body_empty: bool,
+}
+
+impl Pipeline {
+    /// Handles one request; never fails (errors become problem responses).
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<GwBody> {
+        let request_id = headers::ensure_request_id(req.headers_mut());
+        match self.forward(req, conn, request_id.clone()).await {
+            Ok(res) => res,
+            Err(e) => {
+                if e.status().is_server_error() {
+                    tracing::warn!(error = %e, request_id = ?request_id, "request failed");
+                } else {
+                    tracing::debug!(error = %e, request_id = ?request_id, "request refused");
+                }
+                e.to_response(Some(&request_id)).map(Either::Right)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: HeaderValue,
+    ) -> Result<Response<GwBody>, GatewayError> {
+        self.guard(&req)?;
+        let (api, upstream_pq) = self.route(&req)?;
+        let ctx = Ctx { method: req.method().clone(), request_id, upstream_pq, body_empty: req.body().is_end_stream() };
+        let pool = choose_pool(&api, req.headers());
+        let work = proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes);
+        match api.total_timeout {
+            Some(t) => tokio::time::timeout(t, work).await.map_err(|_| GatewayError::UpstreamTimeout)?,
+            None => work.await,
+        }
+    }
+
+    /// Normalises the path, matches a route and returns its API and the upstream path+query.
+    fn route(&self, req: &Request<Incoming>) -> Result<(Arc<ApiRuntime>, String), GatewayError> {
+        let snapshot = self.store.load();
+        if !self.store.is_loaded() {
+            return Err(GatewayError::NotReady);
+        }
+        let path = normalize_path(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
+        let host = request_host(req);
+        let view = RequestView {
+            host: &host,
+            method: req.method(),
+            path: &path,
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        let m = snapshot.router.find(&view).ok_or(GatewayError::NoRoute)?;
+        let api = snapshot.apis.get(&m.api_id()).filter(|a| a.enabled).ok_or(GatewayError::NoRoute)?.clone();
+        let mut upstream_pq = m.upstream_path().into_owned();
+        if let Some(q) = req.uri().query() {
+            upstream_pq.push('?');
+            upstream_pq.push_str(q);
+        }
+        Ok((api, upstream_pq))
+    }
+
+    /// Framing and size checks that need no configuration.
+    fn guard(&self, req: &Request<Incoming>) -> Result<(), GatewayError> {
+        let h = req.headers();
+        if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
+            return Err(GatewayError::BadRequest("both Content-Length and Transfer-Encoding are present"));
+        }
+        let header_bytes: usize = h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        if header_bytes > self.limits.max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge);
+        }
+        if req.body().size_hint().lower() > self.limits.max_body_bytes {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// The host the client asked for: lower-cased, without port.
+fn request_host<B>(req: &Request<B>) -> String {
+    let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
+    let host = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    host.to_ascii_lowercase()
+}
+
+/// The stable pool, or the canary pool when forced by header or drawn by weight.
+fn choose_pool(api: &ApiRuntime, headers: &HeaderMap) -> Arc<Upstream> {
+    let Some((canary, weight)) = &api.canary else { return api.stable.clone() };
+    let forced = api.canary_header.as_ref().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
+    let use_canary = match forced {
+        Some(v) if v.eq_ignore_ascii_case("canary") => true,
+        Some(v) if v.eq_ignore_ascii_case("stable") => false,
+        _ => *weight > 0 && fastrand::u8(0..100) < *weight,
+    };
+    if use_canary { canary.clone() } else { api.stable.clone() }
+}
+
+/// Sends the request to a target of `pool`, retrying where safe, and streams the answer back.
+async fn proxy(
+    api: &ApiRuntime,
+    pool: &Upstream,
+    ctx: Ctx,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    max_body: u64,
+) -> Result<Response<GwBody>, GatewayError> {
+    let permit = match pool.admit() {
+        Ok(p) => p,
+        Err(rejected) => {
+            return rejected.fallback.map(|f| fallback_response(&f, &ctx.request_id)).ok_or(GatewayError::CircuitOpen);
+        }
+    };
+    pool.retry_policy().record_request();
+    let upgrade = headers::is_upgrade(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(Request::from_parts(parts.clone(), ())));
+    prepare_headers(&mut parts.headers, conn, upgrade);
+    let hash = pool.hash_key(&parts.headers, Some(conn.peer.ip()));
+    let mut body = Some(limit_body(body, max_body));
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+    let mut attempt = 0;
+    loop {
+        let pick = pool.pick(hash, &tried).ok_or(GatewayError::NoHealthyTarget)?;
+        tried.push(pick.index);
+        let attempt_body = body.take().unwrap_or_else(empty_body);
+        let up = upstream_request(api, &ctx, &parts, &pick.target.authority, attempt_body)?;
+        let result = tokio::time::timeout(api.read_timeout, api.client.request(up)).await;
+        let outcome = outcome_of(&result);
+        pool.report(pick.index, outcome);
+        drop(pick);
+        let replayable = ctx.body_empty;
+        let retry = if replayable || outcome == Outcome::ConnectFailure && ctx.body_empty {
+            pool.retry_policy().should_retry(attempt, &ctx.method, &outcome, replayable)
+        } else {
+            None
+        };
+        if let Some(wait) = retry {
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        permit.record(!outcome.is_failure());
+        let res = result.map_err(|_| GatewayError::UpstreamTimeout)?.map_err(classify)?;
+        return Ok(respond(res, &ctx, client_upgrade));
+    }
+}
+
+fn outcome_of<T>(
+    result: &Result<Result<Response<T>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    match result {
+        Err(_) => Outcome::Timeout,
+        Ok(Err(e)) if e.is_connect() => Outcome::ConnectFailure,
+        Ok(Err(_)) => Outcome::Status(502),
+        Ok(Ok(res)) => Outcome::Status(res.status().as_u16()),
+    }
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
+    if is_body_limit(&e) {
+        return GatewayError::BodyTooLarge;
+    }
+    if e.is_connect() {
+        GatewayError::UpstreamConnect(e.to_string())
+    } else {
+        GatewayError::UpstreamProtocol(e.to_string())
+    }
+}
+
+fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn empty_body() -> ProxyBody {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+fn limit_body(body: Incoming, max: u64) -> ProxyBody {
+    Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).map_err(BoxError::from).boxed()
+}
+
+/// Hop-by-hop headers out, forwarding headers in. `Host` is set per attempt.
+fn prepare_headers(h: &mut HeaderMap, conn: ConnInfo, upgrade: bool) {
+    let host = h.get(header::HOST).cloned();
+    headers::strip_hop_by_hop(h, upgrade);
+    let proto = if conn.https { "https" } else { "http" };
+    headers::set_forwarding(h, &Forwarding { client_ip: conn.peer.ip(), proto, host: host.as_ref() });
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn upstream_request(
+    api: &ApiRuntime,
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    authority: &str,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, GatewayError> {
+    let scheme = if api.https { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://{authority}{}", ctx.upstream_pq)
+        .parse()
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = parts.headers.clone();
+    let host = HeaderValue::from_str(authority)
+        .map_err(|_| GatewayError::Internal("target authority is not a header value".into()))?;
+    req.headers_mut().insert(header::HOST, host);
+    Ok(req)
+}
+
+/// The upstream's response, minus hop-by-hop headers, with the request id.
+fn respond(
+    mut res: Response<Incoming>,
+    ctx: &Ctx,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<GwBody> {
+    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, client_upgrade) {
+        (true, Some(client)) => upgrade::splice(client, hyper::upgrade::on(&mut res)),
+        _ => headers::strip_hop_by_hop(res.headers_mut(), false),
+    }
+    res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
+    res.map(Either::Left)
+}
+
+fn fallback_response(f: &crate::upstream::FallbackResponse, request_id: &HeaderValue) -> Response<GwBody> {
+    let mut res = Response::new(Either::Right(Full::new(f.body.clone())));
+    *res.status_mut() = StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    if let Ok(ct) = HeaderValue::from_str(&f.content_type) {
+        res.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    res.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_ports_and_case() {
+        let req = |h: &'static str| Request::builder().header(header::HOST, h).body(()).unwrap_or_default();
+        assert_eq!(request_host(&req("API.Example.com:8000")), "api.example.com");
+        assert_eq!(request_host(&req("[::1]:8000")), "[::1]");
+        assert_eq!(request_host(&req("example.com")), "example.com");
+    }
+}

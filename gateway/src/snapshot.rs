@@ -1,0 +1,310 @@
+//! The compiled, immutable configuration the request path reads: the router and one
+//! runtime per API (upstream pools with their health state, timeouts). Published through
+//! an `ArcSwap`: one lock-free `load()` per request. A change rebuilds only what it
+//! touched — an unchanged API keeps its `Arc<ApiRuntime>` (and its health and breaker
+//! state), a changed one carries its targets' state over by target id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderName;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::config::model::{ApiDef, ConfigData, TargetDef};
+use crate::config::pg::Changed;
+use crate::config::source::Sink;
+use crate::router::Router;
+use crate::upstream::{
+    ActiveHealthConfig, BreakerConfig, FallbackResponse, HashOn, LbPolicy, PassiveHealthConfig, RetryConfig,
+    TargetConfig, Upstream, UpstreamConfig,
+};
+
+/// What the gateway enforces right now.
+pub struct Snapshot {
+    /// Id of the last config event reflected.
+    pub event_id: i64,
+    pub router: Arc<Router>,
+    pub apis: HashMap<Uuid, Arc<ApiRuntime>>,
+}
+
+/// Everything needed to proxy to one API.
+pub struct ApiRuntime {
+    pub id: Uuid,
+    pub name: Arc<str>,
+    pub enabled: bool,
+    pub https: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Overall limit including retries, if any.
+    pub total_timeout: Option<Duration>,
+    /// Pooled client (shared by APIs with the same connect timeout).
+    pub client: crate::proxy::client::UpstreamClient,
+    pub stable: Arc<Upstream>,
+    /// Canary pool and the percentage of traffic it gets.
+    pub canary: Option<(Arc<Upstream>, u8)>,
+    /// Header forcing the pool (`canary` / `stable`).
+    pub canary_header: Option<HeaderName>,
+    config: (UpstreamConfig, Option<UpstreamConfig>),
+}
+
+impl Snapshot {
+    /// An empty configuration: every request is answered 404 (or 503 before the first load).
+    pub fn empty() -> Self {
+        Self { event_id: 0, router: Arc::new(Router::build([]).0), apis: HashMap::new() }
+    }
+}
+
+/// Holds the current snapshot; the config source publishes into it.
+pub struct ConfigStore {
+    current: ArcSwap<Snapshot>,
+    loaded: AtomicBool,
+}
+
+impl Default for ConfigStore {
+    fn default() -> Self {
+        Self { current: ArcSwap::from_pointee(Snapshot::empty()), loaded: AtomicBool::new(false) }
+    }
+}
+
+impl ConfigStore {
+    /// The current snapshot (lock-free).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Whether a configuration has been loaded since start.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+}
+
+impl Sink for ConfigStore {
+    fn publish(&self, data: &ConfigData, changed: Changed) {
+        let started = std::time::Instant::now();
+        let prev = self.current.load_full();
+        let router =
+            if changed.routes || changed.everything { Arc::new(build_router(data)) } else { prev.router.clone() };
+        let apis =
+            if changed.upstreams || changed.everything { build_apis(data, &prev.apis) } else { prev.apis.clone() };
+        self.current.store(Arc::new(Snapshot { event_id: data.event_id, router, apis }));
+        self.loaded.store(true, Ordering::Release);
+        tracing::debug!(
+            event_id = data.event_id,
+            micros = started.elapsed().as_micros() as u64,
+            "configuration published"
+        );
+    }
+}
+
+fn build_router(data: &ConfigData) -> Router {
+    let (router, errors) = Router::build(data.routes.values());
+    for e in errors {
+        tracing::warn!(error = %e, "route skipped");
+    }
+    router
+}
+
+fn build_apis(data: &ConfigData, prev: &HashMap<Uuid, Arc<ApiRuntime>>) -> HashMap<Uuid, Arc<ApiRuntime>> {
+    let mut targets: HashMap<Uuid, Vec<&TargetDef>> = HashMap::new();
+    for t in data.targets.values() {
+        targets.entry(t.api_id).or_default().push(t);
+    }
+    data.apis
+        .values()
+        .map(|api| {
+            let ts = targets.get(&api.id).map(Vec::as_slice).unwrap_or_default();
+            (api.id, api_runtime(api, ts, prev.get(&api.id)))
+        })
+        .collect()
+}
+
+fn api_runtime(api: &ApiDef, targets: &[&TargetDef], prev: Option<&Arc<ApiRuntime>>) -> Arc<ApiRuntime> {
+    let stable_cfg = upstream_config(api, targets.iter().filter(|t| t.pool != "canary"));
+    let canary_cfg = (api.canary_weight > 0 || api.canary_header.is_some())
+        .then(|| upstream_config(api, targets.iter().filter(|t| t.pool == "canary")))
+        .filter(|c| !c.targets.is_empty());
+    let pool = |cfg: &UpstreamConfig, old: Option<&Arc<Upstream>>| -> Arc<Upstream> {
+        match old {
+            Some(o) if o.config() == cfg => o.clone(),
+            Some(o) => start(o.rebuild(cfg.clone())),
+            None => start(Upstream::new(cfg.clone())),
+        }
+    };
+    let runtime = ApiRuntime {
+        id: api.id,
+        name: Arc::from(api.name.as_str()),
+        enabled: api.enabled,
+        https: api.upstream_protocol == "https",
+        connect_timeout: millis(api.connect_timeout_ms),
+        read_timeout: millis(api.read_timeout_ms),
+        total_timeout: (api.total_timeout_ms > 0).then(|| millis(api.total_timeout_ms)),
+        client: crate::proxy::client::client_for(millis(api.connect_timeout_ms)),
+        stable: pool(&stable_cfg, prev.map(|p| &p.stable)),
+        canary: canary_cfg
+            .as_ref()
+            .map(|c| (pool(c, prev.and_then(|p| p.canary.as_ref().map(|(u, _)| u))), percent(api.canary_weight))),
+        canary_header: api.canary_header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        config: (stable_cfg, canary_cfg),
+    };
+    match prev {
+        Some(p) if p.config == runtime.config && p.same_settings(&runtime) => p.clone(),
+        _ => Arc::new(runtime),
+    }
+}
+
+impl ApiRuntime {
+    fn same_settings(&self, o: &ApiRuntime) -> bool {
+        (
+            self.enabled,
+            self.https,
+            self.connect_timeout,
+            self.read_timeout,
+            self.total_timeout,
+            &self.canary_header,
+            &self.name,
+        ) == (o.enabled, o.https, o.connect_timeout, o.read_timeout, o.total_timeout, &o.canary_header, &o.name)
+            && self.canary.as_ref().map(|c| c.1) == o.canary.as_ref().map(|c| c.1)
+    }
+}
+
+fn start(u: Upstream) -> Arc<Upstream> {
+    let u = Arc::new(u);
+    // The task holds only a Weak reference and ends when the upstream is replaced.
+    drop(u.spawn_active_checks());
+    u
+}
+
+fn millis(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn percent(p: i32) -> u8 {
+    u8::try_from(p.clamp(0, 100)).unwrap_or(0)
+}
+
+fn upstream_config<'a>(api: &ApiDef, targets: impl Iterator<Item = &'a &'a TargetDef>) -> UpstreamConfig {
+    let mut targets: Vec<TargetConfig> = targets
+        .map(|t| TargetConfig {
+            id: t.id,
+            host: t.host.clone(),
+            port: u16::try_from(t.port).unwrap_or(0),
+            weight: u32::try_from(t.weight).unwrap_or(0),
+            backup: t.backup,
+        })
+        .collect();
+    targets.sort_by_key(|t| t.id);
+    UpstreamConfig {
+        policy: lb_policy(api),
+        targets,
+        passive: api.passive_health.as_ref().and_then(|v| parse::<PassiveJson>(v)).map(Into::into).unwrap_or_default(),
+        active: api.health_check.as_ref().and_then(|v| parse::<ActiveJson>(v)).map(Into::into),
+        breaker: api.circuit_breaker.as_ref().and_then(|v| parse::<BreakerJson>(v)).map(Into::into),
+        retry: RetryConfig {
+            retries: u32::try_from(api.retries).unwrap_or(0),
+            retry_on_statuses: api.retry_on_statuses.iter().filter_map(|s| u16::try_from(*s).ok()).collect(),
+            ..RetryConfig::default()
+        },
+    }
+}
+
+fn lb_policy(api: &ApiDef) -> LbPolicy {
+    match (api.lb_policy.as_str(), api.hash_on.as_deref()) {
+        ("least_requests", _) => LbPolicy::LeastRequests,
+        ("consistent_hash", Some("ip")) => LbPolicy::ConsistentHash(HashOn::ClientIp),
+        ("consistent_hash", Some(on)) => match (on.strip_prefix("header:"), on.strip_prefix("cookie:")) {
+            (Some(h), _) => HeaderName::from_bytes(h.as_bytes())
+                .map(|h| LbPolicy::ConsistentHash(HashOn::Header(h)))
+                .unwrap_or_default(),
+            (_, Some(c)) => LbPolicy::ConsistentHash(HashOn::Cookie(c.to_owned())),
+            _ => LbPolicy::RoundRobin,
+        },
+        _ => LbPolicy::RoundRobin,
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(v: &serde_json::Value) -> Option<T> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| tracing::warn!(error = %e, "ignoring malformed upstream setting"))
+        .ok()
+}
+
+/// The admin's JSON shapes for the upstream settings (see `admin/src/upstream.rs`).
+#[derive(Deserialize)]
+struct PassiveJson {
+    consecutive_failures: u32,
+    base_ejection_ms: u64,
+    max_ejection_ms: u64,
+}
+
+impl From<PassiveJson> for PassiveHealthConfig {
+    fn from(p: PassiveJson) -> Self {
+        Self {
+            consecutive_failures: p.consecutive_failures,
+            base_ejection: Duration::from_millis(p.base_ejection_ms),
+            max_ejection: Duration::from_millis(p.max_ejection_ms),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ActiveJson {
+    path: String,
+    interval_ms: u64,
+    timeout_ms: u64,
+    healthy_threshold: u32,
+    unhealthy_threshold: u32,
+}
+
+impl From<ActiveJson> for ActiveHealthConfig {
+    fn from(a: ActiveJson) -> Self {
+        Self {
+            path: a.path,
+            interval: Duration::from_millis(a.interval_ms),
+            timeout: Duration::from_millis(a.timeout_ms),
+            healthy_threshold: a.healthy_threshold,
+            unhealthy_threshold: a.unhealthy_threshold,
+            ..ActiveHealthConfig::default()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BreakerJson {
+    consecutive_failures: u32,
+    failure_rate_percent: u8,
+    min_requests: u32,
+    window_ms: u64,
+    open_ms: u64,
+    half_open_requests: u32,
+    fallback: Option<FallbackJson>,
+}
+
+#[derive(Deserialize)]
+struct FallbackJson {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl From<BreakerJson> for BreakerConfig {
+    fn from(b: BreakerJson) -> Self {
+        Self {
+            consecutive_failures: b.consecutive_failures,
+            failure_rate_percent: b.failure_rate_percent,
+            min_requests: b.min_requests,
+            window: Duration::from_millis(b.window_ms),
+            open_for: Duration::from_millis(b.open_ms),
+            half_open_requests: b.half_open_requests,
+            fallback: b.fallback.map(|f| FallbackResponse {
+                status: f.status,
+                content_type: f.content_type,
+                body: Bytes::from(f.body),
+            }),
+        }
+    }
+}
