@@ -23,6 +23,9 @@ pub struct Cli {
     /// Log line format (logs go to stderr).
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true, help_heading = "Logging")]
     pub log_format: LogFormat,
+    /// Worker threads of the async runtime (default: one per CPU core).
+    #[arg(long, env = "TOLLGATE_WORKERS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
