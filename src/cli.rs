@@ -157,6 +157,21 @@ pub struct GatewayLimits {
     /// Seconds to finish in-flight requests on shutdown.
     #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// Address of the Prometheus `/metrics` listener, kept off the traffic port (e.g.
+    /// `127.0.0.1:8100`); `off` (the default) disables it.
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = "off")]
+    pub metrics_listen: MetricsListen,
+}
+
+/// Where the metrics endpoint listens, if anywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") { Ok(Self(None)) } else { s.parse().map(|a| Self(Some(a))) }
+    }
 }
 
 /// Flags of `tollgate migrate`.

@@ -102,6 +102,7 @@ pub fn gateway_options(
         },
         limits: Limits { max_body_bytes: l.max_body_bytes, max_header_bytes: l.max_header_bytes },
         initial_load_timeout: secs(5),
+        metrics_listener: l.metrics_listen.0,
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod metrics;
+mod metrics_endpoint;
 pub mod proxy;
 pub mod router;
 pub mod snapshot;
@@ -45,6 +47,8 @@ pub struct GatewayOptions {
     pub limits: Limits,
     /// How long to wait for PostgreSQL at start before serving from disk.
     pub initial_load_timeout: Duration,
+    /// Listener of the Prometheus `/metrics` endpoint, kept off the traffic port.
+    pub metrics_listener: Option<std::net::SocketAddr>,
 }
 
 /// Serves gateway traffic on `listener` until `shutdown` completes, then drains.
@@ -55,6 +59,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = Arc::new(ConfigStore::default());
     let sink: Arc<dyn Sink> = store.clone();
+    let metrics_task = match opts.metrics_listener {
+        Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone()).await?),
+        None => None,
+    };
     let source_task = match opts.source {
         ConfigSource::Postgres(pool) => {
             let state_file = opts.state_dir.map(|d| d.join("gateway-config.json"));
@@ -66,5 +74,8 @@ pub async fn serve(
     let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits });
     listener::serve(listener, pipeline, opts.listener, shutdown).await;
     source_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::config::model::{ApiDef, ConfigData, TargetDef};
 use crate::config::pg::Changed;
 use crate::config::source::Sink;
+use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
 use crate::upstream::{
     ActiveHealthConfig, BreakerConfig, FallbackResponse, HashOn, LbPolicy, PassiveHealthConfig, RetryConfig,
@@ -49,6 +50,8 @@ pub struct ApiRuntime {
     pub canary: Option<(Arc<Upstream>, u8)>,
     /// Header forcing the pool (`canary` / `stable`).
     pub canary_header: Option<HeaderName>,
+    /// This API's request metrics (kept across config changes).
+    pub metrics: Arc<RequestMetrics>,
     config: (UpstreamConfig, Option<UpstreamConfig>),
 }
 
@@ -63,11 +66,17 @@ impl Snapshot {
 pub struct ConfigStore {
     current: ArcSwap<Snapshot>,
     loaded: AtomicBool,
+    /// The node's metrics; per-API series are attached to each compiled API.
+    pub metrics: Arc<Registry>,
 }
 
 impl Default for ConfigStore {
     fn default() -> Self {
-        Self { current: ArcSwap::from_pointee(Snapshot::empty()), loaded: AtomicBool::new(false) }
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            loaded: AtomicBool::new(false),
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -89,8 +98,11 @@ impl Sink for ConfigStore {
         let prev = self.current.load_full();
         let router =
             if changed.routes || changed.everything { Arc::new(build_router(data)) } else { prev.router.clone() };
-        let apis =
-            if changed.upstreams || changed.everything { build_apis(data, &prev.apis) } else { prev.apis.clone() };
+        let apis = if changed.upstreams || changed.everything {
+            build_apis(data, &prev.apis, &self.metrics)
+        } else {
+            prev.apis.clone()
+        };
         self.current.store(Arc::new(Snapshot { event_id: data.event_id, router, apis }));
         self.loaded.store(true, Ordering::Release);
         tracing::debug!(
@@ -109,7 +121,11 @@ fn build_router(data: &ConfigData) -> Router {
     router
 }
 
-fn build_apis(data: &ConfigData, prev: &HashMap<Uuid, Arc<ApiRuntime>>) -> HashMap<Uuid, Arc<ApiRuntime>> {
+fn build_apis(
+    data: &ConfigData,
+    prev: &HashMap<Uuid, Arc<ApiRuntime>>,
+    metrics: &Registry,
+) -> HashMap<Uuid, Arc<ApiRuntime>> {
     let mut targets: HashMap<Uuid, Vec<&TargetDef>> = HashMap::new();
     for t in data.targets.values() {
         targets.entry(t.api_id).or_default().push(t);
@@ -118,12 +134,18 @@ fn build_apis(data: &ConfigData, prev: &HashMap<Uuid, Arc<ApiRuntime>>) -> HashM
         .values()
         .map(|api| {
             let ts = targets.get(&api.id).map(Vec::as_slice).unwrap_or_default();
-            (api.id, api_runtime(api, ts, prev.get(&api.id)))
+            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics))
         })
         .collect()
 }
 
-fn api_runtime(api: &ApiDef, targets: &[&TargetDef], prev: Option<&Arc<ApiRuntime>>) -> Arc<ApiRuntime> {
+fn api_runtime(
+    api: &ApiDef,
+    targets: &[&TargetDef],
+    prev: Option<&Arc<ApiRuntime>>,
+    metrics: &Registry,
+) -> Arc<ApiRuntime> {
+    let name: Arc<str> = Arc::from(api.name.as_str());
     let stable_cfg = upstream_config(api, targets.iter().filter(|t| t.pool != "canary"));
     let canary_cfg = (api.canary_weight > 0 || api.canary_header.is_some())
         .then(|| upstream_config(api, targets.iter().filter(|t| t.pool == "canary")))
@@ -137,7 +159,8 @@ fn api_runtime(api: &ApiDef, targets: &[&TargetDef], prev: Option<&Arc<ApiRuntim
     };
     let runtime = ApiRuntime {
         id: api.id,
-        name: Arc::from(api.name.as_str()),
+        metrics: metrics.api(api.id, &name),
+        name,
         enabled: api.enabled,
         https: api.upstream_protocol == "https",
         connect_timeout: millis(api.connect_timeout_ms),

@@ -64,8 +64,10 @@ struct Ctx {
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
     pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<GwBody> {
+        let started = std::time::Instant::now();
         let request_id = headers::ensure_request_id(req.headers_mut());
-        match self.forward(req, conn, request_id.clone()).await {
+        let mut api = None;
+        let res = match self.forward(req, conn, request_id.clone(), &mut api).await {
             Ok(res) => res,
             Err(e) => {
                 if e.status().is_server_error() {
@@ -75,7 +77,10 @@ impl Pipeline {
                 }
                 e.to_response(Some(&request_id)).map(Either::Right)
             }
-        }
+        };
+        let metrics = api.as_ref().map_or(&self.store.metrics.unrouted, |a: &Arc<ApiRuntime>| &a.metrics);
+        metrics.record(res.status().as_u16(), started.elapsed());
+        res
     }
 
     async fn forward(
@@ -83,9 +88,11 @@ impl Pipeline {
         req: Request<Incoming>,
         conn: ConnInfo,
         request_id: HeaderValue,
+        api_out: &mut Option<Arc<ApiRuntime>>,
     ) -> Result<Response<GwBody>, GatewayError> {
         self.guard(&req)?;
         let (api, upstream_pq) = self.route(&req)?;
+        *api_out = Some(api.clone());
         let ctx = Ctx { method: req.method().clone(), request_id, upstream_pq, body_empty: req.body().is_end_stream() };
         let pool = choose_pool(&api, req.headers());
         let work = proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes);
@@ -200,6 +207,7 @@ async fn proxy(
             None
         };
         if let Some(wait) = retry {
+            api.metrics.retried();
             attempt += 1;
             tokio::time::sleep(wait).await;
             continue;

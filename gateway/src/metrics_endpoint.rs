@@ -1,0 +1,46 @@
+//! The metrics listener: `GET /metrics` in the Prometheus text format, on its own port so
+//! scraping never competes with (or is exposed alongside) API traffic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::snapshot::ConfigStore;
+
+/// Binds `addr` and serves metrics from `store` until the task is aborted.
+pub async fn spawn(addr: SocketAddr, store: Arc<ConfigStore>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &store)) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    }))
+}
+
+fn respond(path: &str, store: &ConfigStore) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/metrics" => (StatusCode::OK, store.metrics.render(store.load().event_id)),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+    };
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    res
+}
