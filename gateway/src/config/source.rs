@@ -39,7 +39,8 @@ pub struct PgSource {
 struct Follower {
     src: PgSource,
     sink: Arc<dyn Sink>,
-    data: ConfigData,
+    /// Shared with an in-progress disk save; copied on write only if a save still holds it.
+    data: Arc<ConfigData>,
     loaded: bool,
     last_save: Option<Instant>,
     dirty: bool,
@@ -50,7 +51,7 @@ impl PgSource {
     /// then follows changes in a background task for as long as the runtime lives.
     pub async fn start(self, sink: Arc<dyn Sink>, initial_timeout: Duration) -> tokio::task::JoinHandle<()> {
         let mut f =
-            Follower { src: self, sink, data: ConfigData::default(), loaded: false, last_save: None, dirty: false };
+            Follower { src: self, sink, data: Arc::default(), loaded: false, last_save: None, dirty: false };
         match tokio::time::timeout(initial_timeout, pg::load_full(&f.src.pool)).await {
             Ok(Ok(data)) => f.replace(data),
             Ok(Err(e)) => {
@@ -67,7 +68,7 @@ impl PgSource {
 
 impl Follower {
     fn replace(&mut self, data: ConfigData) {
-        self.data = data;
+        self.data = Arc::new(data);
         self.loaded = true;
         self.dirty = true;
         self.sink.publish(&self.data, Changed::all());
@@ -134,7 +135,7 @@ impl Follower {
             let data = pg::load_full(&self.src.pool).await?;
             self.replace(data);
         }
-        match pg::catch_up(&self.src.pool, &mut self.data).await? {
+        match pg::catch_up(&self.src.pool, Arc::make_mut(&mut self.data)).await? {
             CatchUp::Current => {}
             CatchUp::Applied { events, changed } => {
                 self.sink.publish(&self.data, changed);
@@ -156,7 +157,7 @@ impl Follower {
         let Some(path) = self.src.state_file.clone().filter(|_| self.dirty && due) else { return };
         self.dirty = false;
         self.last_save = Some(Instant::now());
-        let data = self.data.clone();
+        let data = Arc::clone(&self.data);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = disk::save(&path, &data) {
                 tracing::warn!(error = %e, path = %path.display(), "could not save the configuration to disk");
