@@ -41,9 +41,10 @@ async fn fill(pool: &PgPool, routes: i64, keys: i64) -> anyhow::Result<()> {
     .await?;
     sqlx::query("INSERT INTO consumers (id, name) SELECT gen_random_uuid(), 'c-' || i FROM generate_series(1, 1000) i").execute(&mut *tx).await?;
     sqlx::query(
-        "INSERT INTO api_keys (id, consumer_id, prefix, key_hash)
-         SELECT gen_random_uuid(), (SELECT id FROM consumers ORDER BY id OFFSET (i % 1000) LIMIT 1), 'tg_x', sha256(('key-' || i)::bytea)
-         FROM generate_series(1, $1) i",
+        "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM consumers)
+         INSERT INTO api_keys (id, consumer_id, prefix, key_hash)
+         SELECT gen_random_uuid(), c.id, 'tg_x', sha256(('key-' || i)::bytea)
+         FROM generate_series(1, $1) i JOIN c ON c.n = i % 1000",
     )
     .bind(keys)
     .execute(&mut *tx)
