@@ -2,4 +2,7 @@
 //! HTTP. One test binary (modules below) so the link step happens once.
 
 mod dev;
+mod live_config;
+mod outage;
+mod shutdown;
 mod support;

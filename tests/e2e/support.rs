@@ -1,5 +1,11 @@
 //! Helpers: running `tollgate dev` as a child process, reading its banner, polling health
-//! endpoints with a deadline, and scratch directories.
+//! endpoints with a deadline, and scratch directories. The cross-plane tests' helpers live in
+//! the submodules: gateway processes, the admin, upstream servers and a private PostgreSQL.
+
+pub mod admin;
+pub mod gateway;
+pub mod postgres;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -79,11 +85,11 @@ impl DevProcess {
     }
 }
 
-fn text(buf: &Mutex<String>) -> String {
+pub fn text(buf: &Mutex<String>) -> String {
     buf.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
-async fn collect(mut pipe: impl AsyncRead + Unpin, into: Arc<Mutex<String>>) {
+pub async fn collect(mut pipe: impl AsyncRead + Unpin, into: Arc<Mutex<String>>) {
     let mut chunk = [0u8; 4096];
     while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
         if let Ok(mut buf) = into.lock() {
@@ -116,6 +122,23 @@ pub async fn wait_healthy(client: &reqwest::Client, url: &str) -> anyhow::Result
             Ok(res) if res.status() == reqwest::StatusCode::OK => return Ok(()),
             _ if Instant::now() >= deadline => bail!("{url} did not become healthy: {outcome:?}"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Polls `probe` every 50 ms until it succeeds, for at most `within`. The probe's error says
+/// what it saw, for the failure message.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(found) => return Ok(found),
+            Err(seen) if Instant::now() >= deadline => bail!("waited {within:?} for {what}; last seen: {seen}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

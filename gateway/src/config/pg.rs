@@ -120,8 +120,9 @@ pub async fn catch_up(pool: &PgPool, data: &mut ConfigData) -> Result<CatchUp, s
     let mut tx = snapshot_tx(pool).await?;
     let (min_id,): (Option<i64>,) = sqlx::query_as("SELECT min(id) FROM config_events").fetch_one(&mut *tx).await?;
     // Pruned past our position (id sequences may have gaps from rolled-back writes, so this
-    // can reload needlessly, never miss a change).
-    if min_id.is_some_and(|m| m > data.event_id + 1) && data.event_id > 0 {
+    // can reload needlessly, never miss a change). Position 0 is no exception: a node that
+    // saw an empty log and was then left behind must reload too.
+    if min_id.is_some_and(|m| m > data.event_id + 1) {
         return Ok(CatchUp::ReloadNeeded);
     }
     let events: Vec<Event> =

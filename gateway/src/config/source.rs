@@ -20,6 +20,9 @@ pub const CHANNEL: &str = "tollgate_config";
 const TICK: Duration = Duration::from_secs(5);
 /// Minimum time between two saves of the configuration to disk.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// First reconnection delay after a lost connection; it doubles up to [`MAX_BACKOFF`] while
+/// PostgreSQL stays away, and starts over once connected again.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Receives each new configuration state.
@@ -94,23 +97,28 @@ impl Follower {
     }
 
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_RETRY;
         loop {
-            if let Err(e) = self.follow().await {
+            if let Err(e) = self.follow(&mut backoff).await {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost PostgreSQL; still serving the current configuration");
             }
+            // Cut off from PostgreSQL, a restart would serve the disk copy: make it current now
+            // rather than at the next (debounced) save, which needs PostgreSQL back.
+            self.save();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
     /// Subscribes, catches up, then applies changes as notifications arrive. Returns only
-    /// on a database error; the caller reconnects.
-    async fn follow(&mut self) -> Result<(), sqlx::Error> {
+    /// on a database error; the caller reconnects after `backoff`, which is reset here once
+    /// subscribed and current (a later loss must not wait as long as a past outage did).
+    async fn follow(&mut self, backoff: &mut Duration) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.src.pool).await?;
         listener.listen(CHANNEL).await?;
         // Subscribed first, then caught up: nothing committed in between can be missed.
         self.sync().await?;
+        *backoff = FIRST_RETRY;
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -153,8 +161,14 @@ impl Follower {
     }
 
     fn save_if_due(&mut self) {
-        let due = self.last_save.is_none_or(|t| t.elapsed() >= SAVE_EVERY);
-        let Some(path) = self.src.state_file.clone().filter(|_| self.dirty && due) else { return };
+        if self.last_save.is_none_or(|t| t.elapsed() >= SAVE_EVERY) {
+            self.save();
+        }
+    }
+
+    /// Writes the configuration to disk (in the background) if it changed since the last save.
+    fn save(&mut self) {
+        let Some(path) = self.src.state_file.clone().filter(|_| self.dirty) else { return };
         self.dirty = false;
         self.last_save = Some(Instant::now());
         let data = Arc::clone(&self.data);

@@ -1,0 +1,173 @@
+//! Gateway nodes as real processes: `tollgate gateway` on 127.0.0.1:0, following a database
+//! and keeping its last-known-good configuration in a state directory of the test's.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use super::{collect, eventually, text};
+
+/// How long a node may take to bind and load its first configuration.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it may take to exit after a stop signal (drain included).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-request timeout of the test client, well above any upstream delay a test uses.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running `tollgate gateway`; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The node id it reports in `gateway_nodes`.
+    pub node_id: String,
+    pub state_dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts a node following `database_url`, waits until it listens and has a
+    /// configuration (from PostgreSQL or from disk).
+    pub async fn start(database_url: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("gateway").args(["--listen", "127.0.0.1:0", "--database-url", database_url]);
+        cmd.arg("--state-dir").arg(state_dir);
+        for var in ["TOLLGATE_GATEWAY_CONFIG", "TOLLGATE_LOG_FORMAT", "DATABASE_URL"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("TOLLGATE_LOG", "info,sqlx=warn").env("TOLLGATE_DRAIN_TIMEOUT", "20");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().context("spawning tollgate gateway")?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        tokio::spawn(collect(child.stderr.take().context("no stderr pipe")?, Arc::clone(&stderr)));
+        let (addr, node_id) = match eventually("the gateway to listen", STARTUP_TIMEOUT, || {
+            let log = text(&stderr);
+            async move { listening(&log).ok_or(log) }
+        })
+        .await
+        {
+            Ok(found) => found,
+            Err(err) => bail!("{err:#}; exit status: {:?}", child.try_wait()),
+        };
+        let http = reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build()?;
+        let gateway = Self { child, addr, node_id, state_dir: state_dir.to_path_buf(), stderr, http };
+        gateway.config_event_id().await.with_context(|| format!("no configuration; stderr:\n{}", gateway.stderr()))?;
+        Ok(gateway)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path`: status and body text.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let res = self.http.get(self.url(path)).send().await?;
+        let status = res.status().as_u16();
+        Ok((status, res.text().await?))
+    }
+
+    /// Id of the config event the node enforces, from its health endpoint.
+    pub async fn config_event_id(&self) -> anyhow::Result<i64> {
+        let res = self.http.get(self.url(tollgate_gateway::HEALTH_PATH)).send().await?;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await?;
+        match body["config_event_id"].as_i64() {
+            Some(id) if status.is_success() => Ok(id),
+            _ => bail!("health answered {status}: {body}"),
+        }
+    }
+
+    /// Waits until `GET path` is answered by the upstream whose body is `expected`.
+    pub async fn wait_routed(&self, path: &str, expected: &str, within: Duration) -> anyhow::Result<()> {
+        eventually(&format!("GET {path} on {} to reach the upstream", self.addr), within, || async {
+            match self.get(path).await {
+                Ok((200, body)) if body == expected => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Waits until `GET path` gets `status` from the gateway itself.
+    pub async fn wait_status(&self, path: &str, status: u16, within: Duration) -> anyhow::Result<()> {
+        eventually(&format!("GET {path} on {} to answer {status}", self.addr), within, || async {
+            match self.get(path).await {
+                Ok((s, _)) if s == status => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the node's log contains `needle`.
+    pub async fn wait_logged(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
+        eventually(&format!("{:?} in the log of {}", needle, self.addr), within, || async {
+            let log = self.stderr();
+            if log.contains(needle) { Ok(()) } else { Err(log) }
+        })
+        .await
+    }
+
+    /// Waits until the node's last-known-good file on disk reflects event `event_id`.
+    pub async fn wait_saved(&self, event_id: i64, within: Duration) -> anyhow::Result<()> {
+        let path = self.state_dir.join("gateway-config.json");
+        eventually(&format!("{} to hold event {event_id}", path.display()), within, || async {
+            match tollgate_gateway::config::disk::load(&path) {
+                Ok(data) if data.event_id == event_id => Ok(()),
+                Ok(data) => Err(format!("event {}", data.event_id)),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// Everything it logged so far.
+    pub fn stderr(&self) -> String {
+        text(&self.stderr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the gateway already exited")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits for the exit.
+    pub async fn stop(mut self, signal: &str) -> anyhow::Result<ExitStatus> {
+        send_signal(self.pid()?, signal).await?;
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!("no exit within {STOP_TIMEOUT:?} of SIG{signal}; stderr:\n{}", self.stderr()),
+        }
+    }
+
+    /// Sends `signal` without waiting; see [`Gateway::wait_exit`].
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        send_signal(self.pid()?, signal).await
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!("no exit within {STOP_TIMEOUT:?}; stderr:\n{}", self.stderr()),
+        }
+    }
+}
+
+async fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let sent = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+    anyhow::ensure!(sent.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+/// The address and node id from the "gateway listening addr=… node=…" log line.
+fn listening(log: &str) -> Option<(SocketAddr, String)> {
+    let line = log.lines().find(|l| l.contains("gateway listening"))?;
+    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_owned);
+    Some((field("addr=")?.parse().ok()?, field("node=")?))
+}
