@@ -125,7 +125,7 @@ async fn killed_notification_connection_loses_no_change() -> anyhow::Result<()> 
         assert_eq!(gw.get(&format!("/v{v}")).await?.0, 404, "/v{v} was replaced");
     }
     assert_eq!(gw.config_event_id().await?, admin.last_event_id().await?);
-    assert!(gw.stderr().contains("lost PostgreSQL"), "the node noticed the lost connection:\n{}", gw.stderr());
+    gw.wait_logged("lost PostgreSQL", 1, PROPAGATION).await?;
 
     // It listens again, on a new connection, and later changes arrive as before.
     let mut listening = listen_backend(&db.pool, Some(killed), RECONNECT).await?;

@@ -104,11 +104,12 @@ impl Gateway {
         .await
     }
 
-    /// Waits until the node's log contains `needle`.
-    pub async fn wait_logged(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
-        eventually(&format!("{:?} in the log of {}", needle, self.addr), within, || async {
+    /// Waits until the node's log contains `needle` at least `times` times. (Its log is read
+    /// in the background, so a line may arrive after what it reports became visible.)
+    pub async fn wait_logged(&self, needle: &str, times: usize, within: Duration) -> anyhow::Result<()> {
+        eventually(&format!("{needle:?} {times}x in the log of {}", self.addr), within, || async {
             let log = self.stderr();
-            if log.contains(needle) { Ok(()) } else { Err(log) }
+            if log.matches(needle).count() >= times { Ok(()) } else { Err(log) }
         })
         .await
     }
