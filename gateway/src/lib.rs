@@ -63,17 +63,22 @@ pub async fn serve(
         Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone()).await?),
         None => None,
     };
-    let source_task = match opts.source {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut source_task = match opts.source {
         ConfigSource::Postgres(pool) => {
             let state_file = opts.state_dir.map(|d| d.join("gateway-config.json"));
             let src = PgSource { pool, state_file, node: opts.node };
-            src.start(sink, opts.initial_load_timeout).await
+            src.start(sink, opts.initial_load_timeout, stop_rx).await
         }
         ConfigSource::File(path) => config::file::watch(path, sink).await?,
     };
     let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits });
     listener::serve(listener, pipeline, opts.listener, shutdown).await;
-    source_task.abort();
+    // The PostgreSQL follower saves its configuration and ends; the file watcher just ends.
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(15), &mut source_task).await.is_err() {
+        source_task.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::watch;
 
 use super::model::ConfigData;
 use super::pg::{self, CatchUp, Changed};
@@ -23,6 +24,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// First reconnection delay after a lost connection; it doubles up to [`MAX_BACKOFF`] while
 /// PostgreSQL stays away, and starts over once connected again.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// Longest wait for the disk save at shutdown.
+const FINAL_SAVE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Receives each new configuration state.
@@ -49,12 +52,23 @@ struct Follower {
     dirty: bool,
 }
 
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 impl PgSource {
     /// Loads the initial configuration (from PostgreSQL, else from disk) and publishes it;
     /// then follows changes in a background task for as long as the runtime lives.
-    pub async fn start(self, sink: Arc<dyn Sink>, initial_timeout: Duration) -> tokio::task::JoinHandle<()> {
-        let mut f =
-            Follower { src: self, sink, data: Arc::default(), loaded: false, last_save: None, dirty: false };
+    /// When `stop` turns true the task saves the configuration to disk (if it changed since
+    /// the last save) and ends.
+    pub async fn start(
+        self,
+        sink: Arc<dyn Sink>,
+        initial_timeout: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut f = Follower { src: self, sink, data: Arc::default(), loaded: false, last_save: None, dirty: false };
         match tokio::time::timeout(initial_timeout, pg::load_full(&f.src.pool)).await {
             Ok(Ok(data)) => f.replace(data),
             Ok(Err(e)) => {
@@ -65,7 +79,7 @@ impl PgSource {
         if !f.loaded {
             f.load_from_disk().await;
         }
-        tokio::spawn(async move { f.run().await })
+        tokio::spawn(async move { f.run(stop).await })
     }
 }
 
@@ -96,17 +110,41 @@ impl Follower {
         }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = FIRST_RETRY;
         loop {
-            if let Err(e) = self.follow(&mut backoff).await {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost PostgreSQL; still serving the current configuration");
+            let outcome = tokio::select! {
+                r = self.follow(&mut backoff) => Some(r),
+                () = stopped(&mut stop) => None,
+            };
+            match outcome {
+                None => return self.final_save().await,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost PostgreSQL; still serving the current configuration");
+                }
+                Some(Ok(())) => {}
             }
             // Cut off from PostgreSQL, a restart would serve the disk copy: make it current now
             // rather than at the next (debounced) save, which needs PostgreSQL back.
             self.save();
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stopped(&mut stop) => return self.final_save().await,
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// On shutdown: writes the disk copy if it is behind, so a restart (even with PostgreSQL
+    /// down) serves what this node last enforced.
+    async fn final_save(&mut self) {
+        let Some(path) = self.src.state_file.clone().filter(|_| self.dirty) else { return };
+        let data = Arc::clone(&self.data);
+        let save = tokio::task::spawn_blocking(move || disk::save(&path, &data));
+        match tokio::time::timeout(FINAL_SAVE_TIMEOUT, save).await {
+            Ok(Ok(Ok(()))) => self.dirty = false,
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not save the configuration at shutdown"),
+            _ => tracing::warn!("saving the configuration at shutdown did not finish in time"),
         }
     }
 
