@@ -1,19 +1,23 @@
 //! The client-facing listener: HTTP/1.1 and HTTP/2 (TLS-less h2c by prior knowledge too),
 //! with work bounded at accept time — a connection cap (excess connections get a 503
 //! problem and are closed), a header-read timeout against slowloris (hyper enforces it
-//! only with a timer configured), and HTTP/2 stream and header-list limits. On shutdown it
+//! only with a timer configured, and only after protocol detection, which the listener
+//! bounds with the same timeout), and HTTP/2 stream and header-list limits. On shutdown it
 //! stops accepting and drains open connections up to a deadline.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -69,7 +73,8 @@ pub async fn serve(
                 Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         let conn = ConnInfo { peer, https: false };
-                        serve_connection(&builder, &graceful, stream, pipeline.clone(), conn, slot);
+                        let timeout = opts.header_read_timeout;
+                        serve_connection(&builder, graceful.watcher(), stream, pipeline.clone(), conn, slot, timeout);
                     }
                     Err(_) => refuse(stream),
                 },
@@ -103,11 +108,12 @@ fn builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
 
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
     stream: TcpStream,
     pipeline: Arc<Pipeline>,
     conn: ConnInfo,
     slot: tokio::sync::OwnedSemaphorePermit,
+    header_read_timeout: Duration,
 ) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req: hyper::Request<Incoming>| {
@@ -119,8 +125,14 @@ fn serve_connection(
             Ok(pipeline.handle(req, conn).await)
         }
     });
-    let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+    let builder = builder.clone();
     tokio::spawn(async move {
+        let io = match tokio::time::timeout(header_read_timeout, read_preface(stream)).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(err)) => return tracing::debug!(error = %err, "connection closed before a request"),
+            Err(_) => return tracing::debug!("no request head within the header-read timeout"),
+        };
+        let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, "connection ended with an error");
         }
@@ -139,6 +151,69 @@ fn health(pipeline: &Pipeline) -> hyper::Response<crate::proxy::GwBody> {
     *res.status_mut() = status;
     res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     res
+}
+
+/// The HTTP/2 client preface: its first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a connection's first bytes, as many as protocol detection needs. hyper's
+/// detection waits for them without a deadline, before its header-read timeout starts, so
+/// a client that connects and sends nothing (or a stalled preface) would hold its slot for
+/// ever; the caller bounds this read by the header-read timeout instead.
+async fn read_preface(mut stream: TcpStream) -> std::io::Result<Prefixed> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    while filled < buf.len() && H2_PREFACE.starts_with(&buf[..filled]) {
+        match stream.read(&mut buf[filled..]).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => filled += n,
+        }
+    }
+    Ok(Prefixed { prefix: Bytes::copy_from_slice(&buf[..filled]), stream })
+}
+
+/// A connection whose first bytes were already read: they are replayed before the rest.
+struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let head = this.prefix.split_to(this.prefix.len().min(buf.remaining()));
+        buf.put_slice(&head);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop.

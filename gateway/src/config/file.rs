@@ -333,27 +333,68 @@ fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn read(path: &Path) -> anyhow::Result<(ConfigData, Option<SystemTime>)> {
-    let modified = tokio::fs::metadata(path).await.ok().and_then(|m| m.modified().ok());
+/// How recent a modification time must be for a later write to possibly share it:
+/// timestamps are coarse (a kernel tick, a whole second on some filesystems).
+const RACY: Duration = Duration::from_secs(2);
+
+/// What tells versions of the file apart without reading it — unless two writes share it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+/// The version of the file last read.
+struct Loaded {
+    stamp: Stamp,
+    digest: [u8; 32],
+    /// A later write could carry the same stamp, so the next poll compares the content.
+    racy: bool,
+}
+
+async fn stamp(path: &Path) -> Stamp {
+    let meta = tokio::fs::metadata(path).await.ok();
+    Stamp { modified: meta.as_ref().and_then(|m| m.modified().ok()), len: meta.map_or(0, |m| m.len()) }
+}
+
+async fn load(path: &Path) -> anyhow::Result<(Loaded, String)> {
+    let started = SystemTime::now();
+    let stamp = stamp(path).await;
     let text = tokio::fs::read_to_string(path).await?;
-    Ok((parse(&text)?, modified))
+    let racy = stamp.modified.is_none_or(|m| m + RACY >= started);
+    Ok((Loaded { stamp, digest: Sha256::digest(text.as_bytes()).into(), racy }, text))
 }
 
 /// Loads `path` (failing if it is invalid at start), publishes it, and reloads it whenever
-/// its modification time changes.
+/// its content changes. A change is noticed by its modification time and size; while those
+/// are recent enough to be shared by another write, by the content itself.
 pub async fn watch(path: PathBuf, sink: Arc<dyn Sink>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (data, mut seen) = read(&path).await.map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    sink.publish(&data, Changed::all());
+    let context = |e: anyhow::Error| anyhow::anyhow!("{}: {e:#}", path.display());
+    let (mut seen, text) = load(&path).await.map_err(context)?;
+    sink.publish(&parse(&text).map_err(context)?, Changed::all());
     Ok(tokio::spawn(async move {
         loop {
             tokio::time::sleep(POLL).await;
-            let modified = tokio::fs::metadata(&path).await.ok().and_then(|m| m.modified().ok());
-            if modified == seen {
+            let now = stamp(&path).await;
+            if now == seen.stamp && !seen.racy {
                 continue;
             }
-            seen = modified;
-            match read(&path).await {
-                Ok((data, _)) => {
+            let (loaded, text) = match load(&path).await {
+                Ok(read) => read,
+                Err(e) => {
+                    // Reported once per change of the file, like an invalid one.
+                    seen = Loaded { stamp: now, digest: seen.digest, racy: false };
+                    tracing::error!(path = %path.display(), error = %e, "cannot read the configuration file; keeping the previous one");
+                    continue;
+                }
+            };
+            let changed = loaded.digest != seen.digest;
+            seen = loaded;
+            if !changed {
+                continue;
+            }
+            match parse(&text) {
+                Ok(data) => {
                     sink.publish(&data, Changed::all());
                     tracing::info!(path = %path.display(), "configuration file reloaded");
                 }

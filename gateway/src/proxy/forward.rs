@@ -186,7 +186,7 @@ async fn proxy(
     let upgrade = headers::is_upgrade(req.headers());
     let (mut parts, body) = req.into_parts();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(Request::from_parts(parts.clone(), ())));
-    prepare_headers(&mut parts.headers, conn, upgrade);
+    prepare_headers(&mut parts, conn, upgrade);
     let hash = pool.hash_key(&parts.headers, Some(conn.peer.ip()));
     let mut body = Some(limit_body(body, max_body));
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
@@ -198,7 +198,11 @@ async fn proxy(
         let up = upstream_request(api, &ctx, &parts, &pick.target.authority, attempt_body)?;
         let result = tokio::time::timeout(api.read_timeout, api.client.request(up)).await;
         let outcome = outcome_of(&result);
-        pool.report(pick.index, outcome);
+        // A request body that failed (over the limit, malformed, cut off) is the client's
+        // fault and says nothing about the target.
+        if !matches!(&result, Ok(Err(e)) if is_client_body_error(e)) {
+            pool.report(pick.index, outcome);
+        }
         drop(pick);
         let replayable = ctx.body_empty;
         let retry = if replayable || outcome == Outcome::ConnectFailure && ctx.body_empty {
@@ -224,6 +228,7 @@ fn outcome_of<T>(
     match result {
         Err(_) => Outcome::Timeout,
         Ok(Err(e)) if e.is_connect() => Outcome::ConnectFailure,
+        Ok(Err(e)) if is_client_body_error(e) => Outcome::Success,
         Ok(Err(_)) => Outcome::Status(502),
         Ok(Ok(res)) => Outcome::Status(res.status().as_u16()),
     }
@@ -233,11 +238,28 @@ fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
     if is_body_limit(&e) {
         return GatewayError::BodyTooLarge;
     }
+    if is_client_body_error(&e) {
+        return GatewayError::BadRequest("the request body could not be read");
+    }
     if e.is_connect() {
         GatewayError::UpstreamConnect(e.to_string())
     } else {
         GatewayError::UpstreamProtocol(e.to_string())
     }
+}
+
+/// Whether sending failed because the client's request body did: hyper reports an error of
+/// the body it was given as a user error carrying that error as its cause. (Errors of the
+/// client connection itself are hyper errors too, but further down the chain.)
+fn is_client_body_error(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_user() && std::error::Error::source(h).is_some();
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -260,8 +282,12 @@ fn limit_body(body: Incoming, max: u64) -> ProxyBody {
 }
 
 /// Hop-by-hop headers out, forwarding headers in. `Host` is set per attempt.
-fn prepare_headers(h: &mut HeaderMap, conn: ConnInfo, upgrade: bool) {
-    let host = h.get(header::HOST).cloned();
+fn prepare_headers(parts: &mut http::request::Parts, conn: ConnInfo, upgrade: bool) {
+    // The client's host: the target's authority when it has one (HTTP/2 `:authority`, or an
+    // absolute-form target, which RFC 9112 §3.2.2 says wins over `Host`), else `Host`.
+    let authority = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let h = &mut parts.headers;
+    let host = authority.or_else(|| h.get(header::HOST).cloned());
     headers::strip_hop_by_hop(h, upgrade);
     let proto = if conn.https { "https" } else { "http" };
     headers::set_forwarding(h, &Forwarding { client_ip: conn.peer.ip(), proto, host: host.as_ref() });

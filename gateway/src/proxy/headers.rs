@@ -80,8 +80,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     };
     if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
         headers.insert(X_FORWARDED_HOST.clone(), f.host.cloned().unwrap_or(HeaderValue::from_static("")));
-        if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        // RFC 7239 §4: a value that is not a token (a port's `:`, an IPv6 literal) is quoted.
+        if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) {
             forwarded.push_str(&format!(";host={host}"));
+        } else if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            forwarded.push_str(&format!(";host=\"{host}\""));
         }
     }
     let combined = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
@@ -135,6 +138,10 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["forwarded"], "for=10.0.0.1;proto=https;host=api.example.com");
+        let mut ported = HeaderMap::new();
+        let host = HeaderValue::from_static("api.example.com:8443");
+        set_forwarding(&mut ported, &Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "http", host: Some(&host) });
+        assert_eq!(ported["forwarded"], "for=10.0.0.1;proto=http;host=\"api.example.com:8443\"");
         let mut v6 = HeaderMap::new();
         set_forwarding(
             &mut v6,

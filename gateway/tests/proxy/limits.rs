@@ -1,0 +1,297 @@
+//! Limits enforced at the edge: header and body sizes, connection cap, HTTP/2 streams, the
+//! header-read timeout, and request framing.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tollgate_gateway::{Limits, ListenerOptions};
+
+use crate::helpers::raw::{Closed, RawResponse};
+use crate::helpers::upstream::text;
+use crate::helpers::{Client, Gate, Gateway, Options, Raw, Upstream, WAIT, api, config, eventually, paths, within};
+
+fn options() -> Options {
+    Options {
+        listener: ListenerOptions {
+            max_connections: 4,
+            header_read_timeout: Duration::from_secs(1),
+            h2_max_concurrent_streams: 2,
+            ..ListenerOptions::default()
+        },
+        limits: Limits { max_body_bytes: 64 * 1024, max_header_bytes: 4 * 1024 },
+    }
+}
+
+async fn gateway(up: &Upstream, opts: Options) -> Gateway {
+    Gateway::start_with(config(vec![api("limited", &[up], json!([paths("all", &["/*"])]), json!({}))]), opts).await
+}
+
+async fn exchange(gw: &Gateway, request: &str) -> RawResponse {
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(request.as_bytes()).await;
+    raw.response().await
+}
+
+fn assert_problem(r: &RawResponse, status: u16, slug: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"), "{:?}", r.headers);
+    assert_eq!(r.json()["type"], format!("urn:tollgate:problem:{slug}"));
+}
+
+#[tokio::test]
+async fn headers_over_the_limit_get_a_431_problem() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    let head = |size: usize| format!("GET /h HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(size));
+    assert_eq!(exchange(&gw, &head(2_000)).await.status, 200, "under the limit");
+    assert_problem(&exchange(&gw, &head(8_000)).await, 431, "headers-too-large");
+    // Many small headers count together.
+    let many: String = (0..40).map(|i| format!("x-h{i}: {}\r\n", "b".repeat(120))).collect();
+    assert_problem(
+        &exchange(&gw, &format!("GET /h HTTP/1.1\r\nhost: x\r\n{many}\r\n")).await,
+        431,
+        "headers-too-large",
+    );
+    // Over what the listener buffers at all: refused by the HTTP parser itself.
+    assert_eq!(exchange(&gw, &head(100_000)).await.status, 431);
+    // HTTP/2 requests are held to the same limit.
+    let req = crate::helpers::client::get(&gw.url("/h2")).header("x-big", "c".repeat(8_000));
+    Client::h2c()
+        .send(req.body(crate::helpers::client::empty()).expect("req"))
+        .await
+        .assert_problem(431, "headers-too-large");
+    assert_eq!(up.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_by_content_length_gets_413_before_anything_is_sent() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    // The head alone is enough to refuse: no body byte is sent.
+    let r = exchange(&gw, "POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n").await;
+    assert_problem(&r, 413, "payload-too-large");
+    let ok = exchange(&gw, &format!("POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{}", "d".repeat(1000)))
+        .await;
+    assert_eq!((ok.status, ok.json()["body_len"].as_u64()), (200, Some(1000)));
+    assert_eq!(up.requests(), 1, "only the request under the limit was forwarded");
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_gets_413() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    let chunked = |total: usize| {
+        let mut out = b"POST /b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..total / 8192 {
+            out.extend_from_slice(format!("2000\r\n{}\r\n", "e".repeat(8192)).as_bytes());
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    };
+    let ok = exchange(&gw, &String::from_utf8(chunked(32 * 1024)).expect("ascii")).await;
+    assert_eq!((ok.status, ok.json()["body_len"].as_u64()), (200, Some(32 * 1024)));
+
+    let mut raw = Raw::connect(gw.addr).await;
+    let mut writer = raw.take_writer();
+    let body = chunked(256 * 1024);
+    // The gateway may answer and close before it has read everything: write from a task.
+    let feed = tokio::spawn(async move {
+        let _ = writer.write_all(&body).await;
+    });
+    assert_problem(&raw.response().await, 413, "payload-too-large");
+    let _ = within(WAIT, "the writer", feed).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_a_503_problem() {
+    let up = Upstream::echo("echo").await;
+    let mut opts = options();
+    opts.listener.max_connections = 2;
+    let gw = gateway(&up, opts).await;
+    let request = "GET /c HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.send(request.as_bytes()).await;
+        assert_eq!(raw.response().await.status, 200);
+        held.push(raw);
+    }
+    let mut excess = Raw::connect(gw.addr).await;
+    let _ = excess.try_send(request.as_bytes()).await;
+    let r = excess.response().await;
+    assert_problem(&r, 503, "overloaded");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(matches!(excess.closed_within(WAIT).await, Closed::Yes(_)), "the excess connection is closed");
+    // A held connection still works; closing one frees its slot.
+    held[0].send(request.as_bytes()).await;
+    assert_eq!(held[0].response().await.status, 200);
+    held.pop();
+    eventually(WAIT, "a slot to be freed", || async {
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.try_send(request.as_bytes()).await && raw.response().await.status == 200
+    })
+    .await;
+}
+
+/// Reads frames until the server's first SETTINGS frame and returns its parameters.
+async fn server_settings(raw: &mut Raw) -> Vec<(u16, u32)> {
+    loop {
+        let header = raw.read_exact(9).await;
+        let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let (kind, flags) = (header[3], header[4]);
+        let payload = raw.read_exact(len).await;
+        if kind == 0x4 && flags & 0x1 == 0 {
+            return payload
+                .chunks(6)
+                .map(|p| (u16::from_be_bytes([p[0], p[1]]), u32::from_be_bytes([p[2], p[3], p[4], p[5]])))
+                .collect();
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_and_advertises_the_stream_limit() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await;
+    let settings = within(WAIT, "the server's SETTINGS", server_settings(&mut raw)).await;
+    assert!(settings.contains(&(0x3, 2)), "SETTINGS_MAX_CONCURRENT_STREAMS = 2: {settings:?}");
+
+    let r = Client::h2c().get(&gw.url("/over/h2")).await;
+    assert_eq!((r.status, r.version), (http::StatusCode::OK, http::Version::HTTP_2));
+    assert_eq!(r.json()["path"], "/over/h2");
+}
+
+#[tokio::test]
+async fn http2_concurrent_streams_are_limited() {
+    let release = Gate::default();
+    let gate = release.clone();
+    let up = Upstream::start("held", move |req| {
+        let gate = gate.clone();
+        async move {
+            if req.uri().path() != "/warm" {
+                gate.wait().await;
+            }
+            text(200, "done")
+        }
+    })
+    .await;
+    let gw = gateway(&up, options()).await;
+    let client = Client::h2c();
+    // One exchange first, so the client has the server's SETTINGS before the burst.
+    assert_eq!(client.get(&gw.url("/warm")).await.status, 200);
+    let burst: Vec<_> = (0..5)
+        .map(|i| {
+            let (client, url) = (client.clone(), gw.url(&format!("/held/{i}")));
+            tokio::spawn(async move { client.get(&url).await.status })
+        })
+        .collect();
+    eventually(WAIT, "two streams to reach the upstream", || async { up.requests() >= 3 }).await;
+    // Bounded check that nothing more arrives while both streams are held.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.requests(), 3, "only two streams at a time reach the upstream");
+    release.open();
+    for task in burst {
+        assert_eq!(within(WAIT, "a held stream", task).await.expect("task"), 200);
+    }
+    assert_eq!(up.requests(), 6);
+    assert_eq!(up.max_in_flight(), 2);
+}
+
+#[tokio::test]
+async fn the_header_read_timeout_closes_a_slowloris_connection() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(b"GET /slow HTTP/1.1\r\nhost: x\r\nx-drip: ").await;
+    let mut writer = raw.take_writer();
+    let started = tokio::time::Instant::now();
+    // The attack: one more byte every 100 ms, never finishing the head.
+    let drip = tokio::spawn(async move {
+        while writer.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let closed = raw.closed_within(Duration::from_secs(5)).await;
+    drip.abort();
+    assert!(matches!(closed, Closed::Yes(_)), "the connection was closed");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(900), "not before the timeout: {after:?}");
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn the_header_read_timeout_also_closes_silent_and_stalled_connections() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    // Nothing at all, a stalled request line, and a stalled HTTP/2 preface.
+    for first in [&b""[..], b"G", b"PRI * HTTP/2.0\r\n"] {
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.send(first).await;
+        let started = tokio::time::Instant::now();
+        let closed = raw.closed_within(Duration::from_secs(5)).await;
+        assert!(matches!(closed, Closed::Yes(_)), "closed after sending {:?}", String::from_utf8_lossy(first));
+        assert!(started.elapsed() >= Duration::from_millis(900));
+    }
+}
+
+/// hyper, the HTTP/1 parser, resolves `Content-Length` + `Transfer-Encoding` the way RFC 9112
+/// §6.3 allows instead of answering 400: `Transfer-Encoding` wins, `Content-Length` is
+/// dropped, and the connection is closed after the response, so nothing can be smuggled
+/// behind the body. (It removes `Content-Length` before the gateway sees the request, so the
+/// gateway cannot answer 400 itself.)
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    for head in [
+        "POST /te HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+        "POST /te HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+    ] {
+        // A second request hides behind the first: by Content-Length it would be body.
+        let smuggled = format!("{head}0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n");
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.send(smuggled.as_bytes()).await;
+        let r = raw.response().await;
+        let closed = raw.closed_within(WAIT).await;
+        assert!(
+            matches!(closed, Closed::Yes(ref rest) if rest.is_empty()),
+            "closed, nothing more answered: {closed:?}"
+        );
+        if r.status == 400 {
+            continue;
+        }
+        let doc = r.json();
+        assert_eq!((r.status, doc["path"].as_str(), doc["body_len"].as_u64()), (200, Some("/te"), Some(0)), "{doc}");
+        assert!(
+            doc["headers"]["content-length"].is_null(),
+            "Content-Length is never forwarded with a chunked body: {doc}"
+        );
+    }
+    assert!(
+        up.seen().iter().all(|s| s.path == "/te"),
+        "the smuggled request never reached the upstream: {:?}",
+        up.seen()
+    );
+}
+
+#[tokio::test]
+async fn malformed_framing_headers_are_refused() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    for framing in [
+        "content-length: abc",
+        "content-length: -1",
+        "content-length: 5, 6",
+        "content-length: 5\r\ncontent-length: 6",
+        "content-length: 0x10",
+        "transfer-encoding: gzip",
+        "transfer-encoding: chunked, gzip",
+    ] {
+        let r = exchange(&gw, &format!("POST /m HTTP/1.1\r\nhost: x\r\n{framing}\r\n\r\nhello")).await;
+        assert_eq!(r.status, 400, "{framing}: {}", r.text());
+    }
+    assert_eq!(up.requests(), 0, "{:?}", up.seen());
+}
