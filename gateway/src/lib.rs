@@ -70,7 +70,7 @@ pub async fn serve(
             let src = PgSource { pool, state_file, node: opts.node };
             src.start(sink, opts.initial_load_timeout, stop_rx).await
         }
-        ConfigSource::File(path) => config::file::watch(path, sink).await?,
+        ConfigSource::File(path) => config::file::watch(path, sink, stop_rx).await?,
     };
     let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits });
     listener::serve(listener, pipeline, opts.listener, shutdown).await;

@@ -366,15 +366,23 @@ async fn load(path: &Path) -> anyhow::Result<(Loaded, String)> {
 }
 
 /// Loads `path` (failing if it is invalid at start), publishes it, and reloads it whenever
-/// its content changes. A change is noticed by its modification time and size; while those
-/// are recent enough to be shared by another write, by the content itself.
-pub async fn watch(path: PathBuf, sink: Arc<dyn Sink>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// its content changes, until `stop` turns true (or its sender is gone). A change is noticed
+/// by its modification time and size; while those are recent enough to be shared by another
+/// write, by the content itself.
+pub async fn watch(
+    path: PathBuf,
+    sink: Arc<dyn Sink>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let context = |e: anyhow::Error| anyhow::anyhow!("{}: {e:#}", path.display());
     let (mut seen, text) = load(&path).await.map_err(context)?;
     sink.publish(&parse(&text).map_err(context)?, Changed::all());
     Ok(tokio::spawn(async move {
         loop {
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
             let now = stamp(&path).await;
             if now == seen.stamp && !seen.racy {
                 continue;
