@@ -1,7 +1,9 @@
 //! `tollgate dev`: the whole platform in one process for local work. It keeps its state in a
 //! directory (`.tollgate/` by default): a private PostgreSQL cluster (unless `DATABASE_URL`
-//! is set), that cluster's password and the login signing key, so data and logins survive a
-//! restart. Startup order: state → listeners (a taken port fails fast) → database → servers.
+//! is set), that cluster's password, the login signing key and, when dev mode creates the
+//! first owner, that owner's password (`admin-password`, so scripts and the README's
+//! walkthrough can log in). Data and logins survive a restart. Startup order: state →
+//! listeners (a taken port fails fast) → database → servers.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -41,9 +43,16 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     let pool = commands::connect(&db.url()).await?;
     commands::migrate_pool(&pool).await?;
     let owner = commands::seed_owner(&pool, &args.owner_email).await?;
+    let password_file = args.state_dir.join(PASSWORD_FILE);
+    if let Some(owner) = &owner {
+        let (path, password) = (password_file.clone(), owner.password.clone());
+        tokio::task::spawn_blocking(move || write_private(&path, password.expose()))
+            .await?
+            .with_context(|| format!("cannot write {}", password_file.display()))?;
+    }
     let config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
     config.validate()?;
-    print_banner(&listeners.addrs()?, db, owner.as_ref());
+    print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
     let gateway_addr = listeners.gateway.local_addr()?;
     let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
     let gateway = commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr);
@@ -66,6 +75,18 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<Secret> {
     }
     let path = dir.join("jwt-secret");
     load_or_create_secret(&path).with_context(|| format!("cannot read or create {}", path.display()))
+}
+
+/// Where dev mode keeps the password of the owner it created, inside the state directory.
+const PASSWORD_FILE: &str = "admin-password";
+
+/// Writes `contents` to `path`, readable and writable by the owner only (mode 0600).
+fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // `mode` applies only to a new file; an old one keeps whatever it had.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }
 
 /// Reads a secret file, or creates it (mode 0600) with 32 random bytes in hex.
@@ -165,7 +186,7 @@ impl Database {
 }
 
 /// Prints where everything is. The owner's password appears only when it was just created.
-fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>) {
+fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>, password_file: &Path) {
     let admin = http_url(addrs.admin);
     let line = |label: &str, value: &str| println!("  {label:<18}{value}");
     println!();
@@ -179,7 +200,10 @@ fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>) {
         Some(owner) => {
             line("owner login", &owner.email);
             line("owner password", owner.password.expose());
-            println!("  (the password is shown only this once; keep it)");
+            println!("  (shown only this once; also saved, readable only by you, in {})", password_file.display());
+        }
+        None if password_file.exists() => {
+            line("owner login", &format!("as first created: password in {}", password_file.display()));
         }
         None => line("owner login", "an admin account exists already; its password was shown when it was created"),
     }
@@ -248,6 +272,19 @@ async fn drain(mut servers: JoinSet<(&'static str, anyhow::Result<()>)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_owner_only() -> io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("tollgate-dev-test-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(PASSWORD_FILE);
+        fs::write(&path, "old, world-readable")?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+        write_private(&path, "s3cret")?;
+        assert_eq!(fs::read_to_string(&path)?, "s3cret");
+        assert_eq!(fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(&dir)
+    }
 
     #[test]
     fn wildcard_addresses_are_shown_as_loopback() {

@@ -10,7 +10,20 @@ use uuid::Uuid;
 use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
 use crate::upstream::{CircuitBreaker, HealthCheck, PassiveHealth, valid_hash_on};
-use crate::validate::{Validate, Violations};
+use crate::validate::{Validate, Violations, array_schema};
+
+/// Upstream statuses a request may be retried on.
+const RETRYABLE: [i32; 6] = [408, 429, 500, 502, 503, 504];
+
+fn auth_methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    let method = utoipa::openapi::Ref::from_schema_name("AuthMethod");
+    utoipa::openapi::schema::ArrayBuilder::new().items(method).unique_items(true)
+}
+
+fn retry_statuses_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    array_schema(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some(RETRYABLE)), 100)
+}
 
 /// How requests are spread over an API's targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type, Default)]
@@ -106,9 +119,11 @@ pub struct ApiInput {
     pub retries: i32,
     /// Accepted credentials; any one suffices. `anonymous` lets unauthenticated calls through.
     #[serde(default = "default_auth")]
+    #[schema(schema_with = auth_methods_schema)]
     pub auth_methods: Vec<AuthMethod>,
-    /// The API's OpenAPI document, published in the developer portal.
+    /// The API's OpenAPI document (a JSON object), published in the developer portal.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub openapi_spec: Option<serde_json::Value>,
     /// Listed in the developer portal's catalog.
     #[serde(default)]
@@ -120,11 +135,13 @@ pub struct ApiInput {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 3600000)]
     pub total_timeout_ms: i32,
-    /// For `consistent_hash`: `ip`, `header:<name>` or `cookie:<name>`.
+    /// For `consistent_hash` (and required by it): `ip`, `header:<name>` or `cookie:<name>`.
     #[serde(default)]
+    #[schema(pattern = "^(?:ip|header:[A-Za-z0-9-]{1,128}|cookie:[A-Za-z0-9_.-]{1,128})$")]
     pub hash_on: Option<String>,
     /// Upstream statuses that make an idempotent request retry (from 408, 429, 500, 502, 503, 504).
     #[serde(default = "default_retry_statuses")]
+    #[schema(schema_with = retry_statuses_schema)]
     pub retry_on_statuses: Vec<i32>,
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -138,6 +155,7 @@ pub struct ApiInput {
     pub canary_weight: i32,
     /// A request header that forces the pool: value `canary` or `stable`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9-]{1,128}$")]
     pub canary_header: Option<String>,
 }
 
@@ -165,10 +183,11 @@ impl Validate for ApiInput {
                 "is required by consistent_hash",
             )
             .check(
-                self.retry_on_statuses.iter().all(|s| [408, 429, 500, 502, 503, 504].contains(s)),
+                self.retry_on_statuses.iter().all(|s| RETRYABLE.contains(s)),
                 "retry_on_statuses",
                 "must be among 408, 429, 500, 502, 503, 504",
             )
+            .check(self.retry_on_statuses.len() <= 100, "retry_on_statuses", "must be at most 100 statuses")
             .check((0..=100).contains(&self.canary_weight), "canary_weight", "must be 0 to 100")
             .check(
                 self.canary_header.as_deref().is_none_or(|h| {
@@ -186,9 +205,9 @@ impl Validate for ApiInput {
         if let Some(b) = &self.circuit_breaker {
             b.validate(v);
         }
-        let mut seen = self.auth_methods.clone();
-        seen.dedup();
-        v.check(seen.len() == self.auth_methods.len(), "auth_methods", "must not repeat a method");
+        let methods = &self.auth_methods;
+        let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
+        v.check(unique, "auth_methods", "must not repeat a method");
     }
 }
 

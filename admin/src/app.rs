@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
+use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
     apis, audit, auth, consumers, developers, keys, nodes, plans, routes, subscriptions, targets, tokens, users,
@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/admin/v1", api.fallback(not_found))
-        .merge(SwaggerUi::new("/admin/docs").url("/admin/v1/openapi.json", doc))
+        .merge(SwaggerUi::new("/admin/docs").external_url_unchecked("/admin/v1/openapi.json", openapi::document(&doc)))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -71,7 +71,7 @@ async fn page<T>(state: &AppState, table: &str, q: &LogQuery, id: fn(&T) -> i64)
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let limit = crate::page::checked_limit(q.limit, 100)?;
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT * FROM {table} WHERE id > "));
     qb.push_bind(q.after.unwrap_or(0));
     eq(&mut qb, "entity_kind", q.entity_kind.as_deref());

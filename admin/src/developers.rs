@@ -9,7 +9,11 @@ use uuid::Uuid;
 
 use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
-use crate::validate::{Validate, Violations};
+use crate::validate::{NOT_BLANK_PATTERN, Validate, Violations, email_schema, string_schema};
+
+fn name_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    string_schema(NOT_BLANK_PATTERN, 200)
+}
 
 /// Account state of a developer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type, Default)]
@@ -29,10 +33,10 @@ pub enum DeveloperStatus {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "dev@example.com", "name": "Ada Lovelace"}))]
 pub struct DeveloperInput {
-    /// Unique (case-insensitively).
-    #[schema(max_length = 254)]
+    #[schema(schema_with = email_schema)]
     pub email: String,
-    #[schema(min_length = 1, max_length = 200)]
+    /// Display name, not blank.
+    #[schema(schema_with = name_schema)]
     pub name: String,
     #[serde(default)]
     pub status: DeveloperStatus,
@@ -40,9 +44,7 @@ pub struct DeveloperInput {
 
 impl Validate for DeveloperInput {
     fn validate(&self, v: &mut Violations) {
-        v.email("email", &self.email)
-            .check(!self.name.trim().is_empty(), "name", "must not be empty")
-            .max_len("name", &self.name, 200);
+        v.email("email", &self.email).not_blank("name", &self.name, 200);
     }
 }
 

@@ -167,7 +167,7 @@ impl ApiError {
         }
     }
 
-    fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         Problem {
             kind: format!("{PROBLEM_TYPE_PREFIX}{}", self.slug),
             title: self.title.to_owned(),
@@ -231,7 +231,8 @@ impl From<sqlx::Error> for ApiError {
             },
             (Some("23503"), Some(field)) => Self::invalid_field(&field, "refers to an entity that does not exist"),
             (Some("23514"), Some(field)) => Self::invalid_field(&field, "violates a constraint on this field"),
-            (Some("22001" | "22003" | "22P02" | "22007" | "22008"), _) => {
+            // 22021/22P05: text PostgreSQL cannot store (U+0000), should a request get that far.
+            (Some("22001" | "22003" | "22P02" | "22007" | "22008" | "22021" | "22P05"), _) => {
                 Self::bad_request("a value is out of range or malformed")
             }
             (Some("40001" | "40P01"), _) => Self::conflict("a concurrent change interfered; retry the request"),

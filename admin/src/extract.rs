@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
 
@@ -34,15 +35,52 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
 
 /// Parses JSON into `T`, pointing at the field that failed.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::bad_request(format!("the body is not valid JSON: {err}")))?;
+    normalize(&mut value, &mut String::new())?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let pointer = json_pointer(err.path());
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::bad_request(format!("the body is not valid JSON: {inner}"));
-        }
-        ApiError::validation(vec![FieldError { pointer, detail: inner.to_string() }])
+        ApiError::validation(vec![FieldError { pointer, detail: err.into_inner().to_string() }])
     })
+}
+
+/// Largest integer an `f64` holds exactly (2^53).
+const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0;
+
+/// Prepares a JSON document for typed deserialization: numbers with a zero fraction
+/// (`42.0`) become integers, as JSON Schema counts them as integers; strings holding U+0000,
+/// which PostgreSQL cannot store, are refused (422) with a pointer to them.
+fn normalize(value: &mut Value, pointer: &mut String) -> Result<(), ApiError> {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < EXACT_F64_INT) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::String(s) if s.contains('\0') => {
+            let detail = "must not contain NUL (U+0000) characters".to_owned();
+            return Err(ApiError::validation(vec![FieldError { pointer: pointer.clone(), detail }]));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{i}"));
+                normalize(item, pointer)?;
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                normalize(item, pointer)?;
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Turns a serde path (`targets[0].port`) into a JSON pointer (`/targets/0/port`).
@@ -69,6 +107,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::bad_request("query values must not contain NUL (U+0000) characters"));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Params(v))
@@ -76,7 +117,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
-/// The UUIDs in the matched route's path, in order (none for top-level collections).
+/// The UUIDs in the matched route's path, in order (none for top-level collections). A
+/// path segment that is not a UUID names no entity: 404, like any unknown path.
 pub struct PathIds(pub Vec<uuid::Uuid>);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathIds {
@@ -87,15 +129,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             return Ok(PathIds(Vec::new()));
         };
         raw.iter()
-            .map(|(name, value)| {
-                value.parse().map_err(|_| ApiError::bad_request(format!("path parameter {name} must be a UUID")))
-            })
+            .map(|(_, value)| value.parse().map_err(|_| ApiError::not_found("resource at this path")))
             .collect::<Result<_, _>>()
             .map(PathIds)
     }
 }
 
-/// The `If-Match` precondition of a write: absent, `*`, or a list of entity tags.
+/// The `If-Match` precondition of a write: absent (or empty), `*`, or a list of entity tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {
     Any,
@@ -113,7 +153,8 @@ impl IfMatch {
     }
 
     fn parse(raw: &str) -> Result<Self, ApiError> {
-        if raw.trim() == "*" {
+        // An empty field value is an empty list (RFC 9110 §5.6.1): no precondition.
+        if raw.trim() == "*" || raw.trim().is_empty() {
             return Ok(IfMatch::Any);
         }
         raw.split(',')
@@ -122,6 +163,7 @@ impl IfMatch {
                 // A weak tag never matches under If-Match (RFC 9110 §13.1.1: strong comparison).
                 tag.strip_prefix('"')
                     .and_then(|t| t.strip_suffix('"'))
+                    .filter(|t| (1..=18).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|t| t.parse::<i64>().ok())
                     .ok_or_else(|| ApiError::bad_request("If-Match must hold entity tags such as \"3\""))
             })
@@ -161,9 +203,12 @@ mod tests {
     #[test]
     fn if_match_parses_strong_tags_and_star() {
         assert_eq!(IfMatch::parse("*").ok(), Some(IfMatch::Any));
+        assert_eq!(IfMatch::parse(" ").ok(), Some(IfMatch::Any));
         assert_eq!(IfMatch::parse("\"3\", \"4\"").ok(), Some(IfMatch::Versions(vec![3, 4])));
         assert!(IfMatch::parse("W/\"3\"").is_err());
         assert!(IfMatch::parse("3").is_err());
+        assert!(IfMatch::parse("\"+3\"").is_err());
+        assert!(IfMatch::parse("\"-3\"").is_err());
     }
 
     #[test]
@@ -188,5 +233,14 @@ mod tests {
         assert_eq!(err, Some(StatusCode::UNPROCESSABLE_ENTITY));
         let err = parse_json::<Sample>(b"{").err().map(|e| e.status());
         assert_eq!(err, Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_nul_is_refused() {
+        assert_eq!(parse_json::<Sample>(br#"{"port": 8080.0}"#).ok().map(|s| s.port), Some(8080));
+        let err = parse_json::<Sample>(br#"{"port": 8080.5}"#).err().map(|e| e.status());
+        assert_eq!(err, Some(StatusCode::UNPROCESSABLE_ENTITY));
+        let err = parse_json::<Value>(br#"{"a": ["ok", "n\u0000l"]}"#).err().map(|e| e.problem().errors);
+        assert_eq!(err.and_then(|e| e.first().map(|f| f.pointer.clone())).as_deref(), Some("/a/1"));
     }
 }

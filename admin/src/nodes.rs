@@ -74,11 +74,8 @@ pub async fn get_propagation(
     State(state): State<AppState>,
     raw: axum::extract::RawPathParams,
 ) -> ApiResult<Json<Propagation>> {
-    let event_id: i64 = raw
-        .iter()
-        .next()
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| ApiError::bad_request("path parameter id must be an integer"))?;
+    let event_id: i64 =
+        raw.iter().next().and_then(|(_, v)| v.parse().ok()).ok_or_else(|| ApiError::not_found("config event"))?;
     let exists: Option<(i64,)> =
         sqlx::query_as("SELECT id FROM config_events WHERE id = $1").bind(event_id).fetch_optional(state.db()).await?;
     exists.ok_or_else(|| ApiError::not_found("config event"))?;

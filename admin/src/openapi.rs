@@ -1,6 +1,10 @@
-//! The OpenAPI 3.1 document: shared error responses, the security scheme, and the
-//! interactive reference page (Swagger UI, assets embedded in the binary).
+//! The OpenAPI 3.1 document: shared error responses, the security scheme, the merge-patch
+//! request schemas, and the interactive reference page (Swagger UI, assets embedded in the
+//! binary).
 
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi};
 
@@ -47,8 +51,9 @@ pub enum ApiErrors {
 #[into_params(names("If-Match"), parameter_in = Header)]
 #[allow(dead_code, reason = "documentation only: read by the IfMatch extractor")]
 pub struct IfMatchHeader(
-    /// An `ETag` from an earlier read (e.g. `"3"`), or `*`; a stale one fails with 412.
-    Option<String>,
+    /// `ETag`s from earlier reads (e.g. `"3"`, or `"3", "4"`), or `*`; a stale one fails with 412.
+    #[param(required = false, pattern = "^[ \t]*(?:\\*|\"[0-9]{1,18}\"(?:[ \t]*,[ \t]*\"[0-9]{1,18}\")*)?[ \t]*$")]
+    String,
 );
 
 struct BearerAuth;
@@ -62,6 +67,51 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
+}
+
+/// The document as served: utoipa's, with each `application/merge-patch+json` request body
+/// pointing at a patch schema derived from the entity's input schema (see [`patch_schema`]).
+pub fn document(doc: &utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(doc).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "cannot serialise the OpenAPI document");
+        Value::Null
+    });
+    let mut inputs = BTreeSet::new();
+    for item in doc["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut()) {
+        let body = item.pointer_mut("/patch/requestBody/content/application~1merge-patch+json/schema");
+        let Some(schema) = body else { continue };
+        let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) else {
+            continue;
+        };
+        inputs.insert(name.to_owned());
+        *schema = json!({ "$ref": format!("#/components/schemas/{name}Patch") });
+    }
+    if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        for name in inputs {
+            let patch = patch_schema(schemas.get(&name).cloned().unwrap_or(Value::Null), &name);
+            schemas.insert(format!("{name}Patch"), patch);
+        }
+    }
+    doc
+}
+
+/// A JSON merge patch (RFC 7396) of an input: every field optional; fields with a default
+/// may be `null`, which resets them. Fields without a default cannot be reset (a null there
+/// is a 422), so they stay non-nullable; nested objects are as in the input.
+pub fn patch_schema(mut input: Value, name: &str) -> Value {
+    let required: Vec<Value> = input
+        .as_object_mut()
+        .and_then(|o| o.remove("required"))
+        .map_or_else(Vec::new, |r| r.as_array().cloned().unwrap_or_default());
+    for (field, schema) in input["properties"].as_object_mut().into_iter().flatten() {
+        if !required.iter().any(|r| r == field) {
+            *schema = json!({ "anyOf": [schema.take(), { "type": "null" }] });
+        }
+    }
+    input["description"] = json!(format!(
+        "A JSON merge patch (RFC 7396) of {name}: only the fields to change; null resets a field to its default."
+    ));
+    input
 }
 
 /// Document-level metadata; paths are collected from the handlers by `utoipa-axum`.

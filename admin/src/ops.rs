@@ -141,16 +141,22 @@ pub async fn patch<R: Resource>(
     let current: R = resource::fetch_for_update::<R>(&mut tx, id, parent.map(|p| p.id))
         .await?
         .ok_or_else(|| ApiError::not_found(R::KIND))?;
-    if_match.check(current.version())?;
     let base = json(&current.to_input())?;
+    if let Some(pointer) = unknown_reset(&base, &patch, String::new()) {
+        let detail = "unknown field".to_owned();
+        return Err(ApiError::validation(vec![FieldError { pointer, detail }]));
+    }
     let mut merged = base.clone();
     merge_patch(&mut merged, &patch);
+    let input: R::Input = crate::extract::parse_json(&serde_json::to_vec(&merged)?)?;
+    validate(&input)?;
+    // Preconditions come after the request itself is known to be acceptable (RFC 9110
+    // §13.2.1): an invalid patch is a 422 whatever version it names.
+    if_match.check(current.version())?;
     if merged == base {
         let version = current.version();
         return Ok(Tagged::ok(current, version));
     }
-    let input: R::Input = crate::extract::parse_json(&serde_json::to_vec(&merged)?)?;
-    validate(&input)?;
     let row: R = resource::update::<R>(&mut tx, id, &input).await?;
     record::<R>(&mut tx, who, Change::update(R::KIND, id, json(&current)?, json(&row)?)).await?;
     tx.commit().await?;
@@ -176,6 +182,21 @@ pub async fn delete<R: Resource>(
     record::<R>(&mut tx, who, Change::delete(R::KIND, id, json(&current)?)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The first field `patch` resets (sets to `null`) that `base` does not have. Merging would
+/// drop such a field silently, and the merged document would pass; but a patch naming a
+/// field the entity does not have is a client error, as it is in a create.
+fn unknown_reset(base: &Value, patch: &Value, pointer: String) -> Option<String> {
+    let (Value::Object(base), Value::Object(patch)) = (base, patch) else { return None };
+    patch.iter().find_map(|(key, value)| {
+        let here = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+        match base.get(key) {
+            None if value.is_null() => Some(here),
+            Some(inner) => unknown_reset(inner, value, here),
+            None => None,
+        }
+    })
 }
 
 /// RFC 7396: objects merge recursively, `null` removes, anything else replaces.
@@ -320,5 +341,14 @@ mod tests {
             merge_patch(&mut target, &patch);
             assert_eq!(target, want);
         }
+    }
+
+    #[test]
+    fn resetting_an_unknown_field_is_found() {
+        let base = json!({"name": "a", "health": {"path": "/"}, "hash_on": null});
+        assert_eq!(super::unknown_reset(&base, &json!({"hash_on": null, "name": "b"}), String::new()), None);
+        assert_eq!(super::unknown_reset(&base, &json!({"": null}), String::new()).as_deref(), Some("/"));
+        let nested = json!({"health": {"bogus": null}});
+        assert_eq!(super::unknown_reset(&base, &nested, String::new()).as_deref(), Some("/health/bogus"));
     }
 }

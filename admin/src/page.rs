@@ -9,7 +9,8 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 500;
+/// Largest page of every list.
+pub const MAX_LIMIT: u32 = 500;
 
 /// Paging parameters of every list endpoint.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -18,14 +19,23 @@ pub struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (an id, base64url-encoded).
+    #[param(pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
+/// `limit`, or `default` when absent; 400 outside 1..=[`MAX_LIMIT`].
+pub fn checked_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match limit.unwrap_or(default) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        _ => Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}"))),
+    }
+}
+
 impl PageQuery {
-    /// The page size, clamped to 1..=500.
-    pub fn limit(&self) -> u32 {
-        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+    /// The page size; 400 outside 1..=500.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        checked_limit(self.limit, DEFAULT_LIMIT)
     }
 
     /// The id after which this page starts.
@@ -71,6 +81,13 @@ mod tests {
         assert_eq!(q.after()?, ids.get(1).copied());
         assert!(Page::from_rows(ids, 3, |u| *u).next_cursor.is_none());
         assert!(PageQuery { limit: None, cursor: Some("!!".into()) }.after().is_err());
+        assert!(PageQuery { limit: Some(0), cursor: None }.limit().is_err());
+        assert!(PageQuery { limit: Some(501), cursor: None }.limit().is_err());
+        // Any string the documented pattern allows is a cursor.
+        for last in ['A', 'Q', 'g', 'w'] {
+            let cursor = format!("{}{last}", "_-".repeat(10) + "z");
+            assert!(PageQuery { limit: None, cursor: Some(cursor) }.after().is_ok());
+        }
         Ok(())
     }
 }

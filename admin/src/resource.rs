@@ -164,7 +164,7 @@ pub async fn list<R: Resource>(
     filter: &impl Filter,
     page: &PageQuery,
 ) -> Result<Page<R>, crate::error::ApiError> {
-    let limit = page.limit();
+    let limit = page.limit()?;
     let mut qb = QueryBuilder::new(format!("SELECT * FROM {} WHERE TRUE", R::TABLE));
     if let (Some(col), Some(parent)) = (R::PARENT, parent) {
         qb.push(" AND ").push(col).push(" = ").push_bind(parent);

@@ -13,9 +13,91 @@ use uuid::Uuid;
 
 use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
-use crate::validate::{Validate, Violations, is_slug};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+use crate::validate::{
+    Validate, Violations, array_schema, blank_or_control_class, is_blank_or_control, is_slug, string_schema,
+};
 
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+/// At most this many hosts, and this many paths, per route.
+const MAX_PATTERNS: usize = 100;
+/// Longest path pattern, in characters.
+const MAX_PATH: usize = 1024;
+/// Longest host pattern (a DNS name, or `*.` and a shorter one).
+const MAX_HOST: usize = 253;
+
+/// What [`valid_path`] accepts, as a regex: segments that are literals (not `.` or `..`),
+/// `{name}` templates, then optionally a trailing `/` or `/*`.
+pub const PATH_PATTERN: &str = concat!(
+    r"^/(?:(?:[^./{}*?#%",
+    blank_or_control_class!(),
+    r"][^/{}*?#%",
+    blank_or_control_class!(),
+    r"]*",
+    r"|\.[^./{}*?#%",
+    blank_or_control_class!(),
+    r"][^/{}*?#%",
+    blank_or_control_class!(),
+    r"]*",
+    r"|\.\.[^/{}*?#%",
+    blank_or_control_class!(),
+    r"]+|\{[a-z0-9][a-z0-9._-]{0,62}\})",
+    r"(?:/(?:[^./{}*?#%",
+    blank_or_control_class!(),
+    r"][^/{}*?#%",
+    blank_or_control_class!(),
+    r"]*",
+    r"|\.[^./{}*?#%",
+    blank_or_control_class!(),
+    r"][^/{}*?#%",
+    blank_or_control_class!(),
+    r"]*",
+    r"|\.\.[^/{}*?#%",
+    blank_or_control_class!(),
+    r"]+|\{[a-z0-9][a-z0-9._-]{0,62}\}))*(?:/\*?)?|\*)?$"
+);
+
+/// What [`valid_host`] accepts, as a regex.
+pub const HOST_PATTERN: &str = r"^(?:\*\.)?[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*$";
+
+/// What [`valid_header_name`] accepts, as a regex (an RFC 9110 token).
+pub const HEADER_NAME_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}$";
+
+fn path_schema() -> ObjectBuilder {
+    string_schema(PATH_PATTERN, MAX_PATH)
+}
+
+fn paths_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    array_schema(path_schema(), MAX_PATTERNS)
+}
+
+fn rewrite_path_schema() -> ObjectBuilder {
+    path_schema().schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+fn hosts_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    array_schema(string_schema(HOST_PATTERN, MAX_HOST), MAX_PATTERNS)
+}
+
+fn methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    let method = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(METHODS));
+    array_schema(method, METHODS.len()).unique_items(true)
+}
+
+/// `{name: [values]}`, each name described by `names`.
+fn matches_schema(names: ObjectBuilder) -> ObjectBuilder {
+    let values = array_schema(ObjectBuilder::new().schema_type(Type::String), MAX_PATTERNS);
+    ObjectBuilder::new().schema_type(Type::Object).additional_properties(Some(values)).property_names(Some(names))
+}
+
+fn headers_schema() -> ObjectBuilder {
+    matches_schema(ObjectBuilder::new().schema_type(Type::String).pattern(Some(HEADER_NAME_PATTERN)))
+}
+
+fn query_schema() -> ObjectBuilder {
+    matches_schema(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(256)))
+}
 
 /// The writable fields of a route. At least one host or path is required.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -27,24 +109,30 @@ pub struct RouteInput {
     pub name: String,
     /// Exact hosts (`api.example.com`) or wildcards (`*.example.com`).
     #[serde(default)]
+    #[schema(schema_with = hosts_schema)]
     pub hosts: Vec<String>,
     /// `/exact`, `/prefix/*`, or templates such as `/users/{id}`.
     #[serde(default)]
+    #[schema(schema_with = paths_schema)]
     pub paths: Vec<String>,
     /// Allowed methods; empty means any.
     #[serde(default)]
+    #[schema(schema_with = methods_schema)]
     pub methods: Vec<String>,
     /// Header name → accepted values; every listed header must match one of its values.
     #[serde(default)]
+    #[schema(schema_with = headers_schema)]
     pub headers: BTreeMap<String, Vec<String>>,
     /// Query parameter → accepted values.
     #[serde(default)]
+    #[schema(schema_with = query_schema)]
     pub query: BTreeMap<String, Vec<String>>,
     /// Remove the matched path prefix before proxying.
     #[serde(default)]
     pub strip_path: bool,
     /// Upstream path template, e.g. `/v2/users/{id}`.
     #[serde(default)]
+    #[schema(schema_with = rewrite_path_schema)]
     pub rewrite_path: Option<String>,
     /// Higher wins among routes that match equally specifically.
     #[serde(default)]
@@ -56,7 +144,7 @@ pub struct RouteInput {
 /// as the whole last segment, `{name}` only as whole segments.
 pub fn valid_path(p: &str) -> bool {
     let Some(rest) = p.strip_prefix('/') else { return false };
-    if p.len() > 1024 || p.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%')) {
+    if p.chars().count() > MAX_PATH || p.chars().any(|c| is_blank_or_control(c) || matches!(c, '?' | '#' | '%')) {
         return false;
     }
     if rest.is_empty() {
@@ -76,13 +164,17 @@ pub fn valid_path(p: &str) -> bool {
 pub fn valid_host(h: &str) -> bool {
     let name = h.strip_prefix("*.").unwrap_or(h);
     !name.is_empty()
-        && name.len() <= 253
+        && h.len() <= MAX_HOST
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+fn unique(items: &[String]) -> bool {
+    items.iter().enumerate().all(|(i, m)| !items[..i].contains(m))
 }
 
 fn valid_header_name(n: &str) -> bool {
@@ -93,6 +185,8 @@ impl Validate for RouteInput {
     fn validate(&self, v: &mut Violations) {
         v.slug("name", &self.name)
             .check(!self.hosts.is_empty() || !self.paths.is_empty(), "paths", "a route needs at least one host or path")
+            .check(self.hosts.len() <= MAX_PATTERNS, "hosts", "must be at most 100 hosts")
+            .check(self.paths.len() <= MAX_PATTERNS, "paths", "must be at most 100 paths")
             .check(
                 self.hosts.iter().all(|h| valid_host(h)),
                 "hosts",
@@ -108,15 +202,17 @@ impl Validate for RouteInput {
                 "methods",
                 "must be upper-case HTTP methods",
             )
+            .check(unique(&self.methods), "methods", "must not repeat a method")
             .check(self.headers.keys().all(|h| valid_header_name(h)), "headers", "keys must be HTTP header names")
-            .check(self.query.keys().all(|k| !k.is_empty() && k.len() <= 256), "query", "keys must be 1-256 characters")
-            .check(self.rewrite_path.as_deref().is_none_or(valid_path), "rewrite_path", "must be a path template")
-            .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000")
+            .check(self.headers.values().all(|v| v.len() <= MAX_PATTERNS), "headers", "at most 100 values per header")
             .check(
-                self.hosts.len() + self.paths.len() + self.methods.len() <= 256,
-                "paths",
-                "too many hosts, paths and methods",
-            );
+                self.query.keys().all(|k| (1..=256).contains(&k.chars().count())),
+                "query",
+                "keys must be 1-256 characters",
+            )
+            .check(self.query.values().all(|v| v.len() <= MAX_PATTERNS), "query", "at most 100 values per parameter")
+            .check(self.rewrite_path.as_deref().is_none_or(valid_path), "rewrite_path", "must be a path template")
+            .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000");
     }
 }
 
@@ -218,6 +314,54 @@ mod tests {
         {
             assert!(!valid_path(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn patterns_state_the_rules() {
+        let mut samples: Vec<String> = [
+            "",
+            "/",
+            "/*",
+            "/a/",
+            "//",
+            "/.",
+            "/..",
+            "/...",
+            "/.a",
+            "/..a",
+            "/a/.",
+            "/a/.b/",
+            "/{id}",
+            "/{Id}",
+            "/{_x}",
+            "/{x_y}",
+            "/a/{b}/*",
+            "/a*",
+            "/é",
+            "/a b",
+            "/a\u{3000}",
+            "/a\u{1c}",
+            "/%",
+            "*.example.com",
+            "*",
+            "a.-b",
+            "a..b",
+            "ex-ample.com",
+            "Host",
+            "x-api-key",
+            "a b",
+            "a:b",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        samples.push(format!("/{}", "a".repeat(MAX_PATH - 1)));
+        samples.push(format!("/{}", "a".repeat(MAX_PATH)));
+        let samples: Vec<&str> = samples.iter().map(String::as_str).collect();
+        let in_length = |s: &str, max: usize| s.chars().count() <= max;
+        crate::validate::tests::agree(PATH_PATTERN, |s| valid_path(s) || !in_length(s, MAX_PATH), &samples);
+        crate::validate::tests::agree(HOST_PATTERN, valid_host, &samples);
+        crate::validate::tests::agree(HEADER_NAME_PATTERN, valid_header_name, &samples);
     }
 
     #[test]

@@ -16,14 +16,19 @@ use crate::ops::{self, Parent, Tagged};
 use crate::page::{Page, PageQuery};
 use crate::resource::{self, ColumnWriter, Columns, Resource};
 use crate::state::AppState;
-use crate::validate::{Validate, Violations, validate};
+use crate::validate::{NOT_BLANK_PATTERN, Validate, Violations, string_schema, validate};
+
+fn name_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    string_schema(NOT_BLANK_PATTERN, 100)
+}
 
 /// The writable fields of a token.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "ci-deploy", "expires_at": "2027-06-01T00:00:00Z"}))]
 pub struct TokenInput {
-    #[schema(min_length = 1, max_length = 100)]
+    /// What the token is for; not blank.
+    #[schema(schema_with = name_schema)]
     pub name: String,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
@@ -31,7 +36,7 @@ pub struct TokenInput {
 
 impl Validate for TokenInput {
     fn validate(&self, v: &mut Violations) {
-        v.check(!self.name.trim().is_empty(), "name", "must not be empty").max_len("name", &self.name, 100).check(
+        v.not_blank("name", &self.name, 100).check(
             self.expires_at.is_none_or(|t| t > OffsetDateTime::now_utc()),
             "expires_at",
             "must be in the future",

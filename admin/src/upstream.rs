@@ -5,13 +5,34 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::validate::Violations;
+use crate::validate::{HEADER_VALUE_PATTERN, Violations, blank_or_control_class, is_blank_or_control, is_header_value};
+
+/// Longest probe path, in characters.
+const MAX_PROBE_PATH: usize = 1024;
+/// Largest fallback body, in characters.
+const MAX_FALLBACK_BODY: usize = 65_536;
+
+/// An absolute path without white space or control characters.
+const PROBE_PATH_PATTERN: &str = concat!("^/[^", blank_or_control_class!(), "]*$");
+
+fn probe_path_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    crate::validate::string_schema(PROBE_PATH_PATTERN, MAX_PROBE_PATH)
+}
+
+fn content_type_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    crate::validate::string_schema(HEADER_VALUE_PATTERN, 1024)
+}
+
+fn valid_probe_path(p: &str) -> bool {
+    p.starts_with('/') && p.chars().count() <= MAX_PROBE_PATH && !p.chars().any(is_blank_or_control)
+}
 
 /// Active health checks: the gateway probes every target with `GET path`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// Probe path, e.g. `/healthz`.
+    #[schema(schema_with = probe_path_schema)]
     pub path: String,
     #[schema(minimum = 100, maximum = 3600000)]
     pub interval_ms: u32,
@@ -43,6 +64,7 @@ pub struct PassiveHealth {
 pub struct Fallback {
     #[schema(minimum = 200, maximum = 599)]
     pub status: u16,
+    #[schema(schema_with = content_type_schema)]
     pub content_type: String,
     #[schema(max_length = 65536)]
     pub body: String,
@@ -77,10 +99,7 @@ fn within(v: &mut Violations, field: &str, value: u32, lo: u32, hi: u32) {
 
 impl HealthCheck {
     pub(crate) fn validate(&self, v: &mut Violations) {
-        let path_ok = self.path.starts_with('/')
-            && self.path.len() <= 1024
-            && !self.path.chars().any(|c| c.is_whitespace() || c.is_control());
-        v.check(path_ok, "health_check", "path must be an absolute path");
+        v.check(valid_probe_path(&self.path), "health_check", "path must be an absolute path");
         within(v, "health_check", self.interval_ms, 100, 3_600_000);
         within(v, "health_check", self.timeout_ms, 10, 60_000);
         within(v, "health_check", self.healthy_threshold, 1, 100);
@@ -106,12 +125,10 @@ impl CircuitBreaker {
         within(v, "circuit_breaker", self.half_open_requests, 1, 1000);
         if let Some(f) = &self.fallback {
             within(v, "circuit_breaker", u32::from(f.status), 200, 599);
-            v.check(f.body.len() <= 65_536, "circuit_breaker", "fallback body must be at most 64 KiB");
-            v.check(
-                f.content_type.parse::<axum::http::HeaderValue>().is_ok(),
-                "circuit_breaker",
-                "fallback content_type must be a header value",
-            );
+            let body_ok = f.body.chars().count() <= MAX_FALLBACK_BODY;
+            v.check(body_ok, "circuit_breaker", "fallback body must be at most 65536 characters");
+            let type_ok = is_header_value(&f.content_type) && f.content_type.len() <= 1024;
+            v.check(type_ok, "circuit_breaker", "fallback content_type must be a header value");
         }
     }
 }

@@ -18,13 +18,13 @@ use crate::page::{Page, PageQuery};
 use crate::resource::{self, ColumnWriter, Columns, Filter, Resource, eq};
 use crate::secret::Secret;
 use crate::state::AppState;
-use crate::validate::{Validate, Violations, validate};
+use crate::validate::{Validate, Violations, email_schema, validate};
 
 /// The writable fields of an admin user (the password has its own endpoint).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUserInput {
-    #[schema(max_length = 254)]
+    #[schema(schema_with = email_schema)]
     pub email: String,
     #[serde(default)]
     #[schema(max_length = 200)]
@@ -55,11 +55,25 @@ impl Columns for AdminUserInput {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "ops@example.com", "display_name": "Ops", "role": "editor", "password": "a long passphrase here"}))]
 pub struct NewAdminUser {
-    #[serde(flatten)]
-    pub user: AdminUserInput,
+    #[schema(schema_with = email_schema)]
+    pub email: String,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub display_name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub disabled: bool,
     /// 12 to 1024 characters.
     #[schema(min_length = 12, max_length = 1024, format = Password)]
     pub password: String,
+}
+
+impl NewAdminUser {
+    /// The user's writable fields (all but the password).
+    fn user(&self) -> AdminUserInput {
+        let Self { email, display_name, role, disabled, .. } = self;
+        AdminUserInput { email: email.clone(), display_name: display_name.clone(), role: *role, disabled: *disabled }
+    }
 }
 
 struct UserWithHash<'a> {
@@ -135,13 +149,14 @@ pub async fn create_user(
     State(state): State<AppState>,
     Body(new): Body<NewAdminUser>,
 ) -> ApiResult<Tagged<AdminUser>> {
-    validate(&new.user)?;
+    let user = new.user();
+    validate(&user)?;
     if !password::acceptable(&new.password) {
         return Err(ApiError::invalid_field("password", "must be 12 to 1024 characters"));
     }
     let hash = password::hash(Secret::new(new.password)).await.map_err(ApiError::internal)?;
     let mut tx = state.db().begin().await?;
-    let row = UserWithHash { user: &new.user, hash };
+    let row = UserWithHash { user: &user, hash };
     let user: AdminUser = resource::insert::<AdminUser>(&mut tx, Uuid::now_v7(), None, &row).await?;
     let change = Change::create(AdminUser::KIND, user.id, serde_json::to_value(&user)?).audit_only();
     change::record(&mut tx, &who.actor(), change).await?;

@@ -68,7 +68,10 @@ async fn dev_without_database_url_runs_its_own_postgres_and_keeps_data() -> anyh
     let state = scratch.path().join(".tollgate");
 
     let first = start().await?;
-    assert!(first.field("owner password").is_some(), "first start prints the password:\n{}", first.banner());
+    let password = first.field("owner password").context("first start prints the password")?;
+    // ...and keeps it for scripts (the README's walkthrough reads it), owner-only.
+    assert_eq!(std::fs::read_to_string(state.join("admin-password"))?, password);
+    assert_eq!(std::fs::metadata(state.join("admin-password"))?.permissions().mode() & 0o777, 0o600);
     assert!(first.field("database").is_some_and(|d| d.contains("private")), "banner:\n{}", first.banner());
     wait_all_healthy(&first).await?;
     let status = first.stop("INT").await?;
@@ -80,7 +83,8 @@ async fn dev_without_database_url_runs_its_own_postgres_and_keeps_data() -> anyh
 
     let second = start().await?;
     assert_eq!(second.field("owner password"), None, "no new password on restart:\n{}", second.banner());
-    assert!(second.field("owner login").is_some_and(|l| l.contains("exists")), "banner:\n{}", second.banner());
+    let login = second.field("owner login");
+    assert!(login.is_some_and(|l| l.contains("admin-password")), "banner:\n{}", second.banner());
     wait_all_healthy(&second).await?;
     assert_eq!(std::fs::read_to_string(state.join("jwt-secret"))?, jwt_secret, "signing key survives restarts");
     let status = second.stop("TERM").await?;

@@ -59,6 +59,21 @@ async fn lists_paginate_with_cursors_and_filter() {
     assert_eq!(filtered.body["data"].as_array().map(Vec::len), Some(1));
     assert_problem(&admin.get("/apis?cursor=not-a-cursor").await, 400, "bad-request");
     assert_problem(&admin.get("/apis?limit=abc").await, 400, "bad-request");
+    assert_problem(&admin.get("/apis?limit=0").await, 400, "bad-request");
+    assert_problem(&admin.get("/apis?limit=501").await, 400, "bad-request");
+    assert_problem(&admin.get("/audit-log?limit=501").await, 400, "bad-request");
+}
+
+#[tokio::test]
+async fn integral_numbers_are_integers() {
+    // JSON Schema counts 8080.0 as an integer, so clients that only write floats work too.
+    let admin = Admin::spawn().await;
+    let api = admin.create_api("floats").await;
+    let target = admin.post(&format!("/apis/{api}/targets"), json!({"host": "10.0.0.1", "port": 8080.0})).await;
+    assert_eq!(target.status, 201, "{:?}", target.body);
+    assert_eq!(target.body["port"], 8080);
+    let half = admin.post(&format!("/apis/{api}/targets"), json!({"host": "10.0.0.2", "port": 80.5})).await;
+    assert_problem(&half, 422, "validation");
 }
 
 #[tokio::test]
@@ -166,7 +181,16 @@ async fn bad_input_is_refused_and_changes_nothing() {
     );
     assert_problem(&admin.patch(&format!("/apis/{api}"), json!({"name": 5}), None).await, 422, "validation");
     assert_problem(&admin.patch(&format!("/apis/{api}"), json!({}), Some("W/\"1\"")).await, 400, "bad-request");
-    assert_problem(&admin.get("/apis/not-a-uuid").await, 400, "bad-request");
+    // A path segment that is not an id names nothing.
+    assert_problem(&admin.get("/apis/not-a-uuid").await, 404, "not-found");
+    // A reset of a field APIs do not have, and text PostgreSQL cannot store.
+    let unknown = admin.patch(&format!("/apis/{api}"), json!({"colour": null}), None).await;
+    assert_problem(&unknown, 422, "validation");
+    assert_eq!(unknown.body["errors"][0]["pointer"], "/colour");
+    let nul = admin.post("/apis", json!({"name": "nul", "description": "a\u{0}b"})).await;
+    assert_problem(&nul, 422, "validation");
+    assert_eq!(nul.body["errors"][0]["pointer"], "/description");
+    assert_problem(&admin.get("/apis?name=a%00b").await, 400, "bad-request");
 
     assert_eq!(admin.count("apis").await, 1);
     assert_eq!(admin.count("targets").await + admin.count("routes").await + admin.count("plans").await, 0);

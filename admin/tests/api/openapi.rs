@@ -41,6 +41,14 @@ async fn openapi_document_is_complete() {
     }
     assert!(operations >= 40, "{operations} operations");
 
+    // Merge patches have their own schema: nothing required, defaulted fields nullable.
+    let body = &paths["/apis/{id}"]["patch"]["requestBody"]["content"]["application/merge-patch+json"]["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/ApiInputPatch");
+    let patch = &doc["components"]["schemas"]["ApiInputPatch"];
+    assert!(patch.get("required").is_none(), "{patch}");
+    assert!(patch["properties"]["description"]["anyOf"].is_array(), "{patch}");
+    assert!(patch["properties"]["name"].get("anyOf").is_none(), "name has no default: {patch}");
+
     let page = admin.http.get(format!("{}/admin/docs/", admin.app.base_url)).send().await.expect("sent");
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap_or_default();
