@@ -192,4 +192,20 @@ mod tests {
     fn flags_are_consistent() {
         Cli::command().debug_assert();
     }
+
+    /// The README's configuration reference names every flag and environment variable.
+    #[test]
+    fn readme_documents_every_flag() {
+        let readme = include_str!("../README.md");
+        let root = Cli::command();
+        let commands = std::iter::once(&root).chain(root.get_subcommands());
+        for arg in commands.flat_map(|c| c.get_arguments()) {
+            if let Some(long) = arg.get_long().filter(|l| !matches!(*l, "help" | "version")) {
+                assert!(readme.contains(&format!("`--{long}`")), "README.md does not document --{long}");
+            }
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                assert!(readme.contains(&format!("`{env}`")), "README.md does not document {env}");
+            }
+        }
+    }
 }
