@@ -191,11 +191,14 @@ async fn proxy(
     let mut body = Some(limit_body(body, max_body));
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut attempt = 0;
+    // Headers are copied per attempt only when a retry can happen at all.
+    let may_retry = ctx.body_empty && pool.retry_policy().config().retries > 0;
     loop {
         let pick = pool.pick(hash, &tried).ok_or(GatewayError::NoHealthyTarget)?;
         tried.push(pick.index);
         let attempt_body = body.take().unwrap_or_else(empty_body);
-        let up = upstream_request(api, &ctx, &parts, &pick.target.authority, attempt_body)?;
+        let headers = if may_retry { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
+        let up = upstream_request(api, &ctx, &parts.method, headers, &pick.target.authority, attempt_body)?;
         let result = tokio::time::timeout(api.read_timeout, api.client.request(up)).await;
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
@@ -299,20 +302,23 @@ fn prepare_headers(parts: &mut http::request::Parts, conn: ConnInfo, upgrade: bo
 fn upstream_request(
     api: &ApiRuntime,
     ctx: &Ctx,
-    parts: &http::request::Parts,
+    method: &Method,
+    headers: HeaderMap,
     authority: &str,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, GatewayError> {
-    let scheme = if api.https { "https" } else { "http" };
-    let uri: Uri = format!("{scheme}://{authority}{}", ctx.upstream_pq)
-        .parse()
+    let uri = Uri::builder()
+        .scheme(if api.https { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP })
+        .authority(authority)
+        .path_and_query(ctx.upstream_pq.as_str())
+        .build()
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
-    *req.headers_mut() = parts.headers.clone();
     let host = HeaderValue::from_str(authority)
         .map_err(|_| GatewayError::Internal("target authority is not a header value".into()))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
     req.headers_mut().insert(header::HOST, host);
     Ok(req)
 }
