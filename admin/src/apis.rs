@@ -17,12 +17,16 @@ const RETRYABLE: [i32; 6] = [408, 429, 500, 502, 503, 504];
 
 fn auth_methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
     let method = utoipa::openapi::Ref::from_schema_name("AuthMethod");
-    utoipa::openapi::schema::ArrayBuilder::new().items(method).unique_items(true)
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(method)
+        .unique_items(true)
+        .description(Some("Accepted credentials; any one suffices. `anonymous` lets unauthenticated calls through."))
 }
 
 fn retry_statuses_schema() -> utoipa::openapi::schema::ArrayBuilder {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     array_schema(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some(RETRYABLE)), 100)
+        .description(Some("Upstream statuses that make an idempotent request retry."))
 }
 
 /// How requests are spread over an API's targets.

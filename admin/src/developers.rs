@@ -12,7 +12,7 @@ use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
 use crate::validate::{NOT_BLANK_PATTERN, Validate, Violations, email_schema, string_schema};
 
 fn name_schema() -> utoipa::openapi::schema::ObjectBuilder {
-    string_schema(NOT_BLANK_PATTERN, 200)
+    string_schema(NOT_BLANK_PATTERN, 200).description(Some("Display name, not blank."))
 }
 
 /// Account state of a developer.

@@ -105,7 +105,11 @@ pub fn patch_schema(mut input: Value, name: &str) -> Value {
         .map_or_else(Vec::new, |r| r.as_array().cloned().unwrap_or_default());
     for (field, schema) in input["properties"].as_object_mut().into_iter().flatten() {
         if !required.iter().any(|r| r == field) {
+            let description = schema.as_object_mut().and_then(|o| o.remove("description"));
             *schema = json!({ "anyOf": [schema.take(), { "type": "null" }] });
+            if let Some(description) = description {
+                schema["description"] = description;
+            }
         }
     }
     input["description"] = json!(format!(

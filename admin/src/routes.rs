@@ -70,19 +70,23 @@ fn path_schema() -> ObjectBuilder {
 
 fn paths_schema() -> utoipa::openapi::schema::ArrayBuilder {
     array_schema(path_schema(), MAX_PATTERNS)
+        .description(Some("`/exact`, `/prefix/*`, or templates such as `/users/{id}`."))
 }
 
 fn rewrite_path_schema() -> ObjectBuilder {
-    path_schema().schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+    path_schema()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some("Upstream path template, e.g. `/v2/users/{id}`."))
 }
 
 fn hosts_schema() -> utoipa::openapi::schema::ArrayBuilder {
     array_schema(string_schema(HOST_PATTERN, MAX_HOST), MAX_PATTERNS)
+        .description(Some("Exact hosts (`api.example.com`) or wildcards (`*.example.com`)."))
 }
 
 fn methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
     let method = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(METHODS));
-    array_schema(method, METHODS.len()).unique_items(true)
+    array_schema(method, METHODS.len()).unique_items(true).description(Some("Allowed methods; empty means any."))
 }
 
 /// `{name: [values]}`, each name described by `names`.
@@ -93,10 +97,12 @@ fn matches_schema(names: ObjectBuilder) -> ObjectBuilder {
 
 fn headers_schema() -> ObjectBuilder {
     matches_schema(ObjectBuilder::new().schema_type(Type::String).pattern(Some(HEADER_NAME_PATTERN)))
+        .description(Some("Header name → accepted values; every listed header must match one of its values."))
 }
 
 fn query_schema() -> ObjectBuilder {
     matches_schema(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(256)))
+        .description(Some("Query parameter → accepted values."))
 }
 
 /// The writable fields of a route. At least one host or path is required.

@@ -19,7 +19,7 @@ use crate::state::AppState;
 use crate::validate::{NOT_BLANK_PATTERN, Validate, Violations, string_schema, validate};
 
 fn name_schema() -> utoipa::openapi::schema::ObjectBuilder {
-    string_schema(NOT_BLANK_PATTERN, 100)
+    string_schema(NOT_BLANK_PATTERN, 100).description(Some("What the token is for; not blank."))
 }
 
 /// The writable fields of a token.

@@ -16,11 +16,11 @@ const MAX_FALLBACK_BODY: usize = 65_536;
 const PROBE_PATH_PATTERN: &str = concat!("^/[^", blank_or_control_class!(), "]*$");
 
 fn probe_path_schema() -> utoipa::openapi::schema::ObjectBuilder {
-    crate::validate::string_schema(PROBE_PATH_PATTERN, MAX_PROBE_PATH)
+    crate::validate::string_schema(PROBE_PATH_PATTERN, MAX_PROBE_PATH).description(Some("Probe path, e.g. `/healthz`."))
 }
 
 fn content_type_schema() -> utoipa::openapi::schema::ObjectBuilder {
-    crate::validate::string_schema(HEADER_VALUE_PATTERN, 1024)
+    crate::validate::string_schema(HEADER_VALUE_PATTERN, 1024).description(Some("Content-Type of the fallback body."))
 }
 
 fn valid_probe_path(p: &str) -> bool {
