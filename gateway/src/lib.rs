@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 mod metrics_endpoint;

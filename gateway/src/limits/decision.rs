@@ -1,0 +1,158 @@
+//! The answer to "may this request pass?": the tightest applicable limit, the pure GCRA and
+//! quota arithmetic shared by the local and Redis counters, and the response headers.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::plan::RateWindow;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// A per-second/minute/hour rate window is full (429).
+    Rate,
+    /// The daily or monthly quota is used up (429).
+    Quota,
+    /// Redis is unreachable and the plan fails closed (503).
+    CounterUnavailable,
+}
+
+/// Which counter made the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The plan has no limits: nothing was counted.
+    Unlimited,
+    Local,
+    Redis,
+    /// Redis was unreachable: counted locally with this node's share.
+    Fallback,
+}
+
+/// The decision for one request, describing the tightest applicable limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the tightest limit is fully available again.
+    pub reset: Duration,
+    /// Set on denial: when the same request could pass.
+    pub retry_after: Option<Duration>,
+    pub denied_by: Option<Denial>,
+    pub backend: Backend,
+}
+
+/// The outcome of one window or quota, before the tightest one is picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ns: u64,
+    pub retry_ns: u64,
+    pub denial: Denial,
+}
+
+/// GCRA for one window: the outcome and the new theoretical arrival time if admitted.
+pub(crate) fn gcra(tat: u64, now: u64, cost: u64, w: &RateWindow) -> (Outcome, u64) {
+    let base = tat.max(now);
+    let new_tat = base.saturating_add(cost.saturating_mul(w.interval_ns));
+    let ahead = new_tat - now;
+    let allowed = ahead <= w.tolerance_ns;
+    let used = if allowed { ahead } else { base - now };
+    let out = Outcome {
+        allowed,
+        limit: w.limit,
+        remaining: (w.tolerance_ns.saturating_sub(used) / w.interval_ns).min(w.limit),
+        reset_ns: used,
+        retry_ns: if allowed { 0 } else { ahead - w.tolerance_ns },
+        denial: Denial::Rate,
+    };
+    (out, new_tat)
+}
+
+/// A calendar quota with `used` units spent before this request, the window ending in `left_ns`.
+pub(crate) fn quota(used: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
+    let allowed = used.saturating_add(cost) <= limit;
+    let after = if allowed { used + cost } else { used };
+    Outcome {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(after),
+        reset_ns: left_ns,
+        retry_ns: if allowed { 0 } else { left_ns },
+        denial: Denial::Quota,
+    }
+}
+
+impl Decision {
+    /// A plan without limits.
+    pub fn unlimited() -> Self {
+        Decision {
+            allowed: true,
+            limit: u64::MAX,
+            remaining: u64::MAX,
+            reset: Duration::ZERO,
+            retry_after: None,
+            denied_by: None,
+            backend: Backend::Unlimited,
+        }
+    }
+
+    /// Refusal while Redis is down and the plan fails closed.
+    pub fn unavailable(retry: Duration) -> Self {
+        Decision {
+            allowed: false,
+            limit: 0,
+            remaining: 0,
+            reset: retry,
+            retry_after: Some(retry),
+            denied_by: Some(Denial::CounterUnavailable),
+            backend: Backend::Redis,
+        }
+    }
+
+    /// The tightest outcome: on denial the one to wait longest for, else the fewest remaining.
+    pub(crate) fn tightest(outcomes: &[Outcome], backend: Backend) -> Self {
+        let denied = outcomes.iter().filter(|o| !o.allowed).max_by_key(|o| o.retry_ns);
+        let pick = denied
+            .or_else(|| outcomes.iter().min_by(|a, b| a.remaining.cmp(&b.remaining).then(b.reset_ns.cmp(&a.reset_ns))));
+        let Some(o) = pick else { return Decision::unlimited() };
+        Decision {
+            allowed: denied.is_none(),
+            limit: o.limit,
+            remaining: if denied.is_some() { 0 } else { o.remaining },
+            reset: Duration::from_nanos(o.reset_ns),
+            retry_after: denied.map(|d| Duration::from_nanos(d.retry_ns)),
+            denied_by: denied.map(|d| d.denial),
+            backend,
+        }
+    }
+
+    /// Writes `RateLimit-*` (IETF draft), `X-RateLimit-*` and, on denial, `Retry-After`.
+    /// Nothing is written for an unlimited plan.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        if self.backend == Backend::Unlimited {
+            return;
+        }
+        let reset = HeaderValue::from(ceil_secs(self.reset));
+        let pairs = [
+            ("ratelimit-limit", "x-ratelimit-limit", HeaderValue::from(self.limit)),
+            ("ratelimit-remaining", "x-ratelimit-remaining", HeaderValue::from(self.remaining)),
+            ("ratelimit-reset", "x-ratelimit-reset", reset),
+        ];
+        for (ietf, legacy, value) in pairs {
+            headers.insert(HeaderName::from_static(ietf), value.clone());
+            headers.insert(HeaderName::from_static(legacy), value);
+        }
+        if let Some(retry) = self.retry_after {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
+        }
+    }
+}
+
+/// Whole seconds, rounded up: a client waiting that long is never early.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}

@@ -1,0 +1,154 @@
+//! Per-node counting in process memory.
+//!
+//! One [`Cell`] per key in a sharded [`DashMap`]: a lookup takes the shard's read lock (shared
+//! with every other reader of that shard; only the first request of a new key and the sweep
+//! take it for writing), and the counting itself is lock-free — a compare-and-swap on one
+//! `AtomicU64` per rate window (its theoretical arrival time, TAT) and per quota (window id
+//! and count packed in one word, so a new calendar window replaces the old count atomically).
+//! A request that passes one window but fails another gives back what it took, so a refused
+//! request costs nothing (under contention the give-back is approximate by at most one cost).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use smallvec::SmallVec;
+
+use super::Now;
+use super::calendar;
+use super::decision::{self, Backend, Decision, Outcome};
+use super::plan::{PlanLimits, QuotaPeriod, RateWindow};
+
+/// Bits of a packed quota word holding the count; the upper bits hold the window id (days
+/// since the Unix epoch of the window start). Counts saturate at about 1.1 × 10¹².
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const SECS_PER_DAY: i64 = 86_400;
+
+/// The counters of one key.
+#[derive(Debug, Default)]
+pub(crate) struct Cell {
+    /// TAT per rate window (second, minute, hour), in the limiter's monotonic nanoseconds.
+    tats: [AtomicU64; 3],
+    /// Packed (window id, count) per quota (day, month).
+    quotas: [AtomicU64; 2],
+}
+
+/// Counters of every key seen by this node.
+#[derive(Debug, Default)]
+pub struct LocalCounter {
+    cells: DashMap<String, Cell>,
+}
+
+type Outcomes = SmallVec<[Outcome; 5]>;
+
+impl LocalCounter {
+    /// Counts `cost` units for `key` under `plan` at `now`.
+    pub fn check(&self, key: &str, plan: &PlanLimits, cost: u32, now: Now, backend: Backend) -> Decision {
+        let outcomes = match self.cells.get(key) {
+            Some(cell) => take(&cell, plan, u64::from(cost), now),
+            None => take(&self.cells.entry(key.to_owned()).or_default(), plan, u64::from(cost), now),
+        };
+        Decision::tightest(&outcomes, backend)
+    }
+
+    /// Drops keys whose counters equal a fresh key's: every TAT in the past and no count in
+    /// the current quota windows. Exact, so memory stays bounded by the keys active within the
+    /// longest window. Returns how many keys were dropped.
+    pub fn sweep(&self, now: Now) -> usize {
+        let ids = [QuotaPeriod::Day, QuotaPeriod::Month].map(|p| window_id(p, now).map(|(id, _)| id));
+        let before = self.cells.len();
+        self.cells.retain(|_, cell| {
+            let rate_live = cell.tats.iter().any(|t| t.load(Ordering::Relaxed) > now.mono_ns);
+            let quota_live = cell.quotas.iter().zip(ids).any(|(q, id)| {
+                let v = q.load(Ordering::Relaxed);
+                Some(v >> COUNT_BITS) == id && v & COUNT_MASK > 0
+            });
+            rate_live || quota_live
+        });
+        before.saturating_sub(self.cells.len())
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+}
+
+/// Takes `cost` from every window and quota of `cell`, all or nothing.
+fn take(cell: &Cell, plan: &PlanLimits, cost: u64, now: Now) -> Outcomes {
+    let mut outs = Outcomes::new();
+    let mut taken_q: SmallVec<[(usize, u64); 2]> = SmallVec::new();
+    let mut taken_r: SmallVec<[RateWindow; 3]> = SmallVec::new();
+    for (period, limit) in plan.quotas() {
+        let slot = period as usize;
+        let Some((id, left)) = window_id(period, now) else { continue };
+        let o = take_quota(&cell.quotas[slot], id, cost, limit, left);
+        if o.allowed {
+            taken_q.push((slot, id));
+        }
+        outs.push(o);
+    }
+    for w in plan.rate_windows() {
+        let o = take_rate(&cell.tats[w.slot], now.mono_ns, cost, &w);
+        if o.allowed {
+            taken_r.push(w);
+        }
+        outs.push(o);
+    }
+    if outs.iter().any(|o| !o.allowed) {
+        for w in taken_r {
+            let _ = cell.tats[w.slot].fetch_sub(cost.saturating_mul(w.interval_ns), Ordering::AcqRel);
+        }
+        for (slot, id) in taken_q {
+            give_back_quota(&cell.quotas[slot], id, cost);
+        }
+    }
+    outs
+}
+
+/// The current window's id (days since the epoch of its start) and nanoseconds left in it.
+fn window_id(period: QuotaPeriod, now: Now) -> Option<(u64, u64)> {
+    let (start, left) = calendar::window(period, now.utc)?;
+    Some((u64::try_from(start.div_euclid(SECS_PER_DAY)).ok()?, left))
+}
+
+fn take_rate(tat: &AtomicU64, now: u64, cost: u64, w: &RateWindow) -> Outcome {
+    let mut cur = tat.load(Ordering::Acquire);
+    loop {
+        let (out, new_tat) = decision::gcra(cur, now, cost, w);
+        if !out.allowed {
+            return out;
+        }
+        match tat.compare_exchange_weak(cur, new_tat, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return out,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+fn take_quota(word: &AtomicU64, id: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
+    let mut cur = word.load(Ordering::Acquire);
+    loop {
+        let used = if cur >> COUNT_BITS == id { cur & COUNT_MASK } else { 0 };
+        let out = decision::quota(used, cost, limit, left_ns);
+        if !out.allowed {
+            return out;
+        }
+        let next = (id << COUNT_BITS) | (used + cost).min(COUNT_MASK);
+        match word.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return out,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+fn give_back_quota(word: &AtomicU64, id: u64, cost: u64) {
+    let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+        (cur >> COUNT_BITS == id).then(|| (id << COUNT_BITS) | (cur & COUNT_MASK).saturating_sub(cost))
+    });
+}

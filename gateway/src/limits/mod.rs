@@ -1,0 +1,197 @@
+//! Plans' rate limits and quotas: GCRA rate windows (per second/minute/hour, with burst),
+//! UTC calendar quotas (day, month), counted per node ([`LocalCounter`]) or shared in Redis
+//! ([`RedisCounter`]), with the plan's failure policy while Redis is unreachable.
+//!
+//! The clock is explicit: every decision takes a [`Now`] (from [`Limiter::now`] in
+//! production), so tests can drive windows and calendar boundaries.
+
+mod calendar;
+mod decision;
+mod local;
+mod plan;
+mod redis;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use decision::{Backend, Decision, Denial};
+pub use local::LocalCounter;
+pub use plan::{FailurePolicy, Mode, PlanLimits, QuotaPeriod};
+pub use redis::{CounterError, RedisCounter};
+
+/// The instant of a decision: monotonic time for rate windows, UTC for calendar quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Nanoseconds since the limiter started.
+    pub mono_ns: u64,
+    pub utc: OffsetDateTime,
+}
+
+/// Whose requests are counted together: a consumer on a plan, or an anonymous client IP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LimitKey(String);
+
+impl LimitKey {
+    /// An identified consumer on a plan.
+    pub fn consumer(plan: Uuid, consumer: Uuid) -> Self {
+        LimitKey(format!("{plan}:{consumer}"))
+    }
+
+    /// An anonymous caller, by client IP (resolved through trusted proxies by the caller).
+    pub fn anonymous(plan: Uuid, ip: IpAddr) -> Self {
+        LimitKey(format!("{plan}:ip:{ip}"))
+    }
+
+    /// The key as used in counter names (never contains `{` or `}`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a [`Limiter`] is set up.
+#[derive(Debug, Clone)]
+pub struct LimiterConfig {
+    /// Redis for `Mode::Redis` plans; without it they count as if Redis were down.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    pub namespace: String,
+    /// Longest wait for Redis before the failure policy applies.
+    pub redis_timeout: Duration,
+    /// After a Redis failure, how long requests skip Redis instead of paying the timeout.
+    pub circuit_open_for: Duration,
+    /// Nodes sharing the limits: a fail-open node counts `limit / node_share` on its own.
+    pub node_share: u32,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            redis_url: None,
+            namespace: "tg".to_owned(),
+            redis_timeout: Duration::from_millis(50),
+            circuit_open_for: Duration::from_secs(1),
+            node_share: 1,
+        }
+    }
+}
+
+/// The rate limiter of one gateway node: local counters, the Redis counter, the fallback.
+#[derive(Debug)]
+pub struct Limiter {
+    local: LocalCounter,
+    fallback: LocalCounter,
+    redis: Option<RedisCounter>,
+    node_share: AtomicU32,
+    /// Monotonic nanoseconds until which Redis is skipped (0: closed).
+    circuit_until: AtomicU64,
+    circuit_open_ns: u64,
+    epoch: tokio::time::Instant,
+}
+
+impl Limiter {
+    /// A limiter; with a Redis URL it must be built inside a Tokio runtime. Redis need not be
+    /// up: the connection is made on first use and remade after failures.
+    pub fn new(config: LimiterConfig) -> Result<Self, CounterError> {
+        let redis = match &config.redis_url {
+            Some(url) => Some(RedisCounter::new(url, &config.namespace, config.redis_timeout)?),
+            None => None,
+        };
+        Ok(Limiter {
+            local: LocalCounter::default(),
+            fallback: LocalCounter::default(),
+            redis,
+            node_share: AtomicU32::new(config.node_share.max(1)),
+            circuit_until: AtomicU64::new(0),
+            circuit_open_ns: u64::try_from(config.circuit_open_for.as_nanos()).unwrap_or(u64::MAX),
+            epoch: tokio::time::Instant::now(),
+        })
+    }
+
+    /// The current instant (Tokio's clock, so a paused test clock applies).
+    pub fn now(&self) -> Now {
+        let mono = self.epoch.elapsed().as_nanos();
+        Now { mono_ns: u64::try_from(mono).unwrap_or(u64::MAX), utc: OffsetDateTime::now_utc() }
+    }
+
+    /// Sets how many nodes share the limits (e.g. the number of live nodes).
+    pub fn set_node_share(&self, nodes: u32) {
+        self.node_share.store(nodes.max(1), Ordering::Relaxed);
+    }
+
+    /// Counts a request of `cost` units (1 for most routes) for `key` under `plan`.
+    pub async fn check(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now) -> Decision {
+        if plan.is_unlimited() {
+            return Decision::unlimited();
+        }
+        match plan.mode {
+            Mode::Local => self.local.check(key.as_str(), plan, cost, now, Backend::Local),
+            Mode::Redis => self.check_shared(key, plan, cost, now).await,
+        }
+    }
+
+    async fn check_shared(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now) -> Decision {
+        let until = self.circuit_until.load(Ordering::Relaxed);
+        let redis = match &self.redis {
+            Some(r) if now.mono_ns >= until => r,
+            _ => return self.degraded(key, plan, cost, now),
+        };
+        match redis.check(key.as_str(), plan, cost, now.utc).await {
+            Ok(d) => d,
+            Err(error) => {
+                let next = now.mono_ns.saturating_add(self.circuit_open_ns);
+                if self.circuit_until.swap(next, Ordering::Relaxed) <= now.mono_ns {
+                    tracing::warn!(%error, "rate-limit counter unreachable, applying failure policies");
+                }
+                self.degraded(key, plan, cost, now)
+            }
+        }
+    }
+
+    /// Redis is unreachable: the plan's failure policy decides.
+    fn degraded(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now) -> Decision {
+        match plan.failure_policy {
+            FailurePolicy::FailClosed => {
+                let until = self.circuit_until.load(Ordering::Relaxed);
+                Decision::unavailable(
+                    Duration::from_nanos(until.saturating_sub(now.mono_ns)).max(Duration::from_secs(1)),
+                )
+            }
+            FailurePolicy::FailOpen => {
+                let share = plan.share(self.node_share.load(Ordering::Relaxed));
+                self.fallback.check(key.as_str(), &share, cost, now, Backend::Fallback)
+            }
+        }
+    }
+
+    /// Drops idle local keys (see [`LocalCounter::sweep`]); returns how many.
+    pub fn sweep(&self, now: Now) -> usize {
+        self.local.sweep(now) + self.fallback.sweep(now)
+    }
+
+    /// Number of keys held locally (local and fallback counters).
+    pub fn local_keys(&self) -> usize {
+        self.local.len() + self.fallback.len()
+    }
+
+    /// Sweeps idle keys every `every` until the limiter is dropped elsewhere.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(limiter) = weak.upgrade() else { return };
+                let dropped = limiter.sweep(limiter.now());
+                tracing::debug!(dropped, "rate-limit keys swept");
+            }
+        })
+    }
+}

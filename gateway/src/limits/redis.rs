@@ -1,0 +1,182 @@
+//! Shared counting in Redis: one Lua script evaluates every window and quota of a key and
+//! commits all of them or none, atomically on the server, using the server's clock (`TIME`)
+//! so nodes with skewed clocks agree.
+//!
+//! Keys: `<ns>:{<key>}:r<slot>` (a window's TAT in microseconds, expiring when it is in the
+//! past) and `<ns>:{<key>}:q<d|m>:<window start>` (a quota count, expiring after its calendar
+//! window). Every key of one decision shares the `{<key>}` hash tag, so the script touches one
+//! Redis Cluster slot.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use smallvec::SmallVec;
+use time::OffsetDateTime;
+
+use super::calendar;
+use super::decision::{self, Backend, Decision, Denial, Outcome};
+use super::plan::{PlanLimits, QuotaPeriod};
+
+/// The GCRA + quota script. ARGV: cost, number of rate keys, then (interval µs, tolerance µs)
+/// per rate key, then (limit, ttl s) per quota key. Returns {admitted, now µs, TAT before per
+/// rate key, count before per quota key}.
+const SCRIPT: &str = r"
+local cost = tonumber(ARGV[1])
+local nr = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ok = 1
+local out = {0, now}
+local new = {}
+for i = 1, nr do
+  local interval = tonumber(ARGV[1 + 2 * i])
+  local tolerance = tonumber(ARGV[2 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
+  out[#out + 1] = tat
+  new[i] = math.max(tat, now) + cost * interval
+  if new[i] - now > tolerance then ok = 0 end
+end
+local base = 2 + 2 * nr
+for j = 1, #KEYS - nr do
+  local used = tonumber(redis.call('GET', KEYS[nr + j])) or 0
+  out[#out + 1] = used
+  if used + cost > tonumber(ARGV[base + 2 * j - 1]) then ok = 0 end
+end
+if ok == 1 then
+  for i = 1, nr do
+    local ttl = math.ceil((new[i] - now) / 1000) + 1
+    redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl)
+  end
+  for j = 1, #KEYS - nr do
+    redis.call('INCRBY', KEYS[nr + j], cost)
+    redis.call('EXPIRE', KEYS[nr + j], ARGV[base + 2 * j])
+  end
+end
+out[1] = ok
+return out
+";
+
+/// Why Redis gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis answered {0} values, expected {1}")]
+    Reply(usize, usize),
+}
+
+/// A Redis-backed counter shared by every node.
+#[derive(Clone)]
+pub struct RedisCounter {
+    conn: ConnectionManager,
+    script: Script,
+    namespace: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCounter").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+/// The keys and arguments of one script call, and what is needed to read its reply.
+struct Call {
+    keys: SmallVec<[String; 5]>,
+    args: SmallVec<[String; 12]>,
+    quotas: SmallVec<[(u64, u64); 2]>,
+}
+
+impl RedisCounter {
+    /// A counter on `url` that connects lazily and reconnects by itself; calls that take
+    /// longer than `timeout` fail. Must be called inside a Tokio runtime.
+    pub fn new(url: &str, namespace: &str, timeout: Duration) -> Result<Self, CounterError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(RedisCounter { conn, script: Script::new(SCRIPT), namespace: namespace.to_owned(), timeout })
+    }
+
+    /// Counts `cost` units for `key` under `plan`; quota windows follow `utc`.
+    pub async fn check(
+        &self,
+        key: &str,
+        plan: &PlanLimits,
+        cost: u32,
+        utc: OffsetDateTime,
+    ) -> Result<Decision, CounterError> {
+        let cost = u64::from(cost);
+        let call = self.build(key, plan, utc);
+        let mut inv = self.script.prepare_invoke();
+        for k in &call.keys {
+            inv.key(k);
+        }
+        inv.arg(cost).arg(call.keys.len() - call.quotas.len());
+        for a in &call.args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| CounterError::Timeout(self.timeout))??;
+        read_reply(&reply, plan, cost, &call)
+    }
+
+    fn build(&self, key: &str, plan: &PlanLimits, utc: OffsetDateTime) -> Call {
+        let mut call = Call { keys: SmallVec::new(), args: SmallVec::new(), quotas: SmallVec::new() };
+        for w in plan.rate_windows() {
+            call.keys.push(format!("{}:{{{key}}}:r{}", self.namespace, w.slot));
+            call.args.push(micros(w.interval_ns));
+            call.args.push(micros(w.tolerance_ns));
+        }
+        for (period, limit) in plan.quotas() {
+            let Some((start, left_ns)) = calendar::window(period, utc) else { continue };
+            let tag = if period == QuotaPeriod::Day { 'd' } else { 'm' };
+            call.keys.push(format!("{}:{{{key}}}:q{tag}:{start}", self.namespace));
+            call.args.push(limit.to_string());
+            // A minute of slack so a slow clock on this node never expires a live count.
+            call.args.push((left_ns / 1_000_000_000 + 60).to_string());
+            call.quotas.push((limit, left_ns));
+        }
+        call
+    }
+}
+
+/// Nanoseconds as a decimal number of microseconds (Lua numbers are doubles).
+fn micros(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+/// Rebuilds the outcomes from the state the script saw; the script's verdict is final.
+fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Result<Decision, CounterError> {
+    if reply.len() != 2 + call.keys.len() {
+        return Err(CounterError::Reply(reply.len(), 2 + call.keys.len()));
+    }
+    let admitted = reply[0] == 1;
+    let now_ns = u64::try_from(reply[1]).unwrap_or(0).saturating_mul(1000);
+    let mut values = reply[2..].iter().map(|v| u64::try_from(*v).unwrap_or(0));
+    let mut outs: SmallVec<[Outcome; 5]> = SmallVec::new();
+    for w in plan.rate_windows() {
+        let tat_ns = values.next().unwrap_or(0).saturating_mul(1000);
+        outs.push(decision::gcra(tat_ns, now_ns, cost, &w).0);
+    }
+    for (limit, left_ns) in &call.quotas {
+        outs.push(decision::quota(values.next().unwrap_or(0), cost, *limit, *left_ns));
+    }
+    let mut d = Decision::tightest(&outs, Backend::Redis);
+    if d.allowed != admitted {
+        // Rounding between the script's float microseconds and our nanoseconds: the script
+        // committed (or not), so its verdict stands.
+        d.allowed = admitted;
+        d.retry_after = (!admitted).then_some(Duration::from_millis(1));
+        d.denied_by = (!admitted).then_some(Denial::Rate);
+    }
+    Ok(d)
+}

@@ -1,0 +1,159 @@
+//! Shared counting against a real Redis: atomic windows across nodes, quotas, failure
+//! policies while a private Redis is down, and recovery when it is back.
+
+use std::time::Instant;
+
+use time::Month;
+
+use super::redis_server::{self, RedisServer};
+use super::*;
+use crate::limits::{Backend, Denial, Limiter, LimiterConfig};
+
+/// A node: its own limiter on the shared Redis, under the test's key namespace.
+fn node(url: &str, namespace: &str, nodes: u32) -> Limiter {
+    Limiter::new(LimiterConfig {
+        redis_url: Some(url.to_owned()),
+        namespace: namespace.to_owned(),
+        redis_timeout: ms(500),
+        circuit_open_for: ms(200),
+        node_share: nodes,
+    })
+    .unwrap()
+}
+
+fn namespace() -> String {
+    format!("tgtest-{}", uuid::Uuid::new_v4())
+}
+
+#[tokio::test]
+async fn redis_gcra_admits_limit_plus_burst_then_refills() {
+    let (url, _server) = redis_server::shared();
+    let l = node(&url, &namespace(), 1);
+    let (k, p) =
+        (key("burst"), PlanLimits { per_second: Some(5), burst: 2, mode: Mode::Redis, ..PlanLimits::default() });
+    let mut ok = 0;
+    for _ in 0..10 {
+        let d = l.check(&k, &p, 1, l.now()).await;
+        assert_eq!(d.backend, Backend::Redis);
+        ok += usize::from(d.allowed);
+    }
+    assert_eq!(ok, 7);
+    let d = l.check(&k, &p, 1, l.now()).await;
+    let wait = d.retry_after.unwrap();
+    assert!(wait <= ms(200) && d.denied_by == Some(Denial::Rate), "{d:?}");
+    tokio::time::sleep(wait + ms(5)).await;
+    assert!(l.check(&k, &p, 1, l.now()).await.allowed, "refilled after Retry-After");
+    assert!(!l.check(&k, &p, 3, l.now()).await.allowed, "a cost of 3 needs 3 intervals");
+}
+
+#[tokio::test]
+async fn redis_quotas_follow_the_calendar_window_of_now() {
+    let (url, _server) = redis_server::shared();
+    let l = node(&url, &namespace(), 1);
+    let k = key("quota");
+    let p = PlanLimits { quota_per_day: Some(4), mode: Mode::Redis, ..PlanLimits::default() };
+    let eve = Now { mono_ns: 0, utc: utc(2026, Month::March, 31, 23, 59, 59) };
+    let mut ok = 0;
+    for cost in [2, 2, 1] {
+        ok += usize::from(l.check(&k, &p, cost, eve).await.allowed);
+    }
+    assert_eq!(ok, 2);
+    let d = l.check(&k, &p, 1, eve).await;
+    assert_eq!((d.denied_by, d.retry_after), (Some(Denial::Quota), Some(ms(1000))));
+    let april = Now { mono_ns: 0, utc: utc(2026, Month::April, 1, 0, 0, 0) };
+    let d = l.check(&k, &p, 3, april).await;
+    assert_eq!((d.allowed, d.remaining, d.backend), (true, 1, Backend::Redis));
+}
+
+#[tokio::test]
+async fn three_nodes_on_one_redis_admit_the_plan_limit_together() {
+    let (url, _server) = redis_server::shared();
+    let ns = namespace();
+    let nodes: Vec<Limiter> = (0..3).map(|_| node(&url, &ns, 3)).collect();
+    let (k, p) = (key("nodes"), redis_plan(30, 3, FailurePolicy::FailOpen));
+    let mut ok = 0;
+    for i in 0..150 {
+        let n = &nodes[i % 3];
+        let d = n.check(&k, &p, 1, n.now()).await;
+        assert_eq!(d.backend, Backend::Redis);
+        ok += usize::from(d.allowed);
+    }
+    assert!((30..=33).contains(&ok), "admitted {ok}, expected between N and N + burst");
+}
+
+/// Requests `n` times on each node; returns how many passed and the backends seen.
+async fn round(nodes: &[Limiter], k: &LimitKey, p: &PlanLimits, n: usize) -> (usize, Vec<Backend>) {
+    let (mut ok, mut seen) = (0, Vec::new());
+    for node in nodes {
+        for _ in 0..n {
+            let d = node.check(k, p, 1, node.now()).await;
+            ok += usize::from(d.allowed);
+            if !seen.contains(&d.backend) {
+                seen.push(d.backend);
+            }
+        }
+    }
+    (ok, seen)
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_to_the_node_share_and_recovers() {
+    let mut server = RedisServer::start();
+    let ns = namespace();
+    let nodes: Vec<Limiter> = (0..3).map(|_| node(&server.url(), &ns, 3)).collect();
+    let (k, p) = (key("failover"), redis_plan(30, 0, FailurePolicy::FailOpen));
+    assert_eq!(round(&nodes, &k, &p, 4).await, (12, vec![Backend::Redis]));
+
+    server.stop();
+    let (ok, seen) = round(&nodes, &k, &p, 20).await;
+    assert_eq!(seen, vec![Backend::Fallback], "no error surfaces, the fallback counts");
+    assert_eq!(ok, 30, "each of the 3 nodes admits its share of 10");
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = nodes[0].check(&k, &p, 1, nodes[0].now()).await;
+        if d.backend == Backend::Redis {
+            assert!(d.allowed, "the restarted Redis starts empty");
+            break;
+        }
+        assert!(Instant::now() < deadline, "shared counting did not resume");
+        tokio::time::sleep(ms(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = 1;
+    while nodes.iter().any(|n| n.circuit_until.load(std::sync::atomic::Ordering::Relaxed) > n.now().mono_ns) {
+        assert!(Instant::now() < deadline, "circuits did not close");
+        tokio::time::sleep(ms(50)).await;
+    }
+    let (ok, seen) = round(&nodes, &k, &p, 20).await;
+    admitted += ok;
+    assert_eq!((admitted, seen), (30, vec![Backend::Redis]), "shared counting resumed across nodes");
+}
+
+#[tokio::test]
+async fn fail_closed_denies_while_redis_is_down() {
+    let mut server = RedisServer::start();
+    let l = node(&server.url(), &namespace(), 1);
+    let (k, p) = (key("closed"), redis_plan(100, 0, FailurePolicy::FailClosed));
+    assert!(l.check(&k, &p, 1, l.now()).await.allowed);
+    server.stop();
+    for _ in 0..5 {
+        let d = l.check(&k, &p, 1, l.now()).await;
+        assert_eq!((d.allowed, d.denied_by), (false, Some(Denial::CounterUnavailable)));
+        assert!(d.retry_after.is_some());
+    }
+    let open = PlanLimits { failure_policy: FailurePolicy::FailOpen, ..p.clone() };
+    assert_eq!(l.check(&k, &open, 1, l.now()).await.backend, Backend::Fallback, "policy is per plan");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_from_the_start_is_no_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let l = node(&format!("redis://127.0.0.1:{port}"), &namespace(), 2);
+    let (k, p) = (key("never"), redis_plan(10, 0, FailurePolicy::FailOpen));
+    let started = Instant::now();
+    let (ok, seen) = round(std::slice::from_ref(&l), &k, &p, 10).await;
+    assert_eq!((ok, seen), (5, vec![Backend::Fallback]));
+    assert!(started.elapsed() < Duration::from_secs(2), "the circuit spares the timeouts");
+}
