@@ -2,6 +2,7 @@
 //! PostgreSQL is unreachable. Written atomically (temporary file, fsync, rename).
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::model::ConfigData;
@@ -12,7 +13,8 @@ pub fn save(path: &Path, data: &ConfigData) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = tmp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
+    // Owner-only: the file holds API key hashes and upstream addresses.
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     serde_json::to_writer(std::io::BufWriter::new(&mut file), data).map_err(std::io::Error::other)?;
     file.flush()?;
     file.sync_all()?;
@@ -43,6 +45,8 @@ mod tests {
         save(&path, &data)?;
         assert_eq!(load(&path)?, data);
         assert!(!tmp_path(&path).exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
         std::fs::remove_dir_all(dir)
     }
 }
