@@ -3,6 +3,7 @@
 //! immutable [`snapshot::Snapshot`] swapped atomically on every change, and proxies
 //! requests through the phases of [`proxy::forward`].
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod limits;
