@@ -1,7 +1,9 @@
-//! Router micro-benchmark: build time and ns per `find` for 10, 1,000 and 10,000 generated
-//! routes (exact, prefix and template paths, some host-bound, some method-bound), over a mix
-//! of hitting and missing requests. Median of 5 runs. Run with
-//! `cargo bench -p tollgate-gateway --bench router`.
+//! Router micro-benchmark: build time, the time of an `update` with one changed route
+//! (derive the new router, drop the old one), and ns per `find` for 10, 1,000, 10,000 and
+//! 100,000 generated routes (exact, prefix and template paths, some host-bound, some
+//! method-bound), over a mix of hitting and missing requests, then hits only and misses only
+//! ("sane": every hit found, no miss found, no build error). Median of 5 runs (of 101
+//! updates). Run with `cargo bench -p tollgate-gateway --bench router`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -12,9 +14,10 @@ use tollgate_gateway::config::model::RouteDef;
 use tollgate_gateway::router::{RequestView, Router, normalize_path};
 use uuid::Uuid;
 
-const SIZES: [usize; 3] = [10, 1_000, 10_000];
+const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
 const LOOKUPS_PER_RUN: usize = 400_000;
 const RUNS: usize = 5;
+const UPDATES: usize = 101;
 
 /// Routes per service: service `s` owns routes `10 s .. 10 s + 9`.
 const PER_SERVICE: usize = 10;
@@ -29,7 +32,7 @@ fn route(i: usize, hosts: Vec<String>, path: String, methods: &[&str]) -> RouteD
         methods: methods.iter().map(|m| (*m).to_owned()).collect(),
         headers: BTreeMap::new(),
         query: BTreeMap::new(),
-        strip_path: i % 2 == 0,
+        strip_path: i.is_multiple_of(2),
         rewrite_path: None,
         priority: 0,
     }
@@ -81,16 +84,19 @@ fn miss(k: usize, routes: usize) -> Request {
     Request { host: host.to_owned(), method, path }
 }
 
-/// 1,000 requests, half hits (spread over all routes), half misses, interleaved.
-fn requests(hits: Vec<Request>) -> Vec<Request> {
+/// 500 hits spread over all routes, and 500 misses.
+fn requests(hits: &[Request]) -> (Vec<Request>, Vec<Request>) {
     let n = hits.len();
-    let mut out = Vec::with_capacity(1_000);
-    for k in 0..500 {
-        let Some(hit) = hits.get(k * 7919 % n) else { continue };
-        out.push(Request { host: hit.host.clone(), method: hit.method.clone(), path: hit.path.clone() });
-        out.push(miss(k, n));
-    }
-    out
+    let pick = |k: usize| {
+        hits.get(k * 7919 % n).map(|h| Request { host: h.host.clone(), method: h.method.clone(), path: h.path.clone() })
+    };
+    ((0..500).filter_map(pick).collect(), (0..500).map(|k| miss(k, n)).collect())
+}
+
+/// The hits and misses interleaved.
+fn mixed(hits: &[Request], misses: &[Request]) -> Vec<Request> {
+    let copy = |r: &Request| Request { host: r.host.clone(), method: r.method.clone(), path: r.path.clone() };
+    hits.iter().zip(misses).flat_map(|(h, m)| [copy(h), copy(m)]).collect()
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -114,6 +120,23 @@ fn time_finds(router: &Router, reqs: &[Request], headers: &HeaderMap) -> (f64, u
     (median(runs).as_nanos() as f64 / LOOKUPS_PER_RUN as f64, hits)
 }
 
+/// Median time of one `update` changing one route's priority (a different route each time),
+/// including dropping the router it replaces.
+fn time_updates(router: &Router, defs: &[RouteDef]) -> Duration {
+    let mut map: BTreeMap<Uuid, RouteDef> = defs.iter().map(|d| (d.id, d.clone())).collect();
+    let mut router = router.clone();
+    let samples = (0..UPDATES)
+        .filter_map(|k| {
+            let id = defs.get(k * 7919 % defs.len())?.id;
+            map.get_mut(&id)?.priority = 1 + (k % 2) as i32;
+            let start = Instant::now();
+            router = black_box(router.update(&map, &[id])).0;
+            Some(start.elapsed())
+        })
+        .collect();
+    median(samples)
+}
+
 fn bench_size(n: usize) {
     let (defs, hits): (Vec<RouteDef>, Vec<Request>) = (0..n).map(generated).unzip();
     let builds = (0..RUNS)
@@ -124,13 +147,17 @@ fn bench_size(n: usize) {
         })
         .collect();
     let (router, errors) = Router::build(&defs);
-    let reqs = requests(hits);
-    let (ns, hit_count) = time_finds(&router, &reqs, &HeaderMap::new());
+    let (hit_reqs, miss_reqs) = requests(&hits);
+    let headers = HeaderMap::new();
+    let (ns, hit_count) = time_finds(&router, &mixed(&hit_reqs, &miss_reqs), &headers);
+    let (hit_ns, hits_found) = time_finds(&router, &hit_reqs, &headers);
+    let (miss_ns, misses_found) = time_finds(&router, &miss_reqs, &headers);
     let hit_rate = 100.0 * hit_count as f64 / LOOKUPS_PER_RUN as f64;
+    let sane = hits_found == LOOKUPS_PER_RUN && misses_found == 0 && errors.is_empty();
+    let build_ms = median(builds).as_secs_f64() * 1e3;
+    let update_us = time_updates(&router, &defs).as_secs_f64() * 1e6;
     println!(
-        "| {n:>6} | {:>10.2} | {ns:>12.1} | {hit_rate:>5.1}% | {:>6} |",
-        median(builds).as_secs_f64() * 1e3,
-        errors.len()
+        "| {n:>7} | {build_ms:>10.2} | {update_us:>11.1} | {ns:>9.1} | {hit_ns:>9.1} | {miss_ns:>9.1} | {hit_rate:>5.1}% | {sane:>5} |"
     );
 }
 
@@ -152,8 +179,8 @@ fn bench_normalize() {
 
 fn main() {
     println!("router: {LOOKUPS_PER_RUN} lookups per run, 50% hits / 50% misses, median of {RUNS} runs\n");
-    println!("| routes | build (ms) | find (ns/op) |  hits  | errors |");
-    println!("|-------:|-----------:|-------------:|-------:|-------:|");
+    println!("|  routes | build (ms) | update (µs) | mixed (ns)|  hit (ns) | miss (ns) |  hits  | sane  |");
+    println!("|--------:|-----------:|------------:|----------:|----------:|----------:|-------:|------:|");
     for n in SIZES {
         bench_size(n);
     }

@@ -96,8 +96,11 @@ impl Sink for ConfigStore {
     fn publish(&self, data: &ConfigData, changed: Changed) {
         let started = std::time::Instant::now();
         let prev = self.current.load_full();
-        let router =
-            if changed.routes || changed.everything { Arc::new(build_router(data)) } else { prev.router.clone() };
+        let router = if changed.routes || changed.everything {
+            Arc::new(compile_router(&prev.router, data, &changed))
+        } else {
+            prev.router.clone()
+        };
         let apis = if changed.upstreams || changed.everything {
             build_apis(data, &prev.apis, &self.metrics)
         } else {
@@ -113,12 +116,15 @@ impl Sink for ConfigStore {
     }
 }
 
-fn build_router(data: &ConfigData) -> Router {
-    let (router, errors) = Router::build(data.routes.values());
-    for e in errors {
-        tracing::warn!(error = %e, "route skipped");
+/// The router for `data`: built whole on a full load, else derived from `prev` by
+/// recompiling only the changed routes (the rest is shared with `prev`). The router logs
+/// the invalid routes it leaves out.
+fn compile_router(prev: &Router, data: &ConfigData, changed: &Changed) -> Router {
+    if changed.everything {
+        Router::build(data.routes.values()).0
+    } else {
+        prev.update(&data.routes, &changed.route_ids).0
     }
-    router
 }
 
 fn build_apis(
@@ -224,9 +230,9 @@ fn upstream_config<'a>(api: &ApiDef, targets: impl Iterator<Item = &'a &'a Targe
     UpstreamConfig {
         policy: lb_policy(api),
         targets,
-        passive: api.passive_health.as_ref().and_then(|v| parse::<PassiveJson>(v)).map(Into::into).unwrap_or_default(),
-        active: api.health_check.as_ref().and_then(|v| parse::<ActiveJson>(v)).map(Into::into),
-        breaker: api.circuit_breaker.as_ref().and_then(|v| parse::<BreakerJson>(v)).map(Into::into),
+        passive: api.passive_health.as_ref().and_then(parse::<PassiveJson>).map(Into::into).unwrap_or_default(),
+        active: api.health_check.as_ref().and_then(parse::<ActiveJson>).map(Into::into),
+        breaker: api.circuit_breaker.as_ref().and_then(parse::<BreakerJson>).map(Into::into),
         retry: RetryConfig {
             retries: u32::try_from(api.retries).unwrap_or(0),
             retry_on_statuses: api.retry_on_statuses.iter().filter_map(|s| u16::try_from(*s).ok()).collect(),

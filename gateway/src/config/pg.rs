@@ -31,7 +31,7 @@ const KEYS: &str = "SELECT id, consumer_id, key_hash, \
 const SUBSCRIPTIONS: &str = "SELECT id, consumer_id, plan_id, api_id, status FROM subscriptions";
 
 /// Which parts of the configuration an update touched, so only those are recompiled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changed {
     pub routes: bool,
     pub upstreams: bool,
@@ -39,12 +39,15 @@ pub struct Changed {
     pub plans: bool,
     /// A full load: rebuild everything.
     pub everything: bool,
+    /// Unless `everything`: the routes added, modified or removed (also by deleting their
+    /// API), so the router recompiles only those.
+    pub route_ids: Vec<Uuid>,
 }
 
 impl Changed {
     /// Everything changed (a full load).
     pub fn all() -> Self {
-        Self { routes: true, upstreams: true, credentials: true, plans: true, everything: true }
+        Self { routes: true, upstreams: true, credentials: true, plans: true, everything: true, route_ids: Vec::new() }
     }
 
     /// Whether anything changed.
@@ -161,8 +164,8 @@ async fn refresh(
         "api" => {
             let rows = fetch::<ApiDef>(conn, APIS, Some(ids)).await?;
             replace(&mut data.apis, ids, rows, |r| r.id);
-            cascade_apis(data, ids);
-            *changed = Changed { routes: true, upstreams: true, plans: true, ..*changed };
+            changed.route_ids.extend(cascade_apis(data, ids));
+            (changed.routes, changed.upstreams, changed.plans) = (true, true, true);
         }
         "target" => {
             replace(&mut data.targets, ids, fetch::<TargetDef>(conn, TARGETS, Some(ids)).await?, |r| r.id);
@@ -171,6 +174,7 @@ async fn refresh(
         "route" => {
             replace(&mut data.routes, ids, fetch::<RouteDef>(conn, ROUTES, Some(ids)).await?, |r| r.id);
             changed.routes = true;
+            changed.route_ids.extend_from_slice(ids);
         }
         "plan" => {
             replace(&mut data.plans, ids, fetch::<PlanDef>(conn, PLANS, Some(ids)).await?, |r| r.id);
@@ -212,11 +216,16 @@ fn replace<T>(map: &mut BTreeMap<Uuid, T>, ids: &[Uuid], rows: Vec<T>, id: impl 
 }
 
 /// Deleting an API removes its targets and routes (the database cascades; no events).
-fn cascade_apis(data: &mut ConfigData, ids: &[Uuid]) {
+/// Returns the ids of the routes removed.
+fn cascade_apis(data: &mut ConfigData, ids: &[Uuid]) -> Vec<Uuid> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.apis.contains_key(id)).copied().collect();
     data.targets.retain(|_, t| !gone.contains(&t.api_id));
-    data.routes.retain(|_, r| !gone.contains(&r.api_id));
+    let routes: Vec<Uuid> = data.routes.values().filter(|r| gone.contains(&r.api_id)).map(|r| r.id).collect();
+    for id in &routes {
+        data.routes.remove(id);
+    }
     data.plans.retain(|_, p| !gone.contains(&p.api_id));
+    routes
 }
 
 /// Deleting a developer removes their consumers, and so their keys and subscriptions.

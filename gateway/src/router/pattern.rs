@@ -3,6 +3,8 @@
 //! (`/v2/users/{id}`). The admin validates them at save time; the router checks them again
 //! because a bad pattern must never widen what a route matches.
 
+use std::sync::Arc;
+
 use super::normalize::normalize_path;
 
 /// Longest accepted path pattern, in segments; bounds the trie depth and thus the recursion
@@ -12,8 +14,9 @@ pub(super) const MAX_SEGMENTS: usize = 64;
 /// One segment of a path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Seg {
-    /// Matches this canonical segment exactly; `""` is a trailing slash.
-    Literal(Box<str>),
+    /// Matches this canonical segment exactly; `""` is a trailing slash. Shared with the
+    /// trie, which keys its children by it.
+    Literal(Arc<str>),
     /// Matches exactly one non-empty segment.
     Param,
 }
@@ -34,9 +37,9 @@ pub(super) struct PathPattern {
 /// A parsed host pattern, lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum HostPattern {
-    Exact(Box<str>),
+    Exact(Arc<str>),
     /// `*.example.com`, stored as the suffix `.example.com`.
-    Wildcard(Box<str>),
+    Wildcard(Arc<str>),
 }
 
 /// One piece of a rewrite template.
@@ -89,7 +92,7 @@ fn add_param(pattern: &mut PathPattern, part: &str) -> Result<(), &'static str> 
 }
 
 /// The canonical form of a literal segment, as [`normalize_path`] would leave it in a request.
-fn literal_segment(part: &str) -> Result<Box<str>, &'static str> {
+fn literal_segment(part: &str) -> Result<Arc<str>, &'static str> {
     if part.contains(['{', '}', '*']) {
         return Err("'{', '}' and '*' must be whole segments");
     }

@@ -1,8 +1,9 @@
 //! Router tests: priority rules in [`priority`], predicates, patterns, strip/rewrite and
-//! build errors in [`matching`]. Shared helpers here.
+//! build errors in [`matching`], incremental updates in [`update`]. Shared helpers here.
 
 mod matching;
 mod priority;
+mod update;
 
 use std::collections::BTreeMap;
 
