@@ -18,10 +18,6 @@ use crate::validate::{Validate, Violations, validate};
 
 /// Prefix of every API key, so leaked keys are recognisable by secret scanners.
 pub const KEY_PREFIX: &str = "tg_";
-/// Random bytes in a key: 256 bits.
-const KEY_BYTES: usize = 32;
-/// Characters of the key shown in listings (`tg_` plus this many).
-const DISPLAY_CHARS: usize = 6;
 
 /// The writable fields of an API key.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -45,19 +41,6 @@ impl Validate for KeyInput {
 impl Columns for KeyInput {
     fn columns(&self, w: &mut ColumnWriter<'_>) {
         w.col("name", &self.name).col("expires_at", self.expires_at);
-    }
-}
-
-struct NewKey<'a> {
-    input: &'a KeyInput,
-    prefix: String,
-    hash: Vec<u8>,
-}
-
-impl Columns for NewKey<'_> {
-    fn columns(&self, w: &mut ColumnWriter<'_>) {
-        self.input.columns(w);
-        w.col("prefix", &self.prefix).col("key_hash", &self.hash);
     }
 }
 
@@ -149,16 +132,14 @@ pub async fn create_key(
         return Err(ApiError::invalid_field("expires_at", "must be in the future"));
     }
     let (parent, _) = consumer(&ids);
-    let secret = auth::random_token(KEY_PREFIX, KEY_BYTES);
-    let prefix: String = secret.chars().take(KEY_PREFIX.len() + DISPLAY_CHARS).collect();
-    let new = NewKey { input: &input, prefix, hash: auth::secret_hash(&secret) };
+    let new = auth::Issued::new(&input, KEY_PREFIX, "key_hash");
     let mut tx = state.db().begin().await?;
     ops::ensure_parent(&mut tx, parent).await?;
     let key: ApiKey = resource::insert::<ApiKey>(&mut tx, Uuid::now_v7(), parent.map(|p| p.id), &new).await?;
     change::record(&mut tx, &who.actor(), Change::create(ApiKey::KIND, key.id, serde_json::to_value(&key)?)).await?;
     tx.commit().await?;
     let version = key.version;
-    Ok(Tagged::created(CreatedKey { key, secret }, version))
+    Ok(Tagged::created(CreatedKey { key, secret: new.secret }, version))
 }
 
 /// Revokes a key at once and for good; gateways reject it as soon as the change reaches them.

@@ -27,36 +27,27 @@ const MAX_PATH: usize = 1024;
 /// Longest host pattern (a DNS name, or `*.` and a shorter one).
 const MAX_HOST: usize = 253;
 
+/// One segment of a path pattern: a literal (not `.` or `..`) or a `{name}` template.
+macro_rules! path_segment {
+    () => {
+        concat!(
+            r"(?:[^./{}*?#%",
+            blank_or_control_class!(),
+            r"][^/{}*?#%",
+            blank_or_control_class!(),
+            r"]*|\.[^./{}*?#%",
+            blank_or_control_class!(),
+            r"][^/{}*?#%",
+            blank_or_control_class!(),
+            r"]*|\.\.[^/{}*?#%",
+            blank_or_control_class!(),
+            r"]+|\{[a-z0-9][a-z0-9._-]{0,62}\})"
+        )
+    };
+}
 /// What [`valid_path`] accepts, as a regex: segments that are literals (not `.` or `..`),
 /// `{name}` templates, then optionally a trailing `/` or `/*`.
-pub const PATH_PATTERN: &str = concat!(
-    r"^/(?:(?:[^./{}*?#%",
-    blank_or_control_class!(),
-    r"][^/{}*?#%",
-    blank_or_control_class!(),
-    r"]*",
-    r"|\.[^./{}*?#%",
-    blank_or_control_class!(),
-    r"][^/{}*?#%",
-    blank_or_control_class!(),
-    r"]*",
-    r"|\.\.[^/{}*?#%",
-    blank_or_control_class!(),
-    r"]+|\{[a-z0-9][a-z0-9._-]{0,62}\})",
-    r"(?:/(?:[^./{}*?#%",
-    blank_or_control_class!(),
-    r"][^/{}*?#%",
-    blank_or_control_class!(),
-    r"]*",
-    r"|\.[^./{}*?#%",
-    blank_or_control_class!(),
-    r"][^/{}*?#%",
-    blank_or_control_class!(),
-    r"]*",
-    r"|\.\.[^/{}*?#%",
-    blank_or_control_class!(),
-    r"]+|\{[a-z0-9][a-z0-9._-]{0,62}\}))*(?:/\*?)?|\*)?$"
-);
+pub const PATH_PATTERN: &str = concat!(r"^/(?:", path_segment!(), r"(?:/", path_segment!(), r")*(?:/\*?)?|\*)?$");
 
 /// What [`valid_host`] accepts, as a regex.
 pub const HOST_PATTERN: &str = r"^(?:\*\.)?[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*$";

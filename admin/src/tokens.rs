@@ -50,19 +50,6 @@ impl Columns for TokenInput {
     }
 }
 
-struct NewToken<'a> {
-    input: &'a TokenInput,
-    prefix: String,
-    hash: Vec<u8>,
-}
-
-impl Columns for NewToken<'_> {
-    fn columns(&self, w: &mut ColumnWriter<'_>) {
-        self.input.columns(w);
-        w.col("prefix", &self.prefix).col("token_hash", &self.hash);
-    }
-}
-
 /// A personal access token as shown (never the secret).
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct AccessToken {
@@ -122,16 +109,14 @@ pub async fn create_token(
     Body(input): Body<TokenInput>,
 ) -> ApiResult<Tagged<CreatedToken>> {
     validate(&input)?;
-    let secret = auth::random_token(PAT_PREFIX, 32);
-    let prefix: String = secret.chars().take(PAT_PREFIX.len() + 6).collect();
-    let new = NewToken { input: &input, prefix, hash: auth::secret_hash(&secret) };
+    let new = auth::Issued::new(&input, PAT_PREFIX, "token_hash");
     let mut tx = state.db().begin().await?;
     let token: AccessToken = resource::insert::<AccessToken>(&mut tx, Uuid::now_v7(), Some(who.user_id), &new).await?;
     let change = Change::create(AccessToken::KIND, token.id, serde_json::to_value(&token)?).audit_only();
     change::record(&mut tx, &who.actor(), change).await?;
     tx.commit().await?;
     let version = token.version;
-    Ok(Tagged::created(CreatedToken { token, secret }, version))
+    Ok(Tagged::created(CreatedToken { token, secret: new.secret }, version))
 }
 
 /// Lists the caller's unrevoked tokens.

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::change::Actor;
 use crate::error::ApiError;
 use crate::extract::RequestId;
+use crate::resource::{ColumnWriter, Columns};
 use crate::state::AppState;
 
 /// Prefix of personal access tokens, so they are recognisable (and scannable) in the wild.
@@ -68,6 +69,37 @@ pub fn random_token(prefix: &str, count: usize) -> String {
 /// useless to a thief of the database because the secret space cannot be enumerated.
 pub fn secret_hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Random bytes in a generated credential (API key, access token): 256 bits.
+const SECRET_BYTES: usize = 32;
+/// Characters of a credential kept for display, after its type prefix.
+const DISPLAY_CHARS: usize = 6;
+
+/// A newly generated credential: the secret (returned once, never stored), and the columns
+/// stored for it — the input's, the display prefix and the secret's SHA-256.
+pub struct Issued<'a, I> {
+    input: &'a I,
+    pub secret: String,
+    prefix: String,
+    hash: Vec<u8>,
+    hash_column: &'static str,
+}
+
+impl<'a, I: Columns> Issued<'a, I> {
+    /// Generates a secret starting with `type_prefix`; its hash goes to `hash_column`.
+    pub fn new(input: &'a I, type_prefix: &str, hash_column: &'static str) -> Self {
+        let secret = random_token(type_prefix, SECRET_BYTES);
+        let prefix = secret.chars().take(type_prefix.len() + DISPLAY_CHARS).collect();
+        Self { input, hash: secret_hash(&secret), secret, prefix, hash_column }
+    }
+}
+
+impl<I: Columns> Columns for Issued<'_, I> {
+    fn columns(&self, w: &mut ColumnWriter<'_>) {
+        self.input.columns(w);
+        w.col("prefix", &self.prefix).col(self.hash_column, &self.hash);
+    }
 }
 
 #[derive(sqlx::FromRow)]
