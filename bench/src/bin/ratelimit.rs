@@ -1,6 +1,7 @@
 //! Rate-limit decision benchmark: decisions per second and p50/p99 latency per decision,
 //! for local counting and for Redis counting (one Lua script round trip per decision),
-//! sequentially (latency) and from many concurrent tasks (throughput).
+//! with and without local token reservation (`reserve_batch`), sequentially (latency) and
+//! from many concurrent tasks (throughput).
 //!
 //! Usage: `ratelimit [decisions]` (default 50000); Redis at `REDIS_URL` or 127.0.0.1:6379.
 
@@ -73,7 +74,7 @@ fn report(name: &str, mut lat: Vec<Duration>, wall: Duration, n: usize) {
     };
     let seq: Duration = lat.iter().sum();
     println!(
-        "{name:6} sequential {:>10.0}/s  p50 {:>9.1?}  p99 {:>9.1?} | {TASKS} tasks {:>10.0}/s",
+        "{name:16} sequential {:>10.0}/s  p50 {:>9.1?}  p99 {:>9.1?} | {TASKS} tasks {:>10.0}/s",
         lat.len() as f64 / seq.as_secs_f64(),
         pct(0.50),
         pct(0.99),
@@ -94,17 +95,16 @@ async fn run(name: &str, l: Arc<Limiter>, mode: Mode, want: Backend, n: usize) -
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(50_000);
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let config = LimiterConfig {
-        redis_url: Some(url),
+    let config = |reserve_batch| LimiterConfig {
+        redis_url: Some(url.clone()),
         namespace: format!("tgbench-{}", Uuid::new_v4()),
         redis_timeout: Duration::from_secs(1),
+        reserve_batch,
         ..LimiterConfig::default()
     };
-    let limiter = Arc::new(Limiter::new(config)?);
-    println!(
-        "{n} decisions over {KEYS} keys, {} worker threads",
-        tokio::runtime::Handle::current().metrics().num_workers()
-    );
-    run("local", limiter.clone(), Mode::Local, Backend::Local, n).await?;
-    run("redis", limiter, Mode::Redis, Backend::Redis, n).await
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    println!("{n} decisions over {KEYS} keys, {workers} worker threads");
+    run("local", Arc::new(Limiter::new(config(0))?), Mode::Local, Backend::Local, n).await?;
+    run("redis", Arc::new(Limiter::new(config(0))?), Mode::Redis, Backend::Redis, n).await?;
+    run("redis+reserve 64", Arc::new(Limiter::new(config(64))?), Mode::Redis, Backend::Redis, n).await
 }

@@ -10,6 +10,7 @@ mod decision;
 mod local;
 mod plan;
 mod redis;
+mod reserve;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,9 @@ pub use decision::{Backend, Decision, Denial};
 pub use local::LocalCounter;
 pub use plan::{FailurePolicy, Mode, PlanLimits, QuotaPeriod};
 pub use redis::{CounterError, RedisCounter};
+
+/// Reserved units unused this long are given up at the next sweep.
+const LEASE_IDLE_NS: u64 = 60_000_000_000;
 
 /// The instant of a decision: monotonic time for rate windows, UTC for calendar quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,9 @@ pub struct LimiterConfig {
     pub circuit_open_for: Duration,
     /// Nodes sharing the limits: a fail-open node counts `limit / node_share` on its own.
     pub node_share: u32,
+    /// Units a node may reserve per Redis round trip and spend locally (0 or 1: none);
+    /// see [`reserve`] for the error bound.
+    pub reserve_batch: u32,
 }
 
 impl Default for LimiterConfig {
@@ -79,6 +86,7 @@ impl Default for LimiterConfig {
             redis_timeout: Duration::from_millis(50),
             circuit_open_for: Duration::from_secs(1),
             node_share: 1,
+            reserve_batch: 0,
         }
     }
 }
@@ -93,6 +101,8 @@ pub struct Limiter {
     /// Monotonic nanoseconds until which Redis is skipped (0: closed).
     circuit_until: AtomicU64,
     circuit_open_ns: u64,
+    leases: reserve::Leases,
+    reserve_batch: u32,
     epoch: tokio::time::Instant,
 }
 
@@ -111,6 +121,8 @@ impl Limiter {
             node_share: AtomicU32::new(config.node_share.max(1)),
             circuit_until: AtomicU64::new(0),
             circuit_open_ns: u64::try_from(config.circuit_open_for.as_nanos()).unwrap_or(u64::MAX),
+            leases: reserve::Leases::default(),
+            reserve_batch: config.reserve_batch,
             epoch: tokio::time::Instant::now(),
         })
     }
@@ -143,7 +155,7 @@ impl Limiter {
             Some(r) if now.mono_ns >= until => r,
             _ => return self.degraded(key, plan, cost, now),
         };
-        match redis.check(key.as_str(), plan, cost, now.utc).await {
+        match self.count_shared(redis, key.as_str(), plan, cost, now).await {
             Ok(d) => d,
             Err(error) => {
                 let next = now.mono_ns.saturating_add(self.circuit_open_ns);
@@ -153,6 +165,36 @@ impl Limiter {
                 self.degraded(key, plan, cost, now)
             }
         }
+    }
+
+    /// Counts in Redis, through this node's reserved units when reservation is on.
+    async fn count_shared(
+        &self,
+        redis: &RedisCounter,
+        key: &str,
+        plan: &PlanLimits,
+        cost: u32,
+        now: Now,
+    ) -> Result<Decision, CounterError> {
+        if self.reserve_batch <= 1 {
+            return redis.check(key, plan, cost, now.utc).await;
+        }
+        if let Some(d) = self.leases.spend(key, u64::from(cost)) {
+            return Ok(d);
+        }
+        let batch = reserve::batch_for(plan, self.reserve_batch, self.node_share.load(Ordering::Relaxed));
+        if let Ok(take) = u32::try_from(batch).map(|b| b.max(cost))
+            && take > cost
+        {
+            let d = redis.check(key, plan, take, now.utc).await?;
+            if d.allowed {
+                let extra = u64::from(take - cost);
+                self.leases.store(key, extra, &d, now.mono_ns);
+                return Ok(Decision { remaining: d.remaining.saturating_add(extra), ..d });
+            }
+        }
+        // Too close to the limit for a batch: count exactly this request.
+        redis.check(key, plan, cost, now.utc).await
     }
 
     /// Redis is unreachable: the plan's failure policy decides.
@@ -173,7 +215,7 @@ impl Limiter {
 
     /// Drops idle local keys (see [`LocalCounter::sweep`]); returns how many.
     pub fn sweep(&self, now: Now) -> usize {
-        self.local.sweep(now) + self.fallback.sweep(now)
+        self.local.sweep(now) + self.fallback.sweep(now) + self.leases.sweep(now.mono_ns, LEASE_IDLE_NS)
     }
 
     /// Number of keys held locally (local and fallback counters).

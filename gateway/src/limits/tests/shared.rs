@@ -11,14 +11,18 @@ use crate::limits::{Backend, Denial, Limiter, LimiterConfig};
 
 /// A node: its own limiter on the shared Redis, under the test's key namespace.
 fn node(url: &str, namespace: &str, nodes: u32) -> Limiter {
-    Limiter::new(LimiterConfig {
+    Limiter::new(config_for(url, namespace, nodes)).unwrap()
+}
+
+fn config_for(url: &str, namespace: &str, nodes: u32) -> LimiterConfig {
+    LimiterConfig {
         redis_url: Some(url.to_owned()),
         namespace: namespace.to_owned(),
         redis_timeout: ms(500),
         circuit_open_for: ms(200),
         node_share: nodes,
-    })
-    .unwrap()
+        reserve_batch: 0,
+    }
 }
 
 fn namespace() -> String {
@@ -156,4 +160,17 @@ async fn an_unreachable_redis_from_the_start_is_no_error() {
     let (ok, seen) = round(std::slice::from_ref(&l), &k, &p, 10).await;
     assert_eq!((ok, seen), (5, vec![Backend::Fallback]));
     assert!(started.elapsed() < Duration::from_secs(2), "the circuit spares the timeouts");
+}
+
+#[tokio::test]
+async fn reserved_batches_never_overshoot_and_lose_at_most_a_batch_per_node() {
+    let (url, _server) = redis_server::shared();
+    let ns = namespace();
+    let config = |_| LimiterConfig { reserve_batch: 8, ..config_for(&url, &ns, 3) };
+    let nodes: Vec<Limiter> = (0..3).map(config).map(|c| Limiter::new(c).unwrap()).collect();
+    let (k, p) = (key("reserve"), redis_plan(120, 0, FailurePolicy::FailOpen));
+    let (ok, seen) = round(&nodes, &k, &p, 30).await;
+    assert_eq!((ok, seen), (90, vec![Backend::Redis]), "under the limit every request passes");
+    let (more, _) = round(&nodes, &k, &p, 30).await;
+    assert!((120 - 3 * 8..=120).contains(&(ok + more)), "admitted {}", ok + more);
 }
