@@ -76,10 +76,13 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Per-API series with the API's current name.
+type ApiSeries = HashMap<Uuid, (Arc<str>, Arc<RequestMetrics>)>;
+
 /// All metrics of a node.
 #[derive(Default)]
 pub struct Registry {
-    apis: Mutex<HashMap<Uuid, (Arc<str>, Arc<RequestMetrics>)>>,
+    apis: Mutex<ApiSeries>,
     /// Requests answered before an API was known (no route, bad request, not ready).
     pub unrouted: RequestMetrics,
 }

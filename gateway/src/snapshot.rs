@@ -106,7 +106,8 @@ impl Sink for ConfigStore {
         } else {
             prev.apis.clone()
         };
-        self.current.store(Arc::new(Snapshot { event_id: data.event_id, router, apis }));
+        let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis }));
+        retire(old);
         self.loaded.store(true, Ordering::Release);
         tracing::debug!(
             event_id = data.event_id,
@@ -115,6 +116,24 @@ impl Sink for ConfigStore {
         );
     }
 }
+
+/// Frees a replaced snapshot off the request path: freeing a large router takes long enough
+/// (0.2 s at 100,000 routes) that the last request holding it must not be the one paying.
+/// Requests still using it keep it alive; after a grace period a blocking thread lets go.
+fn retire(old: Arc<Snapshot>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                tokio::time::sleep(RETIRE_AFTER).await;
+                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+            });
+        }
+        Err(_) => drop(old),
+    }
+}
+
+/// How long a replaced snapshot is kept for requests still using it.
+const RETIRE_AFTER: Duration = Duration::from_secs(2);
 
 /// The router for `data`: built whole on a full load, else derived from `prev` by
 /// recompiling only the changed routes (the rest is shared with `prev`). The router logs
