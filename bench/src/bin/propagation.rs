@@ -16,7 +16,8 @@ struct Admin {
 
 impl Admin {
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let res = self.http.post(format!("{}/admin/v1{path}", self.base)).bearer_auth(&self.token).json(&body).send().await?;
+        let res =
+            self.http.post(format!("{}/admin/v1{path}", self.base)).bearer_auth(&self.token).json(&body).send().await?;
         anyhow::ensure!(res.status().is_success(), "POST {path}: {}", res.status());
         Ok(res.json().await?)
     }
@@ -42,11 +43,21 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(args.len() >= 6, "usage: propagation <admin-url> <email> <password> <upstream-port> <rounds> <gateway-url>...");
-    let (base, email, password, port, rounds) = (&args[0], &args[1], &args[2], args[3].parse::<u16>()?, args[4].parse::<usize>()?);
+    anyhow::ensure!(
+        args.len() >= 6,
+        "usage: propagation <admin-url> <email> <password> <upstream-port> <rounds> <gateway-url>..."
+    );
+    let (base, email, password, port, rounds) =
+        (&args[0], &args[1], &args[2], args[3].parse::<u16>()?, args[4].parse::<usize>()?);
     let gateways = &args[5..];
     let http = reqwest::Client::builder().pool_max_idle_per_host(8).build()?;
-    let login: Value = http.post(format!("{base}/admin/v1/auth/login")).json(&json!({"email": email, "password": password})).send().await?.json().await?;
+    let login: Value = http
+        .post(format!("{base}/admin/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
     let token = login["token"].as_str().ok_or_else(|| anyhow::anyhow!("login failed: {login}"))?.to_owned();
     let admin = Admin { http: http.clone(), base: base.clone(), token };
     let api = admin.post("/apis", json!({"name": format!("prop-{}", uuid::Uuid::new_v4().simple())})).await?;
@@ -56,7 +67,9 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..rounds {
         let path = format!("/prop{i}");
         let t0 = Instant::now();
-        admin.post(&format!("/apis/{api_id}/routes"), json!({"name": format!("r{i}"), "paths": [path.clone()]})).await?;
+        admin
+            .post(&format!("/apis/{api_id}/routes"), json!({"name": format!("r{i}"), "paths": [path.clone()]}))
+            .await?;
         let committed = t0.elapsed();
         let waits = gateways.iter().map(|g| wait_routed(&http, format!("{g}{path}")));
         let slowest = futures_util::future::try_join_all(waits).await?.into_iter().max().unwrap_or_default();

@@ -14,7 +14,11 @@ use tollgate_gateway::snapshot::ConfigStore;
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
     kib / 1024.0
 }
 
@@ -39,7 +43,9 @@ async fn fill(pool: &PgPool, routes: i64, keys: i64) -> anyhow::Result<()> {
     .bind(routes)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO consumers (id, name) SELECT gen_random_uuid(), 'c-' || i FROM generate_series(1, 1000) i").execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO consumers (id, name) SELECT gen_random_uuid(), 'c-' || i FROM generate_series(1, 1000) i")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM consumers)
          INSERT INTO api_keys (id, consumer_id, prefix, key_hash)
@@ -56,7 +62,13 @@ async fn fill(pool: &PgPool, routes: i64, keys: i64) -> anyhow::Result<()> {
 async fn one_change(pool: &PgPool, sql: &str, kind: &str) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     let (id,): (uuid::Uuid,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut *tx).await?;
-    sqlx::query("INSERT INTO audit_log (actor_kind, action, entity_kind, entity_id) VALUES ('system', 'update', $1, $2)").bind(kind).bind(id).execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO audit_log (actor_kind, action, entity_kind, entity_id) VALUES ('system', 'update', $1, $2)",
+    )
+    .bind(kind)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("INSERT INTO config_events (entity_kind, entity_id, op, audit_id) VALUES ($1, $2, 'update', currval('audit_log_id_seq'))")
         .bind(kind)
         .bind(id)
@@ -85,13 +97,29 @@ async fn main() -> anyhow::Result<()> {
     let fetched = t.elapsed();
     store.publish(&data, pg::Changed::all());
     let cold = t.elapsed();
-    println!("cold load: fetch {:.0} ms, fetch+compile {:.0} ms", fetched.as_secs_f64() * 1e3, cold.as_secs_f64() * 1e3);
+    println!(
+        "cold load: fetch {:.0} ms, fetch+compile {:.0} ms",
+        fetched.as_secs_f64() * 1e3,
+        cold.as_secs_f64() * 1e3
+    );
     println!("RSS after load: {:.0} MiB (before: {:.0} MiB)", rss_mib(), rss_before);
 
     for (label, sql, kind) in [
-        ("one key revoked", "UPDATE api_keys SET revoked_at = now() WHERE id = (SELECT id FROM api_keys LIMIT 1) RETURNING id", "api_key"),
-        ("one route changed", "UPDATE routes SET priority = 7 WHERE id = (SELECT id FROM routes LIMIT 1) RETURNING id", "route"),
-        ("one target changed", "UPDATE targets SET weight = 50 WHERE id = (SELECT id FROM targets LIMIT 1) RETURNING id", "target"),
+        (
+            "one key revoked",
+            "UPDATE api_keys SET revoked_at = now() WHERE id = (SELECT id FROM api_keys LIMIT 1) RETURNING id",
+            "api_key",
+        ),
+        (
+            "one route changed",
+            "UPDATE routes SET priority = 7 WHERE id = (SELECT id FROM routes LIMIT 1) RETURNING id",
+            "route",
+        ),
+        (
+            "one target changed",
+            "UPDATE targets SET weight = 50 WHERE id = (SELECT id FROM targets LIMIT 1) RETURNING id",
+            "target",
+        ),
     ] {
         one_change(&pool, sql, kind).await?;
         let t = Instant::now();
@@ -100,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
         if let CatchUp::Applied { changed, .. } = outcome {
             store.publish(&data, changed);
         }
-        println!("{label}: catch-up {:.2} ms, catch-up+publish {:.2} ms", applied.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "{label}: catch-up {:.2} ms, catch-up+publish {:.2} ms",
+            applied.as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     println!("RSS at end: {:.0} MiB", rss_mib());
     Ok(())

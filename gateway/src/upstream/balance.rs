@@ -1,7 +1,8 @@
 //! Load-balancing structures, built once per config and read lock-free per request: a tier is
 //! the set of primary (or backup) targets with what its policy needs — a smooth weighted
-//! round-robin schedule walked by an atomic cursor, the member list for power-of-two-choices,
-//! or a hash ring of weighted virtual nodes.
+//! round-robin schedule walked by an atomic cursor (a slot whose target is unavailable is
+//! replaced by a weighted random choice), the member list for power-of-two-choices, or a hash
+//! ring of weighted virtual nodes searched by binary search.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -167,8 +168,10 @@ fn smooth_schedule(targets: &[TargetState], members: &[usize]) -> Vec<u32> {
     schedule
 }
 
-/// Virtual nodes at stable points derived from each target's id, so a target's points do not
-/// depend on the others: removing one leaves everyone else's keys where they were.
+/// Virtual nodes at stable points derived from each target's id (`hash(id, n)` for the n-th),
+/// so a target's points do not depend on the others: removing one leaves everyone else's keys
+/// where they were. The lightest target gets [`MIN_POINTS`]; only a change of that lightest
+/// weight changes everyone's point count, and then the first points stay where they were.
 fn hash_ring(targets: &[TargetState], members: &[usize]) -> Vec<(u64, u32)> {
     let min_weight = members.iter().filter_map(|&i| targets.get(i)).map(|t| u64::from(t.weight)).min().unwrap_or(1);
     let per_weight = MIN_POINTS.div_ceil(min_weight.max(1));
