@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::config::model::{ApiDef, ConfigData, TargetDef};
 use crate::config::pg::Changed;
 use crate::config::source::Sink;
+use crate::credentials::KeyIndex;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
 use crate::upstream::{
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub event_id: i64,
     pub router: Arc<Router>,
     pub apis: HashMap<Uuid, Arc<ApiRuntime>>,
+    /// API keys by SHA-256.
+    pub keys: KeyIndex,
 }
 
 /// Everything needed to proxy to one API.
@@ -58,7 +61,7 @@ pub struct ApiRuntime {
 impl Snapshot {
     /// An empty configuration: every request is answered 404 (or 503 before the first load).
     pub fn empty() -> Self {
-        Self { event_id: 0, router: Arc::new(Router::build([]).0), apis: HashMap::new() }
+        Self { event_id: 0, router: Arc::new(Router::build([]).0), apis: HashMap::new(), keys: KeyIndex::default() }
     }
 }
 
@@ -106,7 +109,8 @@ impl Sink for ConfigStore {
         } else {
             prev.apis.clone()
         };
-        let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis }));
+        let keys = compile_keys(&prev.keys, data, &changed);
+        let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis, keys }));
         retire(old);
         self.loaded.store(true, Ordering::Release);
         tracing::debug!(
@@ -134,6 +138,17 @@ fn retire(old: Arc<Snapshot>) {
 
 /// How long a replaced snapshot is kept for requests still using it.
 const RETIRE_AFTER: Duration = Duration::from_secs(2);
+
+/// The key index for `data`: built whole on a full load, else only the touched shards.
+fn compile_keys(prev: &KeyIndex, data: &ConfigData, changed: &Changed) -> KeyIndex {
+    if changed.everything {
+        return KeyIndex::build(data.keys.values());
+    }
+    if changed.key_ids.is_empty() && changed.gone_key_hashes.is_empty() {
+        return prev.clone();
+    }
+    prev.update(&changed.gone_key_hashes, changed.key_ids.iter().filter_map(|id| data.keys.get(id)))
+}
 
 /// The router for `data`: built whole on a full load, else derived from `prev` by
 /// recompiling only the changed routes (the rest is shared with `prev`). The router logs
@@ -354,5 +369,50 @@ impl From<BreakerJson> for BreakerConfig {
                 body: Bytes::from(f.body),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{KeyDef, KeyHash};
+
+    fn key(byte: u8) -> KeyDef {
+        KeyDef {
+            id: Uuid::new_v4(),
+            consumer_id: Uuid::new_v4(),
+            key_hash: KeyHash([byte; 32]),
+            expires_at: None,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn key_changes_reach_the_index_without_a_rebuild() {
+        let store = ConfigStore::default();
+        let (a, b) = (key(1), key(2));
+        let mut data = ConfigData::default();
+        data.keys.insert(a.id, a.clone());
+        data.keys.insert(b.id, b.clone());
+        store.publish(&data, Changed::all());
+        assert_eq!(store.load().keys.len(), 2);
+
+        // Key a revoked and re-hashed (rotated in place), key b deleted.
+        let mut rotated = a.clone();
+        rotated.key_hash = KeyHash([3; 32]);
+        rotated.revoked = true;
+        data.keys.insert(a.id, rotated.clone());
+        data.keys.remove(&b.id);
+        let changed = Changed {
+            credentials: true,
+            key_ids: vec![a.id],
+            gone_key_hashes: vec![a.key_hash, b.key_hash],
+            ..Changed::default()
+        };
+        store.publish(&data, changed);
+        let snap = store.load();
+        assert_eq!(snap.keys.len(), 1);
+        assert!(snap.keys.get(&a.key_hash).is_none() && snap.keys.get(&b.key_hash).is_none());
+        assert_eq!(snap.keys.get(&rotated.key_hash).map(|e| e.revoked), Some(true));
     }
 }

@@ -105,7 +105,12 @@ async fn main() -> anyhow::Result<()> {
         fetched.as_secs_f64() * 1e3,
         cold.as_secs_f64() * 1e3
     );
-    println!("RSS after load: {:.0} MiB (before: {:.0} MiB)", rss_mib(), rss_before);
+    println!(
+        "RSS after load: {:.0} MiB (before: {:.0} MiB); {} keys indexed",
+        rss_mib(),
+        rss_before,
+        store.load().keys.len()
+    );
 
     for (label, sql, kind) in [
         (

@@ -10,7 +10,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::model::{
-    ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef, SubscriptionDef, TargetDef,
+    ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
 };
 
 /// At most this many events are applied incrementally; further behind, a full reload is cheaper.
@@ -42,12 +42,26 @@ pub struct Changed {
     /// Unless `everything`: the routes added, modified or removed (also by deleting their
     /// API), so the router recompiles only those.
     pub route_ids: Vec<Uuid>,
+    /// Unless `everything`: keys added or modified (ids, to read from the data) ...
+    pub key_ids: Vec<Uuid>,
+    /// ... and the hashes whose index entries must go first (old hashes of changed keys,
+    /// and keys removed directly or with their consumer).
+    pub gone_key_hashes: Vec<KeyHash>,
 }
 
 impl Changed {
     /// Everything changed (a full load).
     pub fn all() -> Self {
-        Self { routes: true, upstreams: true, credentials: true, plans: true, everything: true, route_ids: Vec::new() }
+        Self {
+            routes: true,
+            upstreams: true,
+            credentials: true,
+            plans: true,
+            everything: true,
+            route_ids: Vec::new(),
+            key_ids: Vec::new(),
+            gone_key_hashes: Vec::new(),
+        }
     }
 
     /// Whether anything changed.
@@ -182,16 +196,18 @@ async fn refresh(
         }
         "developer" => {
             replace(&mut data.developers, ids, fetch::<DeveloperDef>(conn, DEVELOPERS, Some(ids)).await?, |r| r.id);
-            cascade_developers(data, ids);
+            changed.gone_key_hashes.extend(cascade_developers(data, ids));
             changed.credentials = true;
         }
         "consumer" => {
             replace(&mut data.consumers, ids, fetch::<ConsumerDef>(conn, CONSUMERS, Some(ids)).await?, |r| r.id);
-            cascade_consumers(data, ids);
+            changed.gone_key_hashes.extend(cascade_consumers(data, ids));
             changed.credentials = true;
         }
         "api_key" => {
+            changed.gone_key_hashes.extend(ids.iter().filter_map(|id| data.keys.get(id).map(|k| k.key_hash)));
             replace(&mut data.keys, ids, fetch::<KeyDef>(conn, KEYS, Some(ids)).await?, |r| r.id);
+            changed.key_ids.extend(ids.iter().filter(|id| data.keys.contains_key(id)));
             changed.credentials = true;
         }
         "subscription" => {
@@ -229,19 +245,26 @@ fn cascade_apis(data: &mut ConfigData, ids: &[Uuid]) -> Vec<Uuid> {
 }
 
 /// Deleting a developer removes their consumers, and so their keys and subscriptions.
-fn cascade_developers(data: &mut ConfigData, ids: &[Uuid]) {
+fn cascade_developers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.developers.contains_key(id)).copied().collect();
     let consumers: Vec<Uuid> =
         data.consumers.values().filter(|c| c.developer_id.is_some_and(|d| gone.contains(&d))).map(|c| c.id).collect();
     for id in &consumers {
         data.consumers.remove(id);
     }
-    cascade_consumers(data, &consumers);
+    cascade_consumers(data, &consumers)
 }
 
 /// Deleting a consumer removes its keys and subscriptions.
-fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) {
+/// Returns the hashes of the keys removed.
+fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.consumers.contains_key(id)).copied().collect();
+    if gone.is_empty() {
+        return Vec::new();
+    }
+    let removed: Vec<KeyHash> =
+        data.keys.values().filter(|k| gone.contains(&k.consumer_id)).map(|k| k.key_hash).collect();
     data.keys.retain(|_, k| !gone.contains(&k.consumer_id));
     data.subscriptions.retain(|_, s| !gone.contains(&s.consumer_id));
+    removed
 }
