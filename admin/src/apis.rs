@@ -296,12 +296,7 @@ impl Resource for Api {
     const TABLE: &'static str = "apis";
     type Input = ApiInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> ApiInput {
         ApiInput {
             name: self.name.clone(),

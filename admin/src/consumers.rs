@@ -93,12 +93,7 @@ impl Resource for Consumer {
     const TABLE: &'static str = "consumers";
     type Input = ConsumerInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> ConsumerInput {
         ConsumerInput {
             name: self.name.clone(),

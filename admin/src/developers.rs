@@ -73,12 +73,7 @@ impl Resource for Developer {
     const TABLE: &'static str = "developers";
     type Input = DeveloperInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> DeveloperInput {
         DeveloperInput { email: self.email.clone(), name: self.name.clone(), status: self.status }
     }

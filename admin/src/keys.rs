@@ -71,12 +71,7 @@ impl Resource for ApiKey {
     const PARENT: Option<&'static str> = Some("consumer_id");
     type Input = KeyInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> KeyInput {
         KeyInput { name: self.name.clone(), expires_at: self.expires_at }
     }

@@ -143,12 +143,7 @@ impl Resource for Plan {
     const PARENT: Option<&'static str> = Some("api_id");
     type Input = PlanInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> PlanInput {
         PlanInput {
             name: self.name.clone(),

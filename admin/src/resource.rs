@@ -31,6 +31,19 @@ pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Unpin + 'sta
     fn to_input(&self) -> Self::Input;
 }
 
+/// The `id` and `version` accessors of a [`Resource`] whose struct has fields of those names.
+macro_rules! id_and_version {
+    () => {
+        fn id(&self) -> uuid::Uuid {
+            self.id
+        }
+        fn version(&self) -> i64 {
+            self.version
+        }
+    };
+}
+pub(crate) use id_and_version;
+
 /// Writes an input's columns; called once per statement.
 pub trait Columns {
     fn columns(&self, w: &mut ColumnWriter<'_>);

@@ -256,12 +256,7 @@ impl Resource for Route {
     const PARENT: Option<&'static str> = Some("api_id");
     type Input = RouteInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> RouteInput {
         RouteInput {
             name: self.name.clone(),

@@ -96,12 +96,7 @@ impl Resource for Subscription {
     const TABLE: &'static str = "subscriptions";
     type Input = SubscriptionInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> SubscriptionInput {
         SubscriptionInput { plan_id: self.plan_id, status: self.status }
     }

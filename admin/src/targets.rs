@@ -92,12 +92,7 @@ impl Resource for Target {
     const PARENT: Option<&'static str> = Some("api_id");
     type Input = TargetInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> TargetInput {
         TargetInput {
             host: self.host.clone(),

@@ -75,12 +75,7 @@ impl Resource for AccessToken {
     const CONFIG: bool = false;
     type Input = TokenInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> TokenInput {
         TokenInput { name: self.name.clone(), expires_at: self.expires_at }
     }

@@ -109,12 +109,7 @@ impl Resource for AdminUser {
     const CONFIG: bool = false;
     type Input = AdminUserInput;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    crate::resource::id_and_version!();
     fn to_input(&self) -> AdminUserInput {
         AdminUserInput {
             email: self.email.clone(),
