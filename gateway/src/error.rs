@@ -105,17 +105,22 @@ impl GatewayError {
         self.parts().0
     }
 
-    /// The problem document, with the request id when known.
-    pub fn to_response(&self, request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
+    /// The RFC 9457 problem document of this error, as JSON text.
+    pub fn problem_json(&self) -> String {
         let (status, slug, title, detail) = self.parts();
-        let body = serde_json::json!({
+        serde_json::json!({
             "type": format!("urn:tollgate:problem:{slug}"),
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
-        });
-        let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
-        *res.status_mut() = status;
+        })
+        .to_string()
+    }
+
+    /// The problem document, with the request id when known.
+    pub fn to_response(&self, request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(Bytes::from(self.problem_json())));
+        *res.status_mut() = self.status();
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::error::GatewayError;
 use crate::proxy::{ConnInfo, Pipeline};
 
 /// Listener limits.
@@ -53,7 +54,20 @@ impl Default for ListenerOptions {
 /// Path of the gateway's own liveness endpoint; answered before any routing.
 pub const HEALTH_PATH: &str = "/__tollgate/health";
 
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 126\r\n\r\n{\"type\":\"urn:tollgate:problem:overloaded\",\"title\":\"Overloaded\",\"status\":503,\"detail\":\"the gateway is at its connection limit\"}";
+/// The whole HTTP/1.1 answer to a connection over the cap, written before hyper is involved:
+/// the same problem document the pipeline renders for [`GatewayError::Overloaded`].
+fn overloaded_response() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let body = GatewayError::Overloaded.problem_json();
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nconnection: close\r\n\
+             retry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+}
 
 /// Serves `pipeline` on `listener` until `shutdown` completes, then drains.
 pub async fn serve(
@@ -219,7 +233,7 @@ impl AsyncWrite for Prefixed {
 /// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop.
 fn refuse(mut stream: TcpStream) {
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(OVERLOADED)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(overloaded_response())).await;
         let _ = stream.shutdown().await;
     });
 }
@@ -230,7 +244,7 @@ mod tests {
 
     #[test]
     fn overloaded_response_has_a_correct_length() {
-        let text = String::from_utf8_lossy(OVERLOADED);
+        let text = String::from_utf8_lossy(overloaded_response());
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
         assert!(head.contains(&format!("content-length: {}", body.len())), "{head} / {}", body.len());
         assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());

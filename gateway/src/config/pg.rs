@@ -63,11 +63,6 @@ impl Changed {
             gone_key_hashes: Vec::new(),
         }
     }
-
-    /// Whether anything changed.
-    pub fn any(&self) -> bool {
-        self.routes || self.upstreams || self.credentials || self.plans || self.everything
-    }
 }
 
 async fn fetch<T>(conn: &mut PgConnection, base: &str, ids: Option<&[Uuid]>) -> Result<Vec<T>, sqlx::Error>

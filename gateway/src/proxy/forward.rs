@@ -207,12 +207,9 @@ async fn proxy(
             pool.report(pick.index, outcome);
         }
         drop(pick);
-        let replayable = ctx.body_empty;
-        let retry = if replayable || outcome == Outcome::ConnectFailure && ctx.body_empty {
-            pool.retry_policy().should_retry(attempt, &ctx.method, &outcome, replayable)
-        } else {
-            None
-        };
+        // Only an empty body can be sent again (a non-empty one has been consumed).
+        let retry =
+            if ctx.body_empty { pool.retry_policy().should_retry(attempt, &ctx.method, &outcome, true) } else { None };
         if let Some(wait) = retry {
             api.metrics.retried();
             attempt += 1;
