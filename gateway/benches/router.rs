@@ -35,6 +35,8 @@ fn route(i: usize, hosts: Vec<String>, path: String, methods: &[&str]) -> RouteD
         strip_path: i.is_multiple_of(2),
         rewrite_path: None,
         priority: 0,
+        cost: 1,
+        auth_methods: None,
     }
 }
 

@@ -1,9 +1,12 @@
 //! The last-known-good configuration on local disk, so a node can start and serve while
-//! PostgreSQL is unreachable. Written atomically (temporary file, fsync, rename).
+//! PostgreSQL is unreachable. Written atomically (temporary file, fsync, rename). Files
+//! written by older versions are read too: fields added since then take their defaults.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
 
 use super::model::ConfigData;
 
@@ -13,7 +16,8 @@ pub fn save(path: &Path, data: &ConfigData) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = tmp_path(path);
-    // Owner-only: the file holds API key hashes and upstream addresses.
+    // Owner-only: the file holds API key hashes, upstream addresses, and the secrets of JWT
+    // (HMAC keys) and token introspection settings.
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     serde_json::to_writer(std::io::BufWriter::new(&mut file), data).map_err(std::io::Error::other)?;
     file.flush()?;
@@ -24,7 +28,27 @@ pub fn save(path: &Path, data: &ConfigData) -> std::io::Result<()> {
 /// Loads a configuration saved by [`save`]. Blocking.
 pub fn load(path: &Path) -> std::io::Result<ConfigData> {
     let file = std::fs::File::open(path)?;
-    serde_json::from_reader(std::io::BufReader::new(file)).map_err(std::io::Error::other)
+    let mut value: Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+    upgrade(&mut value);
+    serde_json::from_value(value).map_err(std::io::Error::other)
+}
+
+/// Fills in the fields a file from an older version lacks (those that have no `None` to
+/// fall back on), with the defaults the schema gives existing rows.
+fn upgrade(value: &mut Value) {
+    let defaults = [
+        ("apis", vec![("key_header", json!("x-api-key")), ("hide_credentials", json!(true))]),
+        ("routes", vec![("cost", json!(1))]),
+        ("plans", vec![("route_costs", json!({}))]),
+    ];
+    for (table, fields) in defaults {
+        let rows = value.get_mut(table).and_then(Value::as_object_mut).into_iter().flat_map(Map::values_mut);
+        for row in rows.filter_map(Value::as_object_mut) {
+            for (field, default) in &fields {
+                row.entry(*field).or_insert_with(|| default.clone());
+            }
+        }
+    }
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -47,6 +71,36 @@ mod tests {
         assert!(!tmp_path(&path).exists());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(dir)
+    }
+
+    #[test]
+    fn files_of_older_versions_load_with_defaults() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("tg-disk-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("config.json");
+        let (api, route, plan) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2), uuid::Uuid::from_u128(3));
+        let old = json!({
+            "event_id": 7,
+            "apis": {api.to_string(): {"id": api, "name": "a", "upstream_protocol": "http", "lb_policy": "round_robin",
+                "connect_timeout_ms": 1, "read_timeout_ms": 1, "retries": 0, "auth_methods": ["key_auth"],
+                "enabled": true, "total_timeout_ms": 0, "hash_on": null, "retry_on_statuses": [],
+                "health_check": null, "passive_health": null, "circuit_breaker": null, "canary_weight": 0,
+                "canary_header": null}},
+            "targets": {},
+            "routes": {route.to_string(): {"id": route, "api_id": api, "name": "r", "hosts": [], "paths": ["/"],
+                "methods": [], "headers": {}, "query": {}, "strip_path": false, "rewrite_path": null, "priority": 0}},
+            "plans": {plan.to_string(): {"id": plan, "api_id": api, "name": "p", "rate_limit_per_second": null,
+                "rate_limit_per_minute": null, "rate_limit_per_hour": null, "burst": 0, "quota_per_day": null,
+                "quota_per_month": null, "limit_mode": "local", "redis_failure_policy": "fail_open"}},
+            "developers": {}, "consumers": {}, "keys": {}, "subscriptions": {}
+        });
+        std::fs::write(&path, old.to_string())?;
+        let data = load(&path)?;
+        assert_eq!(data.apis[&api].key_header, "x-api-key");
+        assert!(data.apis[&api].hide_credentials && data.apis[&api].jwt.is_none());
+        assert_eq!((data.routes[&route].cost, data.routes[&route].auth_methods.is_none()), (1, true));
+        assert!(data.plans[&plan].route_costs.is_empty() && data.token_bindings.is_empty());
         std::fs::remove_dir_all(dir)
     }
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::model::{
     ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
+    TokenBindingDef,
 };
 
 /// At most this many events are applied incrementally; further behind, a full reload is cheaper.
@@ -18,17 +19,19 @@ const MAX_BATCH: i64 = 20_000;
 
 const APIS: &str = "SELECT id, name, upstream_protocol, lb_policy, connect_timeout_ms, read_timeout_ms, retries, \
     auth_methods, enabled, total_timeout_ms, hash_on, retry_on_statuses, health_check, passive_health, \
-    circuit_breaker, canary_weight, canary_header FROM apis";
+    circuit_breaker, canary_weight, canary_header, key_header, key_query_param, hide_credentials, jwt, \
+    introspection, anonymous_plan_id FROM apis";
 const TARGETS: &str = "SELECT id, api_id, host, port, weight, backup, pool FROM targets";
-const ROUTES: &str =
-    "SELECT id, api_id, name, hosts, paths, methods, headers, query, strip_path, rewrite_path, priority FROM routes";
+const ROUTES: &str = "SELECT id, api_id, name, hosts, paths, methods, headers, query, strip_path, rewrite_path, \
+    priority, cost, auth_methods FROM routes";
 const PLANS: &str = "SELECT id, api_id, name, rate_limit_per_second, rate_limit_per_minute, rate_limit_per_hour, burst, \
-    quota_per_day, quota_per_month, limit_mode, redis_failure_policy FROM plans";
+    quota_per_day, quota_per_month, limit_mode, redis_failure_policy, route_costs FROM plans";
 const DEVELOPERS: &str = "SELECT id, status FROM developers";
 const CONSUMERS: &str = "SELECT id, name, developer_id, custom_id, enabled FROM consumers";
 const KEYS: &str = "SELECT id, consumer_id, key_hash, \
     extract(epoch FROM expires_at)::bigint AS expires_at, revoked_at IS NOT NULL AS revoked FROM api_keys";
 const SUBSCRIPTIONS: &str = "SELECT id, consumer_id, plan_id, api_id, status FROM subscriptions";
+const TOKEN_BINDINGS: &str = "SELECT id, consumer_id, issuer, subject FROM token_bindings";
 
 /// Which parts of the configuration an update touched, so only those are recompiled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub struct Changed {
     pub upstreams: bool,
     pub credentials: bool,
     pub plans: bool,
+    /// Consumers, developers, subscriptions, plans or token bindings changed: the identity
+    /// and subscription tables of the snapshot are recompiled.
+    pub identities: bool,
     /// A full load: rebuild everything.
     pub everything: bool,
     /// Unless `everything`: the routes added, modified or removed (also by deleting their
@@ -57,6 +63,7 @@ impl Changed {
             upstreams: true,
             credentials: true,
             plans: true,
+            identities: true,
             everything: true,
             route_ids: Vec::new(),
             key_ids: Vec::new(),
@@ -103,6 +110,7 @@ pub async fn load_full(pool: &PgPool) -> Result<ConfigData, sqlx::Error> {
         consumers: by_id(fetch::<ConsumerDef>(&mut tx, CONSUMERS, None).await?, |r| r.id),
         keys: by_id(fetch::<KeyDef>(&mut tx, KEYS, None).await?, |r| r.id),
         subscriptions: by_id(fetch::<SubscriptionDef>(&mut tx, SUBSCRIPTIONS, None).await?, |r| r.id),
+        token_bindings: by_id(fetch::<TokenBindingDef>(&mut tx, TOKEN_BINDINGS, None).await?, |r| r.id),
     };
     tx.commit().await?;
     Ok(data)
@@ -174,7 +182,7 @@ async fn refresh(
             let rows = fetch::<ApiDef>(conn, APIS, Some(ids)).await?;
             replace(&mut data.apis, ids, rows, |r| r.id);
             changed.route_ids.extend(cascade_apis(data, ids));
-            (changed.routes, changed.upstreams, changed.plans) = (true, true, true);
+            (changed.routes, changed.upstreams, changed.plans, changed.identities) = (true, true, true, true);
         }
         "target" => {
             replace(&mut data.targets, ids, fetch::<TargetDef>(conn, TARGETS, Some(ids)).await?, |r| r.id);
@@ -184,20 +192,22 @@ async fn refresh(
             replace(&mut data.routes, ids, fetch::<RouteDef>(conn, ROUTES, Some(ids)).await?, |r| r.id);
             changed.routes = true;
             changed.route_ids.extend_from_slice(ids);
+            changed.plans |= cascade_routes(data, ids);
         }
         "plan" => {
             replace(&mut data.plans, ids, fetch::<PlanDef>(conn, PLANS, Some(ids)).await?, |r| r.id);
-            changed.plans = true;
+            changed.upstreams |= cascade_plans(data, ids);
+            (changed.plans, changed.identities) = (true, true);
         }
         "developer" => {
             replace(&mut data.developers, ids, fetch::<DeveloperDef>(conn, DEVELOPERS, Some(ids)).await?, |r| r.id);
             changed.gone_key_hashes.extend(cascade_developers(data, ids));
-            changed.credentials = true;
+            (changed.credentials, changed.identities) = (true, true);
         }
         "consumer" => {
             replace(&mut data.consumers, ids, fetch::<ConsumerDef>(conn, CONSUMERS, Some(ids)).await?, |r| r.id);
             changed.gone_key_hashes.extend(cascade_consumers(data, ids));
-            changed.credentials = true;
+            (changed.credentials, changed.identities) = (true, true);
         }
         "api_key" => {
             changed.gone_key_hashes.extend(ids.iter().filter_map(|id| data.keys.get(id).map(|k| k.key_hash)));
@@ -206,13 +216,14 @@ async fn refresh(
             changed.credentials = true;
         }
         "subscription" => {
-            replace(
-                &mut data.subscriptions,
-                ids,
-                fetch::<SubscriptionDef>(conn, SUBSCRIPTIONS, Some(ids)).await?,
-                |r| r.id,
-            );
-            changed.credentials = true;
+            let rows = fetch::<SubscriptionDef>(conn, SUBSCRIPTIONS, Some(ids)).await?;
+            replace(&mut data.subscriptions, ids, rows, |r| r.id);
+            (changed.credentials, changed.identities) = (true, true);
+        }
+        "token_binding" => {
+            let rows = fetch::<TokenBindingDef>(conn, TOKEN_BINDINGS, Some(ids)).await?;
+            replace(&mut data.token_bindings, ids, rows, |r| r.id);
+            changed.identities = true;
         }
         other => tracing::debug!(kind = other, "config event of a kind gateways ignore"),
     }
@@ -239,6 +250,33 @@ fn cascade_apis(data: &mut ConfigData, ids: &[Uuid]) -> Vec<Uuid> {
     routes
 }
 
+/// Deleting a route drops its cost overrides from the plans of its API (a database
+/// trigger does it, without events). Returns whether a plan changed.
+fn cascade_routes(data: &mut ConfigData, ids: &[Uuid]) -> bool {
+    let gone: Vec<&Uuid> = ids.iter().filter(|id| !data.routes.contains_key(id)).collect();
+    let mut pruned = false;
+    for plan in data.plans.values_mut() {
+        for id in &gone {
+            pruned |= plan.route_costs.remove(id).is_some();
+        }
+    }
+    pruned
+}
+
+/// Deleting a plan clears it as the anonymous plan of its API (`ON DELETE SET NULL`, no
+/// event). Returns whether an API changed.
+fn cascade_plans(data: &mut ConfigData, ids: &[Uuid]) -> bool {
+    let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.plans.contains_key(id)).copied().collect();
+    let mut cleared = false;
+    for api in data.apis.values_mut() {
+        if api.anonymous_plan_id.is_some_and(|p| gone.contains(&p)) {
+            api.anonymous_plan_id = None;
+            cleared = true;
+        }
+    }
+    cleared
+}
+
 /// Deleting a developer removes their consumers, and so their keys and subscriptions.
 fn cascade_developers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.developers.contains_key(id)).copied().collect();
@@ -250,7 +288,7 @@ fn cascade_developers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
     cascade_consumers(data, &consumers)
 }
 
-/// Deleting a consumer removes its keys and subscriptions.
+/// Deleting a consumer removes its keys, subscriptions and token bindings.
 /// Returns the hashes of the keys removed.
 fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.consumers.contains_key(id)).copied().collect();
@@ -261,5 +299,6 @@ fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
         data.keys.values().filter(|k| gone.contains(&k.consumer_id)).map(|k| k.key_hash).collect();
     data.keys.retain(|_, k| !gone.contains(&k.consumer_id));
     data.subscriptions.retain(|_, s| !gone.contains(&s.consumer_id));
+    data.token_bindings.retain(|_, b| !gone.contains(&b.consumer_id));
     removed
 }

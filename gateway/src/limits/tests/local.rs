@@ -144,6 +144,7 @@ fn plan_limits_come_from_the_plan_definition() {
         quota_per_month: Some(1000),
         limit_mode: "redis".into(),
         redis_failure_policy: "fail_closed".into(),
+        route_costs: Default::default(),
     };
     let p = PlanLimits::from(&def);
     assert_eq!((p.per_second, p.per_hour, p.burst, p.quota_per_month), (Some(5), None, 3, Some(1000)));

@@ -27,6 +27,8 @@ fn route(n: u128, paths: &[&str]) -> RouteDef {
         strip_path: false,
         rewrite_path: None,
         priority: 0,
+        cost: 1,
+        auth_methods: None,
     }
 }
 
