@@ -2,5 +2,6 @@
 //! URL, and the SSRF policy ([`ssrf`]) every operator-supplied URL (JWKS, introspection)
 //! passes at save time and again at connect time.
 
+pub mod introspect;
 pub mod jwt;
 pub mod ssrf;

@@ -4,8 +4,19 @@
 //! resolved, every address must be public (unless the operator allows private ranges), and
 //! the caller connects to exactly the addresses returned by [`UrlPolicy::check`] — never
 //! re-resolving — so DNS rebinding between check and connect cannot reach an internal host.
+//! `pinned_client` builds the HTTP(S) client that does exactly that.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
 
 /// Why a URL was refused. The messages name the URL's problem, never a resolved address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +95,48 @@ impl UrlPolicy {
         }
         let port = authority.port_u16().unwrap_or(default_port);
         Ok(Target { host: host.to_owned(), port })
+    }
+}
+
+/// An HTTP(S) client whose every connection goes to addresses [`UrlPolicy::check`] returned.
+pub(crate) type PinnedClient<B> = Client<HttpsConnector<HttpConnector<Pinned>>, B>;
+
+/// A client (HTTP/1, webpki roots) that connects only to `addrs`, whatever the URL's host
+/// resolves to by then; `http` URLs are allowed here because the policy already vetted them.
+pub(crate) fn pinned_client<B>(addrs: Vec<SocketAddr>, connect_timeout: Duration) -> anyhow::Result<PinnedClient<B>>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new_with_resolver(Pinned(addrs));
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .context("tls config")?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// A resolver that answers every lookup with the addresses the SSRF check approved, so the
+/// connection cannot go anywhere a second DNS answer (rebinding) would point it.
+#[derive(Debug, Clone)]
+pub(crate) struct Pinned(Vec<SocketAddr>);
+
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _name: Name) -> Self::Future {
+        std::future::ready(Ok(self.0.clone().into_iter()))
     }
 }
 

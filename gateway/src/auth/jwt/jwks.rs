@@ -8,22 +8,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::Jwk;
 
 use super::JwtError;
 use super::keys::{KeyStore, load_jwks_key};
-use crate::auth::ssrf::UrlPolicy;
+use crate::auth::ssrf::{PinnedClient, UrlPolicy, pinned_client};
 
 /// Minimum time between two fetches of the same JWKS URL.
 pub const MIN_REFETCH: Duration = Duration::from_secs(10);
@@ -111,17 +106,7 @@ pub(crate) async fn fetch_jwks(url: &str, policy: UrlPolicy) -> anyhow::Result<K
 }
 
 async fn get_body(url: &str, addrs: Vec<SocketAddr>) -> anyhow::Result<Bytes> {
-    let mut http = HttpConnector::new_with_resolver(Pinned(addrs));
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .context("tls config")?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client: PinnedClient<Empty<Bytes>> = pinned_client(addrs, CONNECT_TIMEOUT)?;
     let request = http::Request::get(url)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
@@ -149,25 +134,6 @@ pub(crate) fn parse_jwks(body: &[u8]) -> anyhow::Result<KeyStore> {
         .filter_map(|jwk| load_jwks_key(&jwk))
         .collect();
     Ok(KeyStore { keys })
-}
-
-/// A resolver that answers every lookup with the addresses the SSRF check approved, so the
-/// connection cannot go anywhere a second DNS answer (rebinding) would point it.
-#[derive(Debug, Clone)]
-struct Pinned(Vec<SocketAddr>);
-
-impl tower_service::Service<Name> for Pinned {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _name: Name) -> Self::Future {
-        std::future::ready(Ok(self.0.clone().into_iter()))
-    }
 }
 
 #[cfg(test)]
