@@ -98,6 +98,9 @@ pub struct AdminArgs {
     /// Email of the owner account created when the database has no admin users yet.
     #[arg(long, env = "TOLLGATE_OWNER_EMAIL", default_value = "admin@localhost")]
     pub owner_email: String,
+    /// Accept JWKS and introspection URLs using plain `http` or private addresses.
+    #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
+    pub allow_private_auth_urls: bool,
 }
 
 /// Flags of `tollgate portal`.
@@ -161,6 +164,31 @@ pub struct GatewayLimits {
     /// `127.0.0.1:8100`); `off` (the default) disables it.
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = "off")]
     pub metrics_listen: MetricsListen,
+    /// Redis for plans counting in `redis` mode (e.g. `redis://127.0.0.1:6379`); without it
+    /// they apply their failure policy.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+    /// Milliseconds to wait for Redis before a plan's failure policy applies.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+    /// Units of a Redis-counted limit a node may reserve per round trip (0: count each request).
+    #[arg(long, env = "TOLLGATE_LIMIT_RESERVE_BATCH", default_value_t = 0)]
+    pub limit_reserve_batch: u32,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed: comma-separated
+    /// addresses and CIDR ranges.
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_parser = trusted_proxies, default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// Let JWKS and introspection URLs use plain `http` and private addresses.
+    #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
+    pub allow_private_auth_urls: bool,
+}
+
+/// Parsed `--trusted-proxies`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    tollgate_gateway::edge::client_ip::parse_trusted(s).map(TrustedProxies)
 }
 
 /// Where the metrics endpoint listens, if anywhere.

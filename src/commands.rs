@@ -12,6 +12,8 @@ use tollgate_admin::{AdminConfig, Secret};
 use std::path::PathBuf;
 
 use tollgate_gateway::config::node::NodeInfo;
+use tollgate_gateway::edge::EdgeOptions;
+use tollgate_gateway::limits::LimiterConfig;
 use tollgate_gateway::{ConfigSource, GatewayOptions, Limits, ListenerOptions};
 
 use crate::cli::{AdminArgs, GatewayArgs, GatewayLimits, MigrateArgs, PortalArgs};
@@ -27,7 +29,8 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 /// `tollgate admin`: migrates, creates the first owner if there is none, serves until a signal.
 pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the admin service").await?;
-    let config = AdminConfig::new(listener.local_addr()?, args.jwt_secret);
+    let mut config = AdminConfig::new(listener.local_addr()?, args.jwt_secret);
+    config.allow_private_auth_urls = args.allow_private_auth_urls;
     config.validate()?;
     let pool = connect(&args.database_url).await?;
     migrate_pool(&pool).await?;
@@ -103,6 +106,14 @@ pub fn gateway_options(
         limits: Limits { max_body_bytes: l.max_body_bytes, max_header_bytes: l.max_header_bytes },
         initial_load_timeout: secs(5),
         metrics_listener: l.metrics_listen.0,
+        edge: EdgeOptions { trusted_proxies: l.trusted_proxies.0.clone() },
+        limiter: LimiterConfig {
+            redis_url: l.redis_url.as_ref().map(|u| u.expose().to_owned()),
+            redis_timeout: std::time::Duration::from_millis(l.redis_timeout_ms),
+            reserve_batch: l.limit_reserve_batch,
+            ..LimiterConfig::default()
+        },
+        allow_private_auth_urls: l.allow_private_auth_urls,
     }
 }
 

@@ -50,7 +50,9 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
             .await?
             .with_context(|| format!("cannot write {}", password_file.display()))?;
     }
-    let config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
+    let mut config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
+    // The same URL policy for saving (admin) and fetching (gateway).
+    config.allow_private_auth_urls = args.gateway_limits.allow_private_auth_urls;
     config.validate()?;
     print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
     let gateway_addr = listeners.gateway.local_addr()?;

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::limits::{Decision, Denial};
+
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -32,8 +34,47 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("the gateway has no configuration yet")]
     NotReady,
+    #[error("no credentials")]
+    MissingCredentials(Challenge),
+    #[error("invalid credentials: {detail}")]
+    InvalidCredentials { detail: &'static str, challenge: Challenge },
+    #[error("forbidden: {0:?}")]
+    Forbidden(Refusal),
+    #[error("rate limit or quota exceeded")]
+    RateLimited(Box<Decision>),
+    #[error("the shared rate-limit counter is unreachable")]
+    LimitUnavailable(Box<Decision>),
+    #[error("the identity provider could not be reached")]
+    AuthUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Which credentials a 401 asks for (`WWW-Authenticate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    ApiKey,
+    Bearer,
+    Both,
+}
+
+impl Challenge {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Challenge::ApiKey => "ApiKey realm=\"tollgate\"",
+            Challenge::Bearer => "Bearer realm=\"tollgate\"",
+            Challenge::Both => "Bearer realm=\"tollgate\", ApiKey realm=\"tollgate\"",
+        })
+    }
+}
+
+/// Why an authenticated caller may not call this API (403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    SubscriptionRequired,
+    SubscriptionPending,
+    SubscriptionSuspended,
+    ConsumerDisabled,
 }
 
 impl GatewayError {
@@ -91,6 +132,57 @@ impl GatewayError {
                 "Not ready",
                 "the gateway has not loaded its configuration yet",
             ),
+            MissingCredentials(_) => {
+                (StatusCode::UNAUTHORIZED, "credentials-missing", "Unauthorized", "this API requires credentials")
+            }
+            InvalidCredentials { detail, .. } => {
+                (StatusCode::UNAUTHORIZED, "invalid-credentials", "Unauthorized", detail)
+            }
+            Forbidden(Refusal::SubscriptionRequired) => (
+                StatusCode::FORBIDDEN,
+                "subscription-required",
+                "Forbidden",
+                "this application has no subscription to this API",
+            ),
+            Forbidden(Refusal::SubscriptionPending) => (
+                StatusCode::FORBIDDEN,
+                "subscription-pending",
+                "Forbidden",
+                "this application's subscription awaits approval",
+            ),
+            Forbidden(Refusal::SubscriptionSuspended) => (
+                StatusCode::FORBIDDEN,
+                "subscription-suspended",
+                "Forbidden",
+                "this application's subscription is suspended",
+            ),
+            Forbidden(Refusal::ConsumerDisabled) => {
+                (StatusCode::FORBIDDEN, "consumer-disabled", "Forbidden", "this application is disabled")
+            }
+            RateLimited(d) if d.denied_by == Some(Denial::Quota) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota-exceeded",
+                "Quota exceeded",
+                "the plan's quota for this period is used up",
+            ),
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "the plan's rate limit is exceeded; retry after the time given",
+            ),
+            LimitUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate-limit-unavailable",
+                "Rate limiting unavailable",
+                "the rate-limit counter is unreachable and this plan fails closed",
+            ),
+            AuthUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth-unavailable",
+                "Authentication unavailable",
+                "the identity provider could not be reached",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -126,6 +218,13 @@ impl GatewayError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(id) = request_id {
             h.insert("x-request-id", id.clone());
+        }
+        match self {
+            GatewayError::MissingCredentials(c) | GatewayError::InvalidCredentials { challenge: c, .. } => {
+                h.insert(header::WWW_AUTHENTICATE, c.header());
+            }
+            GatewayError::RateLimited(d) | GatewayError::LimitUnavailable(d) => d.write_headers(h),
+            _ => {}
         }
         res
     }

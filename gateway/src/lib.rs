@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod edge;
 pub mod error;
 pub mod limits;
 pub mod listener;
@@ -30,6 +31,9 @@ pub use crate::listener::{HEALTH_PATH, ListenerOptions};
 pub use crate::proxy::Limits;
 use crate::snapshot::ConfigStore;
 
+/// How often idle rate-limit keys are dropped from memory.
+const LIMIT_SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 /// Where the node's configuration comes from.
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
@@ -52,6 +56,12 @@ pub struct GatewayOptions {
     pub initial_load_timeout: Duration,
     /// Listener of the Prometheus `/metrics` endpoint, kept off the traffic port.
     pub metrics_listener: Option<std::net::SocketAddr>,
+    /// Trusted proxies (client IP).
+    pub edge: edge::EdgeOptions,
+    /// Rate-limit counting: Redis, node share, reservation.
+    pub limiter: limits::LimiterConfig,
+    /// Let JWKS and introspection URLs reach private addresses and plain `http`.
+    pub allow_private_auth_urls: bool,
 }
 
 /// Serves gateway traffic on `listener` until `shutdown` completes, then drains.
@@ -60,7 +70,10 @@ pub async fn serve(
     opts: GatewayOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Arc::new(ConfigStore::default());
+    let limiter = Arc::new(limits::Limiter::new(opts.limiter.clone())?);
+    let sweeper = limiter.spawn_sweeper(LIMIT_SWEEP_EVERY);
+    let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
+    let store = Arc::new(ConfigStore::new(limiter, policy));
     let sink: Arc<dyn Sink> = store.clone();
     let metrics_task = match opts.metrics_listener {
         Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone()).await?),
@@ -75,7 +88,7 @@ pub async fn serve(
         }
         ConfigSource::File(path) => config::file::watch(path, sink, stop_rx).await?,
     };
-    let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits });
+    let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge });
     listener::serve(listener, pipeline, opts.listener, shutdown).await;
     // The PostgreSQL follower saves its configuration and ends; the file watcher just ends.
     let _ = stop_tx.send(true);
@@ -85,5 +98,6 @@ pub async fn serve(
     if let Some(t) = metrics_task {
         t.abort();
     }
+    sweeper.abort();
     Ok(())
 }

@@ -15,10 +15,13 @@ use http::HeaderName;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::auth::ssrf::UrlPolicy;
 use crate::config::model::{ApiDef, ConfigData, TargetDef};
 use crate::config::pg::Changed;
 use crate::config::source::Sink;
 use crate::credentials::KeyIndex;
+use crate::edge::{ApiAuth, Identities};
+use crate::limits::Limiter;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
 use crate::upstream::{
@@ -34,6 +37,8 @@ pub struct Snapshot {
     pub apis: HashMap<Uuid, Arc<ApiRuntime>>,
     /// API keys by SHA-256.
     pub keys: KeyIndex,
+    /// Consumers, subscriptions, plans and token bindings.
+    pub identities: Arc<Identities>,
 }
 
 /// Everything needed to proxy to one API.
@@ -55,13 +60,21 @@ pub struct ApiRuntime {
     pub canary_header: Option<HeaderName>,
     /// This API's request metrics (kept across config changes).
     pub metrics: Arc<RequestMetrics>,
+    /// Accepted credentials and their validators.
+    pub auth: Arc<ApiAuth>,
     config: (UpstreamConfig, Option<UpstreamConfig>),
 }
 
 impl Snapshot {
     /// An empty configuration: every request is answered 404 (or 503 before the first load).
     pub fn empty() -> Self {
-        Self { event_id: 0, router: Arc::new(Router::build([]).0), apis: HashMap::new(), keys: KeyIndex::default() }
+        Self {
+            event_id: 0,
+            router: Arc::new(Router::build([]).0),
+            apis: HashMap::new(),
+            keys: KeyIndex::default(),
+            identities: Arc::default(),
+        }
     }
 }
 
@@ -71,22 +84,39 @@ pub struct ConfigStore {
     loaded: AtomicBool,
     /// The node's metrics; per-API series are attached to each compiled API.
     pub metrics: Arc<Registry>,
+    /// The node's rate-limit and quota counters.
+    pub limiter: Arc<Limiter>,
+    /// Which addresses JWKS and introspection URLs may reach.
+    url_policy: UrlPolicy,
 }
 
 impl Default for ConfigStore {
+    /// A store with local-only counting and the strict URL policy.
     fn default() -> Self {
-        Self {
-            current: ArcSwap::from_pointee(Snapshot::empty()),
-            loaded: AtomicBool::new(false),
-            metrics: Arc::default(),
-        }
+        Self::new(Arc::new(Limiter::local()), UrlPolicy::default())
     }
 }
 
 impl ConfigStore {
+    /// An empty store (answering 503 until the first publish).
+    pub fn new(limiter: Arc<Limiter>, url_policy: UrlPolicy) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            loaded: AtomicBool::new(false),
+            metrics: Arc::default(),
+            limiter,
+            url_policy,
+        }
+    }
+
     /// The current snapshot (lock-free).
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
+    }
+
+    /// The current snapshot as an owned reference, for a request that awaits while using it.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
     /// Whether a configuration has been loaded since start.
@@ -105,12 +135,17 @@ impl Sink for ConfigStore {
             prev.router.clone()
         };
         let apis = if changed.upstreams || changed.everything {
-            build_apis(data, &prev.apis, &self.metrics)
+            build_apis(data, &prev.apis, &self.metrics, self.url_policy)
         } else {
             prev.apis.clone()
         };
         let keys = compile_keys(&prev.keys, data, &changed);
-        let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis, keys }));
+        let identities = if changed.identities || changed.everything {
+            Arc::new(Identities::build(data))
+        } else {
+            prev.identities.clone()
+        };
+        let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis, keys, identities }));
         retire(old);
         self.loaded.store(true, Ordering::Release);
         tracing::debug!(
@@ -118,6 +153,10 @@ impl Sink for ConfigStore {
             micros = started.elapsed().as_micros() as u64,
             "configuration published"
         );
+    }
+
+    fn live_nodes(&self, nodes: u32) {
+        self.limiter.set_node_share(nodes);
     }
 }
 
@@ -165,6 +204,7 @@ fn build_apis(
     data: &ConfigData,
     prev: &HashMap<Uuid, Arc<ApiRuntime>>,
     metrics: &Registry,
+    policy: UrlPolicy,
 ) -> HashMap<Uuid, Arc<ApiRuntime>> {
     let mut targets: HashMap<Uuid, Vec<&TargetDef>> = HashMap::new();
     for t in data.targets.values() {
@@ -174,7 +214,7 @@ fn build_apis(
         .values()
         .map(|api| {
             let ts = targets.get(&api.id).map(Vec::as_slice).unwrap_or_default();
-            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics))
+            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics, policy))
         })
         .collect()
 }
@@ -184,6 +224,7 @@ fn api_runtime(
     targets: &[&TargetDef],
     prev: Option<&Arc<ApiRuntime>>,
     metrics: &Registry,
+    policy: UrlPolicy,
 ) -> Arc<ApiRuntime> {
     let name: Arc<str> = Arc::from(api.name.as_str());
     let stable_cfg = upstream_config(api, targets.iter().filter(|t| t.pool != "canary"));
@@ -212,10 +253,13 @@ fn api_runtime(
             .as_ref()
             .map(|c| (pool(c, prev.and_then(|p| p.canary.as_ref().map(|(u, _)| u))), percent(api.canary_weight))),
         canary_header: api.canary_header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        auth: ApiAuth::compile(api, prev.map(|p| &p.auth), policy),
         config: (stable_cfg, canary_cfg),
     };
     match prev {
-        Some(p) if p.config == runtime.config && p.same_settings(&runtime) => p.clone(),
+        Some(p) if p.config == runtime.config && p.same_settings(&runtime) && Arc::ptr_eq(&p.auth, &runtime.auth) => {
+            p.clone()
+        }
         _ => Arc::new(runtime),
     }
 }

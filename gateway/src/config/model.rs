@@ -21,6 +21,9 @@ pub struct ConfigData {
     pub consumers: BTreeMap<Uuid, ConsumerDef>,
     pub keys: BTreeMap<Uuid, KeyDef>,
     pub subscriptions: BTreeMap<Uuid, SubscriptionDef>,
+    /// Token issuer + subject → consumer, for JWT and introspection.
+    #[serde(default)]
+    pub token_bindings: BTreeMap<Uuid, TokenBindingDef>,
 }
 
 /// An API and its upstream settings.
@@ -51,6 +54,18 @@ pub struct ApiDef {
     pub canary_weight: i32,
     /// Header forcing the pool (`canary` / `stable`).
     pub canary_header: Option<String>,
+    /// Header carrying the API key (case-insensitive).
+    pub key_header: String,
+    /// Query parameter also accepted for the API key; `None`: header only.
+    pub key_query_param: Option<String>,
+    /// Remove the credential (key header/parameter, `Authorization`) before proxying.
+    pub hide_credentials: bool,
+    /// JWT settings (JSON object, see `docs/auth.md`); needed when `auth_methods` has `jwt`.
+    pub jwt: Option<serde_json::Value>,
+    /// Token introspection settings (JSON object, see `docs/auth.md`).
+    pub introspection: Option<serde_json::Value>,
+    /// Plan limiting anonymous callers (by client IP); `None`: anonymous calls unlimited.
+    pub anonymous_plan_id: Option<Uuid>,
 }
 
 /// An upstream target of an API.
@@ -82,6 +97,10 @@ pub struct RouteDef {
     pub strip_path: bool,
     pub rewrite_path: Option<String>,
     pub priority: i32,
+    /// Units one request costs against rate limits and quotas (plans may override).
+    pub cost: i32,
+    /// Overrides the API's `auth_methods` for this route; `None`: the API's.
+    pub auth_methods: Option<Vec<String>>,
 }
 
 /// A plan: limits and quotas for subscribers.
@@ -98,6 +117,9 @@ pub struct PlanDef {
     pub quota_per_month: Option<i64>,
     pub limit_mode: String,
     pub redis_failure_policy: String,
+    /// Per-route cost overrides: route id → cost.
+    #[sqlx(json)]
+    pub route_costs: BTreeMap<Uuid, i32>,
 }
 
 /// A developer account; only its status matters to gateways.
@@ -189,4 +211,14 @@ pub struct SubscriptionDef {
     pub api_id: Uuid,
     /// `pending`, `active` or `suspended`.
     pub status: String,
+}
+
+/// Binds a token's issuer and subject (JWT `iss` + subject claim, or an introspection
+/// answer's) to a consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TokenBindingDef {
+    pub id: Uuid,
+    pub consumer_id: Uuid,
+    pub issuer: String,
+    pub subject: String,
 }

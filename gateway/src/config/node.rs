@@ -33,4 +33,16 @@ impl NodeInfo {
         .await
         .map(|_| ())
     }
+
+    /// Number of nodes (this one included) that reported within `within`.
+    pub async fn live_nodes(&self, pool: &PgPool, within: std::time::Duration) -> Result<u32, sqlx::Error> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM gateway_nodes WHERE last_seen_at > now() - make_interval(secs => $1) OR id = $2",
+        )
+        .bind(within.as_secs_f64())
+        .bind(self.id)
+        .fetch_one(pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
+    }
 }

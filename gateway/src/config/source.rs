@@ -19,6 +19,8 @@ use super::{disk, node::NodeInfo};
 pub const CHANNEL: &str = "tollgate_config";
 /// Heartbeat and safety-net catch-up period.
 const TICK: Duration = Duration::from_secs(5);
+/// A node that reported within this long counts as alive (three missed heartbeats).
+const LIVE_WITHIN: Duration = Duration::from_secs(15);
 /// Minimum time between two saves of the configuration to disk.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// First reconnection delay after a lost connection; it doubles up to [`MAX_BACKOFF`] while
@@ -32,6 +34,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub trait Sink: Send + Sync + 'static {
     /// Compiles and publishes `data`; `changed` says which parts differ from the last call.
     fn publish(&self, data: &ConfigData, changed: Changed);
+
+    /// How many gateway nodes are alive (this one included), for splitting limits when
+    /// shared counting is unavailable. Ignored by default.
+    fn live_nodes(&self, _nodes: u32) {}
 }
 
 /// Where the node keeps its last-known-good configuration, and who it is.
@@ -170,6 +176,8 @@ impl Follower {
                 _ = tick.tick() => {
                     self.sync().await?;
                     self.src.node.heartbeat(&self.src.pool, self.data.event_id).await?;
+                    let live = self.src.node.live_nodes(&self.src.pool, LIVE_WITHIN).await?;
+                    self.sink.live_nodes(live);
                 }
             }
         }

@@ -114,7 +114,17 @@ impl Limiter {
             Some(url) => Some(RedisCounter::new(url, &config.namespace, config.redis_timeout)?),
             None => None,
         };
-        Ok(Limiter {
+        Ok(Self::with_counter(&config, redis))
+    }
+
+    /// A limiter without Redis: `redis` plans count with their failure policy, as if Redis
+    /// were down (fail-open plans locally with this node's share).
+    pub fn local() -> Self {
+        Self::with_counter(&LimiterConfig::default(), None)
+    }
+
+    fn with_counter(config: &LimiterConfig, redis: Option<RedisCounter>) -> Self {
+        Limiter {
             local: LocalCounter::default(),
             fallback: LocalCounter::default(),
             redis,
@@ -124,7 +134,7 @@ impl Limiter {
             leases: reserve::Leases::default(),
             reserve_batch: config.reserve_batch,
             epoch: tokio::time::Instant::now(),
-        })
+        }
     }
 
     /// The current instant (Tokio's clock, so a paused test clock applies).

@@ -1,6 +1,6 @@
 //! The request pipeline, phase by phase (see `docs/gateway.md` for the chart):
 //! request id → framing and size guards → path normalisation → route match → API lookup →
-//! pool choice (canary) → circuit breaker → pick target (LB, health) → proxy with timeouts
+//! authenticate → authorize → rate limit (see [`crate::edge`]) → pool choice (canary) → circuit breaker → pick target (LB, health) → proxy with timeouts
 //! and retries → response headers. The inner [`Pipeline::forward`] returns a typed
 //! [`GatewayError`]; [`Pipeline::handle`] logs it and renders problem+json once.
 
@@ -16,9 +16,10 @@ use hyper::body::{Body, Incoming};
 use super::client::{BoxError, ProxyBody};
 use super::headers::{self, Forwarding};
 use super::upgrade;
+use crate::edge::{self, EdgeOptions};
 use crate::error::GatewayError;
 use crate::router::{RequestView, normalize_path};
-use crate::snapshot::{ApiRuntime, ConfigStore};
+use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
 
 /// Response body: the upstream's, streamed, or one the gateway made.
@@ -46,10 +47,11 @@ pub struct ConnInfo {
     pub https: bool,
 }
 
-/// Everything a request needs from the node: the config and the limits.
+/// Everything a request needs from the node: the config, the limits, the edge settings.
 pub struct Pipeline {
     pub store: Arc<ConfigStore>,
     pub limits: Limits,
+    pub edge: EdgeOptions,
 }
 
 /// One request's state as it moves through the phases.
@@ -85,46 +87,39 @@ impl Pipeline {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnInfo,
         request_id: HeaderValue,
         api_out: &mut Option<Arc<ApiRuntime>>,
     ) -> Result<Response<GwBody>, GatewayError> {
         self.guard(&req)?;
-        let (api, upstream_pq) = self.route(&req)?;
-        *api_out = Some(api.clone());
-        let ctx = Ctx { method: req.method().clone(), request_id, upstream_pq, body_empty: req.body().is_end_stream() };
-        let pool = choose_pool(&api, req.headers());
-        let work = proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes);
-        match api.total_timeout {
-            Some(t) => tokio::time::timeout(t, work).await.map_err(|_| GatewayError::UpstreamTimeout)?,
-            None => work.await,
-        }
-    }
-
-    /// Normalises the path, matches a route and returns its API and the upstream path+query.
-    fn route(&self, req: &Request<Incoming>) -> Result<(Arc<ApiRuntime>, String), GatewayError> {
-        let snapshot = self.store.load();
+        let snapshot = self.store.load_full();
         if !self.store.is_loaded() {
             return Err(GatewayError::NotReady);
         }
-        let path = normalize_path(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
-        let host = request_host(req);
-        let view = RequestView {
-            host: &host,
-            method: req.method(),
-            path: &path,
-            headers: req.headers(),
-            query: req.uri().query(),
+        let Routed { api, route_id, route_cost, route_methods, mut upstream_pq } = route(&snapshot, &req)?;
+        *api_out = Some(api.clone());
+        let call = edge::Call {
+            snapshot: &snapshot,
+            api: &api,
+            route_id,
+            route_cost,
+            route_methods,
+            client_ip: edge::client_ip::client_ip(conn.peer.ip(), req.headers(), &self.edge.trusted_proxies),
         };
-        let m = snapshot.router.find(&view).ok_or(GatewayError::NoRoute)?;
-        let api = snapshot.apis.get(&m.api_id()).filter(|a| a.enabled).ok_or(GatewayError::NoRoute)?.clone();
-        let mut upstream_pq = m.upstream_path().into_owned();
-        if let Some(q) = req.uri().query() {
-            upstream_pq.push('?');
-            upstream_pq.push_str(q);
+        let decision = edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq).await?;
+        drop(snapshot);
+        let ctx = Ctx { method: req.method().clone(), request_id, upstream_pq, body_empty: req.body().is_end_stream() };
+        let pool = choose_pool(&api, req.headers());
+        let work = proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes);
+        let mut res = match api.total_timeout {
+            Some(t) => tokio::time::timeout(t, work).await.map_err(|_| GatewayError::UpstreamTimeout)??,
+            None => work.await?,
+        };
+        if let Some(d) = decision {
+            d.write_headers(res.headers_mut());
         }
-        Ok((api, upstream_pq))
+        Ok(res)
     }
 
     /// Framing and size checks that need no configuration.
@@ -142,6 +137,36 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// A matched request: its API, route settings and the upstream path+query.
+struct Routed {
+    api: Arc<ApiRuntime>,
+    route_id: uuid::Uuid,
+    route_cost: u32,
+    route_methods: Option<edge::Methods>,
+    upstream_pq: String,
+}
+
+/// Normalises the path and matches a route of an enabled API.
+fn route(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<Routed, GatewayError> {
+    let path = normalize_path(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
+    let host = request_host(req);
+    let view = RequestView {
+        host: &host,
+        method: req.method(),
+        path: &path,
+        headers: req.headers(),
+        query: req.uri().query(),
+    };
+    let m = snapshot.router.find(&view).ok_or(GatewayError::NoRoute)?;
+    let api = snapshot.apis.get(&m.api_id()).filter(|a| a.enabled).ok_or(GatewayError::NoRoute)?.clone();
+    let mut upstream_pq = m.upstream_path().into_owned();
+    if let Some(q) = req.uri().query() {
+        upstream_pq.push('?');
+        upstream_pq.push_str(q);
+    }
+    Ok(Routed { api, route_id: m.id(), route_cost: m.cost(), route_methods: m.auth_methods(), upstream_pq })
 }
 
 /// The host the client asked for: lower-cased, without port.

@@ -230,6 +230,16 @@ impl<'a> RouteMatch<'a> {
         self.route.api_id
     }
 
+    /// Units a request on this route costs against plan limits (before plan overrides).
+    pub fn cost(&self) -> u32 {
+        self.route.cost
+    }
+
+    /// The route's own accepted credentials, when it overrides its API's.
+    pub fn auth_methods(&self) -> Option<crate::edge::Methods> {
+        self.route.auth_methods
+    }
+
     /// Whether the route strips the matched prefix before proxying.
     pub fn strip_path(&self) -> bool {
         self.route.strip_path

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::RequestView;
 use super::pattern::{self, HostPattern, PathPattern, Rewrite};
 use crate::config::model::RouteDef;
+use crate::edge::Methods;
 
 /// A problem found in a route definition by [`super::Router::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +49,10 @@ pub(super) struct CompiledRoute {
     query: QueryConditions,
     pub hosts: Vec<HostPattern>,
     pub paths: Vec<PathPattern>,
+    /// Units a request costs against plan limits (plans may override per route).
+    pub cost: u32,
+    /// Overrides the API's accepted credentials.
+    pub auth_methods: Option<Methods>,
 }
 
 /// Collects errors for one route definition.
@@ -85,7 +90,22 @@ pub(super) fn compile(def: &RouteDef, errors: &mut Vec<RouteError>) -> Option<Co
     let hosts = compile_hosts(&mut report)?;
     let paths = compile_paths(&mut report, rewrite.as_ref())?;
     let (id, api_id, priority, strip_path) = (def.id, def.api_id, def.priority, def.strip_path);
-    Some(CompiledRoute { id, api_id, priority, strip_path, rewrite, methods, headers, query, hosts, paths })
+    let cost = u32::try_from(def.cost).unwrap_or(1);
+    let auth_methods = def.auth_methods.as_deref().map(Methods::parse);
+    Some(CompiledRoute {
+        id,
+        api_id,
+        priority,
+        strip_path,
+        rewrite,
+        methods,
+        headers,
+        query,
+        hosts,
+        paths,
+        cost,
+        auth_methods,
+    })
 }
 
 fn compile_methods(report: &mut Report<'_>) -> Option<SmallVec<[Method; 2]>> {

@@ -20,6 +20,7 @@ fn options() -> Options {
             ..ListenerOptions::default()
         },
         limits: Limits { max_body_bytes: 64 * 1024, max_header_bytes: 4 * 1024 },
+        ..Options::default()
     }
 }
 

@@ -22,6 +22,9 @@ use super::{WAIT, eventually, within};
 pub struct Options {
     pub listener: ListenerOptions,
     pub limits: Limits,
+    pub edge: tollgate_gateway::edge::EdgeOptions,
+    pub limiter: tollgate_gateway::limits::LimiterConfig,
+    pub allow_private_auth_urls: bool,
 }
 
 /// A running gateway.
@@ -65,6 +68,9 @@ impl Gateway {
             limits: opts.limits,
             initial_load_timeout: Duration::from_secs(1),
             metrics_listener: None,
+            edge: opts.edge,
+            limiter: opts.limiter,
+            allow_private_auth_urls: opts.allow_private_auth_urls,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -97,6 +103,7 @@ impl Gateway {
         self.version += 1;
         let probe = json!({
             "name": format!("__probe_{}", self.version),
+            "auth_methods": ["anonymous"],
             "targets": [self.probe.target()],
             "routes": [{ "name": "probe", "hosts": [Self::probe_host(self.version)], "paths": ["/__probe"] }],
         });

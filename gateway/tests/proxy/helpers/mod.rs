@@ -46,10 +46,12 @@ pub fn config(apis: Vec<Value>) -> Value {
     json!({ "apis": apis })
 }
 
-/// An API named `name` with `targets` and `routes`; `extra` fields are merged in.
+/// An API named `name` with `targets` and `routes`, open to anonymous callers; `extra`
+/// fields are merged in.
 pub fn api(name: &str, targets: &[&Upstream], routes: Value, extra: Value) -> Value {
     let mut api = json!({
         "name": name,
+        "auth_methods": ["anonymous"],
         "targets": targets.iter().map(|u| u.target()).collect::<Vec<_>>(),
         "routes": routes,
     });

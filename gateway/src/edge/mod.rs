@@ -1,0 +1,303 @@
+//! The edge phases of a routed request (see `docs/auth.md`): **authenticate** (API key,
+//! JWT, token introspection or anonymous, per API or route) → **authorize** (an active
+//! subscription of the consumer to this API) → **limit** (the plan's rates and quotas, at
+//! the route's cost) → identity headers for the upstream.
+//!
+//! Everything but the token checks and shared counting is a lookup in the snapshot: the
+//! key's SHA-256 in the sharded key index, then the consumer, subscription and plan tables.
+
+pub mod client_ip;
+mod identity;
+mod settings;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use self::identity::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt, uuid_header};
+pub use self::settings::{ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods};
+use crate::config::model::KeyHash;
+use crate::error::{Challenge, GatewayError, Refusal};
+use crate::limits::{Decision, Denial, LimitKey, Limiter};
+use crate::snapshot::{ApiRuntime, Snapshot};
+
+/// Node-wide settings of the edge phases.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOptions {
+    /// Proxies whose `X-Forwarded-For` is believed (client IP for anonymous limits).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+pub static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+pub static X_CREDENTIAL_ID: HeaderName = HeaderName::from_static("x-credential-id");
+pub static X_PLAN: HeaderName = HeaderName::from_static("x-plan");
+pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
+
+/// The identity headers the gateway sets; copies sent by clients never reach an upstream.
+const IDENTITY_HEADERS: [&HeaderName; 6] =
+    [&X_CONSUMER_ID, &X_CONSUMER_USERNAME, &X_CONSUMER_CUSTOM_ID, &X_CREDENTIAL_ID, &X_PLAN, &X_ANONYMOUS_CONSUMER];
+
+/// The routed request as the edge phases see it.
+pub struct Call<'a> {
+    pub snapshot: &'a Snapshot,
+    pub api: &'a ApiRuntime,
+    pub route_id: Uuid,
+    pub route_cost: u32,
+    /// The route's own methods, overriding the API's.
+    pub route_methods: Option<Methods>,
+    pub client_ip: IpAddr,
+}
+
+/// Who is calling.
+enum Caller {
+    Consumer { consumer: Arc<ConsumerRt>, credential: Uuid },
+    Anonymous,
+}
+
+/// Runs the edge phases. On success the request headers carry the identity and the
+/// returned decision (if the call was counted) supplies the response's rate-limit headers;
+/// `upstream_pq` loses the key parameter when credentials are hidden.
+pub async fn admit(
+    call: &Call<'_>,
+    limiter: &Limiter,
+    headers: &mut HeaderMap,
+    upstream_pq: &mut String,
+) -> Result<Option<Decision>, GatewayError> {
+    for name in IDENTITY_HEADERS {
+        headers.remove(name);
+    }
+    let caller = authenticate(call, headers, upstream_pq).await?;
+    let (plan, key) = match &caller {
+        Caller::Consumer { consumer, .. } => {
+            let plan = authorize(call, consumer)?;
+            let key = LimitKey::consumer(plan.id, consumer.id);
+            (Some(plan), Some(key))
+        }
+        Caller::Anonymous => {
+            let plan = call.api.auth.anonymous_plan.and_then(|id| call.snapshot.identities.plans.get(&id)).cloned();
+            let key = plan.as_ref().map(|p| LimitKey::anonymous(p.id, call.client_ip));
+            (plan, key)
+        }
+    };
+    set_identity(headers, &caller, plan.as_deref());
+    let (Some(plan), Some(key)) = (plan, key) else { return Ok(None) };
+    let cost = plan.cost(call.route_id, call.route_cost);
+    let decision = limiter.check(&key, &plan.limits, cost, limiter.now()).await;
+    match decision.denied_by {
+        None => Ok(Some(decision)),
+        Some(Denial::CounterUnavailable) => Err(GatewayError::LimitUnavailable(Box::new(decision))),
+        Some(Denial::Rate | Denial::Quota) => Err(GatewayError::RateLimited(Box::new(decision))),
+    }
+}
+
+fn challenge(methods: Methods) -> Challenge {
+    match (methods.has(Methods::KEY_AUTH), methods.has(Methods::JWT) || methods.has(Methods::INTROSPECTION)) {
+        (true, true) => Challenge::Both,
+        (false, true) => Challenge::Bearer,
+        _ => Challenge::ApiKey,
+    }
+}
+
+async fn authenticate(
+    call: &Call<'_>,
+    headers: &mut HeaderMap,
+    upstream_pq: &mut String,
+) -> Result<Caller, GatewayError> {
+    let auth = &call.api.auth;
+    let methods = call.route_methods.unwrap_or(auth.methods);
+    let challenge = challenge(methods);
+    if methods.has(Methods::KEY_AUTH)
+        && let Some((hash, from_query)) = find_key(auth, headers, upstream_pq)
+    {
+        let caller = key_caller(call.snapshot, &hash, challenge)?;
+        if auth.hide_credentials {
+            match (from_query, &auth.key_query_param) {
+                (true, Some(param)) => remove_query_param(upstream_pq, param),
+                _ => drop(headers.remove(&auth.key_header)),
+            }
+        }
+        return Ok(caller);
+    }
+    if (methods.has(Methods::JWT) || methods.has(Methods::INTROSPECTION))
+        && let Some(token) = bearer(headers)
+    {
+        let caller = token_caller(call, methods, &token, challenge).await?;
+        if auth.hide_credentials {
+            headers.remove(header::AUTHORIZATION);
+        }
+        return Ok(caller);
+    }
+    if methods.has(Methods::ANONYMOUS) {
+        return Ok(Caller::Anonymous);
+    }
+    Err(GatewayError::MissingCredentials(challenge))
+}
+
+/// The SHA-256 of the API key in the header or, failing that, the query parameter.
+fn find_key(auth: &ApiAuth, headers: &HeaderMap, pq: &str) -> Option<(KeyHash, bool)> {
+    if let Some(v) = headers.get(&auth.key_header) {
+        return Some((KeyHash(Sha256::digest(v.as_bytes()).into()), false));
+    }
+    let param = auth.key_query_param.as_deref()?;
+    let (_, query) = pq.split_once('?')?;
+    let value = query_param(query, param)?;
+    Some((KeyHash(Sha256::digest(value.as_bytes()).into()), true))
+}
+
+/// The decoded value of the first query parameter named `name`.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k) == name).then(|| decode(v))
+    })
+}
+
+fn decode(s: &str) -> String {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
+}
+
+/// Removes every `name` parameter from the query of `pq` (path and query).
+fn remove_query_param(pq: &mut String, name: &str) {
+    let Some((path, query)) = pq.split_once('?') else { return };
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != name).collect();
+    let mut next = path.to_owned();
+    if !kept.is_empty() {
+        next.push('?');
+        next.push_str(&kept.join("&"));
+    }
+    *pq = next;
+}
+
+/// The key's consumer: unknown, revoked and expired keys are all the same 401 to the client.
+fn key_caller(snapshot: &Snapshot, hash: &KeyHash, challenge: Challenge) -> Result<Caller, GatewayError> {
+    let invalid = GatewayError::InvalidCredentials { detail: "the API key is not valid", challenge };
+    let Some(entry) = snapshot.keys.get(hash) else { return Err(invalid) };
+    if entry.revoked {
+        tracing::debug!(key_id = %entry.key_id, "revoked API key presented");
+        return Err(invalid);
+    }
+    if entry.expires_at.is_some_and(|at| at <= unix_now()) {
+        tracing::debug!(key_id = %entry.key_id, "expired API key presented");
+        return Err(invalid);
+    }
+    let consumer = snapshot.identities.consumers.get(&entry.consumer_id).ok_or(invalid)?;
+    Ok(Caller::Consumer { consumer: consumer.clone(), credential: entry.key_id })
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// Validates a bearer token (as a JWT when it looks like one and JWT is accepted, else by
+/// introspection) and finds the consumer its issuer and subject are bound to.
+async fn token_caller(
+    call: &Call<'_>,
+    methods: Methods,
+    token: &str,
+    challenge: Challenge,
+) -> Result<Caller, GatewayError> {
+    let auth = &call.api.auth;
+    let invalid = |detail| GatewayError::InvalidCredentials { detail, challenge };
+    let jws_shaped = token.bytes().filter(|b| *b == b'.').count() == 2;
+    let use_jwt = methods.has(Methods::JWT) && (jws_shaped || !methods.has(Methods::INTROSPECTION));
+    let (issuer, subject) = if use_jwt {
+        let jwt = configured(auth.jwt.as_ref())?;
+        let claims = jwt.validator.validate(token).await.map_err(|e| {
+            tracing::debug!(reason = e.reason(), "JWT refused");
+            match e {
+                crate::auth::jwt::JwtError::KeysUnavailable => GatewayError::AuthUnavailable,
+                _ => invalid("the token is not valid"),
+            }
+        })?;
+        let subject = claims.raw.get(&jwt.subject_claim).and_then(|v| v.as_str()).map(str::to_owned);
+        (claims.iss.unwrap_or_default(), subject)
+    } else {
+        let introspector = configured(auth.introspection.as_ref())?;
+        let info = introspector.introspect(token).await.map_err(|e| {
+            tracing::debug!(error = %e, "token introspection refused");
+            if e.is_unavailable() { GatewayError::AuthUnavailable } else { invalid("the token is not active") }
+        })?;
+        (info.issuer, info.subject)
+    };
+    let subject = subject.ok_or(invalid("the token names no subject"))?;
+    let binding = call
+        .snapshot
+        .identities
+        .binding(&issuer, &subject)
+        .ok_or(invalid("the token's subject is not bound to a consumer"))?;
+    let consumer = call
+        .snapshot
+        .identities
+        .consumers
+        .get(&binding.consumer_id)
+        .ok_or(invalid("the token's subject is not bound to a consumer"))?;
+    Ok(Caller::Consumer { consumer: consumer.clone(), credential: binding.id })
+}
+
+/// Settings that compiled, or a 500 for a method accepted but unusable.
+fn configured<T>(setting: Option<&Result<T, String>>) -> Result<&T, GatewayError> {
+    match setting {
+        Some(Ok(t)) => Ok(t),
+        Some(Err(why)) => Err(GatewayError::Internal(format!("authentication misconfigured: {why}"))),
+        None => Err(GatewayError::Internal("authentication misconfigured".to_owned())),
+    }
+}
+
+/// An identified consumer needs to be active and hold an active subscription to the API.
+fn authorize(call: &Call<'_>, consumer: &ConsumerRt) -> Result<Arc<PlanRt>, GatewayError> {
+    if !consumer.active {
+        return Err(GatewayError::Forbidden(Refusal::ConsumerDisabled));
+    }
+    let sub = call
+        .snapshot
+        .identities
+        .subscriptions
+        .get(&(consumer.id, call.api.id))
+        .ok_or(GatewayError::Forbidden(Refusal::SubscriptionRequired))?;
+    match sub.status {
+        SubStatus::Active => Ok(sub.plan.clone()),
+        SubStatus::Pending => Err(GatewayError::Forbidden(Refusal::SubscriptionPending)),
+        SubStatus::Suspended => Err(GatewayError::Forbidden(Refusal::SubscriptionSuspended)),
+    }
+}
+
+fn set_identity(headers: &mut HeaderMap, caller: &Caller, plan: Option<&PlanRt>) {
+    match caller {
+        Caller::Consumer { consumer, credential } => {
+            headers.insert(X_CONSUMER_ID.clone(), consumer.id_header.clone());
+            if let Some(name) = &consumer.name_header {
+                headers.insert(X_CONSUMER_USERNAME.clone(), name.clone());
+            }
+            if let Some(custom) = &consumer.custom_id_header {
+                headers.insert(X_CONSUMER_CUSTOM_ID.clone(), custom.clone());
+            }
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            headers.insert(X_CREDENTIAL_ID.clone(), uuid_header(*credential, &mut buf));
+        }
+        Caller::Anonymous => {
+            headers.insert(X_ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));
+        }
+    }
+    if let Some(name) = plan.and_then(|p| p.name_header.as_ref()) {
+        headers.insert(X_PLAN.clone(), name.clone());
+    }
+}
