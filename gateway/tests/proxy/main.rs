@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod auth;
 mod balancing;
 mod bodies;
 mod headers;

@@ -1,0 +1,258 @@
+//! The edge phases through the whole gateway: API keys (header and query), JWTs minted by
+//! PyJWT (an independent implementation) and token introspection against a real endpoint,
+//! subscriptions, plans (429 with RateLimit headers, route costs), identity headers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::helpers::client::{empty, get};
+use crate::helpers::{Client, Gateway, Options, Upstream, api, config};
+
+#[path = "../jwt/helpers.rs"]
+#[allow(dead_code)]
+mod jwt_helpers;
+
+const KEY: &str = "tg_proxy_test_key_0123456789abcdef";
+
+/// An API `orders` with key auth (header `x-api-key` or `?api_key=`), a plan of `per_minute`
+/// with `burst`, an expensive route costing 3, and a consumer `acme` holding KEY.
+fn keyed(up: &Upstream, per_minute: u32, status_extra: Value) -> Value {
+    let mut orders = api(
+        "orders",
+        &[up],
+        json!([{"name": "all", "paths": ["/orders/*"]}, {"name": "report", "paths": ["/report"], "cost": 3}]),
+        json!({
+            "auth_methods": ["key_auth"],
+            "key_query_param": "api_key",
+            "plans": [{"name": "free", "rate_limit_per_minute": per_minute, "burst": 0}],
+        }),
+    );
+    if let (Some(o), Some(extra)) = (orders.as_object_mut(), status_extra.as_object()) {
+        o.extend(extra.clone());
+    }
+    let mut doc = config(vec![orders]);
+    doc["consumers"] = json!([{
+        "name": "acme",
+        "custom_id": "crm-42",
+        "keys": [{"key": KEY}],
+        "subscriptions": [{"api": "orders", "plan": "free"}],
+    }]);
+    doc
+}
+
+fn with_key(url: &str, key: &str) -> Request<crate::helpers::upstream::Body> {
+    get(url).header("x-api-key", key).header("x-consumer-id", "forged").body(empty()).unwrap()
+}
+
+#[tokio::test]
+async fn keys_identify_the_consumer_to_the_upstream() {
+    let up = Upstream::echo("orders").await;
+    let gw = Gateway::start(keyed(&up, 100, json!({}))).await;
+    let client = Client::http1();
+
+    let ok = client.send(with_key(&gw.url("/orders/1"), KEY)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let seen = ok.json();
+    let h = &seen["headers"];
+    assert_eq!(h["x-consumer-username"], json!(["acme"]));
+    assert_eq!(h["x-consumer-custom-id"], json!(["crm-42"]));
+    assert_eq!(h["x-plan"], json!(["free"]));
+    assert_eq!(h["x-consumer-id"].as_array().map(Vec::len), Some(1), "the forged copy is replaced: {h}");
+    assert_ne!(h["x-consumer-id"], json!(["forged"]));
+    assert!(h["x-credential-id"][0].as_str().is_some_and(|id| id.len() == 36), "{h}");
+    assert!(h.get("x-api-key").is_none(), "the key is not forwarded: {h}");
+    assert_eq!(ok.header("ratelimit-limit"), Some("100"));
+    assert_eq!(ok.header("x-ratelimit-remaining"), Some("99"));
+
+    // The query parameter works too and is removed before proxying.
+    let ok = client.get(&gw.url(&format!("/orders/2?x=1&api_key={KEY}"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["path"], "/orders/2?x=1");
+
+    let none = client.get(&gw.url("/orders/1")).await;
+    none.assert_problem(401, "credentials-missing");
+    assert!(none.header("www-authenticate").is_some_and(|v| v.starts_with("ApiKey")));
+    client.send(with_key(&gw.url("/orders/1"), "tg_wrong")).await.assert_problem(401, "invalid-credentials");
+    assert_eq!(up.requests(), 2, "refused calls never reach the upstream");
+}
+
+#[tokio::test]
+async fn plans_limit_at_the_route_cost() {
+    let up = Upstream::echo("orders").await;
+    let gw = Gateway::start(keyed(&up, 5, json!({}))).await;
+    let client = Client::http1();
+    // The report costs 3 of the 5 per minute; one more (cost 1) fits, then 1 left < 3.
+    assert_eq!(client.send(with_key(&gw.url("/report"), KEY)).await.status, 200);
+    let one = client.send(with_key(&gw.url("/orders/1"), KEY)).await;
+    assert_eq!((one.status.as_u16(), one.header("ratelimit-remaining")), (200, Some("1")));
+    let denied = client.send(with_key(&gw.url("/report"), KEY)).await;
+    denied.assert_problem(429, "rate-limited");
+    let retry: u64 = denied.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry), "retry after {retry}");
+    assert_eq!(denied.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(client.send(with_key(&gw.url("/orders/1"), KEY)).await.status, 200, "cost 1 still fits");
+    assert_eq!(up.requests(), 3);
+}
+
+#[tokio::test]
+async fn subscriptions_and_open_apis() {
+    let up = Upstream::echo("open").await;
+    let mut doc = keyed(&up, 100, json!({}));
+    // A second API the consumer is not subscribed to, and an open one.
+    let apis = doc["apis"].as_array_mut().unwrap();
+    apis.push(api(
+        "billing",
+        &[&up],
+        json!([{"name": "b", "paths": ["/billing"]}]),
+        json!({"auth_methods": ["key_auth"]}),
+    ));
+    apis.push(api("public", &[&up], json!([{"name": "p", "paths": ["/public"]}]), json!({})));
+    let gw = Gateway::start(doc).await;
+    let client = Client::http1();
+    client.send(with_key(&gw.url("/billing"), KEY)).await.assert_problem(403, "subscription-required");
+    let open = client.send(with_key(&gw.url("/public"), "anything")).await;
+    assert_eq!(open.status, 200);
+    assert_eq!(open.json()["headers"]["x-anonymous-consumer"], json!(["true"]));
+    assert!(open.json()["headers"].get("x-consumer-id").is_none(), "forged identity removed on open APIs too");
+}
+
+/// PyJWT-minted tokens through the gateway: valid ones reach the upstream as the bound
+/// consumer, every attack vector is a 401 problem.
+#[tokio::test]
+async fn jwts_from_an_independent_library() {
+    let Some(m) = jwt_helpers::minted() else { return };
+    let up = Upstream::echo("jwt").await;
+    let jwt = json!({
+        "algorithms": ["RS256", "ES256", "EdDSA", "HS256"],
+        "keys": [
+            {"kid": "rsa-1", "alg": "RS256", "pem": m["rsa_pem"]},
+            {"kid": "ec-1", "alg": "ES256", "pem": m["ec_pem"]},
+            {"kid": "ed-1", "alg": "EdDSA", "pem": m["ed_pem"]},
+            {"kid": "hs-1", "alg": "HS256", "secret": m["hs_secret"]},
+        ],
+        "issuers": ["https://idp.test"],
+        "audiences": ["tollgate"],
+        "leeway_secs": 5,
+        "required_claims": ["sub"],
+        "required_scopes": ["read"],
+    });
+    let mut doc = config(vec![api(
+        "orders",
+        &[&up],
+        json!([{"name": "all", "paths": ["/*"]}]),
+        json!({"auth_methods": ["jwt"], "jwt": jwt, "plans": [{"name": "gold"}]}),
+    )]);
+    doc["consumers"] = json!([{
+        "name": "idp-user",
+        "token_bindings": [{"issuer": "https://idp.test", "subject": "user-1"}],
+        "subscriptions": [{"api": "orders", "plan": "gold"}],
+    }]);
+    let gw = Gateway::start(doc).await;
+    let client = Client::http1();
+    let bearer =
+        |token: &str| get(&gw.url("/x")).header("authorization", format!("Bearer {token}")).body(empty()).unwrap();
+    let valid = m["valid"].as_object().unwrap();
+    assert!(!valid.is_empty());
+    for (name, token) in valid {
+        let r = client.send(bearer(token.as_str().unwrap())).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        let h = &r.json()["headers"];
+        assert_eq!(h["x-consumer-username"], json!(["idp-user"]), "{name}");
+        assert!(h.get("authorization").is_none(), "{name}: the token is hidden");
+    }
+    let invalid = m["invalid"].as_object().unwrap();
+    assert!(invalid.len() >= 10);
+    for (name, token) in invalid {
+        let r = client.send(bearer(token.as_str().unwrap())).await;
+        assert_eq!(r.status, 401, "{name}: {}", r.text());
+        r.assert_problem(401, "invalid-credentials");
+        assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{name}");
+    }
+    assert_eq!(up.requests(), valid.len());
+}
+
+/// A tiny RFC 7662 endpoint: `good` is active for subject `app-1`, anything else inactive.
+async fn introspection_endpoint(hits: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}/introspect", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let hits = hits.clone();
+                    async move {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let form = String::from_utf8_lossy(&body).into_owned();
+                        let answer = if form.contains("token=good") {
+                            json!({"active": true, "client_id": "app-1", "scope": "read", "iss": "https://as.test"})
+                        } else {
+                            json!({"active": false})
+                        };
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from(answer.to_string()))))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn introspected_tokens_are_cached_and_bound() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let url = introspection_endpoint(hits.clone()).await;
+    let up = Upstream::echo("opaque").await;
+    let introspection = json!({"url": url, "client_id": "gw", "client_secret": "s3cret", "cache_ttl_secs": 60});
+    let mut doc = config(vec![api(
+        "orders",
+        &[&up],
+        json!([{"name": "all", "paths": ["/*"]}]),
+        json!({"auth_methods": ["introspection"], "introspection": introspection, "plans": [{"name": "gold"}]}),
+    )]);
+    doc["consumers"] = json!([{
+        "name": "app",
+        "token_bindings": [{"issuer": "https://as.test", "subject": "app-1"}],
+        "subscriptions": [{"api": "orders", "plan": "gold"}],
+    }]);
+    let opts = Options { allow_private_auth_urls: true, ..Options::default() };
+    let gw = Gateway::start_with(doc, opts).await;
+    let client = Client::http1();
+    let bearer =
+        |token: &str| get(&gw.url("/x")).header("authorization", format!("Bearer {token}")).body(empty()).unwrap();
+    for _ in 0..3 {
+        let r = client.send(bearer("good")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["headers"]["x-consumer-username"], json!(["app"]));
+    }
+    client.send(bearer("revoked")).await.assert_problem(401, "invalid-credentials");
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one call per distinct token, then the cache");
+}
+
+#[tokio::test]
+async fn private_introspection_urls_are_refused_unless_allowed() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let url = introspection_endpoint(hits.clone()).await;
+    let up = Upstream::echo("opaque").await;
+    let introspection = json!({"url": url, "client_id": "gw", "client_secret": "s3cret"});
+    let doc = config(vec![api(
+        "orders",
+        &[&up],
+        json!([{"name": "all", "paths": ["/*"]}]),
+        json!({"auth_methods": ["introspection"], "introspection": introspection}),
+    )]);
+    let gw = Gateway::start(doc).await;
+    let r =
+        Client::http1().send(get(&gw.url("/x")).header("authorization", "Bearer good").body(empty()).unwrap()).await;
+    assert_eq!(r.status, 500, "an unusable setting is the operator's error: {}", r.text());
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection to a private address");
+}
