@@ -4,5 +4,6 @@
 mod dev;
 mod live_config;
 mod outage;
+mod plans;
 mod shutdown;
 mod support;

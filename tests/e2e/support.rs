@@ -1,10 +1,12 @@
 //! Helpers: running `tollgate dev` as a child process, reading its banner, polling health
 //! endpoints with a deadline, and scratch directories. The cross-plane tests' helpers live in
-//! the submodules: gateway processes, the admin, upstream servers and a private PostgreSQL.
+//! the submodules: gateway processes, the admin, upstream servers, a private PostgreSQL and a
+//! private Redis.
 
 pub mod admin;
 pub mod gateway;
 pub mod postgres;
+pub mod redis;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

@@ -117,6 +117,45 @@ impl Admin {
         Ok((api, route))
     }
 
+    /// Creates an API from a full body (`auth_methods` defaults to `["key_auth"]`).
+    pub async fn create_api_with(&self, body: Value) -> anyhow::Result<String> {
+        id_of(&self.send(Method::POST, "/apis", Some(body)).await?)
+    }
+
+    /// Creates a plan of `api` from a full body (`name`, limits, `limit_mode`, ...).
+    pub async fn create_plan(&self, api: &str, body: Value) -> anyhow::Result<String> {
+        id_of(&self.send(Method::POST, &format!("/apis/{api}/plans"), Some(body)).await?)
+    }
+
+    /// Creates a consumer from a full body (`name`, optional `custom_id`, ...).
+    pub async fn create_consumer(&self, body: Value) -> anyhow::Result<String> {
+        id_of(&self.send(Method::POST, "/consumers", Some(body)).await?)
+    }
+
+    /// Issues an API key for `consumer`: (key id, secret). The secret is returned only now.
+    pub async fn create_key(&self, consumer: &str) -> anyhow::Result<(String, String)> {
+        let key = self.send(Method::POST, &format!("/consumers/{consumer}/keys"), Some(json!({}))).await?;
+        let secret = key["secret"].as_str().with_context(|| format!("no secret in {key}"))?.to_owned();
+        Ok((id_of(&key)?, secret))
+    }
+
+    /// Revokes a key of `consumer`, for good.
+    pub async fn revoke_key(&self, consumer: &str, key: &str) -> anyhow::Result<Value> {
+        self.send(Method::POST, &format!("/consumers/{consumer}/keys/{key}/revoke"), None).await
+    }
+
+    /// Subscribes `consumer` to `plan`; the subscription as stored (`pending` when the plan
+    /// needs approval, else `active`).
+    pub async fn subscribe(&self, consumer: &str, plan: &str) -> anyhow::Result<Value> {
+        self.send(Method::POST, "/subscriptions", Some(json!({"consumer_id": consumer, "plan_id": plan}))).await
+    }
+
+    /// Sets a subscription's status (`pending`, `active`, `suspended`).
+    pub async fn set_subscription_status(&self, subscription: &str, status: &str) -> anyhow::Result<Value> {
+        let body = json!({"status": status});
+        self.send(Method::PATCH, &format!("/subscriptions/{subscription}"), Some(body)).await
+    }
+
     /// Id of the newest config event, read from the change log's API (0 when it is empty).
     pub async fn last_event_id(&self) -> anyhow::Result<i64> {
         let mut after = 0;

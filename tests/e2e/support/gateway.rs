@@ -34,6 +34,15 @@ impl Gateway {
     /// Starts a node following `database_url`, waits until it listens and has a
     /// configuration (from PostgreSQL or from disk).
     pub async fn start(database_url: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(database_url, state_dir, |_| {}).await
+    }
+
+    /// [`Gateway::start`] with flags or environment added by `configure` (e.g. `--redis-url`).
+    pub async fn start_with(
+        database_url: &str,
+        state_dir: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.arg("gateway").args(["--listen", "127.0.0.1:0", "--database-url", database_url]);
         cmd.arg("--state-dir").arg(state_dir);
@@ -42,6 +51,7 @@ impl Gateway {
         }
         cmd.env("TOLLGATE_LOG", "info,sqlx=warn").env("TOLLGATE_DRAIN_TIMEOUT", "20");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        configure(&mut cmd);
         let mut child = cmd.spawn().context("spawning tollgate gateway")?;
         let stderr = Arc::new(Mutex::new(String::new()));
         tokio::spawn(collect(child.stderr.take().context("no stderr pipe")?, Arc::clone(&stderr)));
@@ -69,6 +79,18 @@ impl Gateway {
         let res = self.http.get(self.url(path)).send().await?;
         let status = res.status().as_u16();
         Ok((status, res.text().await?))
+    }
+
+    /// `GET path` with extra request headers: the whole reply.
+    pub async fn request(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        let mut req = self.http.get(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.with_context(|| format!("GET {path} on {}", self.addr))?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        Ok(Reply { status, headers, body: res.text().await? })
     }
 
     /// Id of the config event the node enforces, from its health endpoint.
@@ -157,6 +179,28 @@ impl Gateway {
             Ok(status) => Ok(status?),
             Err(_) => bail!("no exit within {STOP_TIMEOUT:?}; stderr:\n{}", self.stderr()),
         }
+    }
+}
+
+/// A gateway's answer: status, headers and body text.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `type` of a problem+json body (`urn:tollgate:problem:<slug>`), if it is one.
+    pub fn problem_type(&self) -> Option<String> {
+        let is_problem = self.header("content-type").is_some_and(|t| t.starts_with("application/problem+json"));
+        let doc: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        is_problem.then(|| doc["type"].as_str().map(str::to_owned)).flatten()
     }
 }
 
