@@ -87,3 +87,34 @@ async fn oversized_jwks_is_refused() {
     assert_eq!(validator.validate(token).await.err(), Some(JwtError::KeysUnavailable));
     assert_eq!(server.hits(), 1);
 }
+
+/// Past `refresh`, requests keep being served from the stale keys while one background
+/// fetch (subject to the `MIN_REFETCH` rate limit) replaces them; nobody waits for the IdP.
+#[tokio::test]
+async fn stale_keys_are_served_while_refreshing_in_the_background() {
+    let Some(m) = minted() else { return };
+    let server = JwksServer::start(json!({"keys": [m["rsa_jwk"]]})).await;
+    let policy = UrlPolicy { allow_private: true };
+    let source = KeySource::Jwks { url: server.url.clone(), refresh: Duration::from_secs(1), policy };
+    let validator = JwtValidator::new(config(source)).unwrap();
+    let token = m["valid"]["rs256"].as_str().unwrap();
+    assert!(validator.validate(token).await.is_ok());
+    assert_eq!(server.hits(), 1);
+    // The IdP now serves an empty set; once the rate-limit window has passed, the stale
+    // keys still validate while the background fetch replaces them.
+    server.set_body(json!({"keys": []}));
+    tokio::time::sleep(tollgate_gateway::auth::jwt::MIN_REFETCH + Duration::from_millis(100)).await;
+    assert!(validator.validate(token).await.is_ok(), "stale keys served without waiting");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.hits() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no background refresh");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The refreshed (empty) set is in force: the key is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while validator.validate(token).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "refreshed keys not used");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.hits(), 2, "one background fetch");
+}

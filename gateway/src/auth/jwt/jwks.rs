@@ -1,5 +1,5 @@
-//! JWKS cache: keys fetched from the identity provider's URL, refreshed on an interval and
-//! on an unknown `kid`.
+//! JWKS cache: keys fetched from the identity provider's URL, refreshed in the background on
+//! an interval and on an unknown `kid`.
 //!
 //! One fetch at a time (a mutex around fetching; waiters re-check the generation and reuse
 //! the result), and at most one fetch per [`MIN_REFETCH`] whatever the trigger, so a flood
@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -39,34 +40,64 @@ pub(crate) struct Loaded {
 /// The cache of one JWKS URL.
 #[derive(Debug)]
 pub(crate) struct JwksCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     url: String,
     refresh: Duration,
     policy: UrlPolicy,
     current: ArcSwapOption<Loaded>,
     /// Time of the last fetch attempt (success or not); held while fetching.
     fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// A background refresh is under way.
+    refreshing: AtomicBool,
 }
 
 impl JwksCache {
     pub(crate) fn new(url: String, refresh: Duration, policy: UrlPolicy) -> Self {
         let fetch = tokio::sync::Mutex::new(None);
-        Self { url, refresh, policy, current: ArcSwapOption::empty(), fetch }
+        let refreshing = AtomicBool::new(false);
+        Self { inner: Arc::new(Inner { url, refresh, policy, current: ArcSwapOption::empty(), fetch, refreshing }) }
     }
 
-    /// The current keys, fetching first if there are none or they are older than `refresh`.
-    /// Stale keys are still served when a refresh fails.
+    /// The current keys. Only the very first fetch is waited for: keys older than `refresh`
+    /// are still served while one background task fetches new ones (stale keys are kept when
+    /// that fails), so no request waits for the identity provider on a routine refresh.
     pub(crate) async fn keys(&self) -> Result<Arc<Loaded>, JwtError> {
-        let seen = self.current.load_full();
-        if let Some(loaded) = &seen
-            && loaded.fetched_at.elapsed() < self.refresh
-        {
-            return Ok(loaded.clone());
+        let seen = self.inner.current.load_full();
+        match seen {
+            Some(loaded) => {
+                if loaded.fetched_at.elapsed() >= self.inner.refresh {
+                    self.refresh_in_background(&loaded);
+                }
+                Ok(loaded)
+            }
+            None => self.inner.refetch(None).await,
         }
-        self.refetch(seen.as_ref()).await
     }
 
     /// Fetches again (rate-limited) because `seen` lacked a key; returns the newest keys.
     pub(crate) async fn refetch(&self, seen: Option<&Arc<Loaded>>) -> Result<Arc<Loaded>, JwtError> {
+        self.inner.refetch(seen).await
+    }
+
+    fn refresh_in_background(&self, seen: &Arc<Loaded>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if self.inner.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (inner, seen) = (self.inner.clone(), seen.clone());
+        rt.spawn(async move {
+            let _ = inner.refetch(Some(&seen)).await;
+            inner.refreshing.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Inner {
+    async fn refetch(&self, seen: Option<&Arc<Loaded>>) -> Result<Arc<Loaded>, JwtError> {
         let mut last_attempt = self.fetch.lock().await;
         let newest = self.current.load_full();
         let seen_gen = seen.map(|l| l.generation);
