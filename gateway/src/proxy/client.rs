@@ -1,32 +1,96 @@
 //! Pooled upstream HTTP clients (HTTP/1.1 keep-alive, plain or TLS). One client per
 //! distinct connect timeout, shared by every API using it and kept across config changes,
-//! so a change never drops warm upstream connections. The pool is keyed by scheme and
-//! authority, i.e. by the full peer identity.
+//! so a change never drops warm upstream connections. Connections are pooled by scheme and
+//! authority, i.e. by the full peer identity: plain HTTP in the gateway's own pool
+//! ([`super::pool`]), TLS in hyper-util's client.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::{self, Http1Pool, PooledBody};
+
 /// Errors a proxied body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request body sent upstream.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-/// The upstream client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+/// Upstream response body.
+pub type UpstreamBody = PooledBody;
+type TlsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// How long an idle upstream connection is kept for reuse.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-/// Idle connections kept per upstream authority.
-const POOL_MAX_IDLE_PER_HOST: usize = 512;
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (name resolution, TCP connect, connect timeout): nothing
+    /// was sent.
+    #[error("upstream connect error: {0}")]
+    Connect(std::io::Error),
+    /// The exchange failed on an open connection; a failing request body shows up here as a
+    /// hyper user error carrying the body's error as its cause.
+    #[error("upstream exchange error: {0}")]
+    Send(#[source] hyper::Error),
+    /// From the TLS client.
+    #[error(transparent)]
+    Tls(hyper_util::client::legacy::Error),
+    /// The target's address is not a valid authority.
+    #[error("the target address is not a valid authority")]
+    InvalidTarget,
+}
 
-fn build(connect_timeout: Duration) -> UpstreamClient {
+impl UpstreamError {
+    /// Whether the failure happened before anything was sent (the target was not reached).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::InvalidTarget => true,
+            Self::Tls(e) => e.is_connect(),
+            Self::Send(_) => false,
+        }
+    }
+}
+
+/// The client for one connect timeout: cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    plain: Arc<Http1Pool>,
+    tls: TlsClient,
+}
+
+impl UpstreamClient {
+    /// Sends `req` to `authority` (`host:port`): `Host` is set to it, and the URI made
+    /// absolute for TLS. `path_and_query` is the request target.
+    pub async fn send(
+        &self,
+        https: bool,
+        authority: &str,
+        path_and_query: PathAndQuery,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let target = self.plain.target(authority)?;
+        if !https {
+            *req.uri_mut() = Uri::from(path_and_query);
+            return self.plain.send(target, req).await;
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(target.uri_authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidTarget)?;
+        req.headers_mut().insert(http::header::HOST, target.host.clone());
+        let res = self.tls.request(req).await.map_err(UpstreamError::Tls)?;
+        Ok(res.map(PooledBody::unpooled))
+    }
+}
+
+fn build_tls(connect_timeout: Duration) -> TlsClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -38,8 +102,8 @@ fn build(connect_timeout: Duration) -> UpstreamClient {
         .enable_http1()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(pool::MAX_IDLE_PER_TARGET)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(https)
@@ -54,5 +118,10 @@ pub fn client_for(connect_timeout: Duration) -> UpstreamClient {
         Ok(m) => m,
         Err(poisoned) => poisoned.into_inner(),
     };
-    map.entry(connect_timeout).or_insert_with(|| build(connect_timeout)).clone()
+    map.entry(connect_timeout)
+        .or_insert_with(|| UpstreamClient {
+            plain: Arc::new(Http1Pool::new(connect_timeout)),
+            tls: build_tls(connect_timeout),
+        })
+        .clone()
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Empty, Full, Limited};
 use hyper::body::{Body, Incoming};
 
-use super::client::{BoxError, ProxyBody};
+use super::client::{BoxError, ProxyBody, UpstreamBody, UpstreamError};
 use super::headers::{self, Forwarding};
 use super::upgrade;
 use crate::edge::{self, EdgeOptions};
@@ -23,7 +24,7 @@ use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
 
 /// Response body: the upstream's, streamed, or one the gateway made.
-pub type GwBody = Either<Incoming, Full<Bytes>>;
+pub type GwBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Request limits enforced before anything is forwarded.
 #[derive(Debug, Clone)]
@@ -196,7 +197,7 @@ fn choose_pool(api: &ApiRuntime, headers: &HeaderMap) -> Arc<Upstream> {
 async fn proxy(
     api: &ApiRuntime,
     pool: &Upstream,
-    ctx: Ctx,
+    mut ctx: Ctx,
     req: Request<Incoming>,
     conn: ConnInfo,
     max_body: u64,
@@ -213,6 +214,8 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(Request::from_parts(parts.clone(), ())));
     prepare_headers(&mut parts, conn, upgrade);
     let hash = pool.hash_key(&parts.headers, Some(conn.peer.ip()));
+    let pq = PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut ctx.upstream_pq)))
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
     let mut body = Some(limit_body(body, max_body));
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut attempt = 0;
@@ -223,8 +226,9 @@ async fn proxy(
         tried.push(pick.index);
         let attempt_body = body.take().unwrap_or_else(empty_body);
         let headers = if may_retry { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
-        let up = upstream_request(api, &ctx, &parts.method, headers, &pick.target.authority, attempt_body)?;
-        let result = tokio::time::timeout(api.read_timeout, api.client.request(up)).await;
+        let up = upstream_request(&parts.method, headers, attempt_body);
+        let send = api.client.send(api.https, &pick.target.authority, pq.clone(), up);
+        let result = tokio::time::timeout(api.read_timeout, send).await;
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
         // fault and says nothing about the target.
@@ -247,9 +251,7 @@ async fn proxy(
     }
 }
 
-fn outcome_of<T>(
-    result: &Result<Result<Response<T>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
-) -> Outcome {
+fn outcome_of<T>(result: &Result<Result<Response<T>, UpstreamError>, tokio::time::error::Elapsed>) -> Outcome {
     match result {
         Err(_) => Outcome::Timeout,
         Ok(Err(e)) if e.is_connect() => Outcome::ConnectFailure,
@@ -259,7 +261,7 @@ fn outcome_of<T>(
     }
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
+fn classify(e: UpstreamError) -> GatewayError {
     if is_body_limit(&e) {
         return GatewayError::BodyTooLarge;
     }
@@ -276,7 +278,7 @@ fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
 /// Whether sending failed because the client's request body did: hyper reports an error of
 /// the body it was given as a user error carrying that error as its cause. (Errors of the
 /// client connection itself are hyper errors too, but further down the chain.)
-fn is_client_body_error(e: &hyper_util::client::legacy::Error) -> bool {
+fn is_client_body_error(e: &UpstreamError) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
@@ -321,33 +323,17 @@ fn prepare_headers(parts: &mut http::request::Parts, conn: ConnInfo, upgrade: bo
     }
 }
 
-fn upstream_request(
-    api: &ApiRuntime,
-    ctx: &Ctx,
-    method: &Method,
-    headers: HeaderMap,
-    authority: &str,
-    body: ProxyBody,
-) -> Result<Request<ProxyBody>, GatewayError> {
-    let uri = Uri::builder()
-        .scheme(if api.https { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP })
-        .authority(authority)
-        .path_and_query(ctx.upstream_pq.as_str())
-        .build()
-        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
-    let host = HeaderValue::from_str(authority)
-        .map_err(|_| GatewayError::Internal("target authority is not a header value".into()))?;
+/// The upstream request; its URI and `Host` are set by the client for the chosen target.
+fn upstream_request(method: &Method, headers: HeaderMap, body: ProxyBody) -> Request<ProxyBody> {
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
-    *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    req.headers_mut().insert(header::HOST, host);
-    Ok(req)
+    req
 }
 
 /// The upstream's response, minus hop-by-hop headers, with the request id.
 fn respond(
-    mut res: Response<Incoming>,
+    mut res: Response<UpstreamBody>,
     ctx: &Ctx,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<GwBody> {

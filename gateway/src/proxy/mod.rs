@@ -2,6 +2,7 @@
 pub mod client;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod upgrade;
 
 pub use forward::{ConnInfo, GwBody, Limits, Pipeline};
