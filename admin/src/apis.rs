@@ -7,13 +7,64 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::edge_auth::{self, IntrospectionSettings, JwtSettings};
+use crate::error::ApiError;
 use crate::ops::resource_handlers;
-use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
+use crate::resource::{ColumnWriter, Columns, Filter, Resource, Write, eq};
 use crate::upstream::{CircuitBreaker, HealthCheck, PassiveHealth, valid_hash_on};
-use crate::validate::{Validate, Violations, array_schema};
+use crate::validate::{Validate, Violations, array_schema, string_schema};
 
 /// Upstream statuses a request may be retried on.
 const RETRYABLE: [i32; 6] = [408, 429, 500, 502, 503, 504];
+
+/// What [`valid_key_header`] accepts as to characters and length (an RFC 9110 token).
+pub const KEY_HEADER_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$";
+/// What [`valid_key_query_param`] accepts.
+pub const KEY_QUERY_PARAM_PATTERN: &str = "^[A-Za-z0-9_.-]{1,128}$";
+/// Headers that cannot carry API keys: framing and hop-by-hop headers (which proxies
+/// consume or strip) and the identity headers gateways set for the upstream.
+const RESERVED_HEADERS: [&str; 15] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-consumer-custom-id",
+    "x-credential-id",
+    "x-plan",
+    "x-anonymous-consumer",
+];
+
+/// Whether `h` may carry API keys: a header name (of [`KEY_HEADER_PATTERN`]) that is not
+/// reserved.
+pub fn valid_key_header(h: &str) -> bool {
+    let token = h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    (1..=128).contains(&h.len()) && token && !RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(h))
+}
+
+/// Whether `p` is a query parameter name that may carry API keys.
+pub fn valid_key_query_param(p: &str) -> bool {
+    (1..=128).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+fn key_header_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    string_schema(KEY_HEADER_PATTERN, 128).description(Some(
+        "Header carrying the API key, matched case-insensitively; not a framing, hop-by-hop or identity header.",
+    ))
+}
+
+fn key_query_param_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    string_schema(KEY_QUERY_PARAM_PATTERN, 128)
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some("Query parameter also accepted for the API key; null: the header only."))
+}
 
 fn auth_methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
     let method = utoipa::openapi::Ref::from_schema_name("AuthMethod");
@@ -64,7 +115,7 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AuthMethod::KeyAuth => "key_auth",
             AuthMethod::Jwt => "jwt",
@@ -73,7 +124,7 @@ impl AuthMethod {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [AuthMethod::KeyAuth, AuthMethod::Jwt, AuthMethod::Introspection, AuthMethod::Anonymous]
             .into_iter()
             .find(|m| m.as_str() == s)
@@ -91,6 +142,9 @@ fn default_read_timeout() -> i32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_key_header() -> String {
+    "x-api-key".to_owned()
 }
 
 /// The writable fields of an API.
@@ -161,6 +215,26 @@ pub struct ApiInput {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9-]{1,128}$")]
     pub canary_header: Option<String>,
+    /// Header carrying the API key, matched case-insensitively; not a framing, hop-by-hop or identity header.
+    #[serde(default = "default_key_header")]
+    #[schema(schema_with = key_header_schema)]
+    pub key_header: String,
+    /// Query parameter also accepted for the API key; null: the header only.
+    #[serde(default)]
+    #[schema(schema_with = key_query_param_schema)]
+    pub key_query_param: Option<String>,
+    /// Remove the credential (key header or parameter, `Authorization`) before proxying.
+    #[serde(default = "default_true")]
+    pub hide_credentials: bool,
+    /// JWT validation; required when `auth_methods` (of the API or of a route) lists `jwt`.
+    #[serde(default)]
+    pub jwt: Option<JwtSettings>,
+    /// Token introspection; required when `auth_methods` (of the API or of a route) lists `introspection`.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionSettings>,
+    /// A plan of this API limiting anonymous calls (per client IP); null: not limited.
+    #[serde(default)]
+    pub anonymous_plan_id: Option<Uuid>,
 }
 
 fn default_retry_statuses() -> Vec<i32> {
@@ -212,6 +286,38 @@ impl Validate for ApiInput {
         let methods = &self.auth_methods;
         let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
         v.check(unique, "auth_methods", "must not repeat a method");
+        self.validate_auth(v);
+    }
+}
+
+impl ApiInput {
+    fn validate_auth(&self, v: &mut Violations) {
+        v.check(
+            valid_key_header(&self.key_header),
+            "key_header",
+            "must be a header name, not a framing, hop-by-hop or identity header",
+        )
+        .check(
+            self.key_query_param.as_deref().is_none_or(valid_key_query_param),
+            "key_query_param",
+            "must be 1-128 of A-Z, a-z, 0-9, '_', '.', '-'",
+        )
+        .check(
+            !self.auth_methods.contains(&AuthMethod::Jwt) || self.jwt.is_some(),
+            "jwt",
+            "is required when auth_methods lists jwt",
+        )
+        .check(
+            !self.auth_methods.contains(&AuthMethod::Introspection) || self.introspection.is_some(),
+            "introspection",
+            "is required when auth_methods lists introspection",
+        );
+        if let Some(jwt) = &self.jwt {
+            jwt.validate(v);
+        }
+        if let Some(introspection) = &self.introspection {
+            introspection.validate(v);
+        }
     }
 }
 
@@ -236,7 +342,13 @@ impl Columns for ApiInput {
             .col("passive_health", self.passive_health.as_ref().map(sqlx::types::Json))
             .col("circuit_breaker", self.circuit_breaker.as_ref().map(sqlx::types::Json))
             .col("canary_weight", self.canary_weight)
-            .col("canary_header", self.canary_header.as_deref());
+            .col("canary_header", self.canary_header.as_deref())
+            .col("key_header", &self.key_header)
+            .col("key_query_param", self.key_query_param.as_deref())
+            .col("hide_credentials", self.hide_credentials)
+            .col("jwt", self.jwt.as_ref().map(sqlx::types::Json))
+            .col("introspection", self.introspection.as_ref().map(sqlx::types::Json))
+            .col("anonymous_plan_id", self.anonymous_plan_id);
     }
 }
 
@@ -268,6 +380,18 @@ pub struct Api {
     pub circuit_breaker: Option<sqlx::types::Json<CircuitBreaker>>,
     pub canary_weight: i32,
     pub canary_header: Option<String>,
+    pub key_header: String,
+    pub key_query_param: Option<String>,
+    pub hide_credentials: bool,
+    /// Secrets read as `"<redacted>"`.
+    #[serde(serialize_with = "edge_auth::serialize_jwt")]
+    #[schema(value_type = Option<JwtSettings>)]
+    pub jwt: Option<sqlx::types::Json<JwtSettings>>,
+    /// The client secret reads as `"<redacted>"`.
+    #[serde(serialize_with = "edge_auth::serialize_introspection")]
+    #[schema(value_type = Option<IntrospectionSettings>)]
+    pub introspection: Option<sqlx::types::Json<IntrospectionSettings>>,
+    pub anonymous_plan_id: Option<Uuid>,
     /// Incremented by every change; sent as the `ETag`.
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -318,8 +442,66 @@ impl Resource for Api {
             circuit_breaker: self.circuit_breaker.as_ref().map(|j| j.0.clone()),
             canary_weight: self.canary_weight,
             canary_header: self.canary_header.clone(),
+            key_header: self.key_header.clone(),
+            key_query_param: self.key_query_param.clone(),
+            hide_credentials: self.hide_credentials,
+            jwt: self.jwt.as_ref().map(|j| j.0.clone()),
+            introspection: self.introspection.as_ref().map(|j| j.0.clone()),
+            anonymous_plan_id: self.anonymous_plan_id,
         }
     }
+
+    fn carry_over(input: &mut ApiInput, current: Option<&Api>) -> Result<(), ApiError> {
+        let fail = |e| ApiError::validation(vec![e]);
+        if let Some(jwt) = &mut input.jwt {
+            jwt.carry_over(current.and_then(|c| c.jwt.as_ref()).map(|j| &j.0)).map_err(fail)?;
+        }
+        if let Some(introspection) = &mut input.introspection {
+            let stored = current.and_then(|c| c.introspection.as_ref()).map(|j| &j.0);
+            introspection.carry_over(stored).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    async fn check<'a>(w: Write<'a, Self>, input: &'a ApiInput) -> Result<(), ApiError> {
+        let stored_jwks = w.current.and_then(|c| c.jwt.as_ref()).and_then(|j| j.0.jwks_url.as_deref());
+        if let Some(url) = input.jwt.as_ref().and_then(|j| j.jwks_url.as_deref()).filter(|u| Some(*u) != stored_jwks) {
+            edge_auth::check_url(w.state, "jwt/jwks_url", url).await?;
+        }
+        let stored_url = w.current.and_then(|c| c.introspection.as_ref()).map(|j| j.0.url.as_str());
+        if let Some(url) = input.introspection.as_ref().map(|i| i.url.as_str()).filter(|u| Some(*u) != stored_url) {
+            edge_auth::check_url(w.state, "introspection/url", url).await?;
+        }
+        match w.current {
+            Some(current) => routes_keep_their_settings(w.conn, current.id, input).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// 422 when the update drops `jwt` or `introspection` settings a route of the API still
+/// lists in its `auth_methods`.
+async fn routes_keep_their_settings(
+    conn: &mut sqlx::PgConnection,
+    api: Uuid,
+    input: &ApiInput,
+) -> Result<(), ApiError> {
+    for (method, dropped) in [("jwt", input.jwt.is_none()), ("introspection", input.introspection.is_none())] {
+        if !dropped {
+            continue;
+        }
+        let route: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM routes WHERE api_id = $1 AND $2 = ANY(auth_methods) ORDER BY name LIMIT 1",
+        )
+        .bind(api)
+        .bind(method)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((name,)) = route {
+            return Err(ApiError::invalid_field(method, format!("is required: route {name:?} lists {method}")));
+        }
+    }
+    Ok(())
 }
 
 /// Filters of `GET /apis`.

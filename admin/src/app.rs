@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
-    apis, audit, auth, consumers, developers, keys, nodes, plans, routes, subscriptions, targets, tokens, users,
+    apis, audit, auth, consumers, developers, keys, nodes, plans, routes, subscriptions, targets, token_bindings,
+    tokens, users,
 };
 
 /// The `/admin/v1` routes and the OpenAPI document describing them.
@@ -43,6 +44,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             subscriptions::get_subscription,
             subscriptions::patch_subscription,
             subscriptions::delete_subscription
+        ))
+        .routes(routes!(token_bindings::list_token_bindings, token_bindings::create_token_binding))
+        .routes(routes!(
+            token_bindings::get_token_binding,
+            token_bindings::patch_token_binding,
+            token_bindings::delete_token_binding
         ))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::patch_user, users::delete_user))

@@ -21,6 +21,10 @@ pub struct AdminConfig {
     pub login_max_failures: u32,
     /// How long a throttled account or address must wait after the last failure.
     pub login_lockout: Duration,
+    /// Accept JWKS and token introspection URLs on loopback, private, link-local, CGNAT and
+    /// unique-local addresses, and plain `http` (`--allow-private-auth-urls`). Gateways have
+    /// their own switch: they check each URL again before connecting.
+    pub allow_private_auth_urls: bool,
 }
 
 /// Why a configuration was refused.
@@ -44,6 +48,7 @@ impl AdminConfig {
             body_limit: 4 * 1024 * 1024,
             login_max_failures: 5,
             login_lockout: Duration::from_secs(15 * 60),
+            allow_private_auth_urls: false,
         }
     }
 

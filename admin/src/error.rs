@@ -208,6 +208,16 @@ fn constraint(err: &sqlx::Error) -> String {
     err.as_database_error().and_then(|e| e.constraint()).unwrap_or("constraint").to_owned()
 }
 
+/// What a check constraint (or a trigger raising under its name) means, where the generic
+/// "violates a constraint" would leave the client guessing.
+fn constraint_detail(name: &str) -> Option<&'static str> {
+    match name {
+        "apis_anonymous_plan_id_check" => Some("must be a plan of this API"),
+        "plans_route_costs_check" => Some("keys must be ids of this API's routes and costs 0 to 1000000"),
+        _ => None,
+    }
+}
+
 /// The request field a constraint named `<table>_<field>_<kind>` guards.
 fn constraint_field(name: &str, table: Option<&str>) -> String {
     let rest = table.and_then(|t| name.strip_prefix(t)).and_then(|r| r.strip_prefix('_')).unwrap_or(name);
@@ -230,7 +240,11 @@ impl From<sqlx::Error> for ApiError {
                 ..Self::conflict(format!("another entity already has this {field}"))
             },
             (Some("23503"), Some(field)) => Self::invalid_field(&field, "refers to an entity that does not exist"),
-            (Some("23514"), Some(field)) => Self::invalid_field(&field, "violates a constraint on this field"),
+            (Some("23514"), Some(field)) => {
+                let detail =
+                    db.constraint().and_then(constraint_detail).unwrap_or("violates a constraint on this field");
+                Self::invalid_field(&field, detail)
+            }
             // 22021/22P05: text PostgreSQL cannot store (U+0000), should a request get that far.
             (Some("22001" | "22003" | "22P02" | "22007" | "22008" | "22021" | "22P05"), _) => {
                 Self::bad_request("a value is out of range or malformed")

@@ -11,6 +11,7 @@ pub mod config;
 pub mod consumers;
 pub mod db;
 pub mod developers;
+pub mod edge_auth;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -29,6 +30,7 @@ pub mod subscriptions;
 pub mod targets;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod token_bindings;
 pub mod tokens;
 pub mod upstream;
 pub mod users;

@@ -16,7 +16,7 @@ use crate::change::{self, Change};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::IfMatch;
 use crate::page::{Page, PageQuery};
-use crate::resource::{self, Filter, Resource};
+use crate::resource::{self, Filter, Resource, Write};
 use crate::state::AppState;
 use crate::validate::validate;
 
@@ -87,11 +87,13 @@ pub async fn create<R: Resource>(
     state: &AppState,
     who: &Principal,
     parent: Option<Parent>,
-    input: R::Input,
+    mut input: R::Input,
 ) -> ApiResult<Tagged<R>> {
+    R::carry_over(&mut input, None)?;
     validate(&input)?;
     let mut tx = state.db().begin().await?;
     ensure_parent(&mut tx, parent).await?;
+    R::check(Write { conn: &mut tx, state, parent: parent.map(|p| p.id), current: None }, &input).await?;
     let row: R = resource::insert::<R>(&mut tx, Uuid::now_v7(), parent.map(|p| p.id), &input).await?;
     record::<R>(&mut tx, who, Change::create(R::KIND, row.id(), json(&row)?)).await?;
     tx.commit().await?;
@@ -148,12 +150,15 @@ pub async fn patch<R: Resource>(
     }
     let mut merged = base.clone();
     merge_patch(&mut merged, &patch);
-    let input: R::Input = crate::extract::parse_json(&serde_json::to_vec(&merged)?)?;
+    let mut input: R::Input = crate::extract::parse_json(&serde_json::to_vec(&merged)?)?;
+    R::carry_over(&mut input, Some(&current))?;
     validate(&input)?;
+    let write = Write { conn: &mut tx, state, parent: parent.map(|p| p.id), current: Some(&current) };
+    R::check(write, &input).await?;
     // Preconditions come after the request itself is known to be acceptable (RFC 9110
     // §13.2.1): an invalid patch is a 422 whatever version it names.
     if_match.check(current.version())?;
-    if merged == base {
+    if json(&input)? == base {
         let version = current.version();
         return Ok(Tagged::ok(current, version));
     }

@@ -1,15 +1,35 @@
 //! Plans of an API: rate limits (per second/minute/hour with burst), quotas (per UTC day and
 //! month), how counters are shared, and whether subscribing needs approval.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::error::{ApiError, FieldError};
 use crate::ops::resource_handlers;
-use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
+use crate::resource::{ColumnWriter, Columns, Filter, Resource, Write, eq};
+use crate::routes::MAX_COST;
 use crate::validate::{Validate, Violations};
+
+/// At most this many route cost overrides per plan.
+const MAX_ROUTE_COSTS: usize = 1000;
+
+fn route_costs_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let cost = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(MAX_COST));
+    let id = ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(id))
+        .additional_properties(Some(cost))
+        .max_properties(Some(MAX_ROUTE_COSTS))
+        .description(Some("Route id (a route of this API) → cost of one request, overriding the route's `cost`."))
+}
 
 /// Where rate-limit counters live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type, Default)]
@@ -80,6 +100,10 @@ pub struct PlanInput {
     pub approval_required: bool,
     #[serde(default = "default_true")]
     pub portal_visible: bool,
+    /// Route id (a route of this API) → cost of one request, overriding the route's `cost`.
+    #[serde(default)]
+    #[schema(schema_with = route_costs_schema)]
+    pub route_costs: BTreeMap<Uuid, i32>,
 }
 
 impl Validate for PlanInput {
@@ -92,7 +116,11 @@ impl Validate for PlanInput {
             .check(positive(self.rate_limit_per_hour), "rate_limit_per_hour", "must be positive")
             .check((0..=1_000_000).contains(&self.burst), "burst", "must be 0 to 1000000")
             .check(self.quota_per_day.is_none_or(|n| n > 0), "quota_per_day", "must be positive")
-            .check(self.quota_per_month.is_none_or(|n| n > 0), "quota_per_month", "must be positive");
+            .check(self.quota_per_month.is_none_or(|n| n > 0), "quota_per_month", "must be positive")
+            .check(self.route_costs.len() <= MAX_ROUTE_COSTS, "route_costs", "must have at most 1000 routes");
+        for (route, cost) in &self.route_costs {
+            v.check((0..=MAX_COST).contains(cost), &format!("route_costs/{route}"), "must be 0 to 1000000");
+        }
     }
 }
 
@@ -109,7 +137,8 @@ impl Columns for PlanInput {
             .col("limit_mode", self.limit_mode)
             .col("redis_failure_policy", self.redis_failure_policy)
             .col("approval_required", self.approval_required)
-            .col("portal_visible", self.portal_visible);
+            .col("portal_visible", self.portal_visible)
+            .col("route_costs", Json(&self.route_costs));
     }
 }
 
@@ -130,6 +159,8 @@ pub struct Plan {
     pub redis_failure_policy: FailurePolicy,
     pub approval_required: bool,
     pub portal_visible: bool,
+    #[schema(schema_with = route_costs_schema)]
+    pub route_costs: Json<BTreeMap<Uuid, i32>>,
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -158,7 +189,24 @@ impl Resource for Plan {
             redis_failure_policy: self.redis_failure_policy,
             approval_required: self.approval_required,
             portal_visible: self.portal_visible,
+            route_costs: self.route_costs.0.clone(),
         }
+    }
+
+    async fn check<'a>(w: Write<'a, Self>, input: &'a PlanInput) -> Result<(), ApiError> {
+        let Some(api) = w.parent.filter(|_| !input.route_costs.is_empty()) else { return Ok(()) };
+        let ids: Vec<Uuid> = input.route_costs.keys().copied().collect();
+        let found: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM routes WHERE api_id = $1 AND id = ANY($2)")
+            .bind(api)
+            .bind(&ids)
+            .fetch_all(&mut *w.conn)
+            .await?;
+        let errors: Vec<FieldError> = ids
+            .iter()
+            .filter(|id| !found.iter().any(|(f,)| f == *id))
+            .map(|id| FieldError::new(&format!("route_costs/{id}"), "is not a route of this API"))
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
     }
 }
 

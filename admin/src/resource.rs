@@ -2,17 +2,21 @@
 //! kind and writable columns; insert, update, fetch, list and delete are written once here.
 //! Table and column names are compile-time constants; every value is a bound parameter.
 
+use std::future::Future;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
 use sqlx::{Encode, FromRow, PgConnection, Postgres, QueryBuilder, Type};
 use uuid::Uuid;
 
+use crate::error::ApiError;
 use crate::page::{Page, PageQuery};
+use crate::state::AppState;
 use crate::validate::Validate;
 
 /// An entity stored in one table with `id`, `version`, `created_at` and `updated_at`.
-pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Unpin + 'static {
+pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Sync + Unpin + 'static {
     /// Name used in audit rows, config events and error messages (`api`, `route`, ...).
     const KIND: &'static str;
     /// Table name.
@@ -29,6 +33,33 @@ pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Unpin + 'sta
     fn version(&self) -> i64;
     /// The writable part of the current state: the base a merge patch applies to.
     fn to_input(&self) -> Self::Input;
+
+    /// Completes `input` from the stored entity (`current`; `None` on create) before it is
+    /// validated: a placeholder the client may send back, such as a redacted secret, takes
+    /// the stored value.
+    fn carry_over(_input: &mut Self::Input, _current: Option<&Self>) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Rules beyond [`Validate`] that need the database, the network or the service's
+    /// settings; runs in the write's transaction, after validation, before the write.
+    fn check<'a>(
+        _write: Write<'a, Self>,
+        _input: &'a Self::Input,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send + 'a {
+        async { Ok(()) }
+    }
+}
+
+/// What [`Resource::check`] may consult about the write in progress.
+pub struct Write<'a, R> {
+    /// The write's transaction.
+    pub conn: &'a mut PgConnection,
+    pub state: &'a AppState,
+    /// The owning entity's id, for nested entities.
+    pub parent: Option<Uuid>,
+    /// The stored state, on update.
+    pub current: Option<&'a R>,
 }
 
 /// The `id` and `version` accessors of a [`Resource`] whose struct has fields of those names.

@@ -11,8 +11,10 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::apis::AuthMethod;
+use crate::error::ApiError;
 use crate::ops::resource_handlers;
-use crate::resource::{ColumnWriter, Columns, Filter, Resource, eq};
+use crate::resource::{ColumnWriter, Columns, Filter, Resource, Write, eq};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::validate::{
@@ -26,6 +28,22 @@ const MAX_PATTERNS: usize = 100;
 const MAX_PATH: usize = 1024;
 /// Longest host pattern (a DNS name, or `*.` and a shorter one).
 const MAX_HOST: usize = 253;
+/// Largest cost of one request.
+pub const MAX_COST: i32 = 1_000_000;
+
+fn default_cost() -> i32 {
+    1
+}
+
+fn auth_methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(utoipa::openapi::Ref::from_schema_name("AuthMethod"))
+        .min_items(Some(1))
+        .unique_items(true)
+        .description(Some("Overrides the API's `auth_methods` for this route; null: the API's."))
+}
 
 /// One segment of a path pattern: a literal (not `.` or `..`) or a `{name}` template.
 macro_rules! path_segment {
@@ -135,6 +153,14 @@ pub struct RouteInput {
     #[serde(default)]
     #[schema(minimum = -1000, maximum = 1000)]
     pub priority: i32,
+    /// Units one request costs against rate limits and quotas (a plan may override it).
+    #[serde(default = "default_cost")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub cost: i32,
+    /// Overrides the API's `auth_methods` for this route; null: the API's.
+    #[serde(default)]
+    #[schema(schema_with = auth_methods_schema)]
+    pub auth_methods: Option<Vec<AuthMethod>>,
 }
 
 /// Whether `p` is a valid path pattern: absolute, no dot segments, no empty segments, `*` only
@@ -209,7 +235,16 @@ impl Validate for RouteInput {
             )
             .check(self.query.values().all(|v| v.len() <= MAX_PATTERNS), "query", "at most 100 values per parameter")
             .check(self.rewrite_path.as_deref().is_none_or(valid_path), "rewrite_path", "must be a path template")
-            .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000");
+            .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000")
+            .check((0..=MAX_COST).contains(&self.cost), "cost", "must be 0 to 1000000");
+        if let Some(methods) = &self.auth_methods {
+            let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
+            v.check(!methods.is_empty(), "auth_methods", "must list a method, or be null for the API's").check(
+                unique,
+                "auth_methods",
+                "must not repeat a method",
+            );
+        }
     }
 }
 
@@ -223,7 +258,9 @@ impl Columns for RouteInput {
             .col("query", Json(&self.query))
             .col("strip_path", self.strip_path)
             .col("rewrite_path", self.rewrite_path.as_deref())
-            .col("priority", self.priority);
+            .col("priority", self.priority)
+            .col("cost", self.cost)
+            .col("auth_methods", self.auth_methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()));
     }
 }
 
@@ -243,6 +280,9 @@ pub struct Route {
     pub strip_path: bool,
     pub rewrite_path: Option<String>,
     pub priority: i32,
+    pub cost: i32,
+    #[schema(value_type = Option<Vec<AuthMethod>>)]
+    pub auth_methods: Option<Vec<String>>,
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -268,7 +308,31 @@ impl Resource for Route {
             strip_path: self.strip_path,
             rewrite_path: self.rewrite_path.clone(),
             priority: self.priority,
+            cost: self.cost,
+            auth_methods: self.auth_methods.as_ref().map(|m| m.iter().filter_map(|s| AuthMethod::parse(s)).collect()),
         }
+    }
+
+    async fn check<'a>(w: Write<'a, Self>, input: &'a RouteInput) -> Result<(), ApiError> {
+        let (Some(api), Some(methods)) = (w.parent, &input.auth_methods) else { return Ok(()) };
+        let needs = |m: AuthMethod| methods.contains(&m);
+        if !needs(AuthMethod::Jwt) && !needs(AuthMethod::Introspection) {
+            return Ok(());
+        }
+        // Shared lock: the API cannot drop its settings until this write commits.
+        let (jwt, introspection): (bool, bool) =
+            sqlx::query_as("SELECT jwt IS NOT NULL, introspection IS NOT NULL FROM apis WHERE id = $1 FOR SHARE")
+                .bind(api)
+                .fetch_optional(&mut *w.conn)
+                .await?
+                .ok_or_else(|| ApiError::not_found("api"))?;
+        for (method, configured) in [(AuthMethod::Jwt, jwt), (AuthMethod::Introspection, introspection)] {
+            if needs(method) && !configured {
+                let detail = format!("lists {0}, but the API has no {0} settings", method.as_str());
+                return Err(ApiError::invalid_field("auth_methods", detail));
+            }
+        }
+        Ok(())
     }
 }
 

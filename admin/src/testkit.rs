@@ -73,6 +73,11 @@ pub struct TestApp {
 
 /// Starts the admin service on a fresh database and a free port, on the current runtime.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the configuration adjusted by `configure` first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut AdminConfig)) -> TestApp {
     install_crypto_provider();
     let pool = test_pool().await;
     let owner_email = "owner@example.com".to_owned();
@@ -83,7 +88,8 @@ pub async fn spawn_app() -> TestApp {
     let listener =
         TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("testkit: cannot bind 127.0.0.1:0: {e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("testkit: no local address: {e}"));
-    let config = AdminConfig::new(addr, Secret::new(random_hex(24)));
+    let mut config = AdminConfig::new(addr, Secret::new(random_hex(24)));
+    configure(&mut config);
     let server_pool = pool.clone();
     tokio::spawn(async move {
         if let Err(err) = crate::serve(listener, server_pool, config, std::future::pending()).await {

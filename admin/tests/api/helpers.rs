@@ -1,7 +1,8 @@
 //! A logged-in client for a freshly spawned admin (own database, own port).
 
 use serde_json::{Value, json};
-use tollgate_admin::testkit::{TestApp, spawn_app};
+use tollgate_admin::AdminConfig;
+use tollgate_admin::testkit::{TestApp, spawn_app_with};
 
 /// One HTTP response, read whole.
 #[derive(Debug)]
@@ -30,7 +31,12 @@ pub struct Admin {
 impl Admin {
     /// Spawns an admin and logs in as the seeded owner.
     pub async fn spawn() -> Admin {
-        let app = spawn_app().await;
+        Admin::spawn_with(|_| {}).await
+    }
+
+    /// Like [`Admin::spawn`], with the configuration adjusted by `configure` first.
+    pub async fn spawn_with(configure: impl FnOnce(&mut AdminConfig)) -> Admin {
+        let app = spawn_app_with(configure).await;
         let http = reqwest::Client::new();
         let mut admin = Admin { app, http, token: String::new() };
         let login = admin

@@ -4,7 +4,10 @@
 mod audit;
 mod auth;
 mod crud;
+mod edge_auth;
+mod gateway_config;
 mod helpers;
 mod keys;
 mod openapi;
 mod subscriptions;
+mod token_bindings;

@@ -18,12 +18,16 @@ async fn openapi_document_is_complete() {
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    for schema in ["JwtSettings", "JwtKey", "JwtAlgorithm", "IntrospectionSettings", "TokenBindingInputPatch"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
+    }
     let paths = doc["paths"].as_object().cloned().unwrap_or_default();
     for p in [
         "/apis",
         "/apis/{api_id}/routes/{id}",
         "/consumers/{consumer_id}/keys",
         "/subscriptions",
+        "/token-bindings/{id}",
         "/users",
         "/config-events",
     ] {

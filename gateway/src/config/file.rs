@@ -468,7 +468,12 @@ fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_token_binding(data: &mut ConfigData, consumer_id: Uuid, consumer: &str, b: &FileTokenBinding) -> anyhow::Result<()> {
+fn add_token_binding(
+    data: &mut ConfigData,
+    consumer_id: Uuid,
+    consumer: &str,
+    b: &FileTokenBinding,
+) -> anyhow::Result<()> {
     let fits = |s: &str| (1..=2000).contains(&s.chars().count());
     anyhow::ensure!(
         fits(&b.issuer) && fits(&b.subject),
