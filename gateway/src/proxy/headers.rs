@@ -25,6 +25,11 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names is cheaper than removing each.
+    let strip = |n: &HeaderName| HOP_BY_HOP.contains(n) || (!keep_upgrade && n == header::UPGRADE);
+    if !headers.keys().any(strip) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -72,36 +77,93 @@ pub struct Forwarding<'a> {
 
 /// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded` (appended).
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let ip = f.client_ip.to_string();
+    let ip = IpText::new(f.client_ip);
+    let ip = ip.as_bytes();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+        Some(prev) if !prev.trim().is_empty() => concat(&[prev.as_bytes(), b", ", ip]),
+        _ => ip.to_vec(),
     };
-    insert(headers, &X_FORWARDED_FOR, &xff);
+    insert(headers, &X_FORWARDED_FOR, xff);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    let mut forwarded = match f.client_ip {
-        IpAddr::V4(_) => format!("for={ip};proto={}", f.proto),
-        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={}", f.proto),
+    let (open, close): (&[u8], &[u8]) = match f.client_ip {
+        IpAddr::V4(_) => (b"for=", b""),
+        IpAddr::V6(_) => (b"for=\"[", b"]\""),
     };
-    if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
-        headers.insert(X_FORWARDED_HOST.clone(), f.host.cloned().unwrap_or(HeaderValue::from_static("")));
+    let mut host_part: [&[u8]; 3] = [b"", b"", b""];
+    if let Some((value, host)) = f.host.and_then(|h| Some((h, h.to_str().ok()?))) {
+        headers.insert(X_FORWARDED_HOST.clone(), value.clone());
         // RFC 7239 §4: a value that is not a token (a port's `:`, an IPv6 literal) is quoted.
         if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) {
-            forwarded.push_str(&format!(";host={host}"));
+            host_part = [b";host=", host.as_bytes(), b""];
         } else if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
-            forwarded.push_str(&format!(";host=\"{host}\""));
+            host_part = [b";host=\"", host.as_bytes(), b"\""];
         }
     }
-    let combined = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {forwarded}"),
-        None => forwarded,
-    };
-    insert(headers, &header::FORWARDED, &combined);
+    let prev = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok());
+    let (prev, sep): (&[u8], &[u8]) = prev.map_or((b"", b""), |p| (p.as_bytes(), b", "));
+    let forwarded =
+        concat(&[prev, sep, open, ip, close, b";proto=", f.proto.as_bytes(), host_part[0], host_part[1], host_part[2]]);
+    insert(headers, &header::FORWARDED, forwarded);
 }
 
-fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
+/// The parts, joined, in a buffer of exactly their size (so `Bytes` takes it without copying).
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| out.extend_from_slice(p));
+    out
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: Vec<u8>) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(name.clone(), v);
+    }
+}
+
+/// An IP address as text, formatted on the stack (`Display` goes through the formatting
+/// machinery, which costs more than the rest of this module per request).
+struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> Self {
+        let mut text = Self { buf: [0; 45], len: 0 };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+                // 45 bytes hold the longest form (IPv4-mapped with a full prefix).
+                let _ = write!(cursor, "{v6}");
+                text.len = usize::try_from(cursor.position()).unwrap_or(0);
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -153,6 +215,48 @@ mod tests {
             &Forwarding { client_ip: "::1".parse().unwrap_or(IpAddr::from([0u8; 16])), proto: "http", host: None },
         );
         assert_eq!(v6["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in
+            ["0.0.0.0", "10.0.0.1", "127.0.0.1", "192.168.100.255", "1.22.103.4", "::1", "2001:db8::8a2e:370:7334"]
+        {
+            let addr: IpAddr = ip.parse().unwrap_or(IpAddr::from([0u8; 4]));
+            assert_eq!(IpText::new(addr).as_bytes(), addr.to_string().as_bytes());
+        }
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap_or(IpAddr::from([0u8; 4]));
+        assert_eq!(IpText::new(longest).as_bytes(), longest.to_string().as_bytes());
+    }
+
+    #[test]
+    fn forwarding_quotes_hosts_and_keeps_previous_values() {
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=192.0.2.1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static(" "));
+        let host = HeaderValue::from_static("[::1]:8080");
+        set_forwarding(&mut h, &Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "http", host: Some(&host) });
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["forwarded"], "for=192.0.2.1, for=10.0.0.1;proto=http;host=\"[::1]:8080\"");
+        let mut odd = HeaderMap::new();
+        let host = HeaderValue::from_static("a_b");
+        set_forwarding(&mut odd, &Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "http", host: Some(&host) });
+        assert_eq!(odd["forwarded"], "for=10.0.0.1;proto=http");
+        assert_eq!(odd["x-forwarded-host"], "a_b");
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 3);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
