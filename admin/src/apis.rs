@@ -7,64 +7,16 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::edge_auth::api_key::{key_header_schema, key_query_param_schema, valid_key_header, valid_key_query_param};
 use crate::edge_auth::{self, IntrospectionSettings, JwtSettings};
 use crate::error::ApiError;
 use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, Write, eq};
 use crate::upstream::{CircuitBreaker, HealthCheck, PassiveHealth, valid_hash_on};
-use crate::validate::{Validate, Violations, array_schema, string_schema};
+use crate::validate::{Validate, Violations, array_schema};
 
 /// Upstream statuses a request may be retried on.
 const RETRYABLE: [i32; 6] = [408, 429, 500, 502, 503, 504];
-
-/// What [`valid_key_header`] accepts as to characters and length (an RFC 9110 token).
-pub const KEY_HEADER_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$";
-/// What [`valid_key_query_param`] accepts.
-pub const KEY_QUERY_PARAM_PATTERN: &str = "^[A-Za-z0-9_.-]{1,128}$";
-/// Headers that cannot carry API keys: framing and hop-by-hop headers (which proxies
-/// consume or strip) and the identity headers gateways set for the upstream.
-const RESERVED_HEADERS: [&str; 15] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "x-consumer-id",
-    "x-consumer-username",
-    "x-consumer-custom-id",
-    "x-credential-id",
-    "x-plan",
-    "x-anonymous-consumer",
-];
-
-/// Whether `h` may carry API keys: a header name (of [`KEY_HEADER_PATTERN`]) that is not
-/// reserved.
-pub fn valid_key_header(h: &str) -> bool {
-    let token = h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    (1..=128).contains(&h.len()) && token && !RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(h))
-}
-
-/// Whether `p` is a query parameter name that may carry API keys.
-pub fn valid_key_query_param(p: &str) -> bool {
-    (1..=128).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-fn key_header_schema() -> utoipa::openapi::schema::ObjectBuilder {
-    string_schema(KEY_HEADER_PATTERN, 128).description(Some(
-        "Header carrying the API key, matched case-insensitively; not a framing, hop-by-hop or identity header.",
-    ))
-}
-
-fn key_query_param_schema() -> utoipa::openapi::schema::ObjectBuilder {
-    use utoipa::openapi::schema::{SchemaType, Type};
-    string_schema(KEY_QUERY_PARAM_PATTERN, 128)
-        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .description(Some("Query parameter also accepted for the API key; null: the header only."))
-}
 
 fn auth_methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
     let method = utoipa::openapi::Ref::from_schema_name("AuthMethod");
