@@ -79,6 +79,9 @@ pub struct DevArgs {
     /// Where dev mode keeps its PostgreSQL data, password and signing key.
     #[arg(long, env = "TOLLGATE_STATE_DIR", default_value = ".tollgate")]
     pub state_dir: PathBuf,
+    /// Hours config events are kept before pruning (the newest is always kept); 0 keeps all.
+    #[arg(long, env = "TOLLGATE_CONFIG_EVENTS_RETENTION_HOURS", default_value_t = 168)]
+    pub config_events_retention_hours: u64,
     #[command(flatten)]
     pub gateway_limits: GatewayLimits,
 }
@@ -101,6 +104,9 @@ pub struct AdminArgs {
     /// Accept JWKS and introspection URLs using plain `http` or private addresses.
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
     pub allow_private_auth_urls: bool,
+    /// Hours config events are kept before pruning (the newest is always kept); 0 keeps all.
+    #[arg(long, env = "TOLLGATE_CONFIG_EVENTS_RETENTION_HOURS", default_value_t = 168)]
+    pub config_events_retention_hours: u64,
 }
 
 /// Flags of `tollgate portal`.
@@ -181,6 +187,11 @@ pub struct GatewayLimits {
     /// Let JWKS and introspection URLs use plain `http` and private addresses.
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
     pub allow_private_auth_urls: bool,
+}
+
+/// The `--config-events-retention-hours` value as the admin takes it.
+pub fn retention(hours: u64) -> Option<std::time::Duration> {
+    (hours > 0).then(|| std::time::Duration::from_secs(hours.saturating_mul(3600)))
 }
 
 /// Parsed `--trusted-proxies`.

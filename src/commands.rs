@@ -31,6 +31,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the admin service").await?;
     let mut config = AdminConfig::new(listener.local_addr()?, args.jwt_secret);
     config.allow_private_auth_urls = args.allow_private_auth_urls;
+    config.config_events_retention = crate::cli::retention(args.config_events_retention_hours);
     config.validate()?;
     let pool = connect(&args.database_url).await?;
     migrate_pool(&pool).await?;

@@ -53,6 +53,7 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     let mut config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
     // The same URL policy for saving (admin) and fetching (gateway).
     config.allow_private_auth_urls = args.gateway_limits.allow_private_auth_urls;
+    config.config_events_retention = crate::cli::retention(args.config_events_retention_hours);
     config.validate()?;
     print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
     let gateway_addr = listeners.gateway.local_addr()?;

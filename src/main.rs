@@ -14,6 +14,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat};
 
+/// mimalloc instead of the system allocator: the proxy path allocates a few dozen small
+/// blocks per request, and glibc's malloc/free cost about a tenth of its user-space time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Harmless with a single provider; guards against a dependency bringing in a second one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

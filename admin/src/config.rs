@@ -25,6 +25,9 @@ pub struct AdminConfig {
     /// unique-local addresses, and plain `http` (`--allow-private-auth-urls`). Gateways have
     /// their own switch: they check each URL again before connecting.
     pub allow_private_auth_urls: bool,
+    /// Config events older than this are pruned hourly (the newest is always kept); `None`
+    /// keeps them all.
+    pub config_events_retention: Option<Duration>,
 }
 
 /// Why a configuration was refused.
@@ -49,6 +52,7 @@ impl AdminConfig {
             login_max_failures: 5,
             login_lockout: Duration::from_secs(15 * 60),
             allow_private_auth_urls: false,
+            config_events_retention: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 

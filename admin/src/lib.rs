@@ -21,6 +21,7 @@ pub mod ops;
 pub mod page;
 pub mod pg_local;
 pub mod plans;
+pub mod prune;
 pub mod resource;
 pub mod routes;
 pub mod secret;
@@ -46,6 +47,9 @@ use std::net::SocketAddr;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+/// How often the change log is pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Serves the admin API on `listener` until `shutdown` completes, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -54,10 +58,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let pruner = config.config_events_retention.map(|retention| prune::spawn(pool.clone(), retention, PRUNE_EVERY));
     let app = app::router(AppState::new(pool, config));
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    if let Some(task) = pruner {
+        task.abort();
+    }
+    served?;
     Ok(())
 }
 

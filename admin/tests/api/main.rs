@@ -9,5 +9,6 @@ mod gateway_config;
 mod helpers;
 mod keys;
 mod openapi;
+mod prune;
 mod subscriptions;
 mod token_bindings;
