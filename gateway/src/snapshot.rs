@@ -140,8 +140,10 @@ impl Sink for ConfigStore {
             prev.apis.clone()
         };
         let keys = compile_keys(&prev.keys, data, &changed);
-        let identities = if changed.identities || changed.everything {
+        let identities = if changed.everything {
             Arc::new(Identities::build(data))
+        } else if changed.identities {
+            Arc::new(prev.identities.update(data, &changed.identity_ids, changed.plans))
         } else {
             prev.identities.clone()
         };

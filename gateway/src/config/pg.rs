@@ -43,6 +43,9 @@ pub struct Changed {
     /// Consumers, developers, subscriptions, plans or token bindings changed: the identity
     /// and subscription tables of the snapshot are recompiled.
     pub identities: bool,
+    /// Unless `everything`: consumers, developers, subscriptions and token bindings added,
+    /// modified or removed (also by cascade), whose identity entries are refiled.
+    pub identity_ids: Vec<Uuid>,
     /// A full load: rebuild everything.
     pub everything: bool,
     /// Unless `everything`: the routes added, modified or removed (also by deleting their
@@ -64,6 +67,7 @@ impl Changed {
             credentials: true,
             plans: true,
             identities: true,
+            identity_ids: Vec::new(),
             everything: true,
             route_ids: Vec::new(),
             key_ids: Vec::new(),
@@ -201,12 +205,16 @@ async fn refresh(
         }
         "developer" => {
             replace(&mut data.developers, ids, fetch::<DeveloperDef>(conn, DEVELOPERS, Some(ids)).await?, |r| r.id);
-            changed.gone_key_hashes.extend(cascade_developers(data, ids));
+            changed.identity_ids.extend_from_slice(ids);
+            let gone = cascade_developers(data, ids, &mut changed.identity_ids);
+            changed.gone_key_hashes.extend(gone);
             (changed.credentials, changed.identities) = (true, true);
         }
         "consumer" => {
             replace(&mut data.consumers, ids, fetch::<ConsumerDef>(conn, CONSUMERS, Some(ids)).await?, |r| r.id);
-            changed.gone_key_hashes.extend(cascade_consumers(data, ids));
+            changed.identity_ids.extend_from_slice(ids);
+            let gone = cascade_consumers(data, ids, &mut changed.identity_ids);
+            changed.gone_key_hashes.extend(gone);
             (changed.credentials, changed.identities) = (true, true);
         }
         "api_key" => {
@@ -218,11 +226,13 @@ async fn refresh(
         "subscription" => {
             let rows = fetch::<SubscriptionDef>(conn, SUBSCRIPTIONS, Some(ids)).await?;
             replace(&mut data.subscriptions, ids, rows, |r| r.id);
+            changed.identity_ids.extend_from_slice(ids);
             (changed.credentials, changed.identities) = (true, true);
         }
         "token_binding" => {
             let rows = fetch::<TokenBindingDef>(conn, TOKEN_BINDINGS, Some(ids)).await?;
             replace(&mut data.token_bindings, ids, rows, |r| r.id);
+            changed.identity_ids.extend_from_slice(ids);
             changed.identities = true;
         }
         other => tracing::debug!(kind = other, "config event of a kind gateways ignore"),
@@ -277,20 +287,32 @@ fn cascade_plans(data: &mut ConfigData, ids: &[Uuid]) -> bool {
     cleared
 }
 
+/// Removes the entries matching `gone`, noting their ids.
+fn remove_noting<T>(map: &mut BTreeMap<Uuid, T>, gone: impl Fn(&T) -> bool, removed: &mut Vec<Uuid>) {
+    map.retain(|id, v| {
+        let keep = !gone(v);
+        if !keep {
+            removed.push(*id);
+        }
+        keep
+    });
+}
+
 /// Deleting a developer removes their consumers, and so their keys and subscriptions.
-fn cascade_developers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
+fn cascade_developers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) -> Vec<KeyHash> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.developers.contains_key(id)).copied().collect();
     let consumers: Vec<Uuid> =
         data.consumers.values().filter(|c| c.developer_id.is_some_and(|d| gone.contains(&d))).map(|c| c.id).collect();
     for id in &consumers {
         data.consumers.remove(id);
     }
-    cascade_consumers(data, &consumers)
+    identity_ids.extend_from_slice(&consumers);
+    cascade_consumers(data, &consumers, identity_ids)
 }
 
 /// Deleting a consumer removes its keys, subscriptions and token bindings.
 /// Returns the hashes of the keys removed.
-fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
+fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) -> Vec<KeyHash> {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.consumers.contains_key(id)).copied().collect();
     if gone.is_empty() {
         return Vec::new();
@@ -298,7 +320,7 @@ fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid]) -> Vec<KeyHash> {
     let removed: Vec<KeyHash> =
         data.keys.values().filter(|k| gone.contains(&k.consumer_id)).map(|k| k.key_hash).collect();
     data.keys.retain(|_, k| !gone.contains(&k.consumer_id));
-    data.subscriptions.retain(|_, s| !gone.contains(&s.consumer_id));
-    data.token_bindings.retain(|_, b| !gone.contains(&b.consumer_id));
+    remove_noting(&mut data.subscriptions, |s| gone.contains(&s.consumer_id), identity_ids);
+    remove_noting(&mut data.token_bindings, |b| gone.contains(&b.consumer_id), identity_ids);
     removed
 }

@@ -1,7 +1,11 @@
 //! The identity tables of a snapshot: consumers (with their identity headers prepared),
-//! subscriptions by consumer and API, plans with their compiled limits, and token bindings.
-//! Rebuilt when consumers, developers, subscriptions, plans or bindings change; API keys live
-//! in the separately sharded [`crate::credentials::KeyIndex`].
+//! developers that are not active, subscriptions by consumer and API, plans with their
+//! compiled limits, and token bindings. API keys live in the separately sharded
+//! [`crate::credentials::KeyIndex`].
+//!
+//! The big tables are [`Sharded`] maps updated per changed entity: a change to one consumer,
+//! subscription or binding copies one shard, whatever the number of consumers. Plans are few
+//! and rebuilt whole when one changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,15 +13,16 @@ use std::sync::Arc;
 use http::HeaderValue;
 use uuid::Uuid;
 
-use crate::config::model::{ConfigData, ConsumerDef, PlanDef};
+use super::sharded::Sharded;
+use crate::config::model::{ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
 use crate::limits::PlanLimits;
 
 /// A consumer as the request path needs it.
 #[derive(Debug)]
 pub struct ConsumerRt {
     pub id: Uuid,
-    /// Enabled, and its developer (if any) is active.
-    pub active: bool,
+    pub enabled: bool,
+    pub developer_id: Option<Uuid>,
     pub id_header: HeaderValue,
     pub name_header: Option<HeaderValue>,
     pub custom_id_header: Option<HeaderValue>,
@@ -50,10 +55,10 @@ pub enum SubStatus {
 }
 
 /// A consumer's subscription to an API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct SubscriptionRt {
     pub status: SubStatus,
-    pub plan: Arc<PlanRt>,
+    pub plan_id: Uuid,
 }
 
 /// Who a token's issuer and subject are bound to.
@@ -64,31 +69,24 @@ pub struct Binding {
 }
 
 /// The compiled identity tables.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Identities {
-    pub consumers: HashMap<Uuid, Arc<ConsumerRt>>,
-    /// By (consumer, API).
-    pub subscriptions: HashMap<(Uuid, Uuid), SubscriptionRt>,
-    pub plans: HashMap<Uuid, Arc<PlanRt>>,
-    /// Issuer → subject → binding.
-    bindings: HashMap<String, HashMap<String, Binding>>,
+    consumers: Sharded<Uuid, Arc<ConsumerRt>>,
+    /// Developers whose status is not `active` (their consumers are refused).
+    inactive_developers: Sharded<Uuid, ()>,
+    /// By (consumer, API) ...
+    subscriptions: Sharded<(Uuid, Uuid), SubscriptionRt>,
+    /// ... and where each subscription id is filed.
+    subscription_keys: Sharded<Uuid, (Uuid, Uuid)>,
+    plans: Arc<HashMap<Uuid, Arc<PlanRt>>>,
+    /// By `issuer \0 subject` ...
+    bindings: Sharded<String, Binding>,
+    /// ... and where each binding id is filed.
+    binding_keys: Sharded<Uuid, String>,
 }
 
 fn header(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
-}
-
-fn consumer_rt(c: &ConsumerDef, data: &ConfigData) -> ConsumerRt {
-    let developer_active =
-        c.developer_id.is_none_or(|d| data.developers.get(&d).is_some_and(|dev| dev.status == "active"));
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    ConsumerRt {
-        id: c.id,
-        active: c.enabled && developer_active,
-        id_header: uuid_header(c.id, &mut buf),
-        name_header: header(&c.name),
-        custom_id_header: c.custom_id.as_deref().and_then(header),
-    }
 }
 
 /// A UUID as a header value (always valid ASCII).
@@ -96,46 +94,198 @@ pub fn uuid_header(id: Uuid, buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> H
     HeaderValue::from_bytes(id.hyphenated().encode_lower(buf).as_bytes()).unwrap_or(HeaderValue::from_static(""))
 }
 
-fn plan_rt(p: &PlanDef) -> PlanRt {
-    PlanRt {
+fn consumer_rt(c: &ConsumerDef) -> Arc<ConsumerRt> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Arc::new(ConsumerRt {
+        id: c.id,
+        enabled: c.enabled,
+        developer_id: c.developer_id,
+        id_header: uuid_header(c.id, &mut buf),
+        name_header: header(&c.name),
+        custom_id_header: c.custom_id.as_deref().and_then(header),
+    })
+}
+
+fn plan_rt(p: &PlanDef) -> Arc<PlanRt> {
+    Arc::new(PlanRt {
         id: p.id,
         api_id: p.api_id,
         name_header: header(&p.name),
         limits: PlanLimits::from(p),
         route_costs: p.route_costs.iter().filter_map(|(r, c)| Some((*r, u32::try_from(*c).ok()?))).collect(),
-    }
+    })
+}
+
+fn plans(data: &ConfigData) -> Arc<HashMap<Uuid, Arc<PlanRt>>> {
+    Arc::new(data.plans.values().map(|p| (p.id, plan_rt(p))).collect())
+}
+
+fn subscription_rt(s: &SubscriptionDef) -> SubscriptionRt {
+    let status = match s.status.as_str() {
+        "active" => SubStatus::Active,
+        "pending" => SubStatus::Pending,
+        _ => SubStatus::Suspended,
+    };
+    SubscriptionRt { status, plan_id: s.plan_id }
+}
+
+fn binding_key(issuer: &str, subject: &str) -> String {
+    let mut key = String::with_capacity(issuer.len() + 1 + subject.len());
+    key.push_str(issuer);
+    key.push('\0');
+    key.push_str(subject);
+    key
 }
 
 impl Identities {
     /// Compiles the tables from the configuration.
     pub fn build(data: &ConfigData) -> Self {
-        let consumers = data.consumers.values().map(|c| (c.id, Arc::new(consumer_rt(c, data)))).collect();
-        let plans: HashMap<Uuid, Arc<PlanRt>> = data.plans.values().map(|p| (p.id, Arc::new(plan_rt(p)))).collect();
-        let subscriptions = data
-            .subscriptions
-            .values()
-            .filter_map(|s| {
-                let plan = plans.get(&s.plan_id)?.clone();
-                let status = match s.status.as_str() {
-                    "active" => SubStatus::Active,
-                    "pending" => SubStatus::Pending,
-                    _ => SubStatus::Suspended,
-                };
-                Some(((s.consumer_id, s.api_id), SubscriptionRt { status, plan }))
-            })
-            .collect();
-        let mut bindings: HashMap<String, HashMap<String, Binding>> = HashMap::new();
-        for b in data.token_bindings.values() {
-            bindings
-                .entry(b.issuer.clone())
-                .or_default()
-                .insert(b.subject.clone(), Binding { id: b.id, consumer_id: b.consumer_id });
+        let mut t = Identities { plans: plans(data), ..Identities::default() };
+        for c in data.consumers.values() {
+            t.consumers.insert(c.id, consumer_rt(c));
         }
-        Identities { consumers, subscriptions, plans, bindings }
+        for d in data.developers.values().filter(|d| d.status != "active") {
+            t.inactive_developers.insert(d.id, ());
+        }
+        for s in data.subscriptions.values() {
+            t.file_subscription(s);
+        }
+        for b in data.token_bindings.values() {
+            t.file_binding(b);
+        }
+        t
+    }
+
+    /// The tables after the entities `ids` (consumers, developers, subscriptions or token
+    /// bindings: added, changed or removed) changed in `data`, and the plans if `plans`;
+    /// everything else is shared with `self`.
+    pub fn update(&self, data: &ConfigData, ids: &[Uuid], plans_changed: bool) -> Self {
+        let mut t = self.clone();
+        if plans_changed {
+            t.plans = plans(data);
+        }
+        for id in ids {
+            match data.consumers.get(id) {
+                Some(c) => t.consumers.insert(c.id, consumer_rt(c)),
+                None => drop(t.consumers.remove(id)),
+            }
+            match data.developers.get(id) {
+                Some(d) if d.status != "active" => t.inactive_developers.insert(d.id, ()),
+                _ => drop(t.inactive_developers.remove(id)),
+            }
+            if let Some(key) = t.subscription_keys.remove(id) {
+                t.subscriptions.remove(&key);
+            }
+            if let Some(s) = data.subscriptions.get(id) {
+                t.file_subscription(s);
+            }
+            if let Some(key) = t.binding_keys.remove(id) {
+                t.bindings.remove(&key);
+            }
+            if let Some(b) = data.token_bindings.get(id) {
+                t.file_binding(b);
+            }
+        }
+        t
+    }
+
+    fn file_subscription(&mut self, s: &SubscriptionDef) {
+        let key = (s.consumer_id, s.api_id);
+        self.subscriptions.insert(key, subscription_rt(s));
+        self.subscription_keys.insert(s.id, key);
+    }
+
+    fn file_binding(&mut self, b: &TokenBindingDef) {
+        let key = binding_key(&b.issuer, &b.subject);
+        self.bindings.insert(key.clone(), Binding { id: b.id, consumer_id: b.consumer_id });
+        self.binding_keys.insert(b.id, key);
+    }
+
+    /// A consumer by id.
+    pub fn consumer(&self, id: &Uuid) -> Option<&Arc<ConsumerRt>> {
+        self.consumers.get(id)
+    }
+
+    /// Whether `c` may call at all: enabled, and its developer (if any) active.
+    pub fn is_active(&self, c: &ConsumerRt) -> bool {
+        c.enabled && c.developer_id.is_none_or(|d| self.inactive_developers.get(&d).is_none())
+    }
+
+    /// The consumer's subscription to the API.
+    pub fn subscription(&self, consumer: Uuid, api: Uuid) -> Option<SubscriptionRt> {
+        self.subscriptions.get(&(consumer, api)).copied()
+    }
+
+    /// A plan by id.
+    pub fn plan(&self, id: &Uuid) -> Option<&Arc<PlanRt>> {
+        self.plans.get(id)
     }
 
     /// The binding of a token's issuer and subject.
     pub fn binding(&self, issuer: &str, subject: &str) -> Option<Binding> {
-        self.bindings.get(issuer)?.get(subject).copied()
+        self.bindings.get(binding_key(issuer, subject).as_str()).copied()
+    }
+
+    /// Number of consumers and subscriptions (for logs and tests).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.consumers.len(), self.subscriptions.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::DeveloperDef;
+
+    fn consumer(dev: Option<Uuid>) -> ConsumerDef {
+        ConsumerDef { id: Uuid::new_v4(), name: "c".into(), developer_id: dev, custom_id: None, enabled: true }
+    }
+
+    #[test]
+    fn updates_equal_a_rebuild() {
+        let mut d = ConfigData::default();
+        let dev = DeveloperDef { id: Uuid::new_v4(), status: "active".into() };
+        d.developers.insert(dev.id, dev.clone());
+        let (a, b) = (consumer(Some(dev.id)), consumer(None));
+        d.consumers.insert(a.id, a.clone());
+        d.consumers.insert(b.id, b.clone());
+        let (api, plan) = (Uuid::new_v4(), Uuid::new_v4());
+        let sub = SubscriptionDef {
+            id: Uuid::new_v4(),
+            consumer_id: a.id,
+            plan_id: plan,
+            api_id: api,
+            status: "active".into(),
+        };
+        d.subscriptions.insert(sub.id, sub.clone());
+        let bind = TokenBindingDef { id: Uuid::new_v4(), consumer_id: b.id, issuer: "i".into(), subject: "s".into() };
+        d.token_bindings.insert(bind.id, bind.clone());
+        let t = Identities::build(&d);
+        let ca = t.consumer(&a.id).expect("a").clone();
+        assert!(t.is_active(&ca));
+        assert_eq!(t.subscription(a.id, api).map(|s| s.status), Some(SubStatus::Active));
+        assert_eq!(t.binding("i", "s").map(|x| x.consumer_id), Some(b.id));
+
+        // The developer is disabled, the subscription moves to b and is suspended, the
+        // binding is deleted, consumer b is renamed.
+        d.developers.insert(dev.id, DeveloperDef { status: "disabled".into(), ..dev.clone() });
+        let moved = SubscriptionDef { consumer_id: b.id, status: "suspended".into(), ..sub.clone() };
+        d.subscriptions.insert(sub.id, moved);
+        d.token_bindings.clear();
+        d.consumers.insert(b.id, ConsumerDef { name: "renamed".into(), ..b.clone() });
+        let u = t.update(&d, &[dev.id, sub.id, bind.id, b.id], false);
+        assert!(!u.is_active(&ca), "developer disabled");
+        assert!(u.subscription(a.id, api).is_none(), "old filing removed");
+        assert_eq!(u.subscription(b.id, api).map(|s| s.status), Some(SubStatus::Suspended));
+        assert!(u.binding("i", "s").is_none());
+        assert_eq!(u.consumer(&b.id).and_then(|c| c.name_header.clone()), Some(HeaderValue::from_static("renamed")));
+        let rebuilt = Identities::build(&d);
+        assert_eq!(u.sizes(), rebuilt.sizes());
+        assert!(t.is_active(&ca) && t.binding("i", "s").is_some(), "the previous tables are unchanged");
+
+        // Consumer a deleted.
+        d.consumers.remove(&a.id);
+        let v = u.update(&d, &[a.id], false);
+        assert!(v.consumer(&a.id).is_none());
     }
 }

@@ -9,6 +9,7 @@
 pub mod client_ip;
 mod identity;
 mod settings;
+mod sharded;
 
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 pub use self::identity::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt, uuid_header};
 pub use self::settings::{ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods};
+pub use self::sharded::Sharded;
 use crate::config::model::KeyHash;
 use crate::error::{Challenge, GatewayError, Refusal};
 use crate::limits::{Decision, Denial, LimitKey, Limiter};
@@ -83,7 +85,7 @@ pub async fn admit(
             (Some(plan), Some(key))
         }
         Caller::Anonymous => {
-            let plan = call.api.auth.anonymous_plan.and_then(|id| call.snapshot.identities.plans.get(&id)).cloned();
+            let plan = call.api.auth.anonymous_plan.and_then(|id| call.snapshot.identities.plan(&id)).cloned();
             let key = plan.as_ref().map(|p| LimitKey::anonymous(p.id, call.client_ip));
             (plan, key)
         }
@@ -191,7 +193,7 @@ fn key_caller(snapshot: &Snapshot, hash: &KeyHash, challenge: Challenge) -> Resu
         tracing::debug!(key_id = %entry.key_id, "expired API key presented");
         return Err(invalid);
     }
-    let consumer = snapshot.identities.consumers.get(&entry.consumer_id).ok_or(invalid)?;
+    let consumer = snapshot.identities.consumer(&entry.consumer_id).ok_or(invalid)?;
     Ok(Caller::Consumer { consumer: consumer.clone(), credential: entry.key_id })
 }
 
@@ -247,8 +249,7 @@ async fn token_caller(
     let consumer = call
         .snapshot
         .identities
-        .consumers
-        .get(&binding.consumer_id)
+        .consumer(&binding.consumer_id)
         .ok_or(invalid("the token's subject is not bound to a consumer"))?;
     Ok(Caller::Consumer { consumer: consumer.clone(), credential: binding.id })
 }
@@ -264,17 +265,17 @@ fn configured<T>(setting: Option<&Result<T, String>>) -> Result<&T, GatewayError
 
 /// An identified consumer needs to be active and hold an active subscription to the API.
 fn authorize(call: &Call<'_>, consumer: &ConsumerRt) -> Result<Arc<PlanRt>, GatewayError> {
-    if !consumer.active {
+    let identities = &call.snapshot.identities;
+    if !identities.is_active(consumer) {
         return Err(GatewayError::Forbidden(Refusal::ConsumerDisabled));
     }
-    let sub = call
-        .snapshot
-        .identities
-        .subscriptions
-        .get(&(consumer.id, call.api.id))
+    let sub = identities
+        .subscription(consumer.id, call.api.id)
         .ok_or(GatewayError::Forbidden(Refusal::SubscriptionRequired))?;
     match sub.status {
-        SubStatus::Active => Ok(sub.plan.clone()),
+        SubStatus::Active => {
+            identities.plan(&sub.plan_id).cloned().ok_or(GatewayError::Forbidden(Refusal::SubscriptionRequired))
+        }
         SubStatus::Pending => Err(GatewayError::Forbidden(Refusal::SubscriptionPending)),
         SubStatus::Suspended => Err(GatewayError::Forbidden(Refusal::SubscriptionSuspended)),
     }

@@ -3,13 +3,13 @@
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Builds [`FxHasher`]s.
-pub(super) type FxBuildHasher = BuildHasherDefault<FxHasher>;
+pub(crate) type FxBuildHasher = BuildHasherDefault<FxHasher>;
 
 /// The Fx hash (rustc's): a few cycles per word instead of SipHash's tens. Not DoS-resistant,
 /// which is fine here: the keys are the admin's route segments and host names, and a request
 /// only probes the table, so a client cannot fill a bucket.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 

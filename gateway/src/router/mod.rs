@@ -43,7 +43,7 @@
 //! routes. The result answers exactly like a fresh [`Router::build`] (`tests/update.rs`).
 
 mod cowmap;
-mod fx;
+pub(crate) mod fx;
 mod normalize;
 mod pattern;
 mod route;
