@@ -256,3 +256,38 @@ async fn private_introspection_urls_are_refused_unless_allowed() {
     assert_eq!(r.status, 500, "an unusable setting is the operator's error: {}", r.text());
     assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection to a private address");
 }
+
+/// Anonymous callers are limited per client IP under the API's anonymous plan; behind a
+/// trusted proxy the client IP comes from `X-Forwarded-For`.
+#[tokio::test]
+async fn anonymous_limits_follow_the_client_ip_behind_trusted_proxies() {
+    let up = Upstream::echo("anon").await;
+    let doc = config(vec![api(
+        "public",
+        &[&up],
+        json!([{"name": "all", "paths": ["/*"]}]),
+        json!({"anonymous_plan": "anon", "plans": [{"name": "anon", "rate_limit_per_minute": 2}]}),
+    )]);
+    let from = |gw: &Gateway, ip: &str| get(&gw.url("/x")).header("x-forwarded-for", ip).body(empty()).unwrap();
+    let client = Client::http1();
+
+    // The test client connects from 127.0.0.1: trusted, so each forwarded address counts alone.
+    let trusted = tollgate_gateway::edge::EdgeOptions {
+        trusted_proxies: tollgate_gateway::edge::client_ip::parse_trusted("127.0.0.1").unwrap(),
+    };
+    let gw = Gateway::start_with(doc.clone(), Options { edge: trusted, ..Options::default() }).await;
+    for ip in ["198.51.100.1", "198.51.100.2"] {
+        for n in 0..2 {
+            let r = client.send(from(&gw, ip)).await;
+            assert_eq!(r.status, 200, "{ip} #{n}: {}", r.text());
+            assert_eq!(r.json()["headers"]["x-plan"], json!(["anon"]));
+        }
+        client.send(from(&gw, ip)).await.assert_problem(429, "rate-limited");
+    }
+
+    // Not trusted: the header is ignored and every request is the peer's.
+    let gw = Gateway::start(doc).await;
+    assert_eq!(client.send(from(&gw, "198.51.100.1")).await.status, 200);
+    assert_eq!(client.send(from(&gw, "198.51.100.2")).await.status, 200);
+    client.send(from(&gw, "198.51.100.3")).await.assert_problem(429, "rate-limited");
+}
