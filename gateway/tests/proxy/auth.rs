@@ -122,6 +122,20 @@ async fn subscriptions_and_open_apis() {
     assert!(open.json()["headers"].get("x-consumer-id").is_none(), "forged identity removed on open APIs too");
 }
 
+/// An API `orders` accepting tokens by `method` with `settings`, and a consumer `name`
+/// bound to (issuer, subject) and subscribed to its plan `gold`.
+fn token_api(up: &Upstream, method: &str, settings: Value, name: &str, (issuer, subject): (&str, &str)) -> Value {
+    let mut extra = json!({"auth_methods": [method], "plans": [{"name": "gold"}]});
+    extra[method] = settings;
+    let mut doc = config(vec![api("orders", &[up], json!([{"name": "all", "paths": ["/*"]}]), extra)]);
+    doc["consumers"] = json!([{
+        "name": name,
+        "token_bindings": [{"issuer": issuer, "subject": subject}],
+        "subscriptions": [{"api": "orders", "plan": "gold"}],
+    }]);
+    doc
+}
+
 /// PyJWT-minted tokens through the gateway: valid ones reach the upstream as the bound
 /// consumer, every attack vector is a 401 problem.
 #[tokio::test]
@@ -142,17 +156,7 @@ async fn jwts_from_an_independent_library() {
         "required_claims": ["sub"],
         "required_scopes": ["read"],
     });
-    let mut doc = config(vec![api(
-        "orders",
-        &[&up],
-        json!([{"name": "all", "paths": ["/*"]}]),
-        json!({"auth_methods": ["jwt"], "jwt": jwt, "plans": [{"name": "gold"}]}),
-    )]);
-    doc["consumers"] = json!([{
-        "name": "idp-user",
-        "token_bindings": [{"issuer": "https://idp.test", "subject": "user-1"}],
-        "subscriptions": [{"api": "orders", "plan": "gold"}],
-    }]);
+    let doc = token_api(&up, "jwt", jwt, "idp-user", ("https://idp.test", "user-1"));
     let gw = Gateway::start(doc).await;
     let client = Client::http1();
     let bearer =
@@ -213,17 +217,7 @@ async fn introspected_tokens_are_cached_and_bound() {
     let url = introspection_endpoint(hits.clone()).await;
     let up = Upstream::echo("opaque").await;
     let introspection = json!({"url": url, "client_id": "gw", "client_secret": "s3cret", "cache_ttl_secs": 60});
-    let mut doc = config(vec![api(
-        "orders",
-        &[&up],
-        json!([{"name": "all", "paths": ["/*"]}]),
-        json!({"auth_methods": ["introspection"], "introspection": introspection, "plans": [{"name": "gold"}]}),
-    )]);
-    doc["consumers"] = json!([{
-        "name": "app",
-        "token_bindings": [{"issuer": "https://as.test", "subject": "app-1"}],
-        "subscriptions": [{"api": "orders", "plan": "gold"}],
-    }]);
+    let doc = token_api(&up, "introspection", introspection, "app", ("https://as.test", "app-1"));
     let opts = Options { allow_private_auth_urls: true, ..Options::default() };
     let gw = Gateway::start_with(doc, opts).await;
     let client = Client::http1();
