@@ -2,7 +2,8 @@
 //! PostgreSQL, how long a cold load (fetch + compile) takes, how long one change takes to
 //! apply (catch-up + recompile of the touched part), and the resident memory afterwards.
 //!
-//! Usage: `scale <database-url> <routes> <keys>` (the database is filled, then emptied).
+//! Usage: `scale <database-url> <routes> <keys> [consumers]` (default 1,000 consumers, each
+//! with one subscription; `bench/run` gives it a fresh database and drops it afterwards).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
-async fn fill(pool: &PgPool, routes: i64, keys: i64) -> anyhow::Result<()> {
+async fn fill(pool: &PgPool, routes: i64, keys: i64, consumers: i64) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO apis (id, name) SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'api-' || i FROM generate_series(1, 100) i")
         .execute(&mut *tx)
@@ -43,16 +44,30 @@ async fn fill(pool: &PgPool, routes: i64, keys: i64) -> anyhow::Result<()> {
     .bind(routes)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO consumers (id, name) SELECT gen_random_uuid(), 'c-' || i FROM generate_series(1, 1000) i")
+    sqlx::query("INSERT INTO consumers (id, name) SELECT gen_random_uuid(), 'c-' || i FROM generate_series(1, $1) i")
+        .bind(consumers)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
         "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM consumers)
          INSERT INTO api_keys (id, consumer_id, prefix, key_hash)
          SELECT gen_random_uuid(), c.id, 'tg_x', sha256(('key-' || i)::bytea)
-         FROM generate_series(1, $1) i JOIN c ON c.n = i % 1000",
+         FROM generate_series(1, $1) i JOIN c ON c.n = i % $2",
     )
     .bind(keys)
+    .bind(consumers)
+    .execute(&mut *tx)
+    .await?;
+    // One plan per API; every consumer subscribed to the plan of one API.
+    sqlx::query("INSERT INTO plans (id, api_id, name, rate_limit_per_minute) SELECT gen_random_uuid(), id, 'p', 600 FROM apis")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM consumers)
+         INSERT INTO subscriptions (id, consumer_id, plan_id, api_id, status)
+         SELECT gen_random_uuid(), c.id, p.id, p.api_id, 'active' FROM c
+         JOIN plans p ON p.api_id = ('00000000-0000-7000-8000-' || lpad(to_hex(1 + c.n % 100), 12, '0'))::uuid",
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -84,14 +99,18 @@ async fn one_change(pool: &PgPool, sql: &str, kind: &str) -> anyhow::Result<()> 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (url, routes, keys) = match args.as_slice() {
-        [_, url, r, k] => (url.clone(), r.parse::<i64>()?, k.parse::<i64>()?),
-        _ => anyhow::bail!("usage: scale <database-url> <routes> <keys>"),
+    let (url, routes, keys, consumers) = match args.as_slice() {
+        [_, url, r, k] => (url.clone(), r.parse::<i64>()?, k.parse::<i64>()?, 1000),
+        [_, url, r, k, c] => (url.clone(), r.parse::<i64>()?, k.parse::<i64>()?, c.parse::<i64>()?.max(1)),
+        _ => anyhow::bail!("usage: scale <database-url> <routes> <keys> [consumers]"),
     };
     let pool = PgPool::connect(&url).await?;
     let t = Instant::now();
-    fill(&pool, routes, keys).await?;
-    println!("filled {routes} routes and {keys} keys in {:.1} s", t.elapsed().as_secs_f64());
+    fill(&pool, routes, keys, consumers).await?;
+    println!(
+        "filled {routes} routes, {keys} keys, {consumers} consumers with a subscription each in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let rss_before = rss_mib();
 
     let store = Arc::new(ConfigStore::default());
@@ -127,6 +146,16 @@ async fn main() -> anyhow::Result<()> {
             "one target changed",
             "UPDATE targets SET weight = 50 WHERE id = (SELECT id FROM targets LIMIT 1) RETURNING id",
             "target",
+        ),
+        (
+            "one subscription suspended",
+            "UPDATE subscriptions SET status = 'suspended' WHERE id = (SELECT id FROM subscriptions LIMIT 1) RETURNING id",
+            "subscription",
+        ),
+        (
+            "one consumer disabled",
+            "UPDATE consumers SET enabled = false WHERE id = (SELECT id FROM consumers LIMIT 1) RETURNING id",
+            "consumer",
         ),
     ] {
         one_change(&pool, sql, kind).await?;
