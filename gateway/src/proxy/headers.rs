@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -25,24 +26,28 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names is cheaper than removing each.
-    let strip = |n: &HeaderName| HOP_BY_HOP.contains(n) || (!keep_upgrade && n == header::UPGRADE);
-    if !headers.keys().any(strip) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
+    // One pass over the names finds what to remove (usually nothing, or `Connection` alone):
+    // cheaper than a hashed remove of every possible name.
+    let named: SmallVec<[&str; 4]> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .map(str::trim)
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let doomed: SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|n| {
+            if *n == header::UPGRADE {
+                return !keep_upgrade;
+            }
+            HOP_BY_HOP.contains(n) || named.iter().any(|t| t.eq_ignore_ascii_case(n.as_str()))
+        })
+        .cloned()
+        .collect();
+    drop(named);
+    for name in &doomed {
         headers.remove(name);
-    }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
     }
 }
 
