@@ -59,9 +59,11 @@ async fn fill(pool: &PgPool, routes: i64, keys: i64, consumers: i64) -> anyhow::
     .execute(&mut *tx)
     .await?;
     // One plan per API; every consumer subscribed to the plan of one API.
-    sqlx::query("INSERT INTO plans (id, api_id, name, rate_limit_per_minute) SELECT gen_random_uuid(), id, 'p', 600 FROM apis")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO plans (id, api_id, name, rate_limit_per_minute) SELECT gen_random_uuid(), id, 'p', 600 FROM apis",
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM consumers)
          INSERT INTO subscriptions (id, consumer_id, plan_id, api_id, status)
