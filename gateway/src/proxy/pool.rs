@@ -259,3 +259,93 @@ impl Drop for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An upstream answering `ok` to each request; with `close`, it closes the connection
+    /// after the first answer. Returns its address and a count of accepted connections.
+    async fn upstream(close: bool) -> std::io::Result<(String, Arc<AtomicUsize>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok((addr, accepted))
+    }
+
+    async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
+        let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        let res = pool.send(target.clone(), Request::builder().uri("/").body(body)?).await?;
+        assert_eq!(res.status(), 200);
+        Ok(res.into_body().collect().await?.to_bytes())
+    }
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    #[tokio::test]
+    async fn connections_are_reused_once_the_body_is_read() -> Result<(), BoxError> {
+        let (addr, accepted) = upstream(false).await?;
+        let pool = Arc::new(Http1Pool::new(Duration::from_secs(1)));
+        let target = pool.target(&addr)?;
+        for _ in 0..5 {
+            assert_eq!(get(&pool, &target).await?, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_replaced() -> Result<(), BoxError> {
+        let (addr, accepted) = upstream(true).await?;
+        let pool = Arc::new(Http1Pool::new(Duration::from_secs(1)));
+        let target = pool.target(&addr)?;
+        for round in 1..=3 {
+            assert_eq!(get(&pool, &target).await?, "ok");
+            // Wait (bounded) until the pooled connection has seen the upstream's close.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while lock(&target.idle).iter().any(|i| !i.conn.is_closed()) {
+                assert!(Instant::now() < deadline, "the closed connection was never noticed");
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), round);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() -> Result<(), BoxError> {
+        let addr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.to_string();
+        let pool = Arc::new(Http1Pool::new(Duration::from_secs(1)));
+        let target = pool.target(&addr)?;
+        let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        let err = pool.send(target, Request::builder().uri("/").body(body)?).await.err();
+        assert!(err.is_some_and(|e| e.is_connect()));
+        Ok(())
+    }
+}
