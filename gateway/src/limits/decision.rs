@@ -1,6 +1,7 @@
 //! The answer to "may this request pass?": the tightest applicable limit, the pure GCRA and
 //! quota arithmetic shared by the local and Redis counters, and the response headers.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -136,11 +137,10 @@ impl Decision {
         if self.backend == Backend::Unlimited {
             return;
         }
-        let reset = HeaderValue::from(ceil_secs(self.reset));
         let pairs = [
-            ("ratelimit-limit", "x-ratelimit-limit", HeaderValue::from(self.limit)),
-            ("ratelimit-remaining", "x-ratelimit-remaining", HeaderValue::from(self.remaining)),
-            ("ratelimit-reset", "x-ratelimit-reset", reset),
+            ("ratelimit-limit", "x-ratelimit-limit", number(self.limit)),
+            ("ratelimit-remaining", "x-ratelimit-remaining", number(self.remaining)),
+            ("ratelimit-reset", "x-ratelimit-reset", number(ceil_secs(self.reset))),
         ];
         for (ietf, legacy, value) in pairs {
             headers.insert(HeaderName::from_static(ietf), value.clone());
@@ -150,6 +150,14 @@ impl Decision {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
         }
     }
+}
+
+/// `n` as a header value. Values below 4096 come from a table built once: a clone of a shared
+/// value is a reference count, where formatting a number allocates.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let table = SMALL.get_or_init(|| (0..4096u64).map(HeaderValue::from).collect());
+    usize::try_from(n).ok().and_then(|i| table.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// Whole seconds, rounded up: a client waiting that long is never early.

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
-use super::Now;
 use super::calendar;
 use super::decision::{self, Backend, Decision, Outcome};
 use super::plan::{PlanLimits, QuotaPeriod, RateWindow};
+use super::{LimitKey, Now};
 
 /// Bits of a packed quota word holding the count; the upper bits hold the window id (days
 /// since the Unix epoch of the window start). Counts saturate at about 1.1 × 10¹².
@@ -36,17 +36,17 @@ pub(crate) struct Cell {
 /// Counters of every key seen by this node.
 #[derive(Debug, Default)]
 pub struct LocalCounter {
-    cells: DashMap<String, Cell>,
+    cells: DashMap<LimitKey, Cell>,
 }
 
 type Outcomes = SmallVec<[Outcome; 5]>;
 
 impl LocalCounter {
     /// Counts `cost` units for `key` under `plan` at `now`.
-    pub fn check(&self, key: &str, plan: &PlanLimits, cost: u32, now: Now, backend: Backend) -> Decision {
+    pub fn check(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now, backend: Backend) -> Decision {
         let outcomes = match self.cells.get(key) {
             Some(cell) => take(&cell, plan, u64::from(cost), now),
-            None => take(&self.cells.entry(key.to_owned()).or_default(), plan, u64::from(cost), now),
+            None => take(&self.cells.entry(key.clone()).or_default(), plan, u64::from(cost), now),
         };
         Decision::tightest(&outcomes, backend)
     }

@@ -40,23 +40,37 @@ pub struct Now {
 }
 
 /// Whose requests are counted together: a consumer on a plan, or an anonymous client IP.
+/// Hashing and comparing it allocates nothing; its text form (for Redis) is
+/// `<plan>:<consumer>` or `<plan>:ip:<address>`, never containing `{` or `}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LimitKey(String);
+pub enum LimitKey {
+    /// An identified consumer on a plan.
+    Consumer { plan: Uuid, consumer: Uuid },
+    /// An anonymous caller, by client IP (resolved through trusted proxies by the caller).
+    Anonymous { plan: Uuid, ip: IpAddr },
+    /// Any other subject (tests, tools); must not contain `{` or `}`.
+    Named(Box<str>),
+}
 
 impl LimitKey {
     /// An identified consumer on a plan.
     pub fn consumer(plan: Uuid, consumer: Uuid) -> Self {
-        LimitKey(format!("{plan}:{consumer}"))
+        LimitKey::Consumer { plan, consumer }
     }
 
-    /// An anonymous caller, by client IP (resolved through trusted proxies by the caller).
+    /// An anonymous caller, by client IP.
     pub fn anonymous(plan: Uuid, ip: IpAddr) -> Self {
-        LimitKey(format!("{plan}:ip:{ip}"))
+        LimitKey::Anonymous { plan, ip }
     }
+}
 
-    /// The key as used in counter names (never contains `{` or `}`).
-    pub fn as_str(&self) -> &str {
-        &self.0
+impl std::fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitKey::Consumer { plan, consumer } => write!(f, "{plan}:{consumer}"),
+            LimitKey::Anonymous { plan, ip } => write!(f, "{plan}:ip:{ip}"),
+            LimitKey::Named(name) => f.write_str(name),
+        }
     }
 }
 
@@ -154,7 +168,7 @@ impl Limiter {
             return Decision::unlimited();
         }
         match plan.mode {
-            Mode::Local => self.local.check(key.as_str(), plan, cost, now, Backend::Local),
+            Mode::Local => self.local.check(key, plan, cost, now, Backend::Local),
             Mode::Redis => self.check_shared(key, plan, cost, now).await,
         }
     }
@@ -165,7 +179,7 @@ impl Limiter {
             Some(r) if now.mono_ns >= until => r,
             _ => return self.degraded(key, plan, cost, now),
         };
-        match self.count_shared(redis, key.as_str(), plan, cost, now).await {
+        match self.count_shared(redis, &key.to_string(), plan, cost, now).await {
             Ok(d) => d,
             Err(error) => {
                 let next = now.mono_ns.saturating_add(self.circuit_open_ns);
@@ -218,7 +232,7 @@ impl Limiter {
             }
             FailurePolicy::FailOpen => {
                 let share = plan.share(self.node_share.load(Ordering::Relaxed));
-                self.fallback.check(key.as_str(), &share, cost, now, Backend::Fallback)
+                self.fallback.check(key, &share, cost, now, Backend::Fallback)
             }
         }
     }

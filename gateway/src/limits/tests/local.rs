@@ -81,7 +81,7 @@ async fn concurrent_requests_on_one_key_never_exceed_the_limit() {
             let (l, k, p, ok) = (l.clone(), k.clone(), p.clone(), ok.clone());
             std::thread::spawn(move || {
                 for _ in 0..500 {
-                    let d = l.local.check(k.as_str(), &p, 1, at(0), Backend::Local);
+                    let d = l.local.check(&k, &p, 1, at(0), Backend::Local);
                     ok.fetch_add(u64::from(d.allowed), Ordering::Relaxed);
                 }
             })

@@ -22,7 +22,7 @@ fn at(mono_ns: u64) -> Now {
 }
 
 fn key(name: &str) -> LimitKey {
-    LimitKey(format!("test-{name}-{}", uuid::Uuid::new_v4()))
+    LimitKey::Named(format!("test-{name}-{}", uuid::Uuid::new_v4()).into())
 }
 
 fn plan(per_second: Option<u32>, per_minute: Option<u32>, burst: u32) -> PlanLimits {
