@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use self::identity::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt, uuid_header};
-pub use self::settings::{ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods};
+pub use self::settings::{
+    ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods, valid_key_header, valid_key_query_param,
+};
 pub use self::sharded::Sharded;
 use crate::config::model::KeyHash;
 use crate::error::{Challenge, GatewayError, Refusal};

@@ -16,15 +16,16 @@ const MAX_COST: i32 = 1_000_000;
 /// Credential settings: a valid key header and parameter, known methods, and the settings
 /// each listed method needs.
 pub(super) fn check_api_auth(a: &FileApi) -> anyhow::Result<()> {
-    let token = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     anyhow::ensure!(
-        (1..=128).contains(&a.key_header.len()) && token(&a.key_header),
-        "key_header {:?} is not an HTTP header name",
+        crate::edge::valid_key_header(&a.key_header),
+        "key_header {:?} is not an HTTP header name, or is reserved (framing, hop-by-hop and identity headers)",
         a.key_header
     );
     if let Some(p) = &a.key_query_param {
-        let ok = (1..=128).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        anyhow::ensure!(ok, "key_query_param {p:?} must be 1-128 of A-Z a-z 0-9 _ . -");
+        anyhow::ensure!(
+            crate::edge::valid_key_query_param(p),
+            "key_query_param {p:?} must be 1-128 of A-Z a-z 0-9 _ . -"
+        );
     }
     check_methods(&a.auth_methods)?;
     for (field, value) in [("jwt", &a.jwt), ("introspection", &a.introspection)] {
@@ -142,6 +143,7 @@ consumers:
             ("apis: [{name: a, auth_methods: [jwt]}]", "no jwt settings"),
             ("apis: [{name: a, auth_methods: [magic]}]", "unknown auth method"),
             ("apis: [{name: a, key_header: 'x key'}]", "key_header"),
+            ("apis: [{name: a, key_header: X-Consumer-ID}]", "reserved"),
             ("apis: [{name: a, key_query_param: 'a b'}]", "key_query_param"),
             ("apis: [{name: a, jwt: [1]}]", "jwt must be a mapping"),
             ("apis: [{name: a, anonymous_plan: nope}]", "anonymous_plan"),
