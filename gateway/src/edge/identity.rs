@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::sharded::Sharded;
 use crate::config::model::{ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
 use crate::limits::PlanLimits;
+use crate::proxy::headers::uuid_value;
 
 /// A consumer as the request path needs it.
 #[derive(Debug)]
@@ -89,18 +90,12 @@ fn header(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
 }
 
-/// A UUID as a header value (always valid ASCII).
-pub fn uuid_header(id: Uuid, buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> HeaderValue {
-    HeaderValue::from_bytes(id.hyphenated().encode_lower(buf).as_bytes()).unwrap_or(HeaderValue::from_static(""))
-}
-
 fn consumer_rt(c: &ConsumerDef) -> Arc<ConsumerRt> {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     Arc::new(ConsumerRt {
         id: c.id,
         enabled: c.enabled,
         developer_id: c.developer_id,
-        id_header: uuid_header(c.id, &mut buf),
+        id_header: uuid_value(c.id),
         name_header: header(&c.name),
         custom_id_header: c.custom_id.as_deref().and_then(header),
     })
@@ -226,8 +221,9 @@ impl Identities {
         self.bindings.get(binding_key(issuer, subject).as_str()).copied()
     }
 
-    /// Number of consumers and subscriptions (for logs and tests).
-    pub fn sizes(&self) -> (usize, usize) {
+    /// Number of consumers and subscriptions.
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
         (self.consumers.len(), self.subscriptions.len())
     }
 }

@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use self::identity::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt, uuid_header};
+pub use self::identity::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt};
 pub use self::settings::{
     ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods, valid_key_header, valid_key_query_param,
 };
@@ -58,7 +58,10 @@ pub struct Call<'a> {
     pub route_cost: u32,
     /// The route's own methods, overriding the API's.
     pub route_methods: Option<Methods>,
-    pub client_ip: IpAddr,
+    /// The TCP peer, and the proxies whose `X-Forwarded-For` is believed: the client IP is
+    /// resolved from them only when an anonymous call is counted.
+    pub peer: IpAddr,
+    pub trusted_proxies: &'a [IpNet],
 }
 
 /// Who is calling.
@@ -86,7 +89,9 @@ pub async fn admit(
         }
         Caller::Anonymous => {
             let plan = call.api.auth.anonymous_plan.and_then(|id| call.snapshot.identities.plan(&id)).cloned();
-            let key = plan.as_ref().map(|p| LimitKey::anonymous(p.id, call.client_ip));
+            let key = plan
+                .as_ref()
+                .map(|p| LimitKey::anonymous(p.id, client_ip::client_ip(call.peer, headers, call.trusted_proxies)));
             (plan, key)
         }
     };
@@ -302,8 +307,7 @@ fn set_identity(headers: &mut HeaderMap, caller: &Caller, plan: Option<&PlanRt>)
             if let Some(custom) = &consumer.custom_id_header {
                 headers.insert(X_CONSUMER_CUSTOM_ID.clone(), custom.clone());
             }
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            headers.insert(X_CREDENTIAL_ID.clone(), uuid_header(*credential, &mut buf));
+            headers.insert(X_CREDENTIAL_ID.clone(), crate::proxy::headers::uuid_value(*credential));
         }
         Caller::Anonymous => {
             headers.insert(X_ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));

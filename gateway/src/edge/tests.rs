@@ -123,7 +123,8 @@ mod admission {
             route_id,
             route_cost: 1,
             route_methods: None,
-            client_ip: "192.0.2.1".parse().expect("ip"),
+            peer: "192.0.2.1".parse().expect("ip"),
+            trusted_proxies: &[],
         };
         admit(&call, &store.limiter, headers, pq).await
     }

@@ -106,7 +106,8 @@ impl Pipeline {
             route_id,
             route_cost,
             route_methods,
-            client_ip: edge::client_ip::client_ip(conn.peer.ip(), req.headers(), &self.edge.trusted_proxies),
+            peer: conn.peer.ip(),
+            trusted_proxies: &self.edge.trusted_proxies,
         };
         let decision = edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq).await?;
         drop(snapshot);

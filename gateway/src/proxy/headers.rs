@@ -56,6 +56,12 @@ fn acceptable_id(v: &HeaderValue) -> bool {
     (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
 }
 
+/// A UUID as a header value, hyphenated lower-case (always valid ASCII).
+pub fn uuid_value(id: uuid::Uuid) -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).unwrap_or(HeaderValue::from_static(""))
+}
+
 /// Keeps the client's `X-Request-ID` when sane, else sets a new one; returns it.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID).filter(|v| acceptable_id(v)) {
@@ -63,10 +69,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     }
     // A random (v4) UUID from the thread-local fast generator: request ids need to be unique,
     // not secret, and this avoids a getrandom system call per request.
-    let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = HeaderValue::from_bytes(uuid.hyphenated().encode_lower(&mut buf).as_bytes())
-        .unwrap_or(HeaderValue::from_static("invalid"));
+    let id = uuid_value(uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid());
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }

@@ -9,7 +9,6 @@
 //! connection to become idle, and no pool key hashing of a full URI.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
@@ -25,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::client::{ProxyBody, UpstreamError};
+use crate::router::fx::FxBuildHasher;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,7 +36,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// Connections to every plain-HTTP target, for one connect timeout.
 pub struct Http1Pool {
     connect_timeout: Duration,
-    targets: Mutex<HashMap<Box<str>, Arc<Target>, BuildHasherDefault<Fnv>>>,
+    /// Keyed by the configured targets' authorities (not client input): the Fx hash is enough.
+    targets: Mutex<HashMap<Box<str>, Arc<Target>, FxBuildHasher>>,
     sweeper: OnceLock<()>,
 }
 
@@ -53,29 +54,6 @@ pub struct Target {
 struct Idle {
     conn: SendRequest<ProxyBody>,
     since: Instant,
-}
-
-/// FNV-1a for the per-request target lookup: its keys are the few authorities of the
-/// configured targets, not client input, so SipHash's flooding resistance buys nothing here
-/// and costs more than the rest of the lookup.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
