@@ -33,10 +33,16 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     if is_json { Ok(()) } else { Err(ApiError::unsupported_media_type("application/json")) }
 }
 
-/// Parses JSON into `T`, pointing at the field that failed.
+/// Parses a JSON object into `T`, pointing at the field that failed. Every admin body is an
+/// object (merge patches included): an array is refused here, since serde would otherwise
+/// read `[]` as a struct whose fields all have defaults.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|err| ApiError::bad_request(format!("the body is not valid JSON: {err}")))?;
+    if !value.is_object() {
+        let detail = "the body must be a JSON object".to_owned();
+        return Err(ApiError::validation(vec![FieldError { pointer: String::new(), detail }]));
+    }
     normalize(&mut value, &mut String::new())?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let pointer = json_pointer(err.path());
@@ -233,6 +239,15 @@ mod tests {
         assert_eq!(err, Some(StatusCode::UNPROCESSABLE_ENTITY));
         let err = parse_json::<Sample>(b"{").err().map(|e| e.status());
         assert_eq!(err, Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        for body in [&b"[]"[..], b"[1, 2]", b"\"x\"", b"3", b"null"] {
+            let err = parse_json::<Value>(body).err().map(|e| e.status());
+            assert_eq!(err, Some(StatusCode::UNPROCESSABLE_ENTITY), "{}", String::from_utf8_lossy(body));
+        }
+        assert!(parse_json::<Value>(b"{}").is_ok());
     }
 
     #[test]
