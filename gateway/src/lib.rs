@@ -12,6 +12,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 mod metrics_endpoint;
+pub(crate) mod net;
 pub mod proxy;
 pub mod router;
 pub mod snapshot;

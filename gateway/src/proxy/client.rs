@@ -34,10 +34,19 @@ pub enum UpstreamError {
     /// was sent.
     #[error("upstream connect error: {0}")]
     Connect(std::io::Error),
-    /// The exchange failed on an open connection; a failing request body shows up here as a
-    /// hyper user error carrying the body's error as its cause.
-    #[error("upstream exchange error: {0}")]
-    Send(#[source] hyper::Error),
+    /// Reading or writing an open connection failed.
+    #[error("upstream I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection before its answer was complete.
+    #[error("the upstream closed the connection before its response was complete")]
+    Closed,
+    /// The upstream's answer is not valid HTTP/1.1.
+    #[error("invalid upstream response: {0}")]
+    Protocol(&'static str),
+    /// The client's request body failed (over the limit, malformed, cut off) while it was
+    /// being forwarded.
+    #[error("the request body could not be read: {0}")]
+    RequestBody(#[source] BoxError),
     /// From the TLS client.
     #[error(transparent)]
     Tls(hyper_util::client::legacy::Error),
@@ -52,7 +61,7 @@ impl UpstreamError {
         match self {
             Self::Connect(_) | Self::InvalidTarget => true,
             Self::Tls(e) => e.is_connect(),
-            Self::Send(_) => false,
+            Self::Io(_) | Self::Closed | Self::Protocol(_) | Self::RequestBody(_) => false,
         }
     }
 }
@@ -76,8 +85,7 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let target = self.plain.target(authority)?;
         if !https {
-            *req.uri_mut() = Uri::from(path_and_query);
-            return self.plain.send(target, req).await;
+            return self.plain.send(target, path_and_query.as_str(), req).await;
         }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTPS);
@@ -86,7 +94,7 @@ impl UpstreamClient {
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidTarget)?;
         req.headers_mut().insert(http::header::HOST, target.host.clone());
         let res = self.tls.request(req).await.map_err(UpstreamError::Tls)?;
-        Ok(res.map(PooledBody::unpooled))
+        Ok(res.map(PooledBody::Tls))
     }
 }
 

@@ -276,10 +276,14 @@ fn classify(e: UpstreamError) -> GatewayError {
     }
 }
 
-/// Whether sending failed because the client's request body did: hyper reports an error of
-/// the body it was given as a user error carrying that error as its cause. (Errors of the
-/// client connection itself are hyper errors too, but further down the chain.)
+/// Whether sending failed because the client's request body did. The plain-HTTP codec says
+/// so itself; hyper (TLS) reports an error of the body it was given as a user error carrying
+/// that error as its cause (errors of its connection are hyper errors too, but further down
+/// the chain).
 fn is_client_body_error(e: &UpstreamError) -> bool {
+    if matches!(e, UpstreamError::RequestBody(_)) {
+        return true;
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
@@ -301,7 +305,7 @@ fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn empty_body() -> ProxyBody {
+pub(crate) fn empty_body() -> ProxyBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
 }
 
@@ -340,7 +344,13 @@ fn respond(
 ) -> Response<GwBody> {
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {
-        (true, Some(client)) => upgrade::splice(client, hyper::upgrade::on(&mut res)),
+        (true, Some(client)) => {
+            let upstream = match res.body_mut().take_upgraded() {
+                Some((io, read)) => upgrade::Upstream::Plain(io, read),
+                None => upgrade::Upstream::Hyper(hyper::upgrade::on(&mut res)),
+            };
+            upgrade::splice(client, upstream);
+        }
         _ => headers::strip_hop_by_hop(res.headers_mut(), false),
     }
     res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());

@@ -1,12 +1,13 @@
-//! A keep-alive pool of plain HTTP/1.1 upstream connections over hyper's connection API.
+//! A keep-alive pool of plain HTTP/1.1 upstream connections, spoken by the gateway's own
+//! codec ([`super::h1`]) on the request's task.
 //!
 //! Per target authority: a LIFO stack of idle connections (the most recently used one is the
-//! warmest), reused only when ready, never shared by two requests at once. A connection goes
-//! back to its stack when the response body has been read to the end and dropped; a body
-//! dropped early closes it (HTTP/1 cannot resume a half-read response). Connections idle past
-//! [`IDLE_TIMEOUT`], or closed by the upstream, are dropped at checkout and by a sweep.
-//! Unlike hyper-util's general client this needs no extra task per request to wait for the
-//! connection to become idle, and no pool key hashing of a full URI.
+//! warmest), never shared by two requests at once. A connection goes back to its stack when
+//! the response body has been read exactly to its end; a body dropped early closes it
+//! (HTTP/1 cannot resume a half-read response). Connections idle past [`IDLE_TIMEOUT`], or
+//! closed by the upstream, are dropped at checkout and by a sweep. A request on a reused
+//! connection that the upstream had closed meanwhile (nothing of an answer arrived) is sent
+//! again on a new connection when that is safe: its body was empty and nothing was lost.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,11 +20,10 @@ use http::header::HeaderValue;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::client::{ProxyBody, UpstreamError};
+use super::client::{BoxError, ProxyBody, UpstreamError};
+use super::h1::{self, Conn, H1Body};
 use crate::router::fx::FxBuildHasher;
 
 /// How long an idle upstream connection is kept for reuse.
@@ -52,7 +52,7 @@ pub struct Target {
 }
 
 struct Idle {
-    conn: SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -76,58 +76,42 @@ impl Http1Pool {
         Ok(target)
     }
 
-    /// Sends `req` (origin-form URI) to `target` on an idle connection, or a new one. A reused
-    /// connection that closed before the request could be written is replaced transparently.
+    /// Sends `req` to `target`; the request target is `path_and_query` and `Host` the
+    /// target's authority.
     pub async fn send(
         self: &Arc<Self>,
         target: Arc<Target>,
-        mut req: Request<ProxyBody>,
+        path_and_query: &str,
+        req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        req.headers_mut().insert(http::header::HOST, target.host.clone());
+        let (parts, body) = req.into_parts();
+        let mut head = Vec::new();
+        h1::encode_head(&mut head, &parts.method, path_and_query, &target.host, &parts.headers, &body);
+        let replayable = body.is_end_stream();
+        let mut body = Some(body);
         loop {
             let (mut conn, reused) = match target.checkout() {
                 Some(conn) => (conn, true),
                 None => (self.connect(&target.authority).await?, false),
             };
-            match conn.try_send_request(req).await {
-                Ok(res) => return Ok(self.wrap(res, conn, target)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(UpstreamError::Send(e.into_error())),
-                },
+            let attempt = body.take().unwrap_or_else(super::forward::empty_body);
+            match conn.exchange(&head, attempt, &parts.method).await {
+                Ok(head) => {
+                    self.start_sweeper();
+                    return Ok(response(head, conn, target));
+                }
+                Err(f) if reused && replayable && f.replayable => {}
+                Err(f) => return Err(f.error),
             }
         }
     }
 
-    fn wrap(
-        self: &Arc<Self>,
-        res: Response<Incoming>,
-        conn: SendRequest<ProxyBody>,
-        target: Arc<Target>,
-    ) -> Response<PooledBody> {
-        // After `101 Switching Protocols` the connection belongs to the upgrade.
-        let back = (res.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| {
-            self.start_sweeper();
-            Checkin { conn, target }
-        });
-        res.map(|inner| PooledBody { inner, back, done: false })
-    }
-
-    async fn connect(&self, authority: &str) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+    async fn connect(&self, authority: &str) -> Result<Conn, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, tcp_connect(authority))
             .await
             .map_err(|_| UpstreamError::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(UpstreamError::Connect)?;
-        // Request heads (and bodies) copied into one buffer and written with `write`, as on
-        // the listener side: cheaper than queueing them for `writev` for typical requests.
-        let (conn, driver) =
-            http1::Builder::new().writev(false).handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Send)?;
-        tokio::spawn(async move {
-            if let Err(e) = driver.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(conn)
+        Ok(Conn::new(stream))
     }
 
     /// Starts the idle sweep once, from inside the runtime (the pool itself may be built
@@ -141,6 +125,16 @@ impl Http1Pool {
     }
 }
 
+/// The response for a parsed head; its body reads from `conn` and returns it to `target`.
+fn response(head: h1::Head, conn: Conn, target: Arc<Target>) -> Response<PooledBody> {
+    let body = H1Body::new(conn, &head, target);
+    let mut res = Response::new(PooledBody::Plain(body));
+    *res.status_mut() = head.status;
+    *res.version_mut() = head.version;
+    *res.headers_mut() = head.headers;
+    res
+}
+
 /// Drops expired and closed idle connections, and targets nobody uses any more.
 async fn sweep(pool: Weak<Http1Pool>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -151,7 +145,7 @@ async fn sweep(pool: Weak<Http1Pool>) {
         let now = Instant::now();
         lock(&pool.targets).retain(|_, t| {
             let mut idle = lock(&t.idle);
-            idle.retain(|i| !i.conn.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT);
+            idle.retain(|i| i.conn.is_idle_usable() && now.duration_since(i.since) < IDLE_TIMEOUT);
             !idle.is_empty() || Arc::strong_count(t) > 1
         });
     }
@@ -184,27 +178,21 @@ impl Target {
         })
     }
 
-    /// The most recently used idle connection that is ready; closed and expired ones are
-    /// dropped, busy ones (still finishing a request body) stay.
-    fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+    /// The most recently used idle connection that is still usable; closed and expired ones
+    /// are dropped on the way.
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = lock(&self.idle);
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let entry = &idle[i];
-            if entry.conn.is_closed() || entry.since.elapsed() >= IDLE_TIMEOUT {
-                idle.swap_remove(i);
-            } else if entry.conn.is_ready() {
-                return Some(idle.swap_remove(i).conn);
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && entry.conn.is_idle_usable() {
+                return Some(entry.conn);
             }
         }
         None
     }
+}
 
-    fn checkin(&self, conn: SendRequest<ProxyBody>) {
-        if conn.is_closed() {
-            return;
-        }
+impl h1::Checkin for Target {
+    fn checkin(&self, conn: Conn) {
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE_PER_TARGET {
             idle.push(Idle { conn, since: Instant::now() });
@@ -212,54 +200,46 @@ impl Target {
     }
 }
 
-/// Where a connection goes back once its response has been read.
-struct Checkin {
-    conn: SendRequest<ProxyBody>,
-    target: Arc<Target>,
-}
-
-/// An upstream response body; returns its connection to the pool when read to the end.
-pub struct PooledBody {
-    inner: Incoming,
-    back: Option<Checkin>,
-    done: bool,
+/// An upstream response body: read by the gateway's codec from a pooled plain connection
+/// (which goes back to the pool when the body was read to its end), or hyper-util's for TLS.
+pub enum PooledBody {
+    Plain(H1Body),
+    Tls(Incoming),
 }
 
 impl PooledBody {
-    /// A body with no connection to return (TLS client).
-    pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, back: None, done: false }
+    /// The upstream connection after `101 Switching Protocols`, with the bytes already read
+    /// from it; `None` for a TLS upstream (hyper's upgrade API serves that one).
+    pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+        match self {
+            Self::Plain(b) => b.take_conn().map(Conn::into_upgraded),
+            Self::Tls(_) => None,
+        }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.done = true;
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Plain(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            Self::Tls(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            Self::Plain(b) => b.is_end_stream(),
+            Self::Tls(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        let finished = self.done || self.inner.is_end_stream();
-        if let Some(Checkin { conn, target }) = self.back.take()
-            && finished
-        {
-            target.checkin(conn);
+        match self {
+            Self::Plain(b) => b.size_hint(),
+            Self::Tls(b) => b.size_hint(),
         }
     }
 }
@@ -305,7 +285,7 @@ mod tests {
 
     async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
         let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
-        let res = pool.send(target.clone(), Request::builder().uri("/").body(body)?).await?;
+        let res = pool.send(target.clone(), "/", Request::builder().uri("/").body(body)?).await?;
         assert_eq!(res.status(), 200);
         Ok(res.into_body().collect().await?.to_bytes())
     }
@@ -333,9 +313,9 @@ mod tests {
             assert_eq!(get(&pool, &target).await?, "ok");
             // Wait (bounded) until the pooled connection has seen the upstream's close.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while lock(&target.idle).iter().any(|i| !i.conn.is_closed()) {
+            while lock(&target.idle).iter().any(|i| i.conn.is_idle_usable()) {
                 assert!(Instant::now() < deadline, "the closed connection was never noticed");
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             assert_eq!(accepted.load(Ordering::SeqCst), round);
         }
@@ -348,7 +328,7 @@ mod tests {
         let pool = Arc::new(Http1Pool::new(Duration::from_secs(1)));
         let target = pool.target(&addr)?;
         let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
-        let err = pool.send(target, Request::builder().uri("/").body(body)?).await.err();
+        let err = pool.send(target, "/", Request::builder().uri("/").body(body)?).await.err();
         assert!(err.is_some_and(|e| e.is_connect()));
         Ok(())
     }

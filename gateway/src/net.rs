@@ -1,0 +1,89 @@
+//! Socket reads that know when the socket is drained.
+//!
+//! tokio clears a socket's read readiness only when a read fails with `WouldBlock`, so
+//! after every successful read the next one is a wasted system call (`EAGAIN`) — one per
+//! proxied request on each side of a keep-alive connection. A *short* read (fewer bytes
+//! than asked for) already proves the receive queue was empty at that moment, so the
+//! readiness is cleared there, as nginx does; tokio's readiness ticks make this safe
+//! against an event that arrived in between (it is then kept).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Reads what `io` has into `buf`; `Ok(0)` is end of stream (or a full `buf`).
+pub fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(io.poll_read_ready(cx))?;
+        // What one read can take (the spare capacity), not what the buffer could grow to.
+        let room = buf.chunk_mut().len();
+        let mut read = 0;
+        match io.try_io(Interest::READABLE, || {
+            read = io.try_read_buf(&mut *buf)?;
+            if read > 0 && read < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+        }) {
+            Ok(()) => return Poll::Ready(Ok(read)),
+            // Drained (readiness cleared) after reading something: done for now.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => return Poll::Ready(Ok(read)),
+            // Stale readiness: wait for the next event.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// A connection whose first bytes were already read: they are replayed before the rest.
+/// (The listener's connections after protocol detection, and the upstream side of an
+/// upgraded plain-HTTP connection.)
+pub struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    pub fn new(prefix: Bytes, stream: TcpStream) -> Self {
+        Self { prefix, stream }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return poll_read(&this.stream, cx, buf).map_ok(drop);
+        }
+        let head = this.prefix.split_to(this.prefix.len().min(buf.remaining()));
+        buf.put_slice(&head);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,845 @@
+//! The gateway's own HTTP/1.1 exchange with a plain-HTTP upstream, run on the request's
+//! task: the request head is encoded straight into one buffer and written, the response
+//! head parsed with `httparse` from the connection's read buffer, and the response body
+//! decoded (length, chunked or until close) by the body the client's connection polls.
+//! hyper's client would instead hand each request to a connection task over a channel and
+//! wait for the answer on a oneshot (a third of the gateway's user-space instructions per
+//! proxied request, measured with `bench/instructions`).
+//!
+//! Framing follows RFC 9112 §6: a response to `HEAD`, and `1xx`/`204`/`304` responses, have
+//! no body; `Transfer-Encoding` wins over `Content-Length` (and the connection is not
+//! reused); differing or malformed `Content-Length` values are an error; a body without
+//! either runs until the upstream closes. Interim `1xx` answers (other than `101`) are
+//! skipped. A connection is reused only when its response was read exactly to its end.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::client::{ProxyBody, UpstreamError};
+
+/// Largest upstream response head.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response header fields.
+const MAX_HEADERS: usize = 100;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Longest chunk-size line (size, extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// A first request body frame up to this size is written with the head, in one system call.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// An open connection to an upstream, with the bytes read from it and not yet used.
+pub struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+/// How the request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqFraming {
+    Empty,
+    Length,
+    Chunked,
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head and what it says about the body and the connection.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection can carry another request once the body has been read.
+    pub keep_alive: bool,
+}
+
+/// Why an exchange failed, and whether the request may be sent again on a fresh connection:
+/// nothing of the answer arrived and nothing of a request body was consumed.
+pub struct Failure {
+    pub error: UpstreamError,
+    pub replayable: bool,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream) -> Self {
+        Self { io, buf: BytesMut::new() }
+    }
+
+    /// Whether an idle connection can take a request: the upstream has neither closed it
+    /// nor sent anything unasked. Costs no system call unless the socket became readable.
+    pub fn is_idle_usable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Sends one request and reads the response head. `head` holds the encoded request head
+    /// (see [`encode_head`]); the body, when not empty, is streamed after it.
+    pub async fn exchange(&mut self, head: &[u8], body: ProxyBody, method: &Method) -> Result<Head, Failure> {
+        let failed = |error, replayable| Failure { error, replayable };
+        if body.is_end_stream() {
+            if let Err(e) = self.io.write_all(head).await {
+                return Err(failed(UpstreamError::Io(e), true));
+            }
+        } else {
+            // An upstream that answers early (say 413) and closes while the body is still
+            // being sent: its answer is read if one arrived.
+            if let Err(e) = self.send_with_body(head, body).await {
+                if !matches!(&e, UpstreamError::Io(_)) {
+                    return Err(failed(e, false));
+                }
+                return match self.read_head(method).await {
+                    Ok(mut h) => {
+                        h.keep_alive = false;
+                        Ok(h)
+                    }
+                    Err(_) => Err(failed(e, false)),
+                };
+            }
+        }
+        self.read_head(method).await.map_err(|(error, received)| failed(error, !received))
+    }
+
+    async fn send_with_body(&mut self, head: &[u8], mut body: ProxyBody) -> Result<(), UpstreamError> {
+        let framing = if body.size_hint().exact().is_some() { ReqFraming::Length } else { ReqFraming::Chunked };
+        let chunked = framing == ReqFraming::Chunked;
+        // The first frame, when already there and small, goes out with the head.
+        let mut out = Vec::with_capacity(head.len() + 256);
+        out.extend_from_slice(head);
+        let mut finished = false;
+        if let Some(first) = futures_util::FutureExt::now_or_never(body.frame()) {
+            match first {
+                None => finished = true,
+                Some(frame) => {
+                    let frame = frame.map_err(UpstreamError::RequestBody)?;
+                    if let Ok(data) = frame.into_data() {
+                        if data.len() <= COALESCE_BODY {
+                            put_chunk(&mut out, &data, chunked);
+                        } else {
+                            self.io.write_all(&out).await?;
+                            out.clear();
+                            self.write_chunk(&data, chunked).await?;
+                        }
+                    }
+                    finished = body.is_end_stream();
+                }
+            }
+        }
+        if finished {
+            if chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            return Ok(self.io.write_all(&out).await?);
+        }
+        if !out.is_empty() {
+            self.io.write_all(&out).await?;
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(UpstreamError::RequestBody)?;
+            // Trailers are not forwarded (hop-by-hop in practice; RFC 9110 §6.5.1).
+            if let Ok(data) = frame.into_data() {
+                self.write_chunk(&data, chunked).await?;
+            }
+        }
+        if chunked {
+            self.io.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+
+    async fn write_chunk(&mut self, data: &[u8], chunked: bool) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !chunked {
+            return self.io.write_all(data).await;
+        }
+        let mut framed = Vec::with_capacity(data.len() + 20);
+        put_chunk(&mut framed, data, true);
+        self.io.write_all(&framed).await
+    }
+
+    /// Reads until a final response head is complete. The error says whether any byte of
+    /// the answer arrived.
+    async fn read_head(&mut self, method: &Method) -> Result<Head, (UpstreamError, bool)> {
+        let mut received = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf, method) {
+                    Ok(Some(head))
+                        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                    {
+                        continue;
+                    }
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if self.buf.len() >= MAX_HEAD_BYTES => {
+                        return Err((UpstreamError::Protocol("the response head is too large"), true));
+                    }
+                    Ok(None) => {}
+                    Err(reason) => return Err((UpstreamError::Protocol(reason), true)),
+                }
+            }
+            match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) => return Err((UpstreamError::Closed, received)),
+                Ok(_) => received = true,
+                Err(e) => return Err((UpstreamError::Io(e), received)),
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` is end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        crate::net::poll_read(&self.io, cx, &mut self.buf)
+    }
+
+    /// The connection after `101 Switching Protocols`, with the bytes already read from it.
+    pub fn into_upgraded(self) -> (TcpStream, Bytes) {
+        (self.io, self.buf.freeze())
+    }
+}
+
+fn put_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+/// Encodes a request head: request line, `Host`, the headers (minus `Host`, and minus the
+/// client's framing headers, which are replaced by the body's own framing), end of head.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    host: &HeaderValue,
+    headers: &HeaderMap,
+    body: &ProxyBody,
+) {
+    let framing = if body.is_end_stream() {
+        ReqFraming::Empty
+    } else if body.size_hint().exact().is_some() {
+        ReqFraming::Length
+    } else {
+        ReqFraming::Chunked
+    };
+    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    out.reserve(method.as_str().len() + target.len() + host.len() + size + 64);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ReqFraming::Length => {
+            let len = body.size_hint().exact().unwrap_or_default();
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // Methods whose requests normally carry content say so even when it is empty
+        // (some servers answer 411 otherwise), as does a client that sent the header.
+        ReqFraming::Empty
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+                || headers.contains_key(header::CONTENT_LENGTH) =>
+        {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        ReqFraming::Empty => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses a response head from the front of `buf` (consuming it) once it is complete.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("the response has too many header fields"),
+        Err(_) => return Err("the response head is malformed"),
+    };
+    let code = res.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| "the response status is invalid")?;
+    let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    // Where each field sits in the head, so values can share the head's bytes.
+    let base = buf.as_ptr() as usize;
+    let mut spans: smallvec::SmallVec<[(usize, usize, usize, usize); 24]> = smallvec::SmallVec::new();
+    for f in res.headers.iter() {
+        let name_at = f.name.as_ptr() as usize - base;
+        let value_at = f.value.as_ptr() as usize - base;
+        spans.push((name_at, f.name.len(), value_at, f.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    // What framing and persistence need, noted on the way (no lookups afterwards).
+    let mut seen = Seen::default();
+    for (name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| "a response header name is invalid")?;
+        let raw = &head[value_at..value_at + value_len];
+        seen.note(&name, raw);
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| "a response header value is invalid")?;
+        headers.append(name, value);
+    }
+    let (framing, mut keep_alive) = framing_of(status, method, &seen)?;
+    if seen.transfer_chunked.is_some() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    keep_alive &= if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
+    Ok(Some(Head { status, version, headers, framing, keep_alive }))
+}
+
+/// The header fields that decide framing and persistence.
+#[derive(Default)]
+struct Seen {
+    /// Whether the last transfer coding is `chunked`, when `Transfer-Encoding` is present.
+    transfer_chunked: Option<bool>,
+    length: Option<u64>,
+    bad_length: Option<&'static str>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        if name == header::CONTENT_LENGTH {
+            for part in tokens() {
+                match parse_length(part) {
+                    None => self.bad_length = Some("the response Content-Length is invalid"),
+                    Some(n) if self.length.is_some_and(|l| l != n) => {
+                        self.bad_length = Some("the response has differing Content-Length values");
+                    }
+                    Some(n) => self.length = Some(n),
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_chunked = tokens().next_back().map(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for t in tokens() {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+}
+
+/// The body framing of a response (RFC 9112 §6.3) and whether it leaves the connection
+/// reusable as far as framing goes.
+fn framing_of(status: StatusCode, method: &Method, seen: &Seen) -> Result<(Framing, bool), &'static str> {
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::None, true));
+    }
+    if let Some(chunked_last) = seen.transfer_chunked {
+        // Both present: Transfer-Encoding wins, the length is dropped, and the message may
+        // have been crafted to be read two ways, so the connection is not reused.
+        let both = seen.length.is_some() || seen.bad_length.is_some();
+        return Ok(if chunked_last { (Framing::Chunked, !both) } else { (Framing::UntilClose, false) });
+    }
+    if let Some(reason) = seen.bad_length {
+        return Err(reason);
+    }
+    Ok(match seen.length {
+        Some(0) => (Framing::None, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Where a connection goes once its response body has been read to the end.
+pub trait Checkin: Send + Sync {
+    fn checkin(&self, conn: Conn);
+}
+
+/// The body of an upstream response, decoded from its connection as it is polled.
+pub struct H1Body {
+    conn: Option<Conn>,
+    state: State,
+    keep_alive: bool,
+    home: Option<std::sync::Arc<dyn Checkin>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers(usize),
+    UntilClose,
+    Done,
+}
+
+impl H1Body {
+    /// The body of `head`, read from `conn`; the connection goes to `home` afterwards when
+    /// it can be reused.
+    pub fn new(conn: Conn, head: &Head, home: std::sync::Arc<dyn Checkin>) -> Self {
+        let state = match head.framing {
+            Framing::None => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        let mut body = Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home) };
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the upgrade: see `take_conn`.
+            body.home = None;
+        } else if matches!(body.state, State::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The connection, for `101 Switching Protocols` (it is not returned to the pool).
+    pub fn take_conn(&mut self) -> Option<Conn> {
+        self.home = None;
+        self.conn.take()
+    }
+
+    /// The body has been read to its end: the connection goes back when it can be reused
+    /// (nothing unread after the body).
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            home.checkin(conn);
+        }
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(0) => self.finish(),
+                State::Length(left) | State::ChunkData(left) => {
+                    if conn.buf.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(UpstreamError::Closed)));
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+                    let data = conn.buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    match self.state {
+                        State::Length(_) if left == 0 => self.finish(),
+                        State::Length(_) => self.state = State::Length(left),
+                        _ if left == 0 => self.state = State::ChunkEnd,
+                        _ => self.state = State::ChunkData(left),
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::ChunkSize => match take_line(&mut conn.buf, MAX_CHUNK_LINE)? {
+                    Some(line) => {
+                        let size = parse_chunk_size(&line)?;
+                        self.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
+                    }
+                    None => ready!(fill_or_eof(conn, cx))?,
+                },
+                State::ChunkEnd => {
+                    if conn.buf.len() < 2 {
+                        ready!(fill_or_eof(conn, cx))?;
+                        continue;
+                    }
+                    if &conn.buf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(UpstreamError::Protocol("a response chunk is malformed"))));
+                    }
+                    let _ = conn.buf.split_to(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers(seen) => match take_line(&mut conn.buf, MAX_TRAILERS - seen)? {
+                    // Trailers end at an empty line; they are not forwarded.
+                    Some(line) if line.is_empty() => self.finish(),
+                    Some(line) => self.state = State::Trailers(seen + line.len() + 2),
+                    None => ready!(fill_or_eof(conn, cx))?,
+                },
+                State::UntilClose => {
+                    if !conn.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
+                    }
+                    if ready!(conn.poll_fill(cx))? == 0 {
+                        self.keep_alive = false;
+                        self.finish();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads more, failing on end of stream (the body is incomplete).
+fn fill_or_eof(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+    match ready!(conn.poll_fill(cx)) {
+        Ok(0) => Poll::Ready(Err(UpstreamError::Closed)),
+        Ok(_) => Poll::Ready(Ok(())),
+        Err(e) => Poll::Ready(Err(UpstreamError::Io(e))),
+    }
+}
+
+/// The next CRLF-terminated line, without its CRLF, once complete.
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, UpstreamError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(at) if at <= max => {
+            let line = buf.split_to(at);
+            let _ = buf.split_to(2);
+            Ok(Some(line))
+        }
+        Some(_) => Err(UpstreamError::Protocol("a response chunk line is too long")),
+        None if buf.len() > max => Err(UpstreamError::Protocol("a response chunk line is too long")),
+        None => Ok(None),
+    }
+}
+
+/// A chunk size: hex digits, then optional extensions (ignored).
+fn parse_chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
+    let bad = || UpstreamError::Protocol("a response chunk size is invalid");
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii_end();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(bad());
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let v = char::from(*d).to_digit(16).ok_or_else(bad)?;
+        Ok((n << 4) | u64::from(v))
+    })
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let polled = self.step(cx);
+        if let Poll::Ready(Some(Err(_))) = polled {
+            // A broken body leaves the connection in an unknown state.
+            self.conn = None;
+            self.state = State::Done;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    /// Counts connections given back.
+    #[derive(Default)]
+    struct Home(Mutex<usize>);
+
+    impl Checkin for Home {
+        fn checkin(&self, _conn: Conn) {
+            if let Ok(mut n) = self.0.lock() {
+                *n += 1;
+            }
+        }
+    }
+
+    impl Home {
+        fn returned(&self) -> usize {
+            self.0.lock().map(|n| *n).unwrap_or_default()
+        }
+    }
+
+    /// An upstream that reads one request (head, then `read_body` more bytes or until the
+    /// zero chunk), answers `answer` and closes. Returns its address and what it read.
+    async fn upstream(
+        answer: &'static [u8],
+        read_body: usize,
+    ) -> std::io::Result<(String, tokio::task::JoinHandle<Vec<u8>>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let seen = tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else { return Vec::new() };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+                let done = match head_end {
+                    Some(end) if seen.windows(17).any(|w| w == b"transfer-encoding") => {
+                        seen[end..].ends_with(b"0\r\n\r\n")
+                    }
+                    Some(end) => seen.len() >= end + read_body,
+                    None => false,
+                };
+                if done {
+                    break;
+                }
+                match stream.read(&mut buf).await {
+                    Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                    _ => return seen,
+                }
+            }
+            let _ = stream.write_all(answer).await;
+            seen
+        });
+        Ok((addr, seen))
+    }
+
+    fn empty() -> ProxyBody {
+        Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+    }
+
+    /// Sends one request with `body` and returns the head, the collected body (or its
+    /// error) and how many times the connection was given back.
+    async fn call(
+        addr: &str,
+        method: Method,
+        body: ProxyBody,
+    ) -> Result<(Head, Result<Bytes, UpstreamError>, usize), BoxError> {
+        let mut conn = Conn::new(TcpStream::connect(addr).await?);
+        let mut head = Vec::new();
+        let host = HeaderValue::from_str(addr)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-test", HeaderValue::from_static("1"));
+        encode_head(&mut head, &method, "/p?q=1", &host, &headers, &body);
+        let parsed = conn.exchange(&head, body, &method).await.map_err(|f| f.error)?;
+        let home = Arc::new(Home::default());
+        let collected = H1Body::new(conn, &parsed, home.clone()).collect().await.map(|c| c.to_bytes());
+        Ok((parsed, collected, home.returned()))
+    }
+
+    #[tokio::test]
+    async fn length_bodies_are_read_exactly_and_the_connection_returned() -> Result<(), BoxError> {
+        let (addr, seen) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello", 0).await?;
+        let (head, body, returned) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!((head.status, head.framing), (StatusCode::OK, Framing::Length(5)));
+        assert_eq!(head.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"b"[..]));
+        assert_eq!(body?, "hello");
+        assert_eq!(returned, 1);
+        let seen = String::from_utf8(seen.await?)?;
+        assert!(seen.starts_with(&format!("GET /p?q=1 HTTP/1.1\r\nhost: {addr}\r\nx-test: 1\r\n\r\n")), "{seen}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_with_extensions_and_trailers() -> Result<(), BoxError> {
+        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n";
+        let (addr, _) = upstream(answer, 0).await?;
+        let (head, body, returned) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!(head.framing, Framing::Chunked);
+        assert_eq!(body?, "hello world");
+        assert_eq!(returned, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bodies_without_length_run_until_close_and_are_not_reused() -> Result<(), BoxError> {
+        let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", 0).await?;
+        let (head, body, returned) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert_eq!(body?, "until the end");
+        assert_eq!(returned, 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn head_204_and_interim_answers_have_no_body() -> Result<(), BoxError> {
+        let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", 0).await?;
+        let (head, body, returned) = call(&addr, Method::HEAD, empty()).await?;
+        assert_eq!((head.framing, body?.len(), returned), (Framing::None, 0, 1));
+        assert_eq!(head.headers.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes), Some(&b"5"[..]));
+
+        let (addr, _) = upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 0).await?;
+        let (head, body, _) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!((head.status, head.framing, body?.len()), (StatusCode::NO_CONTENT, Framing::None, 0));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn transfer_encoding_wins_over_length_and_the_connection_is_not_reused() -> Result<(), BoxError> {
+        let answer =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let (addr, _) = upstream(answer, 0).await?;
+        let (head, body, returned) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!(body?, "ok");
+        assert!(!head.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(returned, 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn connection_close_is_honoured() -> Result<(), BoxError> {
+        let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok", 0).await?;
+        let (_, body, returned) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!((body?, returned), (Bytes::from_static(b"ok"), 0));
+        let (addr, _) = upstream(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", 0).await?;
+        let (_, _, returned) = call(&addr, Method::GET, empty()).await?;
+        assert_eq!(returned, 0, "HTTP/1.0 without keep-alive closes");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_protocol_errors() -> Result<(), BoxError> {
+        let cases: [(&'static [u8], &str); 5] = [
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", "differing"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\nok", "Content-Length is invalid"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n", "Content-Length is invalid"),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed"),
+            (b"SMTP ready\r\n\r\n", "malformed"),
+        ];
+        for (answer, expected) in cases {
+            let (addr, _) = upstream(answer, 0).await?;
+            let err = call(&addr, Method::GET, empty()).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(expected), "{err} for {}", String::from_utf8_lossy(answer));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn truncated_bodies_and_chunks_are_errors() -> Result<(), BoxError> {
+        let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", 0).await?;
+        let (_, body, returned) = call(&addr, Method::GET, empty()).await?;
+        assert!(matches!(body, Err(UpstreamError::Closed)), "{body:?}");
+        assert_eq!(returned, 0);
+        let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", 0).await?;
+        let (_, body, _) = call(&addr, Method::GET, empty()).await?;
+        assert!(matches!(body, Err(UpstreamError::Protocol(_))), "{body:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_huge_head_is_refused() -> Result<(), BoxError> {
+        static HUGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let huge = HUGE.get_or_init(|| {
+            let mut v = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+            v.resize(v.len() + MAX_HEAD_BYTES, b'a');
+            v.extend_from_slice(b"\r\n\r\n");
+            v
+        });
+        let (addr, _) = upstream(huge, 0).await?;
+        let err = call(&addr, Method::GET, empty()).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("too large"), "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_framed_by_length_or_chunked() -> Result<(), BoxError> {
+        let (addr, seen) = upstream(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n", 4).await?;
+        let body = Full::new(Bytes::from_static(b"data")).map_err(|never| match never {}).boxed();
+        let (head, _, returned) = call(&addr, Method::POST, body).await?;
+        assert_eq!((head.status, returned), (StatusCode::CREATED, 1));
+        let seen = String::from_utf8(seen.await?)?;
+        assert!(seen.ends_with("content-length: 4\r\n\r\ndata"), "{seen}");
+
+        let (addr, seen) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", 0).await?;
+        let frames = ["ab", "", "cde"].map(|s| Ok::<_, BoxError>(Frame::data(Bytes::from_static(s.as_bytes()))));
+        let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        call(&addr, Method::PUT, body).await?.1?;
+        let seen = String::from_utf8(seen.await?)?;
+        assert!(seen.ends_with("transfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"), "{seen}");
+
+        let (addr, seen) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", 0).await?;
+        call(&addr, Method::POST, empty()).await?.1?;
+        let seen = String::from_utf8(seen.await?)?;
+        assert!(seen.ends_with("content-length: 0\r\n\r\n"), "an empty POST says so: {seen}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_body_is_the_clients_error() -> Result<(), BoxError> {
+        let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", 1_000_000).await?;
+        let frames: [Result<Frame<Bytes>, BoxError>; 2] =
+            [Ok(Frame::data(Bytes::from_static(b"ab"))), Err("client went away".into())];
+        let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        let err = call(&addr, Method::POST, body).await.err();
+        let is_body = err
+            .as_ref()
+            .and_then(|e| e.downcast_ref::<UpstreamError>())
+            .is_some_and(|e| matches!(e, UpstreamError::RequestBody(_)));
+        assert!(is_body, "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn chunk_sizes_parse_as_hex_and_refuse_garbage() {
+        assert_eq!(parse_chunk_size(b"1aF").ok(), Some(0x1af));
+        assert_eq!(parse_chunk_size(b"10;name=value").ok(), Some(16));
+        assert!(parse_chunk_size(b"").is_err());
+        assert!(parse_chunk_size(b"g").is_err());
+        assert!(parse_chunk_size(b"ffffffffffffffff").is_err(), "overflow");
+        assert_eq!(parse_length(b"0012"), Some(12));
+        assert_eq!(parse_length(b"+1"), None);
+    }
+}
