@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HeaderValue;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::headers::{self, Forwarding};
 use super::pool::{self, Http1Pool, PooledBody};
 
 /// Errors a proxied body can fail with.
@@ -74,28 +76,50 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// Sends `req` to `authority` (`host:port`): `Host` is set to it, and the URI made
-    /// absolute for TLS. `path_and_query` is the request target.
+    /// Sends the request to `authority` (`host:port`), with `Host` set to it, hop-by-hop
+    /// headers removed and forwarding headers added.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
-        path_and_query: PathAndQuery,
-        mut req: Request<ProxyBody>,
+        out: &Outgoing<'_>,
+        body: ProxyBody,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let target = self.plain.target(authority)?;
         if !https {
-            return self.plain.send(target, path_and_query.as_str(), req).await;
+            return self.plain.send(target, out, body).await;
         }
+        // hyper's client takes an owned request with an absolute URI.
+        let mut headers = out.headers.clone();
+        headers::strip_hop_by_hop(&mut headers, out.upgrade);
+        headers::set_forwarding(&mut headers, out.forwarding);
+        if out.upgrade {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        headers.insert(http::header::HOST, target.host.clone());
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(target.uri_authority.clone());
-        parts.path_and_query = Some(path_and_query);
+        parts.path_and_query = Some(out.path_and_query.clone());
+        let mut req = Request::new(body);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidTarget)?;
-        req.headers_mut().insert(http::header::HOST, target.host.clone());
+        *req.method_mut() = out.method.clone();
+        *req.headers_mut() = headers;
         let res = self.tls.request(req).await.map_err(UpstreamError::Tls)?;
         Ok(res.map(PooledBody::Tls))
     }
+}
+
+/// What goes upstream, borrowed from the client's request (so a retry copies nothing):
+/// each client writes `Host`, hop-by-hop removal and the forwarding headers its own way.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a PathAndQuery,
+    /// The client's headers (plus the edge's identity headers).
+    pub headers: &'a HeaderMap,
+    pub forwarding: &'a Forwarding<'a>,
+    /// A protocol upgrade: `Upgrade` is kept and `Connection: upgrade` sent.
+    pub upgrade: bool,
 }
 
 fn build_tls(connect_timeout: Duration) -> TlsClient {

@@ -14,7 +14,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Empty, Full, Limited};
 use hyper::body::{Body, Incoming};
 
-use super::client::{BoxError, ProxyBody, UpstreamBody, UpstreamError};
+use super::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError};
 use super::headers::{self, Forwarding};
 use super::upgrade;
 use crate::edge::{self, EdgeOptions};
@@ -211,24 +211,29 @@ async fn proxy(
     };
     pool.retry_policy().record_request();
     let upgrade = headers::is_upgrade(req.headers());
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(Request::from_parts(parts.clone(), ())));
-    prepare_headers(&mut parts, conn, upgrade);
+    let host = client_host(&parts);
+    let forwarding =
+        Forwarding { client_ip: conn.peer.ip(), proto: if conn.https { "https" } else { "http" }, host: host.as_ref() };
     let hash = pool.hash_key(&parts.headers, Some(conn.peer.ip()));
     let pq = PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut ctx.upstream_pq)))
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
+    let out = Outgoing {
+        method: &parts.method,
+        path_and_query: &pq,
+        headers: &parts.headers,
+        forwarding: &forwarding,
+        upgrade,
+    };
     let mut body = Some(limit_body(body, max_body));
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut attempt = 0;
-    // Headers are copied per attempt only when a retry can happen at all.
-    let may_retry = ctx.body_empty && pool.retry_policy().config().retries > 0;
     loop {
         let pick = pool.pick(hash, &tried).ok_or(GatewayError::NoHealthyTarget)?;
         tried.push(pick.index);
         let attempt_body = body.take().unwrap_or_else(empty_body);
-        let headers = if may_retry { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
-        let up = upstream_request(&parts.method, headers, attempt_body);
-        let send = api.client.send(api.https, &pick.target.authority, pq.clone(), up);
+        let send = api.client.send(api.https, &pick.target.authority, &out, attempt_body);
         let result = tokio::time::timeout(api.read_timeout, send).await;
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
@@ -313,27 +318,11 @@ fn limit_body(body: Incoming, max: u64) -> ProxyBody {
     Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).map_err(BoxError::from).boxed()
 }
 
-/// Hop-by-hop headers out, forwarding headers in. `Host` is set per attempt.
-fn prepare_headers(parts: &mut http::request::Parts, conn: ConnInfo, upgrade: bool) {
-    // The client's host: the target's authority when it has one (HTTP/2 `:authority`, or an
-    // absolute-form target, which RFC 9112 §3.2.2 says wins over `Host`), else `Host`.
+/// The client's host: the target's authority when it has one (HTTP/2 `:authority`, or an
+/// absolute-form target, which RFC 9112 §3.2.2 says wins over `Host`), else `Host`.
+fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     let authority = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let h = &mut parts.headers;
-    let host = authority.or_else(|| h.get(header::HOST).cloned());
-    headers::strip_hop_by_hop(h, upgrade);
-    let proto = if conn.https { "https" } else { "http" };
-    headers::set_forwarding(h, &Forwarding { client_ip: conn.peer.ip(), proto, host: host.as_ref() });
-    if upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// The upstream request; its URI and `Host` are set by the client for the chosen target.
-fn upstream_request(method: &Method, headers: HeaderMap, body: ProxyBody) -> Request<ProxyBody> {
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.headers_mut() = headers;
-    req
+    authority.or_else(|| parts.headers.get(header::HOST).cloned())
 }
 
 /// The upstream's response, minus hop-by-hop headers, with the request id.
@@ -351,6 +340,8 @@ fn respond(
             };
             upgrade::splice(client, upstream);
         }
+        // The gateway's codec left them out already.
+        _ if res.body().is_plain() && !switching => {}
         _ => headers::strip_hop_by_hop(res.headers_mut(), false),
     }
     res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());

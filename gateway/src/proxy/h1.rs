@@ -24,7 +24,10 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::client::{ProxyBody, UpstreamError};
+use smallvec::SmallVec;
+
+use super::client::{Outgoing, ProxyBody, UpstreamError};
+use super::headers;
 
 /// Largest upstream response head.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -243,16 +246,10 @@ fn put_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-/// Encodes a request head: request line, `Host`, the headers (minus `Host`, and minus the
-/// client's framing headers, which are replaced by the body's own framing), end of head.
-pub fn encode_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    target: &str,
-    host: &HeaderValue,
-    headers: &HeaderMap,
-    body: &ProxyBody,
-) {
+/// Encodes a request head: request line, `Host`, the client's headers minus `Host`,
+/// hop-by-hop ones and the framing headers (replaced by the body's own framing), then the
+/// forwarding headers and, for an upgrade, `Connection: upgrade`.
+pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body: &ProxyBody) {
     let framing = if body.is_end_stream() {
         ReqFraming::Empty
     } else if body.size_hint().exact().is_some() {
@@ -260,42 +257,52 @@ pub fn encode_head(
     } else {
         ReqFraming::Chunked
     };
-    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    out.reserve(method.as_str().len() + target.len() + host.len() + size + 64);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
+    let target = o.path_and_query.as_str();
+    let size: usize = o.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    out.reserve(o.method.as_str().len() + target.len() + host.len() + size + 256);
+    put(
+        out,
+        &[o.method.as_str().as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\nhost: ", host.as_bytes(), b"\r\n"],
+    );
+    let named = headers::connection_tokens(o.headers);
+    for (name, value) in o.headers {
+        let skip = *name == header::HOST
+            || *name == header::CONTENT_LENGTH
+            || headers::is_hop_by_hop(name, o.upgrade, &named)
+            || headers::replaced_by_forwarding(name, o.forwarding);
+        if !skip {
+            put(out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+    }
+    headers::forwarding_fields(o.headers, o.forwarding, |name, parts| {
+        put(out, &[name.as_str().as_bytes(), b": "]);
+        put(out, parts);
         out.extend_from_slice(b"\r\n");
+    });
+    if o.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
     }
     match framing {
         ReqFraming::Length => {
             let len = body.size_hint().exact().unwrap_or_default();
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-            out.extend_from_slice(b"\r\n");
+            put(out, &[b"content-length: ", itoa::Buffer::new().format(len).as_bytes(), b"\r\n"]);
         }
         ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         // Methods whose requests normally carry content say so even when it is empty
         // (some servers answer 411 otherwise), as does a client that sent the header.
         ReqFraming::Empty
-            if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-                || headers.contains_key(header::CONTENT_LENGTH) =>
+            if matches!(*o.method, Method::POST | Method::PUT | Method::PATCH)
+                || o.headers.contains_key(header::CONTENT_LENGTH) =>
         {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
         ReqFraming::Empty => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    parts.iter().for_each(|p| out.extend_from_slice(p));
 }
 
 /// Parses a response head from the front of `buf` (consuming it) once it is complete.
@@ -313,7 +320,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     // Where each field sits in the head, so values can share the head's bytes.
     let base = buf.as_ptr() as usize;
-    let mut spans: smallvec::SmallVec<[(usize, usize, usize, usize); 24]> = smallvec::SmallVec::new();
+    let mut spans: SmallVec<[(usize, usize, usize, usize); 24]> = SmallVec::new();
     for f in res.headers.iter() {
         let name_at = f.name.as_ptr() as usize - base;
         let value_at = f.value.as_ptr() as usize - base;
@@ -323,18 +330,31 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     let mut headers = HeaderMap::with_capacity(spans.len());
     // What framing and persistence need, noted on the way (no lookups afterwards).
     let mut seen = Seen::default();
+    // Hop-by-hop fields are left out here (the connection is the gateway's), except after
+    // `101`, whose `Upgrade` and `Connection` the client needs.
+    let keep_all = status == StatusCode::SWITCHING_PROTOCOLS;
     for (name_at, name_len, value_at, value_len) in spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| "a response header name is invalid")?;
-        let raw = &head[value_at..value_at + value_len];
-        seen.note(&name, raw);
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| "a response header value is invalid")?;
-        headers.append(name, value);
+        seen.note(&name, &value);
+        if keep_all || !headers::is_hop_by_hop(&name, false, &[]) {
+            headers.append(name, value);
+        }
     }
     let (framing, mut keep_alive) = framing_of(status, method, &seen)?;
     if seen.transfer_chunked.is_some() {
         headers.remove(header::CONTENT_LENGTH);
+    }
+    if !keep_all {
+        for value in &seen.connection_named {
+            for name in value.to_str().unwrap_or_default().split(',').map(str::trim) {
+                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
     }
     keep_alive &= if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
     Ok(Some(Head { status, version, headers, framing, keep_alive }))
@@ -349,11 +369,13 @@ struct Seen {
     bad_length: Option<&'static str>,
     close: bool,
     keep_alive: bool,
+    /// `Connection` values that name other fields (hop-by-hop for this message).
+    connection_named: SmallVec<[HeaderValue; 1]>,
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
-        let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let tokens = || value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii);
         if name == header::CONTENT_LENGTH {
             for part in tokens() {
                 match parse_length(part) {
@@ -367,9 +389,16 @@ impl Seen {
         } else if name == header::TRANSFER_ENCODING {
             self.transfer_chunked = tokens().next_back().map(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
+            let mut others = false;
             for t in tokens() {
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                let close = t.eq_ignore_ascii_case(b"close");
+                let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                others |= !(close || keep_alive || t.is_empty());
+            }
+            if others {
+                self.connection_named.push(value.clone());
             }
         }
     }
@@ -600,7 +629,10 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
+    use http::uri::PathAndQuery;
+
     use super::*;
+    use crate::proxy::headers::Forwarding;
 
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -673,7 +705,16 @@ mod tests {
         let host = HeaderValue::from_str(addr)?;
         let mut headers = HeaderMap::new();
         headers.insert("x-test", HeaderValue::from_static("1"));
-        encode_head(&mut head, &method, "/p?q=1", &host, &headers, &body);
+        let pq = PathAndQuery::from_static("/p?q=1");
+        let forwarding = Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "http", host: None };
+        let out = Outgoing {
+            method: &method,
+            path_and_query: &pq,
+            headers: &headers,
+            forwarding: &forwarding,
+            upgrade: false,
+        };
+        encode_head(&mut head, &out, &host, &body);
         let parsed = conn.exchange(&head, body, &method).await.map_err(|f| f.error)?;
         let home = Arc::new(Home::default());
         let collected = H1Body::new(conn, &parsed, home.clone()).collect().await.map(|c| c.to_bytes());
@@ -689,7 +730,9 @@ mod tests {
         assert_eq!(body?, "hello");
         assert_eq!(returned, 1);
         let seen = String::from_utf8(seen.await?)?;
-        assert!(seen.starts_with(&format!("GET /p?q=1 HTTP/1.1\r\nhost: {addr}\r\nx-test: 1\r\n\r\n")), "{seen}");
+        let forwarding =
+            "x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nforwarded: for=10.0.0.1;proto=http\r\n";
+        assert_eq!(seen, format!("GET /p?q=1 HTTP/1.1\r\nhost: {addr}\r\nx-test: 1\r\n{forwarding}\r\n"));
         Ok(())
     }
 
@@ -829,6 +872,73 @@ mod tests {
             .and_then(|e| e.downcast_ref::<UpstreamError>())
             .is_some_and(|e| matches!(e, UpstreamError::RequestBody(_)));
         assert!(is_body, "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn request_heads_drop_hop_by_hop_and_append_forwarding() {
+        let mut headers = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic eA=="),
+            ("upgrade", "websocket"),
+            ("host", "client.example"),
+            ("content-length", "0"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-host", "spoofed"),
+            ("forwarded", "for=203.0.113.7"),
+            ("x-kept", "yes"),
+        ] {
+            headers.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let host = HeaderValue::from_static("client.example");
+        let forwarding = Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "https", host: Some(&host) };
+        let pq = PathAndQuery::from_static("/x");
+        let body = empty();
+        let encode = |upgrade| {
+            let out = Outgoing {
+                method: &Method::GET,
+                path_and_query: &pq,
+                headers: &headers,
+                forwarding: &forwarding,
+                upgrade,
+            };
+            let mut head = Vec::new();
+            encode_head(&mut head, &out, &HeaderValue::from_static("up:80"), &body);
+            String::from_utf8(head).unwrap_or_default()
+        };
+        assert_eq!(
+            encode(false),
+            "GET /x HTTP/1.1\r\nhost: up:80\r\nx-kept: yes\r\nx-forwarded-for: 203.0.113.7, 10.0.0.1\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: client.example\r\n\
+             forwarded: for=203.0.113.7, for=10.0.0.1;proto=https;host=client.example\r\ncontent-length: 0\r\n\r\n"
+        );
+        let upgraded = encode(true);
+        assert!(
+            upgraded.contains("\r\nupgrade: websocket\r\n") && upgraded.contains("\r\nconnection: upgrade\r\n"),
+            "{upgraded}"
+        );
+        assert!(!upgraded.contains("keep-alive") && !upgraded.contains("x-secret"), "{upgraded}");
+    }
+
+    #[test]
+    fn response_heads_leave_hop_by_hop_fields_out_except_after_101() -> Result<(), BoxError> {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nupgrade: h2c\r\nx-kept: 1\r\ncontent-length: 0\r\n\r\n"[..],
+        );
+        let head = parse_head(&mut buf, &Method::GET)?.ok_or("incomplete")?;
+        let mut names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        assert!(head.keep_alive);
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"[..],
+        );
+        let head = parse_head(&mut buf, &Method::GET)?.ok_or("incomplete")?;
+        assert_eq!(head.headers.len(), 2);
         Ok(())
     }
 

@@ -23,28 +23,35 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = header::FORWARDED;
 
-/// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names finds what to remove (usually nothing, or `Connection` alone):
-    // cheaper than a hashed remove of every possible name.
-    let named: SmallVec<[&str; 4]> = headers
+/// The names a message's `Connection` header lists (beyond the fixed hop-by-hop set).
+pub fn connection_tokens(headers: &HeaderMap) -> SmallVec<[&str; 4]> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .collect();
-    let doomed: SmallVec<[HeaderName; 4]> = headers
-        .keys()
-        .filter(|n| {
-            if *n == header::UPGRADE {
-                return !keep_upgrade;
-            }
-            HOP_BY_HOP.contains(n) || named.iter().any(|t| t.eq_ignore_ascii_case(n.as_str()))
-        })
-        .cloned()
-        .collect();
+        .collect()
+}
+
+/// Whether `name` describes the connection rather than the message: the fixed hop-by-hop
+/// set, `Upgrade` unless the exchange is an upgrade, and the names `Connection` lists.
+pub fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool, named: &[&str]) -> bool {
+    if *name == header::UPGRADE {
+        return !keep_upgrade;
+    }
+    HOP_BY_HOP.contains(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+}
+
+/// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names finds what to remove (usually nothing, or `Connection` alone):
+    // cheaper than a hashed remove of every possible name.
+    let named = connection_tokens(headers);
+    let doomed: SmallVec<[HeaderName; 4]> =
+        headers.keys().filter(|n| is_hop_by_hop(n, keep_upgrade, &named)).cloned().collect();
     drop(named);
     for name in &doomed {
         headers.remove(name);
@@ -85,21 +92,42 @@ pub struct Forwarding<'a> {
 
 /// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded` (appended).
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let mut fields: SmallVec<[(&HeaderName, Vec<u8>); 4]> = SmallVec::new();
+    forwarding_fields(headers, f, |name, parts| fields.push((name, concat(parts))));
+    for (name, value) in fields {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+            headers.insert(name.clone(), v);
+        }
+    }
+}
+
+/// Whether the client's `name` header is replaced by one [`forwarding_fields`] emits.
+pub fn replaced_by_forwarding(name: &HeaderName, f: &Forwarding<'_>) -> bool {
+    *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_PROTO
+        || *name == FORWARDED
+        || (*name == X_FORWARDED_HOST && f.host.is_some_and(|h| h.to_str().is_ok()))
+}
+
+/// The forwarding headers for a request with `headers` (previous `X-Forwarded-For` and
+/// `Forwarded` values are appended to), each given to `emit` as its value's parts, in
+/// order: written into a header map ([`set_forwarding`]) or straight into an encoded
+/// request head. `X-Forwarded-Host` is emitted only when the client's host is known.
+pub fn forwarding_fields<'h>(headers: &HeaderMap, f: &Forwarding<'_>, mut emit: impl FnMut(&'h HeaderName, &[&[u8]])) {
     let ip = IpText::new(f.client_ip);
     let ip = ip.as_bytes();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => concat(&[prev.as_bytes(), b", ", ip]),
-        _ => ip.to_vec(),
-    };
-    insert(headers, &X_FORWARDED_FOR, xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => emit(&X_FORWARDED_FOR, &[prev.as_bytes(), b", ", ip]),
+        _ => emit(&X_FORWARDED_FOR, &[ip]),
+    }
+    emit(&X_FORWARDED_PROTO, &[f.proto.as_bytes()]);
     let (open, close): (&[u8], &[u8]) = match f.client_ip {
         IpAddr::V4(_) => (b"for=", b""),
         IpAddr::V6(_) => (b"for=\"[", b"]\""),
     };
     let mut host_part: [&[u8]; 3] = [b"", b"", b""];
     if let Some((value, host)) = f.host.and_then(|h| Some((h, h.to_str().ok()?))) {
-        headers.insert(X_FORWARDED_HOST.clone(), value.clone());
+        emit(&X_FORWARDED_HOST, &[value.as_bytes()]);
         // RFC 7239 §4: a value that is not a token (a port's `:`, an IPv6 literal) is quoted.
         if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) {
             host_part = [b";host=", host.as_bytes(), b""];
@@ -109,9 +137,10 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
     let prev = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok());
     let (prev, sep): (&[u8], &[u8]) = prev.map_or((b"", b""), |p| (p.as_bytes(), b", "));
-    let forwarded =
-        concat(&[prev, sep, open, ip, close, b";proto=", f.proto.as_bytes(), host_part[0], host_part[1], host_part[2]]);
-    insert(headers, &header::FORWARDED, forwarded);
+    emit(
+        &FORWARDED,
+        &[prev, sep, open, ip, close, b";proto=", f.proto.as_bytes(), host_part[0], host_part[1], host_part[2]],
+    );
 }
 
 /// The parts, joined, in a buffer of exactly their size (so `Bytes` takes it without copying).
@@ -119,12 +148,6 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     parts.iter().for_each(|p| out.extend_from_slice(p));
     out
-}
-
-fn insert(headers: &mut HeaderMap, name: &HeaderName, value: Vec<u8>) {
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-        headers.insert(name.clone(), v);
-    }
 }
 
 /// An IP address as text, formatted on the stack (`Display` goes through the formatting

@@ -16,13 +16,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Response;
 use http::header::HeaderValue;
 use http::uri::Authority;
-use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::client::{BoxError, ProxyBody, UpstreamError};
+use super::client::{BoxError, Outgoing, ProxyBody, UpstreamError};
 use super::h1::{self, Conn, H1Body};
 use crate::router::fx::FxBuildHasher;
 
@@ -76,17 +76,15 @@ impl Http1Pool {
         Ok(target)
     }
 
-    /// Sends `req` to `target`; the request target is `path_and_query` and `Host` the
-    /// target's authority.
+    /// Sends the request to `target`, with `Host` its authority.
     pub async fn send(
         self: &Arc<Self>,
         target: Arc<Target>,
-        path_and_query: &str,
-        req: Request<ProxyBody>,
+        out: &Outgoing<'_>,
+        body: ProxyBody,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        let (parts, body) = req.into_parts();
         let mut head = Vec::new();
-        h1::encode_head(&mut head, &parts.method, path_and_query, &target.host, &parts.headers, &body);
+        h1::encode_head(&mut head, out, &target.host, &body);
         let replayable = body.is_end_stream();
         let mut body = Some(body);
         loop {
@@ -95,7 +93,7 @@ impl Http1Pool {
                 None => (self.connect(&target.authority).await?, false),
             };
             let attempt = body.take().unwrap_or_else(super::forward::empty_body);
-            match conn.exchange(&head, attempt, &parts.method).await {
+            match conn.exchange(&head, attempt, out.method).await {
                 Ok(head) => {
                     self.start_sweeper();
                     return Ok(response(head, conn, target));
@@ -208,6 +206,12 @@ pub enum PooledBody {
 }
 
 impl PooledBody {
+    /// Read by the gateway's codec, which leaves hop-by-hop headers out of the response
+    /// (except after `101`).
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Self::Plain(_))
+    }
+
     /// The upstream connection after `101 Switching Protocols`, with the bytes already read
     /// from it; `None` for a TLS upstream (hyper's upgrade API serves that one).
     pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
@@ -248,11 +252,14 @@ impl Body for PooledBody {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use http::uri::PathAndQuery;
+    use http::{HeaderMap, Method};
     use http_body_util::{BodyExt, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::proxy::headers::Forwarding;
 
     /// An upstream answering `ok` to each request; with `close`, it closes the connection
     /// after the first answer. Returns its address and a count of accepted connections.
@@ -283,9 +290,24 @@ mod tests {
         Ok((addr, accepted))
     }
 
-    async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
+    /// Sends a GET for `/` with an empty body.
+    async fn send_get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Response<PooledBody>, UpstreamError> {
         let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
-        let res = pool.send(target.clone(), "/", Request::builder().uri("/").body(body)?).await?;
+        let forwarding = Forwarding { client_ip: [127, 0, 0, 1].into(), proto: "http", host: None };
+        let pq = PathAndQuery::from_static("/");
+        let headers = HeaderMap::new();
+        let out = Outgoing {
+            method: &Method::GET,
+            path_and_query: &pq,
+            headers: &headers,
+            forwarding: &forwarding,
+            upgrade: false,
+        };
+        pool.send(target.clone(), &out, body).await
+    }
+
+    async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
+        let res = send_get(pool, target).await?;
         assert_eq!(res.status(), 200);
         Ok(res.into_body().collect().await?.to_bytes())
     }
@@ -327,8 +349,7 @@ mod tests {
         let addr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.to_string();
         let pool = Arc::new(Http1Pool::new(Duration::from_secs(1)));
         let target = pool.target(&addr)?;
-        let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
-        let err = pool.send(target, "/", Request::builder().uri("/").body(body)?).await.err();
+        let err = send_get(&pool, &target).await.err();
         assert!(err.is_some_and(|e| e.is_connect()));
         Ok(())
     }
