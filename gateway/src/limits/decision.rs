@@ -137,14 +137,21 @@ impl Decision {
         if self.backend == Backend::Unlimited {
             return;
         }
-        let pairs = [
-            ("ratelimit-limit", "x-ratelimit-limit", number(self.limit)),
-            ("ratelimit-remaining", "x-ratelimit-remaining", number(self.remaining)),
-            ("ratelimit-reset", "x-ratelimit-reset", number(ceil_secs(self.reset))),
+        // Names built once (a runtime `from_static` validates the name on every call), and
+        // room made once for all of them.
+        static NAMES: [HeaderName; 6] = [
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderName::from_static("x-ratelimit-reset"),
         ];
-        for (ietf, legacy, value) in pairs {
-            headers.insert(HeaderName::from_static(ietf), value.clone());
-            headers.insert(HeaderName::from_static(legacy), value);
+        headers.reserve(NAMES.len() + 1);
+        let values = [number(self.limit), number(self.remaining), number(ceil_secs(self.reset))];
+        for (names, value) in NAMES.chunks_exact(2).zip(values) {
+            headers.insert(names[0].clone(), value.clone());
+            headers.insert(names[1].clone(), value);
         }
         if let Some(retry) = self.retry_after {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));

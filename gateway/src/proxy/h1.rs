@@ -327,7 +327,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
         spans.push((name_at, f.name.len(), value_at, f.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what the gateway adds (request id, rate-limit headers) without a rehash.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
     // What framing and persistence need, noted on the way (no lookups afterwards).
     let mut seen = Seen::default();
     // Hop-by-hop fields are left out here (the connection is the gateway's), except after
