@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::headers::{self, Forwarding};
-use super::pool::{self, Http1Pool, PooledBody};
+use super::pool::{self, Http1Pool, PooledBody, Target};
 
 /// Errors a proxied body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,6 +42,9 @@ pub enum UpstreamError {
     /// The upstream closed the connection before its answer was complete.
     #[error("the upstream closed the connection before its response was complete")]
     Closed,
+    /// No response head within the read timeout.
+    #[error("the upstream did not answer within the read timeout")]
+    Timeout,
     /// The upstream's answer is not valid HTTP/1.1.
     #[error("invalid upstream response: {0}")]
     Protocol(&'static str),
@@ -63,7 +66,7 @@ impl UpstreamError {
         match self {
             Self::Connect(_) | Self::InvalidTarget => true,
             Self::Tls(e) => e.is_connect(),
-            Self::Io(_) | Self::Closed | Self::Protocol(_) | Self::RequestBody(_) => false,
+            Self::Io(_) | Self::Closed | Self::Timeout | Self::Protocol(_) | Self::RequestBody(_) => false,
         }
     }
 }
@@ -77,18 +80,32 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     /// Sends the request to `authority` (`host:port`), with `Host` set to it, hop-by-hop
-    /// headers removed and forwarding headers added.
+    /// headers removed and forwarding headers added; no response head within
+    /// `read_timeout` is [`UpstreamError::Timeout`].
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
         out: &Outgoing<'_>,
         body: ProxyBody,
+        read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + read_timeout;
         let target = self.plain.target(authority)?;
         if !https {
-            return self.plain.send(target, out, body).await;
+            return self.plain.send(target, out, body, deadline).await;
         }
+        tokio::time::timeout_at(deadline, self.send_tls(&target, out, body))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    async fn send_tls(
+        &self,
+        target: &Target,
+        out: &Outgoing<'_>,
+        body: ProxyBody,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // hyper's client takes an owned request with an absolute URI.
         let mut headers = out.headers.clone();
         headers::strip_hop_by_hop(&mut headers, out.upgrade);

@@ -233,12 +233,11 @@ async fn proxy(
         let pick = pool.pick(hash, &tried).ok_or(GatewayError::NoHealthyTarget)?;
         tried.push(pick.index);
         let attempt_body = body.take().unwrap_or_else(empty_body);
-        let send = api.client.send(api.https, &pick.target.authority, &out, attempt_body);
-        let result = tokio::time::timeout(api.read_timeout, send).await;
+        let result = api.client.send(api.https, &pick.target.authority, &out, attempt_body, api.read_timeout).await;
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
         // fault and says nothing about the target.
-        if !matches!(&result, Ok(Err(e)) if is_client_body_error(e)) {
+        if !matches!(&result, Err(e) if is_client_body_error(e)) {
             pool.report(pick.index, outcome);
         }
         drop(pick);
@@ -252,22 +251,25 @@ async fn proxy(
             continue;
         }
         permit.record(!outcome.is_failure());
-        let res = result.map_err(|_| GatewayError::UpstreamTimeout)?.map_err(classify)?;
+        let res = result.map_err(classify)?;
         return Ok(respond(res, &ctx, client_upgrade));
     }
 }
 
-fn outcome_of<T>(result: &Result<Result<Response<T>, UpstreamError>, tokio::time::error::Elapsed>) -> Outcome {
+fn outcome_of<T>(result: &Result<Response<T>, UpstreamError>) -> Outcome {
     match result {
-        Err(_) => Outcome::Timeout,
-        Ok(Err(e)) if e.is_connect() => Outcome::ConnectFailure,
-        Ok(Err(e)) if is_client_body_error(e) => Outcome::Success,
-        Ok(Err(_)) => Outcome::Status(502),
-        Ok(Ok(res)) => Outcome::Status(res.status().as_u16()),
+        Err(UpstreamError::Timeout) => Outcome::Timeout,
+        Err(e) if e.is_connect() => Outcome::ConnectFailure,
+        Err(e) if is_client_body_error(e) => Outcome::Success,
+        Err(_) => Outcome::Status(502),
+        Ok(res) => Outcome::Status(res.status().as_u16()),
     }
 }
 
 fn classify(e: UpstreamError) -> GatewayError {
+    if matches!(e, UpstreamError::Timeout) {
+        return GatewayError::UpstreamTimeout;
+    }
     if is_body_limit(&e) {
         return GatewayError::BodyTooLarge;
     }

@@ -41,10 +41,15 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// A first request body frame up to this size is written with the head, in one system call.
 const COALESCE_BODY: usize = 16 * 1024;
 
-/// An open connection to an upstream, with the bytes read from it and not yet used.
+/// An open connection to an upstream, with the bytes read from it and not yet used, and its
+/// deadline timer.
 pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// Bounds each exchange (write and response head). One timer per connection, moved to a
+    /// later deadline per request: tokio then only extends the registered entry (an atomic
+    /// update) instead of inserting and removing a timer-wheel entry per request.
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// How the request body is framed on the wire.
@@ -85,7 +90,7 @@ pub struct Failure {
 
 impl Conn {
     pub fn new(io: TcpStream) -> Self {
-        Self { io, buf: BytesMut::new() }
+        Self { io, buf: BytesMut::new(), deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())) }
     }
 
     /// Whether an idle connection can take a request: the upstream has neither closed it
@@ -105,9 +110,51 @@ impl Conn {
         }
     }
 
-    /// Sends one request and reads the response head. `head` holds the encoded request head
-    /// (see [`encode_head`]); the body, when not empty, is streamed after it.
-    pub async fn exchange(&mut self, head: &[u8], body: ProxyBody, method: &Method) -> Result<Head, Failure> {
+    /// Sends one request and reads the response head by `deadline`. `head` holds the encoded
+    /// request head (see [`encode_head`]); the body, when not empty, is streamed after it.
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: ProxyBody,
+        method: &Method,
+        deadline: tokio::time::Instant,
+    ) -> Result<Head, Failure> {
+        self.deadline.as_mut().reset(deadline);
+        let (wire, timer) = self.split();
+        let work = wire.exchange(head, body, method);
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            // Whatever was sent may have been acted on: never replayed.
+            timer.as_mut().poll(cx).map(|()| Err(Failure { error: UpstreamError::Timeout, replayable: false }))
+        })
+        .await
+    }
+
+    fn split(&mut self) -> (Wire<'_>, &mut Pin<Box<tokio::time::Sleep>>) {
+        (Wire { io: &mut self.io, buf: &mut self.buf }, &mut self.deadline)
+    }
+
+    /// The connection after `101 Switching Protocols`, with the bytes already read from it.
+    pub fn into_upgraded(self) -> (TcpStream, Bytes) {
+        (self.io, self.buf.freeze())
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        Wire { io: &mut self.io, buf: &mut self.buf }.poll_fill(cx)
+    }
+}
+
+/// The socket and read buffer of a connection, borrowed apart from its timer.
+struct Wire<'c> {
+    io: &'c mut TcpStream,
+    buf: &'c mut BytesMut,
+}
+
+impl Wire<'_> {
+    async fn exchange(mut self, head: &[u8], body: ProxyBody, method: &Method) -> Result<Head, Failure> {
         let failed = |error, replayable| Failure { error, replayable };
         if body.is_end_stream() {
             if let Err(e) = self.io.write_all(head).await {
@@ -197,7 +244,7 @@ impl Conn {
         let mut received = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&mut self.buf, method) {
+                match parse_head(self.buf, method) {
                     Ok(Some(head))
                         if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS =>
                     {
@@ -224,12 +271,7 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
-        crate::net::poll_read(&self.io, cx, &mut self.buf)
-    }
-
-    /// The connection after `101 Switching Protocols`, with the bytes already read from it.
-    pub fn into_upgraded(self) -> (TcpStream, Bytes) {
-        (self.io, self.buf.freeze())
+        crate::net::poll_read(&*self.io, cx, &mut *self.buf)
     }
 }
 
@@ -716,7 +758,8 @@ mod tests {
             upgrade: false,
         };
         encode_head(&mut head, &out, &host, &body);
-        let parsed = conn.exchange(&head, body, &method).await.map_err(|f| f.error)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let parsed = conn.exchange(&head, body, &method, deadline).await.map_err(|f| f.error)?;
         let home = Arc::new(Home::default());
         let collected = H1Body::new(conn, &parsed, home.clone()).collect().await.map(|c| c.to_bytes());
         Ok((parsed, collected, home.returned()))
@@ -873,6 +916,37 @@ mod tests {
             .and_then(|e| e.downcast_ref::<UpstreamError>())
             .is_some_and(|e| matches!(e, UpstreamError::RequestBody(_)));
         assert!(is_body, "{err:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_deadline_bounds_each_exchange_and_moves_with_the_next() -> Result<(), BoxError> {
+        use std::time::Duration;
+        // An upstream that answers the first request at once, the second never.
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let mut buf = [0u8; 4096];
+            let mut answered = 0;
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && answered == 0 {
+                    answered += 1;
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                }
+            }
+        });
+        let mut conn = Conn::new(TcpStream::connect(addr).await?);
+        let head = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let short = Duration::from_millis(50);
+        let first = conn.exchange(head, empty(), &Method::GET, tokio::time::Instant::now() + short).await;
+        assert!(first.is_ok_and(|h| h.status == StatusCode::OK));
+        // Past the first deadline: the timer fired while idle; the next exchange gets its own.
+        tokio::time::sleep(short * 2).await;
+        let started = std::time::Instant::now();
+        let second = conn.exchange(head, empty(), &Method::GET, tokio::time::Instant::now() + short).await;
+        assert!(matches!(second, Err(Failure { error: UpstreamError::Timeout, replayable: false })));
+        assert!(started.elapsed() >= short, "timed out early: {:?}", started.elapsed());
         Ok(())
     }
 

@@ -82,6 +82,7 @@ impl Http1Pool {
         target: Arc<Target>,
         out: &Outgoing<'_>,
         body: ProxyBody,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let mut head = Vec::new();
         h1::encode_head(&mut head, out, &target.host, &body);
@@ -93,7 +94,7 @@ impl Http1Pool {
                 None => (self.connect(&target.authority).await?, false),
             };
             let attempt = body.take().unwrap_or_else(super::forward::empty_body);
-            match conn.exchange(&head, attempt, out.method).await {
+            match conn.exchange(&head, attempt, out.method, deadline).await {
                 Ok(head) => {
                     self.start_sweeper();
                     return Ok(response(head, conn, target));
@@ -303,7 +304,7 @@ mod tests {
             forwarding: &forwarding,
             upgrade: false,
         };
-        pool.send(target.clone(), &out, body).await
+        pool.send(target.clone(), &out, body, tokio::time::Instant::now() + Duration::from_secs(5)).await
     }
 
     async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
