@@ -784,7 +784,7 @@ mod tests {
     /// went back to the pool.
     #[tokio::test]
     async fn framings_decode_bodies_and_decide_reuse() -> Result<(), BoxError> {
-        let cases: [(&'static [u8], Method, Framing, &str, usize); 8] = [
+        let cases: [(&'static [u8], Method, Framing, &str, usize); 9] = [
             (
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
                 Method::GET,
@@ -805,6 +805,8 @@ mod tests {
             ),
             (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok", Method::GET, Framing::Length(2), "ok", 0),
             (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", Method::GET, Framing::Length(2), "ok", 0),
+            // Bytes past the end of the body: the connection cannot be trusted again.
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA", Method::GET, Framing::Length(2), "ok", 0),
             (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok", Method::GET, Framing::Length(2), "ok", 1),
         ];
         for (answer, method, framing, text, returned) in cases {

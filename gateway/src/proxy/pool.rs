@@ -262,25 +262,45 @@ mod tests {
     use super::*;
     use crate::proxy::headers::Forwarding;
 
+    /// What the test upstream does with a request.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Reply {
+        Answer,
+        AnswerAndClose,
+        /// Close the connection without answering.
+        Drop,
+    }
+
     /// An upstream answering `ok` to each request; with `close`, it closes the connection
     /// after the first answer. Returns its address and a count of accepted connections.
     async fn upstream(close: bool) -> std::io::Result<(String, Arc<AtomicUsize>)> {
+        upstream_with(if close { |_, _| Reply::AnswerAndClose } else { |_, _| Reply::Answer }).await
+    }
+
+    /// An upstream doing with request `r` (0-based) on connection `c` what `rule(c, r)` says.
+    async fn upstream_with(rule: fn(usize, usize) -> Reply) -> std::io::Result<(String, Arc<AtomicUsize>)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
+                let connection = count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let mut seen = Vec::new();
+                    let mut request = 0;
                     while let Ok(n @ 1..) = stream.read(&mut buf).await {
                         seen.extend_from_slice(&buf[..n]);
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
+                            let reply = rule(connection, request);
+                            request += 1;
+                            if reply == Reply::Drop {
+                                return;
+                            }
                             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if stream.write_all(answer).await.is_err() || close {
+                            if stream.write_all(answer).await.is_err() || reply == Reply::AnswerAndClose {
                                 return;
                             }
                         }
@@ -342,6 +362,24 @@ mod tests {
             }
             assert_eq!(accepted.load(Ordering::SeqCst), round);
         }
+        Ok(())
+    }
+
+    /// The race every keep-alive client meets: the upstream closes an idle connection just as
+    /// a request goes out on it. Nothing of an answer arrives, so the (body-less) request is
+    /// sent again on a new connection.
+    #[tokio::test]
+    async fn a_request_lost_to_an_upstream_close_is_sent_again() -> Result<(), BoxError> {
+        // The first connection takes one request, then drops the next unanswered.
+        let (addr, accepted) = upstream_with(
+            |connection, request| if (connection, request) == (0, 1) { Reply::Drop } else { Reply::Answer },
+        )
+        .await?;
+        let pool = Arc::new(Http1Pool::new(Duration::from_secs(1)));
+        let target = pool.target(&addr)?;
+        assert_eq!(get(&pool, &target).await?, "ok");
+        assert_eq!(get(&pool, &target).await?, "ok", "the second request is replayed on a new connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
         Ok(())
     }
 
