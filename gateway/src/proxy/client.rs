@@ -13,6 +13,7 @@ use http::header::HeaderValue;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -27,6 +28,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// Upstream response body.
 pub type UpstreamBody = PooledBody;
+
+/// A request body with nothing in it.
+pub fn empty_body() -> ProxyBody {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
 type TlsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Why an upstream exchange failed.
@@ -122,7 +128,12 @@ impl UpstreamClient {
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidTarget)?;
         *req.method_mut() = out.method.clone();
         *req.headers_mut() = headers;
-        let res = self.tls.request(req).await.map_err(UpstreamError::Tls)?;
+        let mut res = self.tls.request(req).await.map_err(UpstreamError::Tls)?;
+        // As the plain-HTTP codec does while parsing: the client gets no hop-by-hop fields,
+        // except after `101`, whose `Upgrade` and `Connection` it needs.
+        if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            headers::strip_hop_by_hop(res.headers_mut(), false);
+        }
         Ok(res.map(PooledBody::Tls))
     }
 }

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Empty, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 
-use super::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError};
+use super::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError, empty_body};
 use super::headers::{self, Forwarding};
 use super::upgrade;
 use crate::edge::{self, EdgeOptions};
@@ -312,10 +312,6 @@ fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-pub(crate) fn empty_body() -> ProxyBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
-}
-
 fn limit_body(body: Incoming, max: u64) -> ProxyBody {
     Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).map_err(BoxError::from).boxed()
 }
@@ -342,9 +338,9 @@ fn respond(
             };
             upgrade::splice(client, upstream);
         }
-        // The gateway's codec left them out already.
-        _ if res.body().is_plain() && !switching => {}
-        _ => headers::strip_hop_by_hop(res.headers_mut(), false),
+        // A 101 the client did not ask for; other answers come without hop-by-hop fields.
+        (true, None) => headers::strip_hop_by_hop(res.headers_mut(), false),
+        (false, _) => {}
     }
     res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
     res.map(Either::Left)

@@ -30,7 +30,7 @@ use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
 
 /// Largest upstream response head.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header fields.
 const MAX_HEADERS: usize = 100;
 /// Read buffer growth step.
@@ -58,6 +58,18 @@ enum ReqFraming {
     Empty,
     Length,
     Chunked,
+}
+
+impl ReqFraming {
+    fn of(body: &ProxyBody) -> Self {
+        if body.is_end_stream() {
+            Self::Empty
+        } else if body.size_hint().exact().is_some() {
+            Self::Length
+        } else {
+            Self::Chunked
+        }
+    }
 }
 
 /// How the response body is delimited.
@@ -180,8 +192,7 @@ impl Wire<'_> {
     }
 
     async fn send_with_body(&mut self, head: &[u8], mut body: ProxyBody) -> Result<(), UpstreamError> {
-        let framing = if body.size_hint().exact().is_some() { ReqFraming::Length } else { ReqFraming::Chunked };
-        let chunked = framing == ReqFraming::Chunked;
+        let chunked = ReqFraming::of(&body) == ReqFraming::Chunked;
         // The first frame, when already there and small, goes out with the head.
         let mut out = Vec::with_capacity(head.len() + 256);
         out.extend_from_slice(head);
@@ -292,13 +303,7 @@ fn put_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
 /// hop-by-hop ones and the framing headers (replaced by the body's own framing), then the
 /// forwarding headers and, for an upgrade, `Connection: upgrade`.
 pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body: &ProxyBody) {
-    let framing = if body.is_end_stream() {
-        ReqFraming::Empty
-    } else if body.size_hint().exact().is_some() {
-        ReqFraming::Length
-    } else {
-        ReqFraming::Chunked
-    };
+    let framing = ReqFraming::of(body);
     let target = o.path_and_query.as_str();
     let size: usize = o.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     out.reserve(o.method.as_str().len() + target.len() + host.len() + size + 256);
@@ -549,8 +554,8 @@ impl H1Body {
                 State::Done => return Poll::Ready(None),
                 State::Length(0) => self.finish(),
                 State::Length(left) | State::ChunkData(left) => {
-                    if conn.buf.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err(UpstreamError::Closed)));
+                    if conn.buf.is_empty() {
+                        ready!(fill_or_eof(conn, cx))?;
                     }
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
                     let data = conn.buf.split_to(take).freeze();
@@ -675,6 +680,7 @@ mod tests {
     use http::uri::PathAndQuery;
 
     use super::*;
+    use crate::proxy::client::empty_body as empty;
     use crate::proxy::headers::Forwarding;
 
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -730,10 +736,6 @@ mod tests {
             seen
         });
         Ok((addr, seen))
-    }
-
-    fn empty() -> ProxyBody {
-        Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
     }
 
     /// Sends one request with `body` and returns the head, the collected body (or its

@@ -22,7 +22,7 @@ use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::client::{BoxError, Outgoing, ProxyBody, UpstreamError};
+use super::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use super::h1::{self, Conn, H1Body};
 use crate::router::fx::FxBuildHasher;
 
@@ -93,7 +93,7 @@ impl Http1Pool {
                 Some(conn) => (conn, true),
                 None => (self.connect(&target.authority).await?, false),
             };
-            let attempt = body.take().unwrap_or_else(super::forward::empty_body);
+            let attempt = body.take().unwrap_or_else(empty_body);
             match conn.exchange(&head, attempt, out.method, deadline).await {
                 Ok(head) => {
                     self.start_sweeper();
@@ -207,12 +207,6 @@ pub enum PooledBody {
 }
 
 impl PooledBody {
-    /// Read by the gateway's codec, which leaves hop-by-hop headers out of the response
-    /// (except after `101`).
-    pub fn is_plain(&self) -> bool {
-        matches!(self, Self::Plain(_))
-    }
-
     /// The upstream connection after `101 Switching Protocols`, with the bytes already read
     /// from it; `None` for a TLS upstream (hyper's upgrade API serves that one).
     pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
@@ -255,7 +249,7 @@ mod tests {
 
     use http::uri::PathAndQuery;
     use http::{HeaderMap, Method};
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -313,7 +307,7 @@ mod tests {
 
     /// Sends a GET for `/` with an empty body.
     async fn send_get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Response<PooledBody>, UpstreamError> {
-        let body: ProxyBody = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        let body = empty_body();
         let forwarding = Forwarding { client_ip: [127, 0, 0, 1].into(), proto: "http", host: None };
         let pq = PathAndQuery::from_static("/");
         let headers = HeaderMap::new();
