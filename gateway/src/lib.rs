@@ -4,6 +4,7 @@
 //! requests through the phases of [`proxy::forward`].
 
 pub mod auth;
+mod codec;
 pub mod config;
 pub mod credentials;
 pub mod edge;

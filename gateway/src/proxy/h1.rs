@@ -28,6 +28,7 @@ use smallvec::SmallVec;
 
 use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
+use crate::codec::{Decode, Seen, Step, Transfer, put_chunk};
 
 /// Largest upstream response head.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -35,9 +36,6 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
-/// Longest chunk-size line (size, extensions) and trailer section accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
 /// A first request body frame up to this size is written with the head, in one system call.
 const COALESCE_BODY: usize = 16 * 1024;
 
@@ -286,19 +284,6 @@ impl Wire<'_> {
     }
 }
 
-fn put_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    if data.is_empty() {
-        return;
-    }
-    if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(data);
-    }
-}
-
 /// Encodes a request head: request line, `Host`, the client's headers minus `Host`,
 /// hop-by-hop ones and the framing headers (replaced by the body's own framing), then the
 /// forwarding headers and, for an upgrade, `Connection: upgrade`.
@@ -392,7 +377,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
         }
     }
     let (framing, mut keep_alive) = framing_of(status, method, &seen)?;
-    if seen.transfer_chunked.is_some() {
+    if seen.transfer.is_some() {
         headers.remove(header::CONTENT_LENGTH);
     }
     if !keep_all {
@@ -408,50 +393,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     Ok(Some(Head { status, version, headers, framing, keep_alive }))
 }
 
-/// The header fields that decide framing and persistence.
-#[derive(Default)]
-struct Seen {
-    /// Whether the last transfer coding is `chunked`, when `Transfer-Encoding` is present.
-    transfer_chunked: Option<bool>,
-    length: Option<u64>,
-    bad_length: Option<&'static str>,
-    close: bool,
-    keep_alive: bool,
-    /// `Connection` values that name other fields (hop-by-hop for this message).
-    connection_named: SmallVec<[HeaderValue; 1]>,
-}
-
-impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let tokens = || value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii);
-        if name == header::CONTENT_LENGTH {
-            for part in tokens() {
-                match parse_length(part) {
-                    None => self.bad_length = Some("the response Content-Length is invalid"),
-                    Some(n) if self.length.is_some_and(|l| l != n) => {
-                        self.bad_length = Some("the response has differing Content-Length values");
-                    }
-                    Some(n) => self.length = Some(n),
-                }
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            self.transfer_chunked = tokens().next_back().map(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            let mut others = false;
-            for t in tokens() {
-                let close = t.eq_ignore_ascii_case(b"close");
-                let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep_alive |= keep_alive;
-                others |= !(close || keep_alive || t.is_empty());
-            }
-            if others {
-                self.connection_named.push(value.clone());
-            }
-        }
-    }
-}
-
 /// The body framing of a response (RFC 9112 §6.3) and whether it leaves the connection
 /// reusable as far as framing goes.
 fn framing_of(status: StatusCode, method: &Method, seen: &Seen) -> Result<(Framing, bool), &'static str> {
@@ -462,7 +403,8 @@ fn framing_of(status: StatusCode, method: &Method, seen: &Seen) -> Result<(Frami
     {
         return Ok((Framing::None, true));
     }
-    if let Some(chunked_last) = seen.transfer_chunked {
+    if let Some(transfer) = seen.transfer {
+        let chunked_last = transfer != Transfer::Other;
         // Both present: Transfer-Encoding wins, the length is dropped, and the message may
         // have been crafted to be read two ways, so the connection is not reused.
         let both = seen.length.is_some() || seen.bad_length.is_some();
@@ -478,13 +420,6 @@ fn framing_of(status: StatusCode, method: &Method, seen: &Seen) -> Result<(Frami
     })
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
 /// Where a connection goes once its response body has been read to the end.
 pub trait Checkin: Send + Sync {
     fn checkin(&self, conn: Conn);
@@ -493,20 +428,9 @@ pub trait Checkin: Send + Sync {
 /// The body of an upstream response, decoded from its connection as it is polled.
 pub struct H1Body {
     conn: Option<Conn>,
-    state: State,
+    state: Decode,
     keep_alive: bool,
     home: Option<std::sync::Arc<dyn Checkin>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd,
-    Trailers(usize),
-    UntilClose,
-    Done,
 }
 
 impl H1Body {
@@ -514,16 +438,16 @@ impl H1Body {
     /// it can be reused.
     pub fn new(conn: Conn, head: &Head, home: std::sync::Arc<dyn Checkin>) -> Self {
         let state = match head.framing {
-            Framing::None => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::UntilClose => State::UntilClose,
+            Framing::None => Decode::Done,
+            Framing::Length(n) => Decode::Length(n),
+            Framing::Chunked => Decode::ChunkSize,
+            Framing::UntilClose => Decode::UntilClose,
         };
         let mut body = Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home) };
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade: see `take_conn`.
             body.home = None;
-        } else if matches!(body.state, State::Done) {
+        } else if body.state == Decode::Done {
             body.finish();
         }
         body
@@ -538,7 +462,7 @@ impl H1Body {
     /// The body has been read to its end: the connection goes back when it can be reused
     /// (nothing unread after the body).
     fn finish(&mut self) {
-        self.state = State::Done;
+        self.state = Decode::Done;
         if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
             && self.keep_alive
             && conn.buf.is_empty()
@@ -550,96 +474,29 @@ impl H1Body {
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-            match self.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(0) => self.finish(),
-                State::Length(left) | State::ChunkData(left) => {
-                    if conn.buf.is_empty() {
-                        ready!(fill_or_eof(conn, cx))?;
-                    }
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
-                    let data = conn.buf.split_to(take).freeze();
-                    let left = left - take as u64;
-                    match self.state {
-                        State::Length(_) if left == 0 => self.finish(),
-                        State::Length(_) => self.state = State::Length(left),
-                        _ if left == 0 => self.state = State::ChunkEnd,
-                        _ => self.state = State::ChunkData(left),
+            match self.state.step(&mut conn.buf).map_err(UpstreamError::Protocol)? {
+                Step::Data(data) => {
+                    if self.state == Decode::Done {
+                        self.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                State::ChunkSize => match take_line(&mut conn.buf, MAX_CHUNK_LINE)? {
-                    Some(line) => {
-                        let size = parse_chunk_size(&line)?;
-                        self.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
-                    }
-                    None => ready!(fill_or_eof(conn, cx))?,
-                },
-                State::ChunkEnd => {
-                    if conn.buf.len() < 2 {
-                        ready!(fill_or_eof(conn, cx))?;
-                        continue;
-                    }
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(UpstreamError::Protocol("a response chunk is malformed"))));
-                    }
-                    let _ = conn.buf.split_to(2);
-                    self.state = State::ChunkSize;
+                Step::Done => {
+                    self.finish();
+                    return Poll::Ready(None);
                 }
-                State::Trailers(seen) => match take_line(&mut conn.buf, MAX_TRAILERS - seen)? {
-                    // Trailers end at an empty line; they are not forwarded.
-                    Some(line) if line.is_empty() => self.finish(),
-                    Some(line) => self.state = State::Trailers(seen + line.len() + 2),
-                    None => ready!(fill_or_eof(conn, cx))?,
-                },
-                State::UntilClose => {
-                    if !conn.buf.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
-                    }
-                    if ready!(conn.poll_fill(cx))? == 0 {
+                Step::More => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) if self.state.at_eof() => {
                         self.keep_alive = false;
                         self.finish();
                     }
-                }
+                    Ok(0) => return Poll::Ready(Some(Err(UpstreamError::Closed))),
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Some(Err(UpstreamError::Io(e)))),
+                },
             }
         }
     }
-}
-
-/// Reads more, failing on end of stream (the body is incomplete).
-fn fill_or_eof(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-    match ready!(conn.poll_fill(cx)) {
-        Ok(0) => Poll::Ready(Err(UpstreamError::Closed)),
-        Ok(_) => Poll::Ready(Ok(())),
-        Err(e) => Poll::Ready(Err(UpstreamError::Io(e))),
-    }
-}
-
-/// The next CRLF-terminated line, without its CRLF, once complete.
-fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, UpstreamError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(at) if at <= max => {
-            let line = buf.split_to(at);
-            let _ = buf.split_to(2);
-            Ok(Some(line))
-        }
-        Some(_) => Err(UpstreamError::Protocol("a response chunk line is too long")),
-        None if buf.len() > max => Err(UpstreamError::Protocol("a response chunk line is too long")),
-        None => Ok(None),
-    }
-}
-
-/// A chunk size: hex digits, then optional extensions (ignored).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
-    let bad = || UpstreamError::Protocol("a response chunk size is invalid");
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii_end();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(bad());
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        let v = char::from(*d).to_digit(16).ok_or_else(bad)?;
-        Ok((n << 4) | u64::from(v))
-    })
 }
 
 impl Body for H1Body {
@@ -651,21 +508,17 @@ impl Body for H1Body {
         if let Poll::Ready(Some(Err(_))) = polled {
             // A broken body leaves the connection in an unknown state.
             self.conn = None;
-            self.state = State::Done;
+            self.state = Decode::Done;
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.state == Decode::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Done => SizeHint::with_exact(0),
-            State::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.state.remaining().map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
@@ -827,7 +680,7 @@ mod tests {
     #[tokio::test]
     async fn malformed_answers_are_protocol_errors() -> Result<(), BoxError> {
         let cases: [(&'static [u8], &str); 5] = [
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", "differing"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", "differ"),
             (b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\nok", "Content-Length is invalid"),
             (b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n", "Content-Length is invalid"),
             (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed"),
@@ -1002,16 +855,5 @@ mod tests {
         let head = parse_head(&mut buf, &Method::GET)?.ok_or("incomplete")?;
         assert_eq!(head.headers.len(), 2);
         Ok(())
-    }
-
-    #[test]
-    fn chunk_sizes_parse_as_hex_and_refuse_garbage() {
-        assert_eq!(parse_chunk_size(b"1aF").ok(), Some(0x1af));
-        assert_eq!(parse_chunk_size(b"10;name=value").ok(), Some(16));
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"g").is_err());
-        assert!(parse_chunk_size(b"ffffffffffffffff").is_err(), "overflow");
-        assert_eq!(parse_length(b"0012"), Some(12));
-        assert_eq!(parse_length(b"+1"), None);
     }
 }
