@@ -16,6 +16,7 @@ mod metrics_endpoint;
 pub(crate) mod net;
 pub mod proxy;
 pub mod router;
+pub mod server;
 pub mod snapshot;
 pub mod upstream;
 

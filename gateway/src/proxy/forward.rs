@@ -12,7 +12,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
 use super::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError, empty_body};
 use super::headers::{self, Forwarding};
@@ -20,6 +20,7 @@ use super::upgrade;
 use crate::edge::{self, EdgeOptions};
 use crate::error::GatewayError;
 use crate::router::{RequestView, normalize_path};
+use crate::server::ClientBody;
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
 
@@ -66,7 +67,7 @@ struct Ctx {
 
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<GwBody> {
+    pub async fn handle(&self, mut req: Request<ClientBody>, conn: ConnInfo) -> Response<GwBody> {
         let started = std::time::Instant::now();
         let request_id = headers::ensure_request_id(req.headers_mut());
         let mut api = None;
@@ -88,7 +89,7 @@ impl Pipeline {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         conn: ConnInfo,
         request_id: HeaderValue,
         api_out: &mut Option<Arc<ApiRuntime>>,
@@ -125,7 +126,7 @@ impl Pipeline {
     }
 
     /// Framing and size checks that need no configuration.
-    fn guard(&self, req: &Request<Incoming>) -> Result<(), GatewayError> {
+    fn guard(&self, req: &Request<ClientBody>) -> Result<(), GatewayError> {
         let h = req.headers();
         if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
             return Err(GatewayError::BadRequest("both Content-Length and Transfer-Encoding are present"));
@@ -151,7 +152,7 @@ struct Routed {
 }
 
 /// Normalises the path and matches a route of an enabled API.
-fn route(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<Routed, GatewayError> {
+fn route(snapshot: &Snapshot, req: &Request<ClientBody>) -> Result<Routed, GatewayError> {
     let path = normalize_path(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
     let host = request_host(req);
     let view = RequestView {
@@ -199,7 +200,7 @@ async fn proxy(
     api: &ApiRuntime,
     pool: &Upstream,
     mut ctx: Ctx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: ConnInfo,
     max_body: u64,
 ) -> Result<Response<GwBody>, GatewayError> {
@@ -211,8 +212,8 @@ async fn proxy(
     };
     pool.retry_policy().record_request();
     let upgrade = headers::is_upgrade(req.headers());
-    let (parts, body) = req.into_parts();
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(Request::from_parts(parts.clone(), ())));
+    let (mut parts, body) = req.into_parts();
+    let client_upgrade = upgrade.then(|| upgrade::ClientSide::of(&mut parts));
     let host = client_host(&parts);
     let forwarding =
         Forwarding { client_ip: conn.peer.ip(), proto: if conn.https { "https" } else { "http" }, host: host.as_ref() };
@@ -312,7 +313,7 @@ fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn limit_body(body: Incoming, max: u64) -> ProxyBody {
+fn limit_body(body: ClientBody, max: u64) -> ProxyBody {
     Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).map_err(BoxError::from).boxed()
 }
 
@@ -327,7 +328,7 @@ fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
 fn respond(
     mut res: Response<UpstreamBody>,
     ctx: &Ctx,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<upgrade::ClientSide>,
 ) -> Response<GwBody> {
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {

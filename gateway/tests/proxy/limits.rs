@@ -54,8 +54,8 @@ async fn headers_over_the_limit_get_a_431_problem() {
         431,
         "headers-too-large",
     );
-    // Over what the listener buffers at all: refused by the HTTP parser itself.
-    assert_eq!(exchange(&gw, &head(100_000)).await.status, 431);
+    // Over what the listener buffers at all: refused while the head is read.
+    assert_problem(&exchange(&gw, &head(100_000)).await, 431, "headers-too-large");
     // HTTP/2 requests are held to the same limit.
     let req = crate::helpers::client::get(&gw.url("/h2")).header("x-big", "c".repeat(8_000));
     Client::h2c()
@@ -238,13 +238,11 @@ async fn the_header_read_timeout_also_closes_silent_and_stalled_connections() {
     }
 }
 
-/// hyper, the HTTP/1 parser, resolves `Content-Length` + `Transfer-Encoding` the way RFC 9112
-/// §6.3 allows instead of answering 400: `Transfer-Encoding` wins, `Content-Length` is
-/// dropped, and the connection is closed after the response, so nothing can be smuggled
-/// behind the body. (It removes `Content-Length` before the gateway sees the request, so the
-/// gateway cannot answer 400 itself.)
+/// `Content-Length` beside `Transfer-Encoding` is refused (RFC 9112 §6.1 allows the
+/// server to read it either way; a proxy that guesses differently from its upstream is how
+/// requests get smuggled), and the connection closed with nothing read behind the head.
 #[tokio::test]
-async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+async fn content_length_with_transfer_encoding_is_refused() {
     let up = Upstream::echo("echo").await;
     let gw = gateway(&up, options()).await;
     for head in [
@@ -255,27 +253,14 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
         let smuggled = format!("{head}0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n");
         let mut raw = Raw::connect(gw.addr).await;
         raw.send(smuggled.as_bytes()).await;
-        let r = raw.response().await;
+        assert_problem(&raw.response().await, 400, "bad-request");
         let closed = raw.closed_within(WAIT).await;
         assert!(
             matches!(closed, Closed::Yes(ref rest) if rest.is_empty()),
             "closed, nothing more answered: {closed:?}"
         );
-        if r.status == 400 {
-            continue;
-        }
-        let doc = r.json();
-        assert_eq!((r.status, doc["path"].as_str(), doc["body_len"].as_u64()), (200, Some("/te"), Some(0)), "{doc}");
-        assert!(
-            doc["headers"]["content-length"].is_null(),
-            "Content-Length is never forwarded with a chunked body: {doc}"
-        );
     }
-    assert!(
-        up.seen().iter().all(|s| s.path == "/te"),
-        "the smuggled request never reached the upstream: {:?}",
-        up.seen()
-    );
+    assert_eq!(up.requests(), 0, "nothing reached the upstream: {:?}", up.seen());
 }
 
 #[tokio::test]
@@ -290,6 +275,8 @@ async fn malformed_framing_headers_are_refused() {
         "content-length: 0x10",
         "transfer-encoding: gzip",
         "transfer-encoding: chunked, gzip",
+        "transfer-encoding: gzip, chunked",
+        "transfer-encoding: chunked\r\ntransfer-encoding: chunked",
     ] {
         let r = exchange(&gw, &format!("POST /m HTTP/1.1\r\nhost: x\r\n{framing}\r\n\r\nhello")).await;
         assert_eq!(r.status, 400, "{framing}: {}", r.text());

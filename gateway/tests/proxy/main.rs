@@ -9,6 +9,7 @@ mod auth;
 mod balancing;
 mod bodies;
 mod headers;
+mod http1;
 mod limits;
 mod live_config;
 mod resilience;

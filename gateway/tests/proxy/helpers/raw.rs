@@ -88,6 +88,14 @@ impl Raw {
     /// Reads one response (head and body, framed by `Content-Length`, chunked, or — with
     /// neither — nothing for 1xx/204/304 and the rest of the connection otherwise).
     pub async fn response(&mut self) -> RawResponse {
+        let mut res = self.response_head().await;
+        res.body = self.body(&res).await;
+        res
+    }
+
+    /// Reads one response head, for an answer that has no body whatever its headers say
+    /// (to `HEAD`).
+    pub async fn response_head(&mut self) -> RawResponse {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
@@ -103,9 +111,7 @@ impl Raw {
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        let mut res = RawResponse { status, headers, body: Vec::new() };
-        res.body = self.body(&res).await;
-        res
+        RawResponse { status, headers, body: Vec::new() }
     }
 
     async fn body(&mut self, res: &RawResponse) -> Vec<u8> {

@@ -1,0 +1,636 @@
+//! The gateway's own HTTP/1.1 server side: one task per client connection reads request
+//! heads from the socket, runs the pipeline on the same task, and writes the response head
+//! and body straight to the socket — no connection dispatcher, no body channel, no second
+//! copy of the head (hyper's server side was ~8.5k of the ~29k user-space instructions per
+//! proxied request; see `docs/benchmarks.md`). HTTP/2 stays on hyper ([`crate::listener`]).
+//!
+//! Requests are framed per RFC 9112 §6: `Transfer-Encoding` must be exactly `chunked`, and
+//! with `Content-Length` beside it, malformed or differing lengths, a missing or repeated
+//! `Host` (HTTP/1.1), a malformed head or target, the request is refused with a 400 problem
+//! and the connection closed — nothing is forwarded that two parsers could read two ways.
+//! Heads over the listener's limit get 431. `Expect: 100-continue` is answered when the
+//! body is first read; a body the pipeline did not read to its end closes the connection
+//! after the response. A head must arrive within the header-read timeout, counted from the
+//! moment the connection waits for it (an idle keep-alive connection is closed after the
+//! same time). On drain, idle connections close at once and busy ones after their response.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+
+use crate::codec::{Decode, Seen, Step, Transfer, put_chunk};
+use crate::error::GatewayError;
+use crate::net::Prefixed;
+use crate::proxy::client::BoxError;
+use crate::proxy::{ConnInfo, GwBody, Pipeline};
+
+/// Most request header fields.
+const MAX_HEADERS: usize = 100;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 8 * 1024;
+/// Body frames up to this size are copied into the write buffer (one system call for head
+/// and body); larger ones are written from where they are.
+const COALESCE: usize = 16 * 1024;
+
+/// What every connection of a listener shares.
+pub struct Http1 {
+    pub pipeline: Arc<Pipeline>,
+    pub header_read_timeout: Duration,
+    /// Largest request head; larger gets 431.
+    pub max_head_bytes: usize,
+    pub drain: Drain,
+}
+
+/// The listener's drain signal: set once, wakes idle connections.
+#[derive(Default)]
+pub struct Drain {
+    started: AtomicBool,
+    notify: Notify,
+}
+
+impl Drain {
+    pub fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+/// A request body: read from the client's HTTP/1.1 connection, or hyper's (HTTP/2).
+pub enum ClientBody {
+    Empty,
+    H1(RequestBody),
+    Hyper(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::H1(b) => b.is_end_stream(),
+            Self::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::H1(b) => b.size_hint(),
+            Self::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("the client closed the connection before the request body was complete")]
+    Closed,
+    #[error("reading the request body failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The read side of a connection while a request body is being read from it; it goes back
+/// to the connection when the body is dropped.
+struct ReadSide {
+    buf: BytesMut,
+    state: Decode,
+}
+
+type Home = Arc<Mutex<Option<ReadSide>>>;
+
+/// A request body, decoded from the client's connection as the pipeline polls it.
+pub struct RequestBody {
+    io: Arc<TcpStream>,
+    buf: BytesMut,
+    state: Decode,
+    /// Bytes of `100 Continue` still to write before the body is read.
+    continue_left: usize,
+    home: Home,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl RequestBody {
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.continue_left > 0 {
+            ready!(self.io.poll_write_ready(cx))?;
+            match self.io.try_write(&CONTINUE[CONTINUE.len() - self.continue_left..]) {
+                Ok(n) => self.continue_left -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        ready!(this.poll_continue(cx))?;
+        loop {
+            match this.state.step(&mut this.buf).map_err(BodyError::Malformed)? {
+                Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Step::Done => return Poll::Ready(None),
+                Step::More => {
+                    reserve(&mut this.buf);
+                    if ready!(crate::net::poll_read(&this.io, cx, &mut this.buf))? == 0 {
+                        this.state.at_eof();
+                        return Poll::Ready(Some(Err(BodyError::Closed)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == Decode::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.state.remaining().map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // A body cut off or malformed leaves its connection unusable: `Done` is only set by
+        // reading it to the end (or by `at_eof`, which the connection then sees as closed).
+        let side = ReadSide { buf: std::mem::take(&mut self.buf), state: self.state };
+        if let Ok(mut home) = self.home.lock() {
+            *home = Some(side);
+        }
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// The client's side of an upgrade (WebSocket): the connection, with the bytes the client
+/// sent after its request, once the `101` has been written. (Request extensions must be
+/// `Clone`; the receiver is taken out once.)
+#[derive(Clone)]
+pub struct OwnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Prefixed>>>>);
+
+impl OwnUpgrade {
+    pub fn take(&self) -> Option<oneshot::Receiver<Prefixed>> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// A request head, ready for the pipeline, and what the connection needs to know about it.
+struct Parsed {
+    req: Request<ClientBody>,
+    keep_alive: bool,
+    version: Version,
+    head_only: bool,
+    home: Option<Home>,
+    upgrade: Option<oneshot::Sender<Prefixed>>,
+}
+
+/// Serves one HTTP/1.1 connection whose first bytes (`read`) were read by the listener.
+pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http1>) {
+    let io = Arc::new(stream);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    buf.extend_from_slice(read);
+    let mut out = Vec::with_capacity(1024);
+    let mut timer = Box::pin(tokio::time::sleep(srv.header_read_timeout));
+    let drained = srv.drain.notify.notified();
+    let mut drained = std::pin::pin!(drained);
+    drained.as_mut().enable();
+    loop {
+        let parsed = match read_request(&io, &mut buf, timer.as_mut(), drained.as_mut(), &srv).await {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(refusal) => {
+                let res = refusal.to_response(None).map(http_body_util::Either::Right);
+                let _ = write_response(&io, &mut out, res, Version::HTTP_11, false, false).await;
+                break;
+            }
+        };
+        let Parsed { req, mut keep_alive, version, head_only, home, upgrade } = parsed;
+        let res = if req.uri().path() == crate::listener::HEALTH_PATH {
+            crate::listener::health(&srv.pipeline)
+        } else {
+            srv.pipeline.handle(req, conn).await
+        };
+        // A request body not read to its end (or still held) leaves unread bytes ahead of
+        // the next request: the connection closes after this response.
+        if let Some(home) = &home {
+            match home.lock().ok().and_then(|mut h| h.take()) {
+                Some(side) if side.state == Decode::Done => buf = side.buf,
+                _ => keep_alive = false,
+            }
+        }
+        keep_alive &= !srv.drain.started();
+        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
+        match write_response(&io, &mut out, res, version, head_only, keep_alive || switching).await {
+            Ok(intact) => keep_alive &= intact,
+            Err(_) => return,
+        }
+        if switching {
+            return hand_over(io, buf, upgrade);
+        }
+        if !keep_alive {
+            break;
+        }
+    }
+    close(io).await;
+}
+
+/// Closes the write side and waits briefly for the client to close, so a response is not
+/// lost to a reset caused by unread request bytes.
+async fn close(io: Arc<TcpStream>) {
+    let Ok(mut stream) = Arc::try_unwrap(io) else { return };
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let linger = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
+/// Gives the connection to the upgrade's splice (see [`crate::proxy::upgrade`]).
+fn hand_over(io: Arc<TcpStream>, buf: BytesMut, upgrade: Option<oneshot::Sender<Prefixed>>) {
+    if let (Ok(stream), Some(tx)) = (Arc::try_unwrap(io), upgrade) {
+        let _ = tx.send(Prefixed::new(buf.freeze(), stream));
+    }
+}
+
+/// Reads until a request head is complete. `Ok(None)`: the client closed, timed out, or the
+/// listener drains while the connection is idle.
+async fn read_request(
+    io: &Arc<TcpStream>,
+    buf: &mut BytesMut,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut drained: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    srv: &Http1,
+) -> Result<Option<Parsed>, GatewayError> {
+    let mut armed = false;
+    loop {
+        if !buf.is_empty()
+            && let Some(parsed) = parse_request(buf, io, srv.max_head_bytes)?
+        {
+            return Ok(Some(parsed));
+        }
+        let idle = buf.is_empty();
+        if idle && srv.drain.started() {
+            return Ok(None);
+        }
+        if !armed {
+            timer.as_mut().reset(tokio::time::Instant::now() + srv.header_read_timeout);
+            armed = true;
+        }
+        reserve(buf);
+        let read = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = crate::net::poll_read(io, cx, buf) {
+                return Poll::Ready(r.ok());
+            }
+            if timer.as_mut().poll(cx).is_ready() || (idle && drained.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match read {
+            Some(0) | None => return Ok(None),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Parses a request head from the front of `buf` (consuming it) once it is complete.
+fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Result<Option<Parsed>, GatewayError> {
+    let bad = GatewayError::BadRequest;
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(GatewayError::HeadersTooLarge),
+        Err(_) => return Err(bad("the request head is malformed")),
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| bad("the request method is invalid"))?;
+    let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    // Where the target and each field sit in the head, so they can share its bytes.
+    let base = buf.as_ptr() as usize;
+    let target = parsed.path.unwrap_or_default();
+    let target = (target.as_ptr() as usize - base, target.len());
+    let mut spans: smallvec::SmallVec<[(usize, usize, usize, usize); 16]> = smallvec::SmallVec::new();
+    for f in parsed.headers.iter() {
+        spans.push((f.name.as_ptr() as usize - base, f.name.len(), f.value.as_ptr() as usize - base, f.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|_| bad("the request target is invalid"))?;
+    // Room for what the gateway adds (request id, identity headers) without a rehash.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
+    let mut seen = Seen::default();
+    for (name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| bad("a request header name is invalid"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| bad("a request header value is invalid"))?;
+        seen.note(&name, &value);
+        headers.append(name, value);
+    }
+    let state = framing(&seen, version)?;
+    let mut keep_alive = if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
+    let (body, home) = if state == Decode::Done {
+        (ClientBody::Empty, None)
+    } else {
+        let home = Home::default();
+        let continue_left = if seen.expect_continue && version == Version::HTTP_11 { CONTINUE.len() } else { 0 };
+        let body = RequestBody { io: io.clone(), buf: std::mem::take(buf), state, continue_left, home: home.clone() };
+        (ClientBody::H1(body), Some(home))
+    };
+    keep_alive &= seen.transfer.is_none() || version == Version::HTTP_11;
+    let head_only = method == Method::HEAD;
+    let mut req = Request::new(body);
+    let upgrade = (!seen.connection_named.is_empty() && crate::proxy::headers::is_upgrade(&headers)).then(|| {
+        let (tx, rx) = oneshot::channel();
+        req.extensions_mut().insert(OwnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        tx
+    });
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Ok(Some(Parsed { req, keep_alive, version, head_only, home, upgrade }))
+}
+
+/// The body framing of a request (RFC 9112 §6.3), refusing every ambiguous case.
+fn framing(seen: &Seen, version: Version) -> Result<Decode, GatewayError> {
+    let bad = GatewayError::BadRequest;
+    if version == Version::HTTP_11 && seen.hosts != 1 {
+        return Err(bad(if seen.hosts == 0 {
+            "the request has no Host"
+        } else {
+            "the request has several Host fields"
+        }));
+    }
+    match seen.transfer {
+        Some(_) if seen.length.is_some() || seen.bad_length.is_some() => {
+            Err(bad("both Content-Length and Transfer-Encoding are present"))
+        }
+        Some(_) if version == Version::HTTP_10 => Err(bad("Transfer-Encoding is not allowed in HTTP/1.0")),
+        Some(Transfer::Chunked) => Ok(Decode::ChunkSize),
+        Some(_) => Err(bad("the only transfer coding accepted is chunked")),
+        None => match (seen.bad_length, seen.length) {
+            (Some(reason), _) => Err(bad(reason)),
+            (None, Some(n)) if n > 0 => Ok(Decode::Length(n)),
+            _ => Ok(Decode::Done),
+        },
+    }
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes a response; `Ok(false)` when its body ended early or failed (the connection must
+/// then close: the client cannot tell where the next response starts).
+async fn write_response(
+    io: &TcpStream,
+    out: &mut Vec<u8>,
+    res: Response<GwBody>,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = res.into_parts();
+    let status = parts.status;
+    let bodyless = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match body.size_hint().exact() {
+        _ if bodyless => Out::None,
+        Some(n) => Out::Length(n),
+        None if version == Version::HTTP_11 => Out::Chunked,
+        None => Out::Close,
+    };
+    let keep_alive = keep_alive && framing != Out::Close;
+    out.clear();
+    out.reserve(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        // The framing is the gateway's (a HEAD or 304 answer keeps the length it describes).
+        let framing_field = *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !bodyless);
+        if !framing_field {
+            put(out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        put(out, &[b"date: ", &date(), b"\r\n"]);
+    }
+    match framing {
+        Out::Length(n) => put(out, &[b"content-length: ", itoa::Buffer::new().format(n).as_bytes(), b"\r\n"]),
+        Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Out::None | Out::Close => {}
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    if framing == Out::None || framing == Out::Length(0) {
+        write_all(io, out).await?;
+        return Ok(keep_alive);
+    }
+    let chunked = framing == Out::Chunked;
+    let mut sent = 0u64;
+    loop {
+        // A frame already there joins what is buffered; otherwise the buffer goes out first.
+        let next = match futures_util::FutureExt::now_or_never(body.frame()) {
+            Some(next) => next,
+            None => {
+                write_all(io, out).await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        let data = match next {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed");
+                write_all(io, out).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers are not forwarded
+            },
+        };
+        sent += data.len() as u64;
+        if data.len() <= COALESCE {
+            put_chunk(out, &data, chunked);
+        } else {
+            put_chunk(out, &[], chunked);
+            write_all(io, out).await?;
+            out.clear();
+            if chunked {
+                put(out, &[format!("{:x}\r\n", data.len()).as_bytes()]);
+                write_all(io, out).await?;
+                out.clear();
+                write_all(io, &data).await?;
+                out.extend_from_slice(b"\r\n");
+            } else {
+                write_all(io, &data).await?;
+            }
+        }
+        if let Out::Length(n) = framing
+            && sent > n
+        {
+            return Ok(false);
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    write_all(io, out).await?;
+    Ok(keep_alive && !matches!(framing, Out::Length(n) if sent != n))
+}
+
+fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    parts.iter().for_each(|p| out.extend_from_slice(p));
+}
+
+async fn write_all(io: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match io.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The `Date` value (IMF-fixdate), formatted once per second per thread.
+fn date() -> [u8; 29] {
+    use std::cell::Cell;
+    thread_local! {
+        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let (at, text) = c.get();
+        if at == secs {
+            return text;
+        }
+        let mut fresh = [0u8; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        fresh[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        c.set((secs, fresh));
+        fresh
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(fields: &[(&'static str, &'static str)]) -> Seen {
+        let mut s = Seen::default();
+        for (n, v) in fields {
+            s.note(&HeaderName::from_static(n), &HeaderValue::from_static(v));
+        }
+        s
+    }
+
+    #[test]
+    fn request_framing_refuses_every_ambiguous_case() {
+        let h = ("host", "x");
+        let ok = |f: &[(&'static str, &'static str)]| framing(&seen(f), Version::HTTP_11).ok();
+        assert_eq!(ok(&[h]), Some(Decode::Done));
+        assert_eq!(ok(&[h, ("content-length", "0")]), Some(Decode::Done));
+        assert_eq!(ok(&[h, ("content-length", "12")]), Some(Decode::Length(12)));
+        assert_eq!(ok(&[h, ("content-length", "12, 12")]), Some(Decode::Length(12)));
+        assert_eq!(ok(&[h, ("transfer-encoding", "chunked")]), Some(Decode::ChunkSize));
+        for refused in [
+            &[h, ("content-length", "5"), ("transfer-encoding", "chunked")][..],
+            &[h, ("transfer-encoding", "chunked"), ("content-length", "5")],
+            &[h, ("transfer-encoding", "gzip, chunked")],
+            &[h, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            &[h, ("transfer-encoding", "identity")],
+            &[h, ("content-length", "5, 6")],
+            &[h, ("content-length", "1e3")],
+            &[],
+            &[h, h],
+        ] {
+            assert_eq!(ok(refused), None, "{refused:?}");
+        }
+        let ten = |f: &[(&'static str, &'static str)]| framing(&seen(f), Version::HTTP_10).ok();
+        assert_eq!(ten(&[]), Some(Decode::Done), "HTTP/1.0 needs no Host");
+        assert_eq!(ten(&[("transfer-encoding", "chunked")]), None);
+    }
+
+    #[test]
+    fn dates_are_imf_fixdate() {
+        let d = date();
+        let text = String::from_utf8_lossy(&d);
+        assert!(text.ends_with(" GMT") && text.as_bytes()[3] == b',', "{text}");
+        assert!(httpdate::parse_http_date(&text).is_ok(), "{text}");
+    }
+}
