@@ -5,8 +5,7 @@
 //! time, leaving reading the socket to its caller.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
-use smallvec::SmallVec;
+use http::header::{self, HeaderName};
 
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
@@ -23,8 +22,8 @@ pub struct Seen {
     pub bad_length: Option<&'static str>,
     pub close: bool,
     pub keep_alive: bool,
-    /// `Connection` values that name other fields (hop-by-hop for this message).
-    pub connection_named: SmallVec<[HeaderValue; 1]>,
+    /// Whether `Connection` names other fields (hop-by-hop for this message).
+    pub names_others: bool,
     /// `Host` fields seen (requests).
     pub hosts: u8,
     /// `Expect: 100-continue` (requests).
@@ -43,9 +42,13 @@ pub enum Transfer {
 }
 
 impl Seen {
-    pub fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let tokens = || value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii);
-        if name == header::CONTENT_LENGTH {
+    /// Notes one field (`name` in any case).
+    pub fn note(&mut self, name: &[u8], value: &[u8]) {
+        let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        if name.len() < 4 || name.len() > 17 {
+            // Shorter or longer than every name below.
+        } else if is(&header::CONTENT_LENGTH) {
             for part in tokens() {
                 match parse_length(part) {
                     None => self.bad_length = Some("Content-Length is invalid"),
@@ -55,7 +58,7 @@ impl Seen {
                     Some(n) => self.length = Some(n),
                 }
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if is(&header::TRANSFER_ENCODING) {
             // Several fields are one list: the last coding of the last field counts.
             let before = self.transfer;
             let mut codings = tokens().filter(|t| !t.is_empty());
@@ -66,7 +69,7 @@ impl Seen {
                 Some(t) if t.eq_ignore_ascii_case(b"chunked") => Transfer::ChunkedLast,
                 _ => Transfer::Other,
             });
-        } else if name == header::CONNECTION {
+        } else if is(&header::CONNECTION) {
             let mut others = false;
             for t in tokens() {
                 let close = t.eq_ignore_ascii_case(b"close");
@@ -75,13 +78,11 @@ impl Seen {
                 self.keep_alive |= keep_alive;
                 others |= !(close || keep_alive || t.is_empty());
             }
-            if others {
-                self.connection_named.push(value.clone());
-            }
-        } else if name == header::HOST {
+            self.names_others |= others;
+        } else if is(&header::HOST) {
             self.hosts = self.hosts.saturating_add(1);
-        } else if name == header::EXPECT {
-            self.expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if is(&header::EXPECT) {
+            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         }
     }
 }
@@ -297,7 +298,7 @@ mod tests {
     fn transfer_codings_are_classified() {
         let seen = |values: &[&'static str]| {
             let mut s = Seen::default();
-            values.iter().for_each(|v| s.note(&header::TRANSFER_ENCODING, &HeaderValue::from_static(v)));
+            values.iter().for_each(|v| s.note(b"Transfer-Encoding", v.as_bytes()));
             s.transfer
         };
         assert_eq!(seen(&["chunked"]), Some(Transfer::Chunked));

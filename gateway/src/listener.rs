@@ -155,7 +155,12 @@ fn serve_connection(
                 if req.uri().path() == HEALTH_PATH {
                     return Ok::<_, std::convert::Infallible>(health(&pipeline));
                 }
-                Ok(pipeline.handle(req.map(ClientBody::Hyper), conn).await)
+                let (mut parts, mut body) = pipeline.handle(req.map(ClientBody::Hyper), conn).await.into_parts();
+                // HTTP/2 answers carry header maps: a plain upstream's fields go into it.
+                if let http_body_util::Either::Left(upstream) = &mut body {
+                    upstream.fields_into(&mut parts.headers);
+                }
+                Ok(hyper::Response::from_parts(parts, body))
             }
         });
         let io = Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream);

@@ -35,6 +35,7 @@ use crate::codec::{Decode, Seen, Step, Transfer, put_chunk};
 use crate::error::GatewayError;
 use crate::net::Prefixed;
 use crate::proxy::client::BoxError;
+use crate::proxy::h1::RawFields;
 use crate::proxy::{ConnInfo, GwBody, Pipeline};
 
 /// Most request header fields.
@@ -376,7 +377,7 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
             .map_err(|_| bad("a request header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| bad("a request header value is invalid"))?;
-        seen.note(&name, &value);
+        seen.note(name.as_str().as_bytes(), value.as_bytes());
         headers.append(name, value);
     }
     let state = framing(&seen, version)?;
@@ -392,7 +393,7 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
     keep_alive &= seen.transfer.is_none() || version == Version::HTTP_11;
     let head_only = method == Method::HEAD;
     let mut req = Request::new(body);
-    let upgrade = (!seen.connection_named.is_empty() && crate::proxy::headers::is_upgrade(&headers)).then(|| {
+    let upgrade = (seen.names_others && crate::proxy::headers::is_upgrade(&headers)).then(|| {
         let (tx, rx) = oneshot::channel();
         req.extensions_mut().insert(OwnUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
@@ -449,6 +450,11 @@ async fn write_response(
     keep_alive: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = res.into_parts();
+    // A plain upstream's fields, as it wrote them (see `RawFields`).
+    let raw = match &mut body {
+        http_body_util::Either::Left(upstream) => upstream.take_fields().unwrap_or_default(),
+        http_body_util::Either::Right(_) => RawFields::default(),
+    };
     let status = parts.status;
     let bodyless = head_only
         || status.is_informational()
@@ -468,6 +474,7 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&raw.block);
     for (name, value) in &parts.headers {
         // The framing is the gateway's (a HEAD or 304 answer keeps the length it describes).
         let framing_field = *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !bodyless);
@@ -475,10 +482,12 @@ async fn write_response(
             put(out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
         }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !raw.has_date && !parts.headers.contains_key(header::DATE) {
         put(out, &[b"date: ", &date(), b"\r\n"]);
     }
     match framing {
+        // The upstream's own length, already written, is the body's exact length.
+        Out::Length(_) if raw.has_length => {}
         Out::Length(n) => put(out, &[b"content-length: ", itoa::Buffer::new().format(n).as_bytes(), b"\r\n"]),
         Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Out::None | Out::Close => {}
@@ -594,7 +603,7 @@ mod tests {
     fn seen(fields: &[(&'static str, &'static str)]) -> Seen {
         let mut s = Seen::default();
         for (n, v) in fields {
-            s.note(&HeaderName::from_static(n), &HeaderValue::from_static(v));
+            s.note(n.as_bytes(), v.as_bytes());
         }
         s
     }

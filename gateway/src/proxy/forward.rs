@@ -331,6 +331,13 @@ fn respond(
     client_upgrade: Option<upgrade::ClientSide>,
 ) -> Response<GwBody> {
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // The upstream's fields stay unparsed in the body (written to HTTP/1.1 clients as they
+    // are) unless something here must see them.
+    if switching || res.body().fields_collide() {
+        let mut headers = std::mem::take(res.headers_mut());
+        res.body_mut().fields_into(&mut headers);
+        *res.headers_mut() = headers;
+    }
     match (switching, client_upgrade) {
         (true, Some(client)) => {
             let upstream = match res.body_mut().take_upgraded() {

@@ -13,6 +13,7 @@
 //! skipped. A connection is reused only when its response was read exactly to its end.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
@@ -82,10 +83,11 @@ pub enum Framing {
 }
 
 /// A parsed response head and what it says about the body and the connection.
+#[derive(Clone)]
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    pub headers: HeaderMap,
+    pub fields: RawFields,
     pub framing: Framing,
     /// Whether the connection can carry another request once the body has been read.
     pub keep_alive: bool,
@@ -339,9 +341,9 @@ fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
 
 /// Parses a response head from the front of `buf` (consuming it) once it is complete.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'static str> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("the response has too many header fields"),
@@ -350,47 +352,94 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     let code = res.code.unwrap_or_default();
     let status = StatusCode::from_u16(code).map_err(|_| "the response status is invalid")?;
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    // Where each field sits in the head, so values can share the head's bytes.
-    let base = buf.as_ptr() as usize;
-    let mut spans: SmallVec<[(usize, usize, usize, usize); 24]> = SmallVec::new();
-    for f in res.headers.iter() {
-        let name_at = f.name.as_ptr() as usize - base;
-        let value_at = f.value.as_ptr() as usize - base;
-        spans.push((name_at, f.name.len(), value_at, f.value.len()));
-    }
-    let head = buf.split_to(len).freeze();
-    // Room for what the gateway adds (request id, rate-limit headers) without a rehash.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
-    // What framing and persistence need, noted on the way (no lookups afterwards).
+    // What framing and persistence need, noted in one pass (no lookups afterwards).
     let mut seen = Seen::default();
-    // Hop-by-hop fields are left out here (the connection is the gateway's), except after
-    // `101`, whose `Upgrade` and `Connection` the client needs.
+    for f in res.headers.iter() {
+        seen.note(f.name.as_bytes(), f.value);
+    }
+    let (framing, mut keep_alive) = framing_of(status, method, &seen)?;
+    keep_alive &= if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
+    // Hop-by-hop fields are left out (the connection is the gateway's), except after `101`,
+    // whose `Upgrade` and `Connection` the client needs; so is a length that chunked framing
+    // overrode. What remains is kept as written, for the client's connection.
     let keep_all = status == StatusCode::SWITCHING_PROTOCOLS;
-    for (name_at, name_len, value_at, value_len) in spans {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| "a response header name is invalid")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| "a response header value is invalid")?;
-        seen.note(&name, &value);
-        if keep_all || !headers::is_hop_by_hop(&name, false, &[]) {
+    let named: SmallVec<[&[u8]; 4]> = if seen.names_others && !keep_all {
+        res.headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| f.value.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect()
+    } else {
+        SmallVec::new()
+    };
+    let mut out = RawFields::default();
+    let mut block = Vec::with_capacity(len);
+    for f in res.headers.iter() {
+        let name = f.name.as_bytes();
+        let leave_out = !keep_all
+            && (headers::is_hop_by_hop_name(name)
+                || (seen.transfer.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+                || named.iter().any(|t| t.eq_ignore_ascii_case(name)));
+        if leave_out {
+            continue;
+        }
+        out.note(name);
+        put(&mut block, &[name, b": ", f.value, b"\r\n"]);
+    }
+    drop(named);
+    let _ = buf.split_to(len);
+    out.block = Bytes::from(block);
+    Ok(Some(Head { status, version, fields: out, framing, keep_alive }))
+}
+
+/// Upstream response header fields as the upstream wrote them (minus hop-by-hop ones), one
+/// `name: value` line each: an HTTP/1.1 client gets them copied as they are, and they become
+/// a header map only where something needs to read or change them (HTTP/2 clients, or an
+/// upstream field the gateway would set itself) — building a header map per response was
+/// a tenth of the gateway's instructions per proxied request.
+#[derive(Debug, Default, Clone)]
+pub struct RawFields {
+    pub block: Bytes,
+    pub has_date: bool,
+    pub has_length: bool,
+    /// A field the gateway sets on responses (`X-Request-ID`, rate-limit fields) is here.
+    pub collides: bool,
+}
+
+impl RawFields {
+    fn note(&mut self, name: &[u8]) {
+        let lower_starts =
+            |prefix: &[u8]| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
+        self.has_date |= name.eq_ignore_ascii_case(b"date");
+        self.has_length |= name.eq_ignore_ascii_case(b"content-length");
+        self.collides |= name.eq_ignore_ascii_case(b"x-request-id")
+            || lower_starts(b"ratelimit-")
+            || lower_starts(b"x-ratelimit-")
+            || name.eq_ignore_ascii_case(b"retry-after");
+    }
+
+    /// Appends the fields to `headers` (after what is there).
+    pub fn append_to(&self, headers: &mut HeaderMap) {
+        let mut rest = self.block.clone();
+        while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+            let line = rest.split_to(end);
+            let _ = rest.split_to(2);
+            let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+            let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_maybe_shared(line.slice(colon + 2..)))
+            else {
+                continue;
+            };
             headers.append(name, value);
         }
     }
-    let (framing, mut keep_alive) = framing_of(status, method, &seen)?;
-    if seen.transfer.is_some() {
-        headers.remove(header::CONTENT_LENGTH);
+
+    pub fn to_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        self.append_to(&mut headers);
+        headers
     }
-    if !keep_all {
-        for value in &seen.connection_named {
-            for name in value.to_str().unwrap_or_default().split(',').map(str::trim) {
-                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    keep_alive &= if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
-    Ok(Some(Head { status, version, headers, framing, keep_alive }))
 }
 
 /// The body framing of a response (RFC 9112 §6.3) and whether it leaves the connection
@@ -431,19 +480,22 @@ pub struct H1Body {
     state: Decode,
     keep_alive: bool,
     home: Option<std::sync::Arc<dyn Checkin>>,
+    /// The response's header fields, until taken (see [`RawFields`]).
+    fields: RawFields,
 }
 
 impl H1Body {
     /// The body of `head`, read from `conn`; the connection goes to `home` afterwards when
     /// it can be reused.
-    pub fn new(conn: Conn, head: &Head, home: std::sync::Arc<dyn Checkin>) -> Self {
+    pub fn new(conn: Conn, head: Head, home: std::sync::Arc<dyn Checkin>) -> Self {
         let state = match head.framing {
             Framing::None => Decode::Done,
             Framing::Length(n) => Decode::Length(n),
             Framing::Chunked => Decode::ChunkSize,
             Framing::UntilClose => Decode::UntilClose,
         };
-        let mut body = Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home) };
+        let mut body =
+            Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home), fields: head.fields };
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade: see `take_conn`.
             body.home = None;
@@ -451,6 +503,15 @@ impl H1Body {
             body.finish();
         }
         body
+    }
+
+    pub fn fields(&self) -> &RawFields {
+        &self.fields
+    }
+
+    /// The response's header fields (once; empty afterwards).
+    pub fn take_fields(&mut self) -> RawFields {
+        std::mem::take(&mut self.fields)
     }
 
     /// The connection, for `101 Switching Protocols` (it is not returned to the pool).
@@ -616,7 +677,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         let parsed = conn.exchange(&head, body, &method, deadline).await.map_err(|f| f.error)?;
         let home = Arc::new(Home::default());
-        let collected = H1Body::new(conn, &parsed, home.clone()).collect().await.map(|c| c.to_bytes());
+        let collected = H1Body::new(conn, parsed.clone(), home.clone()).collect().await.map(|c| c.to_bytes());
         Ok((parsed, collected, home.returned()))
     }
 
@@ -625,7 +686,7 @@ mod tests {
         let (addr, seen) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello", 0).await?;
         let (head, body, returned) = call(&addr, Method::GET, empty()).await?;
         assert_eq!((head.status, head.framing), (StatusCode::OK, Framing::Length(5)));
-        assert_eq!(head.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"b"[..]));
+        assert_eq!(head.fields.to_map().get("x-a").map(HeaderValue::as_bytes), Some(&b"b"[..]));
         assert_eq!(body?, "hello");
         assert_eq!(returned, 1);
         let seen = String::from_utf8(seen.await?)?;
@@ -669,9 +730,10 @@ mod tests {
             let (head, body, back) = call(&addr, method, empty()).await?;
             let case = String::from_utf8_lossy(answer);
             assert_eq!((head.framing, body?, back), (framing, Bytes::from(text), returned), "{case}");
-            assert!(!head.headers.contains_key(header::TRANSFER_ENCODING), "{case}");
+            assert!(!head.fields.to_map().contains_key(header::TRANSFER_ENCODING), "{case}");
             // A length is dropped where chunked framing won, kept elsewhere (also on HEAD).
-            let length_kept = head.headers.contains_key(header::CONTENT_LENGTH);
+            let length_kept = head.fields.has_length;
+            assert_eq!(length_kept, head.fields.to_map().contains_key(header::CONTENT_LENGTH));
             assert_eq!(length_kept, case.contains("content-length") && framing != Framing::Chunked, "{case}");
         }
         Ok(())
@@ -845,7 +907,8 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nupgrade: h2c\r\nx-kept: 1\r\ncontent-length: 0\r\n\r\n"[..],
         );
         let head = parse_head(&mut buf, &Method::GET)?.ok_or("incomplete")?;
-        let mut names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        let map = head.fields.to_map();
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-length", "x-kept"]);
         assert!(head.keep_alive);
@@ -853,7 +916,28 @@ mod tests {
             &b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"[..],
         );
         let head = parse_head(&mut buf, &Method::GET)?.ok_or("incomplete")?;
-        assert_eq!(head.headers.len(), 2);
+        assert_eq!(head.fields.to_map().len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn raw_fields_note_what_the_gateway_writes_itself() -> Result<(), BoxError> {
+        let parse = |text: &'static [u8]| parse_head(&mut BytesMut::from(text), &Method::GET);
+        let plain = parse(b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")?.ok_or("incomplete")?;
+        assert_eq!(&plain.fields.block[..], b"Date: x\r\nContent-Length: 0\r\nX-A: 1\r\n");
+        assert!(plain.fields.has_date && plain.fields.has_length && !plain.fields.collides);
+        for colliding in
+            [&b"X-Request-Id: 1"[..], b"RateLimit-Limit: 5", b"x-ratelimit-remaining-minute: 1", b"Retry-After: 3"]
+        {
+            let mut text = b"HTTP/1.1 200 OK\r\n".to_vec();
+            text.extend_from_slice(colliding);
+            text.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+            let head = parse_head(&mut BytesMut::from(&text[..]), &Method::GET)?.ok_or("incomplete")?;
+            assert!(head.fields.collides, "{}", String::from_utf8_lossy(colliding));
+        }
+        let map = plain.fields.to_map();
+        assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
+        assert_eq!(map.len(), 3);
         Ok(())
     }
 }

@@ -126,11 +126,10 @@ impl Http1Pool {
 
 /// The response for a parsed head; its body reads from `conn` and returns it to `target`.
 fn response(head: h1::Head, conn: Conn, target: Arc<Target>) -> Response<PooledBody> {
-    let body = H1Body::new(conn, &head, target);
-    let mut res = Response::new(PooledBody::Plain(body));
-    *res.status_mut() = head.status;
-    *res.version_mut() = head.version;
-    *res.headers_mut() = head.headers;
+    let (status, version) = (head.status, head.version);
+    let mut res = Response::new(PooledBody::Plain(H1Body::new(conn, head, target)));
+    *res.status_mut() = status;
+    *res.version_mut() = version;
     res
 }
 
@@ -207,6 +206,27 @@ pub enum PooledBody {
 }
 
 impl PooledBody {
+    /// Header fields still to be written (plain upstreams; see [`h1::RawFields`]).
+    pub fn take_fields(&mut self) -> Option<h1::RawFields> {
+        match self {
+            Self::Plain(b) => Some(b.take_fields()),
+            Self::Tls(_) => None,
+        }
+    }
+
+    /// Whether the fields still held include one the gateway sets itself.
+    pub fn fields_collide(&self) -> bool {
+        matches!(self, Self::Plain(b) if b.fields().collides)
+    }
+
+    /// Moves the header fields still held by the body into `headers`, for code that reads
+    /// or changes them.
+    pub fn fields_into(&mut self, headers: &mut http::HeaderMap) {
+        if let Some(fields) = self.take_fields() {
+            fields.append_to(headers);
+        }
+    }
+
     /// The upstream connection after `101 Switching Protocols`, with the bytes already read
     /// from it; `None` for a TLS upstream (hyper's upgrade API serves that one).
     pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {

@@ -171,3 +171,27 @@ async fn http2_requests_forward_their_authority() {
     assert_eq!(one(&doc, "x-forwarded-host"), gw.addr.to_string(), "from :authority: {doc}");
     assert_eq!(one(&doc, "x-forwarded-proto"), "http");
 }
+
+#[tokio::test]
+async fn upstream_fields_pass_once_and_the_upstreams_own_request_id_is_kept() {
+    let up = Upstream::start("ids", |_req| async {
+        let mut res = text(200, "ok");
+        res.headers_mut().insert("x-request-id", HeaderValue::from_static("upstream-7"));
+        res.headers_mut().insert("x-custom", HeaderValue::from_static("Mixed Case, value"));
+        res
+    })
+    .await;
+    let gw = Gateway::start(config(vec![api("ids", &[&up], json!([paths("all", &["/*"])]), json!({}))])).await;
+    let r = send(&gw, "GET /x HTTP/1.1\r\nhost: example.com\r\n").await;
+    let count = |name: &str| r.headers.iter().filter(|(n, _)| n == name).count();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    for name in ["x-request-id", "content-length", "date", "x-custom"] {
+        assert_eq!(count(name), 1, "{name} exactly once: {:?}", r.headers);
+    }
+    assert_eq!(r.header("x-request-id"), Some("upstream-7"));
+    assert_eq!(r.header("x-custom"), Some("Mixed Case, value"));
+    // HTTP/2 answers carry the same fields.
+    let r2 = Client::h2c().get(&gw.url("/x")).await;
+    assert_eq!((r2.header("x-request-id"), r2.header("x-custom")), (Some("upstream-7"), Some("Mixed Case, value")));
+    assert_eq!(r2.header("content-length"), Some("2"));
+}
