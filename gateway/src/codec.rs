@@ -5,7 +5,6 @@
 //! time, leaving reading the socket to its caller.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName};
 
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
@@ -41,48 +40,102 @@ pub enum Transfer {
     Other,
 }
 
+/// The header fields HTTP/1.1 handling must recognise, by name in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Host,
+    Expect,
+    Date,
+    Upgrade,
+    /// The rest of the fixed hop-by-hop set (RFC 9110 §7.6.1, and `Keep-Alive`,
+    /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization` by practice).
+    HopByHop,
+    /// A response field the gateway sets itself: `X-Request-ID`, `Retry-After`,
+    /// `RateLimit-*`, `X-RateLimit-*`.
+    GatewaySet,
+    Other,
+}
+
+impl Field {
+    /// Classifies a field name: one length dispatch, then at most a few comparisons.
+    pub fn of(name: &[u8]) -> Self {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        let starts = |prefix: &[u8]| name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
+        let known = match name.len() {
+            2 if is(b"te") => Self::HopByHop,
+            4 if is(b"host") => Self::Host,
+            4 if is(b"date") => Self::Date,
+            6 if is(b"expect") => Self::Expect,
+            7 if is(b"upgrade") => Self::Upgrade,
+            7 if is(b"trailer") => Self::HopByHop,
+            10 if is(b"connection") => Self::Connection,
+            10 if is(b"keep-alive") => Self::HopByHop,
+            11 if is(b"retry-after") => Self::GatewaySet,
+            12 if is(b"x-request-id") => Self::GatewaySet,
+            14 if is(b"content-length") => Self::ContentLength,
+            16 if is(b"proxy-connection") => Self::HopByHop,
+            17 if is(b"transfer-encoding") => Self::TransferEncoding,
+            18 if is(b"proxy-authenticate") => Self::HopByHop,
+            19 if is(b"proxy-authorization") => Self::HopByHop,
+            _ => Self::Other,
+        };
+        if known == Self::Other && (starts(b"ratelimit-") || starts(b"x-ratelimit-")) {
+            return Self::GatewaySet;
+        }
+        known
+    }
+
+    /// Whether the field describes the connection (never passed on), `Upgrade` included.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(self, Self::Connection | Self::TransferEncoding | Self::Upgrade | Self::HopByHop)
+    }
+}
+
 impl Seen {
-    /// Notes one field (`name` in any case).
-    pub fn note(&mut self, name: &[u8], value: &[u8]) {
+    /// Notes one field.
+    pub fn note(&mut self, field: Field, value: &[u8]) {
         let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
-        let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
-        if name.len() < 4 || name.len() > 17 {
-            // Shorter or longer than every name below.
-        } else if is(&header::CONTENT_LENGTH) {
-            for part in tokens() {
-                match parse_length(part) {
-                    None => self.bad_length = Some("Content-Length is invalid"),
-                    Some(n) if self.length.is_some_and(|l| l != n) => {
-                        self.bad_length = Some("Content-Length values differ");
+        match field {
+            Field::ContentLength => {
+                for part in tokens() {
+                    match parse_length(part) {
+                        None => self.bad_length = Some("Content-Length is invalid"),
+                        Some(n) if self.length.is_some_and(|l| l != n) => {
+                            self.bad_length = Some("Content-Length values differ");
+                        }
+                        Some(n) => self.length = Some(n),
                     }
-                    Some(n) => self.length = Some(n),
                 }
             }
-        } else if is(&header::TRANSFER_ENCODING) {
-            // Several fields are one list: the last coding of the last field counts.
-            let before = self.transfer;
-            let mut codings = tokens().filter(|t| !t.is_empty());
-            let last = codings.next_back();
-            let only = codings.next().is_none() && before.is_none();
-            self.transfer = Some(match last {
-                Some(t) if t.eq_ignore_ascii_case(b"chunked") && only => Transfer::Chunked,
-                Some(t) if t.eq_ignore_ascii_case(b"chunked") => Transfer::ChunkedLast,
-                _ => Transfer::Other,
-            });
-        } else if is(&header::CONNECTION) {
-            let mut others = false;
-            for t in tokens() {
-                let close = t.eq_ignore_ascii_case(b"close");
-                let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep_alive |= keep_alive;
-                others |= !(close || keep_alive || t.is_empty());
+            Field::TransferEncoding => {
+                // Several fields are one list: the last coding of the last field counts.
+                let before = self.transfer;
+                let mut codings = tokens().filter(|t| !t.is_empty());
+                let last = codings.next_back();
+                let only = codings.next().is_none() && before.is_none();
+                self.transfer = Some(match last {
+                    Some(t) if t.eq_ignore_ascii_case(b"chunked") && only => Transfer::Chunked,
+                    Some(t) if t.eq_ignore_ascii_case(b"chunked") => Transfer::ChunkedLast,
+                    _ => Transfer::Other,
+                });
             }
-            self.names_others |= others;
-        } else if is(&header::HOST) {
-            self.hosts = self.hosts.saturating_add(1);
-        } else if is(&header::EXPECT) {
-            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            Field::Connection => {
+                let mut others = false;
+                for t in tokens() {
+                    let close = t.eq_ignore_ascii_case(b"close");
+                    let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
+                    self.close |= close;
+                    self.keep_alive |= keep_alive;
+                    others |= !(close || keep_alive || t.is_empty());
+                }
+                self.names_others |= others;
+            }
+            Field::Host => self.hosts = self.hosts.saturating_add(1),
+            Field::Expect => self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue"),
+            _ => {}
         }
     }
 }
@@ -295,10 +348,33 @@ mod tests {
     }
 
     #[test]
+    fn field_names_are_recognised_in_any_case() {
+        let cases: [(&[u8], Field); 14] = [
+            (b"Content-Length", Field::ContentLength),
+            (b"TRANSFER-ENCODING", Field::TransferEncoding),
+            (b"connection", Field::Connection),
+            (b"Host", Field::Host),
+            (b"te", Field::HopByHop),
+            (b"Keep-Alive", Field::HopByHop),
+            (b"Proxy-Authorization", Field::HopByHop),
+            (b"upgrade", Field::Upgrade),
+            (b"X-Request-Id", Field::GatewaySet),
+            (b"RateLimit-Reset", Field::GatewaySet),
+            (b"x-ratelimit-limit-minute", Field::GatewaySet),
+            (b"ratelimit-", Field::Other),
+            (b"x-hosts", Field::Other),
+            (b"content-type", Field::Other),
+        ];
+        for (name, field) in cases {
+            assert_eq!(Field::of(name), field, "{}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
     fn transfer_codings_are_classified() {
         let seen = |values: &[&'static str]| {
             let mut s = Seen::default();
-            values.iter().for_each(|v| s.note(b"Transfer-Encoding", v.as_bytes()));
+            values.iter().for_each(|v| s.note(Field::of(b"Transfer-Encoding"), v.as_bytes()));
             s.transfer
         };
         assert_eq!(seen(&["chunked"]), Some(Transfer::Chunked));

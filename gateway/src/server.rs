@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::codec::{Decode, Seen, Step, Transfer, put_chunk};
+use crate::codec::{Decode, Field, Seen, Step, Transfer, put_chunk};
 use crate::error::GatewayError;
 use crate::net::Prefixed;
 use crate::proxy::client::BoxError;
@@ -215,6 +215,14 @@ impl OwnUpgrade {
     }
 }
 
+/// Whether a request asks for a protocol upgrade (this server decided while parsing).
+pub fn wants_upgrade(req: &Request<ClientBody>) -> bool {
+    match req.body() {
+        ClientBody::Hyper(_) => crate::proxy::headers::is_upgrade(req.headers()),
+        _ => req.extensions().get::<OwnUpgrade>().is_some(),
+    }
+}
+
 /// A request head, ready for the pipeline, and what the connection needs to know about it.
 struct Parsed {
     req: Request<ClientBody>,
@@ -377,7 +385,7 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
             .map_err(|_| bad("a request header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| bad("a request header value is invalid"))?;
-        seen.note(name.as_str().as_bytes(), value.as_bytes());
+        seen.note(Field::of(name.as_str().as_bytes()), value.as_bytes());
         headers.append(name, value);
     }
     let state = framing(&seen, version)?;
@@ -475,6 +483,9 @@ async fn write_response(
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&raw.block);
+    if let Some(id) = &raw.request_id {
+        put(out, &[b"x-request-id: ", id.as_bytes(), b"\r\n"]);
+    }
     for (name, value) in &parts.headers {
         // The framing is the gateway's (a HEAD or 304 answer keeps the length it describes).
         let framing_field = *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !bodyless);
@@ -603,7 +614,7 @@ mod tests {
     fn seen(fields: &[(&'static str, &'static str)]) -> Seen {
         let mut s = Seen::default();
         for (n, v) in fields {
-            s.note(n.as_bytes(), v.as_bytes());
+            s.note(Field::of(n.as_bytes()), v.as_bytes());
         }
         s
     }

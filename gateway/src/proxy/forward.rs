@@ -178,7 +178,7 @@ fn request_host<B>(req: &Request<B>) -> String {
     let host = if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+        raw.as_bytes().iter().rposition(|b| *b == b':').map_or(raw, |at| &raw[..at])
     };
     host.to_ascii_lowercase()
 }
@@ -211,7 +211,7 @@ async fn proxy(
         }
     };
     pool.retry_policy().record_request();
-    let upgrade = headers::is_upgrade(req.headers());
+    let upgrade = crate::server::wants_upgrade(&req);
     let (mut parts, body) = req.into_parts();
     let client_upgrade = upgrade.then(|| upgrade::ClientSide::of(&mut parts));
     let host = client_host(&parts);
@@ -333,7 +333,8 @@ fn respond(
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     // The upstream's fields stay unparsed in the body (written to HTTP/1.1 clients as they
     // are) unless something here must see them.
-    if switching || res.body().fields_collide() {
+    let materialize = switching || res.body().fields_collide();
+    if materialize {
         let mut headers = std::mem::take(res.headers_mut());
         res.body_mut().fields_into(&mut headers);
         *res.headers_mut() = headers;
@@ -350,7 +351,10 @@ fn respond(
         (true, None) => headers::strip_hop_by_hop(res.headers_mut(), false),
         (false, _) => {}
     }
-    res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
+    // With the upstream's fields when they are kept as written (no map insert then).
+    if materialize || !res.body_mut().add_request_id(&ctx.request_id) {
+        res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
+    }
     res.map(Either::Left)
 }
 

@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 
 use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
-use crate::codec::{Decode, Seen, Step, Transfer, put_chunk};
+use crate::codec::{Decode, Field, Seen, Step, Transfer, put_chunk};
 
 /// Largest upstream response head.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -354,8 +354,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     // What framing and persistence need, noted in one pass (no lookups afterwards).
     let mut seen = Seen::default();
+    let mut kinds: SmallVec<[Field; 16]> = SmallVec::with_capacity(res.headers.len());
     for f in res.headers.iter() {
-        seen.note(f.name.as_bytes(), f.value);
+        let field = Field::of(f.name.as_bytes());
+        seen.note(field, f.value);
+        kinds.push(field);
     }
     let (framing, mut keep_alive) = framing_of(status, method, &seen)?;
     keep_alive &= if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
@@ -375,16 +378,18 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     };
     let mut out = RawFields::default();
     let mut block = Vec::with_capacity(len);
-    for f in res.headers.iter() {
+    for (f, field) in res.headers.iter().zip(kinds) {
         let name = f.name.as_bytes();
         let leave_out = !keep_all
-            && (headers::is_hop_by_hop_name(name)
-                || (seen.transfer.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+            && (field.is_hop_by_hop()
+                || (field == Field::ContentLength && seen.transfer.is_some())
                 || named.iter().any(|t| t.eq_ignore_ascii_case(name)));
         if leave_out {
             continue;
         }
-        out.note(name);
+        out.has_date |= field == Field::Date;
+        out.has_length |= field == Field::ContentLength;
+        out.collides |= field == Field::GatewaySet;
         put(&mut block, &[name, b": ", f.value, b"\r\n"]);
     }
     drop(named);
@@ -405,18 +410,19 @@ pub struct RawFields {
     pub has_length: bool,
     /// A field the gateway sets on responses (`X-Request-ID`, rate-limit fields) is here.
     pub collides: bool,
+    /// The gateway's `X-Request-ID`, written after the block.
+    pub request_id: Option<HeaderValue>,
 }
 
 impl RawFields {
-    fn note(&mut self, name: &[u8]) {
-        let lower_starts =
-            |prefix: &[u8]| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
-        self.has_date |= name.eq_ignore_ascii_case(b"date");
-        self.has_length |= name.eq_ignore_ascii_case(b"content-length");
-        self.collides |= name.eq_ignore_ascii_case(b"x-request-id")
-            || lower_starts(b"ratelimit-")
-            || lower_starts(b"x-ratelimit-")
-            || name.eq_ignore_ascii_case(b"retry-after");
+    /// Adds the request id unless the upstream's fields have their own (or may: see
+    /// `collides`, whose fields go through a header map instead).
+    pub fn add_request_id(&mut self, id: &HeaderValue) -> bool {
+        if self.collides {
+            return false;
+        }
+        self.request_id = Some(id.clone());
+        true
     }
 
     /// Appends the fields to `headers` (after what is there).
@@ -432,6 +438,9 @@ impl RawFields {
                 continue;
             };
             headers.append(name, value);
+        }
+        if let Some(id) = &self.request_id {
+            headers.append(headers::X_REQUEST_ID.clone(), id.clone());
         }
     }
 
@@ -507,6 +516,10 @@ impl H1Body {
 
     pub fn fields(&self) -> &RawFields {
         &self.fields
+    }
+
+    pub fn fields_mut(&mut self) -> &mut RawFields {
+        &mut self.fields
     }
 
     /// The response's header fields (once; empty afterwards).

@@ -45,11 +45,6 @@ pub fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool, named: &[&str]) -> b
     HOP_BY_HOP.contains(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
 }
 
-/// Whether a field name (any case) is in the fixed hop-by-hop set or is `Upgrade`.
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"upgrade") || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
-}
-
 /// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names finds what to remove (usually nothing, or `Connection` alone):

@@ -219,6 +219,15 @@ impl PooledBody {
         matches!(self, Self::Plain(b) if b.fields().collides)
     }
 
+    /// Adds the request id to the fields kept as written (plain upstreams whose fields do
+    /// not include one); `false` when the caller must put it into the header map.
+    pub fn add_request_id(&mut self, id: &http::HeaderValue) -> bool {
+        match self {
+            Self::Plain(b) => b.fields_mut().add_request_id(id),
+            Self::Tls(_) => false,
+        }
+    }
+
     /// Moves the header fields still held by the body into `headers`, for code that reads
     /// or changes them.
     pub fn fields_into(&mut self, headers: &mut http::HeaderMap) {
