@@ -1,9 +1,9 @@
-//! The client-facing listener: HTTP/1.1 and HTTP/2 (TLS-less h2c by prior knowledge too),
-//! with work bounded at accept time — a connection cap (excess connections get a 503
-//! problem and are closed), a header-read timeout against slowloris (hyper enforces it
-//! only with a timer configured, and only after protocol detection, which the listener
-//! bounds with the same timeout), and HTTP/2 stream and header-list limits. On shutdown it
-//! stops accepting and drains open connections up to a deadline.
+//! The client-facing listener: HTTP/1.1 by the gateway's own server ([`crate::server`]) and
+//! HTTP/2 by prior knowledge (h2c) by hyper, told apart by the connection's first bytes, with
+//! work bounded at accept time — a connection cap (excess connections get a 503 problem and
+//! are closed), a header-read timeout against slowloris (also bounding protocol detection),
+//! and HTTP/2 stream and header-list limits. On shutdown it stops accepting, closes idle
+//! connections, and drains busy ones up to a deadline.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub struct ListenerOptions {
     pub h2_max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
-    /// Largest request head hyper buffers (our own 431 check applies below it).
+    /// Largest request head read at all (431 beyond; the pipeline's header limit applies below it).
     pub max_head_bytes: usize,
 }
 
@@ -145,7 +145,8 @@ fn serve_connection(
             Err(_) => return tracing::debug!("no request head within the header-read timeout"),
         };
         if &preface[..filled] != H2_PREFACE {
-            crate::server::serve(stream, &preface[..filled], conn, h1).await;
+            // Boxed: the connection's future is moved a few times on its way into the task.
+            Box::pin(crate::server::serve(stream, &preface[..filled], conn, h1)).await;
             return drop(slot);
         }
         let pipeline = h1.pipeline.clone();

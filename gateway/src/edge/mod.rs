@@ -148,7 +148,9 @@ async fn authenticate(
     if (methods.has(Methods::JWT) || methods.has(Methods::INTROSPECTION))
         && let Some(token) = bearer(headers)
     {
-        let caller = token_caller(call, methods, &token, challenge).await?;
+        // Boxed: token validation (JWKS fetch, introspection call) needs a large future that
+        // would otherwise enlarge every request's, key-auth and anonymous ones too.
+        let caller = Box::pin(token_caller(call, methods, &token, challenge)).await?;
         if auth.hide_credentials {
             headers.remove(header::AUTHORIZATION);
         }

@@ -169,7 +169,9 @@ impl Limiter {
         }
         match plan.mode {
             Mode::Local => self.local.check(key, plan, cost, now, Backend::Local),
-            Mode::Redis => self.check_shared(key, plan, cost, now).await,
+            // Boxed: the Redis exchange's future would enlarge every request's (local and
+            // unlimited plans too); one allocation is nothing next to the round trip.
+            Mode::Redis => Box::pin(self.check_shared(key, plan, cost, now)).await,
         }
     }
 

@@ -114,7 +114,9 @@ impl Pipeline {
         drop(snapshot);
         let ctx = Ctx { method: req.method().clone(), request_id, upstream_pq, body_empty: req.body().is_end_stream() };
         let pool = choose_pool(&api, req.headers());
-        let work = proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes);
+        // Boxed: the exchange's future is most of a request's state; kept in place, every
+        // future around it (and their moves) would be that much larger.
+        let work = Box::pin(proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes));
         let mut res = match api.total_timeout {
             Some(t) => tokio::time::timeout(t, work).await.map_err(|_| GatewayError::UpstreamTimeout)??,
             None => work.await?,
