@@ -483,10 +483,7 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&raw.block);
-    if let Some(id) = &raw.request_id {
-        put(out, &[b"x-request-id: ", id.as_bytes(), b"\r\n"]);
-    }
+    raw.write(out);
     for (name, value) in &parts.headers {
         // The framing is the gateway's (a HEAD or 304 answer keeps the length it describes).
         let framing_field = *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !bodyless);

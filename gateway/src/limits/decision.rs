@@ -131,31 +131,45 @@ impl Decision {
         }
     }
 
-    /// Writes `RateLimit-*` (IETF draft), `X-RateLimit-*` and, on denial, `Retry-After`.
-    /// Nothing is written for an unlimited plan.
-    pub fn write_headers(&self, headers: &mut HeaderMap) {
+    /// Calls `field` with each of `RateLimit-*` (IETF draft), `X-RateLimit-*` and, on
+    /// denial, `Retry-After`. Nothing for an unlimited plan.
+    fn fields(&self, mut field: impl FnMut(&'static HeaderName, u64)) {
         if self.backend == Backend::Unlimited {
             return;
         }
-        // Names built once (a runtime `from_static` validates the name on every call), and
-        // room made once for all of them.
-        static NAMES: [HeaderName; 6] = [
+        // Names built once (a runtime `from_static` validates the name on every call).
+        static NAMES: [HeaderName; 7] = [
             HeaderName::from_static("ratelimit-limit"),
             HeaderName::from_static("x-ratelimit-limit"),
             HeaderName::from_static("ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("ratelimit-reset"),
             HeaderName::from_static("x-ratelimit-reset"),
+            http::header::RETRY_AFTER,
         ];
-        headers.reserve(NAMES.len() + 1);
-        let values = [number(self.limit), number(self.remaining), number(ceil_secs(self.reset))];
-        for (names, value) in NAMES.chunks_exact(2).zip(values) {
-            headers.insert(names[0].clone(), value.clone());
-            headers.insert(names[1].clone(), value);
+        let values = [self.limit, self.remaining, ceil_secs(self.reset)];
+        for (names, value) in NAMES[..6].chunks_exact(2).zip(values) {
+            field(&names[0], value);
+            field(&names[1], value);
         }
         if let Some(retry) = self.retry_after {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
+            field(&NAMES[6], ceil_secs(retry).max(1));
         }
+    }
+
+    /// Sets the fields (see [`Self::fields`]) in a header map.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        headers.reserve(7);
+        self.fields(|name, value| drop(headers.insert(name.clone(), number(value))));
+    }
+
+    /// Writes the fields as HTTP/1.1 header lines.
+    pub fn write_lines(&self, out: &mut Vec<u8>) {
+        self.fields(|name, value| {
+            for part in [name.as_str().as_bytes(), b": ", itoa::Buffer::new().format(value).as_bytes(), b"\r\n"] {
+                out.extend_from_slice(part);
+            }
+        });
     }
 }
 

@@ -122,7 +122,15 @@ impl Pipeline {
             None => work.await?,
         };
         if let Some(d) = decision {
-            d.write_headers(res.headers_mut());
+            // With the upstream's fields when they are kept as written (no map inserts then).
+            let fields = match res.body_mut() {
+                Either::Left(upstream) => upstream.extensible_fields(),
+                Either::Right(_) => None,
+            };
+            match fields {
+                Some(fields) => fields.limits = Some(Box::new(d)),
+                None => d.write_headers(res.headers_mut()),
+            }
         }
         Ok(res)
     }
@@ -335,8 +343,7 @@ fn respond(
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     // The upstream's fields stay unparsed in the body (written to HTTP/1.1 clients as they
     // are) unless something here must see them.
-    let materialize = switching || res.body().fields_collide();
-    if materialize {
+    if switching || res.body().fields_collide() {
         let mut headers = std::mem::take(res.headers_mut());
         res.body_mut().fields_into(&mut headers);
         *res.headers_mut() = headers;
@@ -354,8 +361,11 @@ fn respond(
         (false, _) => {}
     }
     // With the upstream's fields when they are kept as written (no map insert then).
-    if materialize || !res.body_mut().add_request_id(&ctx.request_id) {
-        res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
+    match res.body_mut().extensible_fields() {
+        Some(fields) => fields.request_id = Some(ctx.request_id.clone()),
+        None => {
+            res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
+        }
     }
     res.map(Either::Left)
 }

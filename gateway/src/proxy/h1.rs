@@ -30,6 +30,7 @@ use smallvec::SmallVec;
 use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
 use crate::codec::{Decode, Field, Seen, Step, Transfer, put_chunk};
+use crate::limits::Decision;
 
 /// Largest upstream response head.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -410,19 +411,22 @@ pub struct RawFields {
     pub has_length: bool,
     /// A field the gateway sets on responses (`X-Request-ID`, rate-limit fields) is here.
     pub collides: bool,
-    /// The gateway's `X-Request-ID`, written after the block.
+    /// The gateway's `X-Request-ID` and rate-limit fields, written after the block.
     pub request_id: Option<HeaderValue>,
+    /// Boxed: only requests under a plan have them, and the body moves with every response.
+    pub limits: Option<Box<Decision>>,
 }
 
 impl RawFields {
-    /// Adds the request id unless the upstream's fields have their own (or may: see
-    /// `collides`, whose fields go through a header map instead).
-    pub fn add_request_id(&mut self, id: &HeaderValue) -> bool {
-        if self.collides {
-            return false;
+    /// Writes the fields, then the gateway's, as header lines.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.block);
+        if let Some(id) = &self.request_id {
+            put(out, &[b"x-request-id: ", id.as_bytes(), b"\r\n"]);
         }
-        self.request_id = Some(id.clone());
-        true
+        if let Some(d) = &self.limits {
+            d.write_lines(out);
+        }
     }
 
     /// Appends the fields to `headers` (after what is there).
@@ -441,6 +445,9 @@ impl RawFields {
         }
         if let Some(id) = &self.request_id {
             headers.append(headers::X_REQUEST_ID.clone(), id.clone());
+        }
+        if let Some(d) = &self.limits {
+            d.write_headers(headers);
         }
     }
 
@@ -490,7 +497,7 @@ pub struct H1Body {
     keep_alive: bool,
     home: Option<std::sync::Arc<dyn Checkin>>,
     /// The response's header fields, until taken (see [`RawFields`]).
-    fields: RawFields,
+    fields: Option<RawFields>,
 }
 
 impl H1Body {
@@ -504,7 +511,7 @@ impl H1Body {
             Framing::UntilClose => Decode::UntilClose,
         };
         let mut body =
-            Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home), fields: head.fields };
+            Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home), fields: Some(head.fields) };
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade: see `take_conn`.
             body.home = None;
@@ -514,17 +521,18 @@ impl H1Body {
         body
     }
 
-    pub fn fields(&self) -> &RawFields {
-        &self.fields
+    /// The response's header fields, unless taken.
+    pub fn fields(&self) -> Option<&RawFields> {
+        self.fields.as_ref()
     }
 
-    pub fn fields_mut(&mut self) -> &mut RawFields {
-        &mut self.fields
+    pub fn fields_mut(&mut self) -> Option<&mut RawFields> {
+        self.fields.as_mut()
     }
 
-    /// The response's header fields (once; empty afterwards).
-    pub fn take_fields(&mut self) -> RawFields {
-        std::mem::take(&mut self.fields)
+    /// The response's header fields (once).
+    pub fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
     }
 
     /// The connection, for `101 Switching Protocols` (it is not returned to the pool).

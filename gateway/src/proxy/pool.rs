@@ -209,22 +209,23 @@ impl PooledBody {
     /// Header fields still to be written (plain upstreams; see [`h1::RawFields`]).
     pub fn take_fields(&mut self) -> Option<h1::RawFields> {
         match self {
-            Self::Plain(b) => Some(b.take_fields()),
+            Self::Plain(b) => b.take_fields(),
             Self::Tls(_) => None,
         }
     }
 
     /// Whether the fields still held include one the gateway sets itself.
     pub fn fields_collide(&self) -> bool {
-        matches!(self, Self::Plain(b) if b.fields().collides)
+        matches!(self, Self::Plain(b) if b.fields().is_some_and(|f| f.collides))
     }
 
-    /// Adds the request id to the fields kept as written (plain upstreams whose fields do
-    /// not include one); `false` when the caller must put it into the header map.
-    pub fn add_request_id(&mut self, id: &http::HeaderValue) -> bool {
+    /// The fields kept as written, when the gateway may add its own to them: a plain
+    /// upstream's, not taken, and without fields of the gateway's own names. `None`: the
+    /// caller puts its fields into the header map.
+    pub fn extensible_fields(&mut self) -> Option<&mut h1::RawFields> {
         match self {
-            Self::Plain(b) => b.fields_mut().add_request_id(id),
-            Self::Tls(_) => false,
+            Self::Plain(b) => b.fields_mut().filter(|f| !f.collides),
+            Self::Tls(_) => None,
         }
     }
 

@@ -285,3 +285,33 @@ async fn anonymous_limits_follow_the_client_ip_behind_trusted_proxies() {
     assert_eq!(client.send(from(&gw, "198.51.100.2")).await.status, 200);
     client.send(from(&gw, "198.51.100.3")).await.assert_problem(429, "rate-limited");
 }
+
+/// Rate-limit fields are the gateway's, once each, whether or not the upstream sent its own.
+#[tokio::test]
+async fn rate_limit_fields_are_the_gateways_even_when_the_upstream_sends_some() {
+    for upstream_sends in [false, true] {
+        let up = Upstream::start("limits", move |_req| async move {
+            let mut res = crate::helpers::upstream::text(200, "ok");
+            if upstream_sends {
+                res.headers_mut().insert("ratelimit-limit", http::HeaderValue::from_static("7"));
+                res.headers_mut().insert("x-upstream", http::HeaderValue::from_static("kept"));
+            }
+            res
+        })
+        .await;
+        let gw = Gateway::start(keyed(&up, 100, json!({}))).await;
+        let mut raw = crate::helpers::Raw::connect(gw.addr).await;
+        raw.send(format!("GET /orders/1 HTTP/1.1\r\nhost: x\r\nx-api-key: {KEY}\r\n\r\n").as_bytes()).await;
+        let r = raw.response().await;
+        let count = |name: &str| r.headers.iter().filter(|(n, _)| n == name).count();
+        assert_eq!(r.status, 200, "{}", r.text());
+        for name in ["ratelimit-limit", "x-ratelimit-limit", "ratelimit-remaining", "x-request-id"] {
+            assert_eq!(count(name), 1, "{name} once (upstream sends its own: {upstream_sends}): {:?}", r.headers);
+        }
+        assert_eq!(r.header("ratelimit-limit"), Some("100"));
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("99"));
+        if upstream_sends {
+            assert_eq!(r.header("x-upstream"), Some("kept"));
+        }
+    }
+}
