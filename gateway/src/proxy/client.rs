@@ -98,10 +98,11 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         let target = self.plain.target(authority)?;
+        // (TLS boxed: hyper's client future would enlarge every plain request's too.)
         if !https {
             return self.plain.send(target, out, body, deadline).await;
         }
-        tokio::time::timeout_at(deadline, self.send_tls(&target, out, body))
+        tokio::time::timeout_at(deadline, Box::pin(self.send_tls(&target, out, body)))
             .await
             .map_err(|_| UpstreamError::Timeout)?
     }

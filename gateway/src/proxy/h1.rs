@@ -176,7 +176,9 @@ impl Wire<'_> {
         } else {
             // An upstream that answers early (say 413) and closes while the body is still
             // being sent: its answer is read if one arrived.
-            if let Err(e) = self.send_with_body(head, body).await {
+            // Boxed: streaming a body needs a large future, which would otherwise enlarge
+            // every request's (most have no body).
+            if let Err(e) = Box::pin(self.send_with_body(head, body)).await {
                 if !matches!(&e, UpstreamError::Io(_)) {
                     return Err(failed(e, false));
                 }

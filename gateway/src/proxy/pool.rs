@@ -91,7 +91,9 @@ impl Http1Pool {
         loop {
             let (mut conn, reused) = match target.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect(&target.authority).await?, false),
+                // Boxed: a new connection is the rare case, and its future would enlarge every
+                // request's.
+                None => (Box::pin(self.connect(&target.authority)).await?, false),
             };
             let attempt = body.take().unwrap_or_else(empty_body);
             match conn.exchange(&head, attempt, out.method, deadline).await {
