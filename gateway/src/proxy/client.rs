@@ -117,6 +117,7 @@ impl UpstreamClient {
         let mut headers = out.headers.clone();
         headers::strip_hop_by_hop(&mut headers, out.upgrade);
         headers::set_forwarding(&mut headers, out.forwarding);
+        headers.insert(headers::X_REQUEST_ID.clone(), out.request_id.clone());
         if out.upgrade {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
@@ -146,6 +147,8 @@ pub struct Outgoing<'a> {
     pub path_and_query: &'a PathAndQuery,
     /// The client's headers (plus the edge's identity headers).
     pub headers: &'a HeaderMap,
+    /// Sent as the request's only `X-Request-ID` (the client's, when it was sane).
+    pub request_id: &'a HeaderValue,
     pub forwarding: &'a Forwarding<'a>,
     /// A protocol upgrade: `Upgrade` is kept and `Connection: upgrade` sent.
     pub upgrade: bool,

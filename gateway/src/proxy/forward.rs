@@ -67,9 +67,9 @@ struct Ctx {
 
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
-    pub async fn handle(&self, mut req: Request<ClientBody>, conn: ConnInfo) -> Response<GwBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, conn: ConnInfo) -> Response<GwBody> {
         let started = std::time::Instant::now();
-        let request_id = headers::ensure_request_id(req.headers_mut());
+        let request_id = headers::request_id(req.headers());
         let mut api = None;
         let res = match self.forward(req, conn, request_id.clone(), &mut api).await {
             Ok(res) => res,
@@ -234,6 +234,7 @@ async fn proxy(
         method: &parts.method,
         path_and_query: &pq,
         headers: &parts.headers,
+        request_id: &ctx.request_id,
         forwarding: &forwarding,
         upgrade,
     };

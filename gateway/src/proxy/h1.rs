@@ -305,12 +305,14 @@ pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body
     for (name, value) in o.headers {
         let skip = *name == header::HOST
             || *name == header::CONTENT_LENGTH
+            || *name == headers::X_REQUEST_ID
             || headers::is_hop_by_hop(name, o.upgrade, &named)
             || headers::replaced_by_forwarding(name, o.forwarding);
         if !skip {
             put(out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
         }
     }
+    put(out, &[b"x-request-id: ", o.request_id.as_bytes(), b"\r\n"]);
     headers::forwarding_fields(o.headers, o.forwarding, |name, parts| {
         put(out, &[name.as_str().as_bytes(), b": "]);
         put(out, parts);
@@ -396,7 +398,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
         put(&mut block, &[name, b": ", f.value, b"\r\n"]);
     }
     drop(named);
-    let _ = buf.split_to(len);
+    bytes::Buf::advance(buf, len);
     out.block = Bytes::from(block);
     Ok(Some(Head { status, version, fields: out, framing, keep_alive }))
 }
@@ -693,6 +695,7 @@ mod tests {
             method: &method,
             path_and_query: &pq,
             headers: &headers,
+            request_id: &HeaderValue::from_static("test-id"),
             forwarding: &forwarding,
             upgrade: false,
         };
@@ -715,7 +718,10 @@ mod tests {
         let seen = String::from_utf8(seen.await?)?;
         let forwarding =
             "x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nforwarded: for=10.0.0.1;proto=http\r\n";
-        assert_eq!(seen, format!("GET /p?q=1 HTTP/1.1\r\nhost: {addr}\r\nx-test: 1\r\n{forwarding}\r\n"));
+        assert_eq!(
+            seen,
+            format!("GET /p?q=1 HTTP/1.1\r\nhost: {addr}\r\nx-test: 1\r\nx-request-id: test-id\r\n{forwarding}\r\n")
+        );
         Ok(())
     }
 
@@ -903,6 +909,7 @@ mod tests {
                 method: &Method::GET,
                 path_and_query: &pq,
                 headers: &headers,
+                request_id: &HeaderValue::from_static("test-id"),
                 forwarding: &forwarding,
                 upgrade,
             };
@@ -912,7 +919,7 @@ mod tests {
         };
         assert_eq!(
             encode(false),
-            "GET /x HTTP/1.1\r\nhost: up:80\r\nx-kept: yes\r\nx-forwarded-for: 203.0.113.7, 10.0.0.1\r\n\
+            "GET /x HTTP/1.1\r\nhost: up:80\r\nx-kept: yes\r\nx-request-id: test-id\r\nx-forwarded-for: 203.0.113.7, 10.0.0.1\r\n\
              x-forwarded-proto: https\r\nx-forwarded-host: client.example\r\n\
              forwarded: for=203.0.113.7, for=10.0.0.1;proto=https;host=client.example\r\ncontent-length: 0\r\n\r\n"
         );

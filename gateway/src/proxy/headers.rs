@@ -69,16 +69,15 @@ pub fn uuid_value(id: uuid::Uuid) -> HeaderValue {
     HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// Keeps the client's `X-Request-ID` when sane, else sets a new one; returns it.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+/// The request's id: the client's `X-Request-ID` when sane, else a new one. (It reaches the
+/// upstream as the request's only `X-Request-ID`: see `Outgoing::request_id`.)
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID).filter(|v| acceptable_id(v)) {
         return v.clone();
     }
     // A random (v4) UUID from the thread-local fast generator: request ids need to be unique,
     // not secret, and this avoids a getrandom system call per request.
-    let id = uuid_value(uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid());
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+    uuid_value(uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid())
 }
 
 /// What the gateway knows about the client side of the exchange.
@@ -294,9 +293,10 @@ mod tests {
     fn request_ids_are_kept_when_sane() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        assert_eq!(request_id(&h), "abc-123");
         let mut bad = HeaderMap::new();
         bad.insert("x-request-id", HeaderValue::from_static("has space"));
-        assert_ne!(ensure_request_id(&mut bad), "has space");
+        let fresh = request_id(&bad);
+        assert!(fresh != "has space" && fresh.len() == 36, "{fresh:?}");
     }
 }

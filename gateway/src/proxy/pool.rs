@@ -347,6 +347,7 @@ mod tests {
             method: &Method::GET,
             path_and_query: &pq,
             headers: &headers,
+            request_id: &HeaderValue::from_static("test-id"),
             forwarding: &forwarding,
             upgrade: false,
         };
