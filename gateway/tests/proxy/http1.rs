@@ -15,6 +15,13 @@ async fn echo_gateway() -> (Gateway, Upstream) {
     (gw, up)
 }
 
+/// A new connection that has sent `bytes`.
+async fn sent(gw: &Gateway, bytes: &[u8]) -> Raw {
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(bytes).await;
+    raw
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let (gw, up) = echo_gateway().await;
@@ -41,8 +48,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 #[tokio::test]
 async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let (gw, _up) = echo_gateway().await;
-    let mut raw = Raw::connect(gw.addr).await;
-    raw.send(b"PUT /e/c HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n").await;
+    let mut raw = sent(&gw, b"PUT /e/c HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n").await;
     let interim = raw.response().await;
     assert_eq!(interim.status, 100, "{interim:?}");
     raw.send(b"data").await;
@@ -54,8 +60,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
 async fn requests_without_exactly_one_host_are_refused() {
     let (gw, up) = echo_gateway().await;
     for head in ["GET /e/h HTTP/1.1\r\n\r\n", "GET /e/h HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n"] {
-        let mut raw = Raw::connect(gw.addr).await;
-        raw.send(head.as_bytes()).await;
+        let mut raw = sent(&gw, head.as_bytes()).await;
         let r = raw.response().await;
         assert_eq!(r.status, 400, "{head:?}: {}", r.text());
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
@@ -63,8 +68,7 @@ async fn requests_without_exactly_one_host_are_refused() {
         assert!(matches!(raw.closed_within(WAIT).await, Closed::Yes(_)));
     }
     // HTTP/1.0 has no Host requirement.
-    let mut raw = Raw::connect(gw.addr).await;
-    raw.send(b"GET /e/old HTTP/1.0\r\n\r\n").await;
+    let mut raw = sent(&gw, b"GET /e/old HTTP/1.0\r\n\r\n").await;
     assert_eq!(raw.response().await.status, 200);
     assert_eq!(up.requests(), 1);
 }
@@ -72,8 +76,7 @@ async fn requests_without_exactly_one_host_are_refused() {
 #[tokio::test]
 async fn http_1_0_clients_get_keep_alive_only_when_they_ask() {
     let (gw, _up) = echo_gateway().await;
-    let mut raw = Raw::connect(gw.addr).await;
-    raw.send(b"GET /e/a HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+    let mut raw = sent(&gw, b"GET /e/a HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
     let r = raw.response().await;
     assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")));
     raw.send(b"GET /e/b HTTP/1.0\r\n\r\n").await;
@@ -85,8 +88,7 @@ async fn http_1_0_clients_get_keep_alive_only_when_they_ask() {
 #[tokio::test]
 async fn head_answers_keep_their_length_and_carry_no_body() {
     let (gw, _up) = echo_gateway().await;
-    let mut raw = Raw::connect(gw.addr).await;
-    raw.send(b"HEAD /e/len HTTP/1.1\r\nhost: x\r\n\r\nGET /e/next HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut raw = sent(&gw, b"HEAD /e/len HTTP/1.1\r\nhost: x\r\n\r\nGET /e/next HTTP/1.1\r\nhost: x\r\n\r\n").await;
     // The HEAD answer's head only: whatever follows must be the next response.
     // (The echo upstream answers HEAD with the length its GET answer would have.)
     let head = raw.response_head().await;
@@ -116,8 +118,7 @@ async fn a_request_body_left_unread_closes_the_connection_after_the_answer() {
 #[tokio::test]
 async fn the_gateways_own_answers_carry_a_date() {
     let (gw, _up) = echo_gateway().await;
-    let mut raw = Raw::connect(gw.addr).await;
-    raw.send(b"GET /none HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut raw = sent(&gw, b"GET /none HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let r = raw.response().await;
     assert_eq!(r.status, 404);
     let date = r.header("date").unwrap_or_default();
