@@ -266,21 +266,28 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     })
 }
 
+/// Appends each of `parts` (a header line in pieces, say).
+pub fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    parts.iter().for_each(|p| out.extend_from_slice(p));
+}
+
 /// Appends a body frame, chunk-framed when `chunked`.
 pub fn put_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if data.is_empty() {
         return;
     }
     if chunked {
-        let mut size = [0u8; 16];
-        let hex = hex_len(data.len(), &mut size);
-        out.extend_from_slice(hex);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
+        put_chunk_size(out, data.len());
+        put(out, &[data, b"\r\n"]);
     } else {
         out.extend_from_slice(data);
     }
+}
+
+/// Appends a chunk's size line (the data and its CRLF follow).
+pub fn put_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut size = [0u8; 16];
+    put(out, &[hex_len(len, &mut size), b"\r\n"]);
 }
 
 fn hex_len(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {

@@ -153,15 +153,12 @@ fn serve_connection(
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let pipeline = pipeline.clone();
             async move {
-                if req.uri().path() == HEALTH_PATH {
-                    return Ok::<_, std::convert::Infallible>(health(&pipeline));
-                }
                 let (mut parts, mut body) = pipeline.handle(req.map(ClientBody::Hyper), conn).await.into_parts();
                 // HTTP/2 answers carry header maps: a plain upstream's fields go into it.
                 if let http_body_util::Either::Left(upstream) = &mut body {
                     upstream.fields_into(&mut parts.headers);
                 }
-                Ok(hyper::Response::from_parts(parts, body))
+                Ok::<_, std::convert::Infallible>(hyper::Response::from_parts(parts, body))
             }
         });
         let io = Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream);

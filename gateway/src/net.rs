@@ -11,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -34,6 +34,14 @@ pub fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut impl BufMut) ->
             Err(e) => return Poll::Ready(Err(e)),
         }
     }
+}
+
+/// Makes room in `buf` (at least 1 KiB spare, growing by `chunk`), then [`poll_read`]s.
+pub fn poll_fill(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut, chunk: usize) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(chunk);
+    }
+    poll_read(io, cx, buf)
 }
 
 /// A connection whose first bytes were already read: they are replayed before the rest.

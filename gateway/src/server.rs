@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::codec::{Decode, Field, Seen, Step, Transfer, put_chunk};
+use crate::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk, put_chunk_size};
 use crate::error::GatewayError;
 use crate::net::Prefixed;
 use crate::proxy::client::BoxError;
@@ -167,8 +167,7 @@ impl Body for RequestBody {
                 Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Step::Done => return Poll::Ready(None),
                 Step::More => {
-                    reserve(&mut this.buf);
-                    if ready!(crate::net::poll_read(&this.io, cx, &mut this.buf))? == 0 {
+                    if ready!(crate::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK))? == 0 {
                         this.state.at_eof();
                         return Poll::Ready(Some(Err(BodyError::Closed)));
                     }
@@ -194,12 +193,6 @@ impl Drop for RequestBody {
         if let Ok(mut home) = self.home.lock() {
             *home = Some(side);
         }
-    }
-}
-
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
     }
 }
 
@@ -263,11 +256,7 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
         };
         let Some(parsed) = parsed else { break };
         let Parsed { req, mut keep_alive, version, head_only, home, upgrade } = parsed;
-        let res = if req.uri().path() == crate::listener::HEALTH_PATH {
-            crate::listener::health(&srv.pipeline)
-        } else {
-            srv.pipeline.handle(req, conn).await
-        };
+        let res = srv.pipeline.handle(req, conn).await;
         // A request body not read to its end (or still held) leaves unread bytes ahead of
         // the next request: the connection closes after this response.
         if let Some(home) = &home {
@@ -337,9 +326,8 @@ async fn read_more(
         timer.as_mut().reset(tokio::time::Instant::now() + srv.header_read_timeout);
         *armed = true;
     }
-    reserve(buf);
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = crate::net::poll_read(io, cx, buf) {
+        if let Poll::Ready(r) = crate::net::poll_fill(io, cx, buf, READ_CHUNK) {
             return Poll::Ready(matches!(r, Ok(n) if n > 0));
         }
         if timer.as_mut().poll(cx).is_ready() || (idle && drained.as_mut().poll(cx).is_ready()) {
@@ -378,7 +366,7 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| bad("the request target is invalid"))?;
-    // Room for what the gateway adds (request id, identity headers) without a rehash.
+    // Room for what the gateway adds (identity headers) without a rehash.
     let mut headers = HeaderMap::with_capacity(spans.len() + 6);
     let mut seen = Seen::default();
     for (name_at, name_len, value_at, value_len) in spans {
@@ -390,7 +378,7 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
         headers.append(name, value);
     }
     let state = framing(&seen, version)?;
-    let mut keep_alive = if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
+    let keep_alive = if version == Version::HTTP_10 { seen.keep_alive } else { !seen.close };
     let (body, home) = if state == Decode::Done {
         (ClientBody::Empty, None)
     } else {
@@ -399,7 +387,6 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
         let body = RequestBody { io: io.clone(), buf: std::mem::take(buf), state, continue_left, home: home.clone() };
         (ClientBody::H1(body), Some(home))
     };
-    keep_alive &= seen.transfer.is_none() || version == Version::HTTP_11;
     let head_only = method == Method::HEAD;
     let mut req = Request::new(body);
     let upgrade = (seen.names_others && crate::proxy::headers::is_upgrade(&headers)).then(|| {
@@ -541,17 +528,15 @@ async fn write_response(
         if data.len() <= COALESCE {
             put_chunk(out, &data, chunked);
         } else {
-            put_chunk(out, &[], chunked);
+            // What is buffered (and the chunk's size line) goes first; the data from where it is.
+            if chunked {
+                put_chunk_size(out, data.len());
+            }
             write_all(io, out).await?;
             out.clear();
+            write_all(io, &data).await?;
             if chunked {
-                put(out, &[format!("{:x}\r\n", data.len()).as_bytes()]);
-                write_all(io, out).await?;
-                out.clear();
-                write_all(io, &data).await?;
                 out.extend_from_slice(b"\r\n");
-            } else {
-                write_all(io, &data).await?;
             }
         }
         if let Out::Length(n) = framing
@@ -565,10 +550,6 @@ async fn write_response(
     }
     write_all(io, out).await?;
     Ok(keep_alive && !matches!(framing, Out::Length(n) if sent != n))
-}
-
-fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    parts.iter().for_each(|p| out.extend_from_slice(p));
 }
 
 async fn write_all(io: &TcpStream, mut data: &[u8]) -> io::Result<()> {

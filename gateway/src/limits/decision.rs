@@ -166,9 +166,10 @@ impl Decision {
     /// Writes the fields as HTTP/1.1 header lines.
     pub fn write_lines(&self, out: &mut Vec<u8>) {
         self.fields(|name, value| {
-            for part in [name.as_str().as_bytes(), b": ", itoa::Buffer::new().format(value).as_bytes(), b"\r\n"] {
-                out.extend_from_slice(part);
-            }
+            crate::codec::put(
+                out,
+                &[name.as_str().as_bytes(), b": ", itoa::Buffer::new().format(value).as_bytes(), b"\r\n"],
+            );
         });
     }
 }

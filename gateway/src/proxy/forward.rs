@@ -68,6 +68,9 @@ struct Ctx {
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
     pub async fn handle(&self, req: Request<ClientBody>, conn: ConnInfo) -> Response<GwBody> {
+        if req.uri().path() == crate::listener::HEALTH_PATH {
+            return crate::listener::health(self);
+        }
         let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers());
         let mut api = None;
@@ -138,7 +141,11 @@ impl Pipeline {
     /// Framing and size checks that need no configuration.
     fn guard(&self, req: &Request<ClientBody>) -> Result<(), GatewayError> {
         let h = req.headers();
-        if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
+        // (The HTTP/1.1 server refuses this while parsing; hyper's HTTP/2 requests are checked here.)
+        if matches!(req.body(), ClientBody::Hyper(_))
+            && h.contains_key(header::CONTENT_LENGTH)
+            && h.contains_key(header::TRANSFER_ENCODING)
+        {
             return Err(GatewayError::BadRequest("both Content-Length and Transfer-Encoding are present"));
         }
         let header_bytes: usize = h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();

@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 
 use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
-use crate::codec::{Decode, Field, Seen, Step, Transfer, put_chunk};
+use crate::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk};
 use crate::limits::Decision;
 
 /// Largest upstream response head.
@@ -282,10 +282,7 @@ impl Wire<'_> {
 
     /// Reads what the socket has into the buffer; `Ok(0)` is end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        crate::net::poll_read(&*self.io, cx, &mut *self.buf)
+        crate::net::poll_fill(self.io, cx, self.buf, READ_CHUNK)
     }
 }
 
@@ -338,10 +335,6 @@ pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body
         ReqFraming::Empty => {}
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    parts.iter().for_each(|p| out.extend_from_slice(p));
 }
 
 /// Parses a response head from the front of `buf` (consuming it) once it is complete.

@@ -7,17 +7,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+use crate::codec::Field;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -37,12 +27,14 @@ pub fn connection_tokens(headers: &HeaderMap) -> SmallVec<[&str; 4]> {
 }
 
 /// Whether `name` describes the connection rather than the message: the fixed hop-by-hop
-/// set, `Upgrade` unless the exchange is an upgrade, and the names `Connection` lists.
+/// set ([`Field::is_hop_by_hop`]), `Upgrade` unless the exchange is an upgrade, and the names
+/// `Connection` lists.
 pub fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool, named: &[&str]) -> bool {
-    if *name == header::UPGRADE {
-        return !keep_upgrade;
+    match Field::of(name.as_str().as_bytes()) {
+        Field::Upgrade => !keep_upgrade,
+        field if field.is_hop_by_hop() => true,
+        _ => named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str())),
     }
-    HOP_BY_HOP.contains(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Removes hop-by-hop headers, and `Upgrade` unless the exchange is an upgrade.
