@@ -17,6 +17,7 @@ use super::sharded::Sharded;
 use crate::config::model::{ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
 use crate::limits::PlanLimits;
 use crate::proxy::headers::uuid_value;
+use crate::router::fx::FxBuildHasher;
 
 /// A consumer as the request path needs it.
 #[derive(Debug)]
@@ -79,7 +80,8 @@ pub struct Identities {
     subscriptions: Sharded<(Uuid, Uuid), SubscriptionRt>,
     /// ... and where each subscription id is filed.
     subscription_keys: Sharded<Uuid, (Uuid, Uuid)>,
-    plans: Arc<HashMap<Uuid, Arc<PlanRt>>>,
+    /// (Fx-hashed: the ids are the admin's, not a client's.)
+    plans: Arc<HashMap<Uuid, Arc<PlanRt>, FxBuildHasher>>,
     /// By `issuer \0 subject` ...
     bindings: Sharded<String, Binding>,
     /// ... and where each binding id is filed.
@@ -111,7 +113,7 @@ fn plan_rt(p: &PlanDef) -> Arc<PlanRt> {
     })
 }
 
-fn plans(data: &ConfigData) -> Arc<HashMap<Uuid, Arc<PlanRt>>> {
+fn plans(data: &ConfigData) -> Arc<HashMap<Uuid, Arc<PlanRt>, FxBuildHasher>> {
     Arc::new(data.plans.values().map(|p| (p.id, plan_rt(p))).collect())
 }
 

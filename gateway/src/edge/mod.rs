@@ -65,20 +65,86 @@ pub struct Call<'a> {
 }
 
 /// Who is calling.
+#[derive(Debug)]
 enum Caller {
     Consumer { consumer: Arc<ConsumerRt>, credential: Uuid },
     Anonymous,
 }
 
-/// Runs the edge phases. On success the request headers carry the identity and the
-/// returned decision (if the call was counted) supplies the response's rate-limit headers;
+/// Who the edge phases found the caller to be, as the identity headers the upstream gets.
+/// They are not put in the request's header map: the upstream codec writes them straight
+/// into the encoded head ([`Identity::fields`]), and only the TLS client and consistent
+/// hashing on one of them ask for header values.
+#[derive(Debug)]
+pub struct Identity {
+    caller: Caller,
+    plan: Option<Arc<PlanRt>>,
+}
+
+impl Identity {
+    /// Calls `field` with each identity header and its value, in a fixed order.
+    pub fn fields(&self, mut field: impl FnMut(&'static HeaderName, &[u8])) {
+        match &self.caller {
+            Caller::Consumer { consumer, credential } => {
+                field(&X_CONSUMER_ID, consumer.id_header.as_bytes());
+                if let Some(name) = &consumer.name_header {
+                    field(&X_CONSUMER_USERNAME, name.as_bytes());
+                }
+                if let Some(custom) = &consumer.custom_id_header {
+                    field(&X_CONSUMER_CUSTOM_ID, custom.as_bytes());
+                }
+                field(&X_CREDENTIAL_ID, &crate::proxy::headers::uuid_text(credential));
+            }
+            Caller::Anonymous => field(&X_ANONYMOUS_CONSUMER, b"true"),
+        }
+        if let Some(name) = self.plan.as_ref().and_then(|p| p.name_header.as_ref()) {
+            field(&X_PLAN, name.as_bytes());
+        }
+    }
+
+    /// An anonymous caller without a plan.
+    #[cfg(test)]
+    pub(crate) fn anonymous() -> Self {
+        Identity { caller: Caller::Anonymous, plan: None }
+    }
+
+    /// The value of identity header `name`, when the caller has it.
+    pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
+        let mut found = None;
+        self.fields(|n, v| {
+            if n == name && found.is_none() {
+                found = HeaderValue::from_bytes(v).ok();
+            }
+        });
+        found
+    }
+
+    /// Sets the identity headers in a header map.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        self.fields(|name, value| {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                headers.insert(name.clone(), v);
+            }
+        });
+    }
+}
+
+/// What the edge phases let through: who is calling and, when the call was counted, the
+/// decision that supplies the response's rate-limit headers.
+#[derive(Debug)]
+pub struct Admitted {
+    pub identity: Identity,
+    pub decision: Option<Decision>,
+}
+
+/// Runs the edge phases. Client-sent identity headers are removed from `headers`;
 /// `upstream_pq` loses the key parameter when credentials are hidden.
 pub async fn admit(
     call: &Call<'_>,
     limiter: &Limiter,
     headers: &mut HeaderMap,
     upstream_pq: &mut String,
-) -> Result<Option<Decision>, GatewayError> {
+) -> Result<Admitted, GatewayError> {
     strip_identity(headers);
     let caller = authenticate(call, headers, upstream_pq).await?;
     let (plan, key) = match &caller {
@@ -95,15 +161,19 @@ pub async fn admit(
             (plan, key)
         }
     };
-    set_identity(headers, &caller, plan.as_deref());
-    let (Some(plan), Some(key)) = (plan, key) else { return Ok(None) };
-    let cost = plan.cost(call.route_id, call.route_cost);
-    let decision = limiter.check(&key, &plan.limits, cost, limiter.now()).await;
-    match decision.denied_by {
-        None => Ok(Some(decision)),
-        Some(Denial::CounterUnavailable) => Err(GatewayError::LimitUnavailable(Box::new(decision))),
-        Some(Denial::Rate | Denial::Quota) => Err(GatewayError::RateLimited(Box::new(decision))),
-    }
+    let decision = match (&plan, key) {
+        (Some(plan), Some(key)) => {
+            let cost = plan.cost(call.route_id, call.route_cost);
+            let decision = limiter.check(&key, &plan.limits, cost, limiter.now()).await;
+            match decision.denied_by {
+                None => Some(decision),
+                Some(Denial::CounterUnavailable) => return Err(GatewayError::LimitUnavailable(Box::new(decision))),
+                Some(Denial::Rate | Denial::Quota) => return Err(GatewayError::RateLimited(Box::new(decision))),
+            }
+        }
+        _ => None,
+    };
+    Ok(Admitted { identity: Identity { caller, plan }, decision })
 }
 
 /// Removes client-sent identity headers. One pass over the names finds whether there are any
@@ -296,26 +366,5 @@ fn authorize(call: &Call<'_>, consumer: &ConsumerRt) -> Result<Arc<PlanRt>, Gate
         }
         SubStatus::Pending => Err(GatewayError::Forbidden(Refusal::SubscriptionPending)),
         SubStatus::Suspended => Err(GatewayError::Forbidden(Refusal::SubscriptionSuspended)),
-    }
-}
-
-fn set_identity(headers: &mut HeaderMap, caller: &Caller, plan: Option<&PlanRt>) {
-    match caller {
-        Caller::Consumer { consumer, credential } => {
-            headers.insert(X_CONSUMER_ID.clone(), consumer.id_header.clone());
-            if let Some(name) = &consumer.name_header {
-                headers.insert(X_CONSUMER_USERNAME.clone(), name.clone());
-            }
-            if let Some(custom) = &consumer.custom_id_header {
-                headers.insert(X_CONSUMER_CUSTOM_ID.clone(), custom.clone());
-            }
-            headers.insert(X_CREDENTIAL_ID.clone(), crate::proxy::headers::uuid_value(*credential));
-        }
-        Caller::Anonymous => {
-            headers.insert(X_ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));
-        }
-    }
-    if let Some(name) = plan.and_then(|p| p.name_header.as_ref()) {
-        headers.insert(X_PLAN.clone(), name.clone());
     }
 }

@@ -114,7 +114,7 @@ mod admission {
         route_id: Uuid,
         headers: &mut HeaderMap,
         pq: &mut String,
-    ) -> Result<Option<Decision>, GatewayError> {
+    ) -> Result<Admitted, GatewayError> {
         let snapshot = store.load_full();
         let api = snapshot.apis.get(&api_id).expect("api compiled").clone();
         let call = Call {
@@ -143,14 +143,21 @@ mod admission {
         h.insert("x-api-key", HeaderValue::from_static(KEY));
         h.insert("x-consumer-id", HeaderValue::from_static("forged"));
         let mut pq = "/orders".to_owned();
-        let decision = admit_with(&store, api, route, &mut h, &mut pq).await.expect("admitted").expect("counted");
+        let Admitted { identity, decision } = admit_with(&store, api, route, &mut h, &mut pq).await.expect("admitted");
+        let decision = decision.expect("counted");
         assert_eq!((decision.limit, decision.remaining), (2, 1));
         let consumer = d.consumers.values().next().expect("consumer");
-        assert_eq!(h["x-consumer-id"], consumer.id.to_string().as_str());
-        assert_eq!(h["x-consumer-username"], "acme");
-        assert_eq!(h["x-plan"], "free");
         let key = d.keys.values().next().expect("key");
-        assert_eq!(h["x-credential-id"], key.id.to_string().as_str());
+        let mut sent = HeaderMap::new();
+        identity.write_headers(&mut sent);
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert_eq!(sent["x-consumer-id"], consumer.id.to_string().as_str());
+        assert_eq!(sent["x-consumer-username"], "acme");
+        assert_eq!(sent["x-plan"], "free");
+        assert_eq!(sent["x-credential-id"], key.id.to_string().as_str());
+        assert_eq!(identity.get(&X_CREDENTIAL_ID).as_ref(), sent.get("x-credential-id"));
+        assert!(identity.get(&X_ANONYMOUS_CONSUMER).is_none());
+        assert!(h.get("x-consumer-id").is_none(), "the client's copy is removed");
         assert!(h.get("x-api-key").is_none(), "the key is hidden from the upstream");
         // 2 per minute: the second passes, the third is refused with a retry time.
         let mut h2 = HeaderMap::new();
@@ -230,10 +237,12 @@ mod admission {
         let store = store_with(&d);
         let mut pq = "/".to_owned();
         let mut h = HeaderMap::new();
-        let decision = admit_with(&store, api, route, &mut h, &mut pq).await.expect("anonymous").expect("counted");
-        assert_eq!(decision.remaining, 1);
-        assert_eq!(h["x-anonymous-consumer"], "true");
-        assert!(h.get("x-consumer-id").is_none());
+        let Admitted { identity, decision } = admit_with(&store, api, route, &mut h, &mut pq).await.expect("anonymous");
+        assert_eq!(decision.expect("counted").remaining, 1);
+        let mut sent = HeaderMap::new();
+        identity.write_headers(&mut sent);
+        assert_eq!(sent["x-anonymous-consumer"], "true");
+        assert!(sent.get("x-consumer-id").is_none());
         // A presented but wrong key is not downgraded to anonymous.
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("tg_wrong"));

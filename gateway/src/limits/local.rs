@@ -33,10 +33,12 @@ pub(crate) struct Cell {
     quotas: [AtomicU64; 2],
 }
 
-/// Counters of every key seen by this node.
+/// Counters of every key seen by this node, hashed with foldhash: a fraction of SipHash's
+/// cost, and seeded per process, so clients (anonymous callers are keyed by their address)
+/// cannot aim at one bucket.
 #[derive(Debug, Default)]
 pub struct LocalCounter {
-    cells: DashMap<LimitKey, Cell>,
+    cells: DashMap<LimitKey, Cell, foldhash::fast::RandomState>,
 }
 
 type Outcomes = SmallVec<[Outcome; 5]>;

@@ -118,6 +118,9 @@ impl UpstreamClient {
         headers::strip_hop_by_hop(&mut headers, out.upgrade);
         headers::set_forwarding(&mut headers, out.forwarding);
         headers.insert(headers::X_REQUEST_ID.clone(), out.request_id.clone());
+        if let Some(identity) = out.identity {
+            identity.write_headers(&mut headers);
+        }
         if out.upgrade {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
@@ -149,6 +152,8 @@ pub struct Outgoing<'a> {
     pub headers: &'a HeaderMap,
     /// Sent as the request's only `X-Request-ID` (the client's, when it was sane).
     pub request_id: &'a HeaderValue,
+    /// The caller's identity headers (the client's own copies are already gone).
+    pub identity: Option<&'a crate::edge::Identity>,
     pub forwarding: &'a Forwarding<'a>,
     /// A protocol upgrade: `Upgrade` is kept and `Connection: upgrade` sent.
     pub upgrade: bool,

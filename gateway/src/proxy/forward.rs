@@ -60,6 +60,7 @@ pub struct Pipeline {
 struct Ctx {
     method: Method,
     request_id: HeaderValue,
+    identity: edge::Identity,
     /// Path and query to send upstream.
     upstream_pq: String,
     body_empty: bool,
@@ -113,9 +114,16 @@ impl Pipeline {
             peer: conn.peer.ip(),
             trusted_proxies: &self.edge.trusted_proxies,
         };
-        let decision = edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq).await?;
+        let edge::Admitted { identity, decision } =
+            edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq).await?;
         drop(snapshot);
-        let ctx = Ctx { method: req.method().clone(), request_id, upstream_pq, body_empty: req.body().is_end_stream() };
+        let ctx = Ctx {
+            method: req.method().clone(),
+            request_id,
+            identity,
+            upstream_pq,
+            body_empty: req.body().is_end_stream(),
+        };
         let pool = choose_pool(&api, req.headers());
         // Boxed: the exchange's future is most of a request's state; kept in place, every
         // future around it (and their moves) would be that much larger.
@@ -234,7 +242,7 @@ async fn proxy(
     let host = client_host(&parts);
     let forwarding =
         Forwarding { client_ip: conn.peer.ip(), proto: if conn.https { "https" } else { "http" }, host: host.as_ref() };
-    let hash = pool.hash_key(&parts.headers, Some(conn.peer.ip()));
+    let hash = pool.hash_key(&parts.headers, Some(&ctx.identity), Some(conn.peer.ip()));
     let pq = PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut ctx.upstream_pq)))
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
     let out = Outgoing {
@@ -242,6 +250,7 @@ async fn proxy(
         path_and_query: &pq,
         headers: &parts.headers,
         request_id: &ctx.request_id,
+        identity: Some(&ctx.identity),
         forwarding: &forwarding,
         upgrade,
     };

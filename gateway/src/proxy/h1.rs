@@ -310,6 +310,9 @@ pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body
         }
     }
     put(out, &[b"x-request-id: ", o.request_id.as_bytes(), b"\r\n"]);
+    if let Some(identity) = o.identity {
+        identity.fields(|name, value| put(out, &[name.as_str().as_bytes(), b": ", value, b"\r\n"]));
+    }
     headers::forwarding_fields(o.headers, o.forwarding, |name, parts| {
         put(out, &[name.as_str().as_bytes(), b": "]);
         put(out, parts);
@@ -689,6 +692,7 @@ mod tests {
             path_and_query: &pq,
             headers: &headers,
             request_id: &HeaderValue::from_static("test-id"),
+            identity: None,
             forwarding: &forwarding,
             upgrade: false,
         };
@@ -903,6 +907,7 @@ mod tests {
                 path_and_query: &pq,
                 headers: &headers,
                 request_id: &HeaderValue::from_static("test-id"),
+                identity: None,
                 forwarding: &forwarding,
                 upgrade,
             };

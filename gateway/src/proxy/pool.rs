@@ -348,6 +348,7 @@ mod tests {
             path_and_query: &pq,
             headers: &headers,
             request_id: &HeaderValue::from_static("test-id"),
+            identity: None,
             forwarding: &forwarding,
             upgrade: false,
         };

@@ -8,6 +8,7 @@ use http::HeaderMap;
 use http::header::COOKIE;
 
 use super::config::HashOn;
+use crate::edge::Identity;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -28,9 +29,18 @@ fn fmix64(mut h: u64) -> u64 {
 }
 
 /// The hash of the attribute `on` names, or `None` when the request lacks it (or it is empty).
-pub(crate) fn request_hash(on: &HashOn, headers: &HeaderMap, client_ip: Option<IpAddr>) -> Option<u64> {
+/// An identity header (`X-Consumer-ID`, ...) is taken from the caller's `identity`.
+pub(crate) fn request_hash(
+    on: &HashOn,
+    headers: &HeaderMap,
+    identity: Option<&Identity>,
+    client_ip: Option<IpAddr>,
+) -> Option<u64> {
     match on {
-        HashOn::Header(name) => headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()).map(hash_one),
+        HashOn::Header(name) => match identity.and_then(|i| i.get(name)) {
+            Some(v) => Some(v.as_bytes()).filter(|v| !v.is_empty()).map(hash_one),
+            None => headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()).map(hash_one),
+        },
         HashOn::Cookie(name) => cookie_value(headers, name.as_bytes()).filter(|v| !v.is_empty()).map(hash_one),
         HashOn::ClientIp => client_ip.map(|ip| match ip.to_canonical() {
             IpAddr::V4(v4) => hash_one(&v4.octets()),
@@ -75,16 +85,16 @@ mod tests {
         headers.append(COOKIE, HeaderValue::from_static("theme=dark"));
         headers.append(COOKIE, HeaderValue::from_static("a=1; session = s1 ;b=2"));
         let header = HashOn::Header(HeaderName::from_static("x-user"));
-        assert_eq!(request_hash(&header, &headers, None), Some(hash_one(b"alice")));
+        assert_eq!(request_hash(&header, &headers, None, None), Some(hash_one(b"alice")));
         let cookie = HashOn::Cookie("session".into());
-        assert_eq!(request_hash(&cookie, &headers, None), Some(hash_one(b"s1")));
-        assert_eq!(request_hash(&HashOn::Cookie("none".into()), &headers, None), None);
-        assert_eq!(request_hash(&HashOn::Header(HeaderName::from_static("x-none")), &headers, None), None);
+        assert_eq!(request_hash(&cookie, &headers, None, None), Some(hash_one(b"s1")));
+        assert_eq!(request_hash(&HashOn::Cookie("none".into()), &headers, None, None), None);
+        assert_eq!(request_hash(&HashOn::Header(HeaderName::from_static("x-none")), &headers, None, None), None);
         let v4: IpAddr = [10, 0, 0, 1].into();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse()?;
-        assert_eq!(request_hash(&HashOn::ClientIp, &headers, Some(mapped)), Some(hash_one(&[10, 0, 0, 1])));
-        assert_eq!(request_hash(&HashOn::ClientIp, &headers, Some(v4)), Some(hash_one(&[10, 0, 0, 1])));
-        assert_eq!(request_hash(&HashOn::ClientIp, &headers, None), None);
+        assert_eq!(request_hash(&HashOn::ClientIp, &headers, None, Some(mapped)), Some(hash_one(&[10, 0, 0, 1])));
+        assert_eq!(request_hash(&HashOn::ClientIp, &headers, None, Some(v4)), Some(hash_one(&[10, 0, 0, 1])));
+        assert_eq!(request_hash(&HashOn::ClientIp, &headers, None, None), None);
         Ok(())
     }
 }

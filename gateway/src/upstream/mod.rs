@@ -7,7 +7,7 @@
 //! reporting, admitting and retrying use atomics, never locks. A typical attempt:
 //!
 //! 1. `upstream.admit()` — the breaker's permit, or answer its fallback / 503;
-//! 2. `upstream.pick(upstream.hash_key(&headers, ip), &tried)` — a target and its in-flight guard;
+//! 2. `upstream.pick(upstream.hash_key(&headers, identity, ip), &tried)` — a target and its in-flight guard;
 //! 3. send, then `upstream.report(pick.index, outcome)` and `permit.record(!outcome.is_failure())`;
 //! 4. on failure, `upstream.retry_policy().should_retry(...)` says whether and when to try again.
 
@@ -156,10 +156,16 @@ impl Upstream {
     }
 
     /// The consistent-hash input of a request, per the configured [`HashOn`]; `None` for other
-    /// policies or when the request lacks the attribute.
-    pub fn hash_key(&self, headers: &HeaderMap, client_ip: Option<IpAddr>) -> Option<u64> {
+    /// policies or when the request lacks the attribute. A hashed identity header is the
+    /// caller's `identity` (which the upstream gets), not a client-sent copy.
+    pub fn hash_key(
+        &self,
+        headers: &HeaderMap,
+        identity: Option<&crate::edge::Identity>,
+        client_ip: Option<IpAddr>,
+    ) -> Option<u64> {
         match &self.config.policy {
-            LbPolicy::ConsistentHash(on) => hash::request_hash(on, headers, client_ip),
+            LbPolicy::ConsistentHash(on) => hash::request_hash(on, headers, identity, client_ip),
             LbPolicy::RoundRobin | LbPolicy::LeastRequests => None,
         }
     }

@@ -134,8 +134,20 @@ fn hash_key_follows_the_policy() {
     let mut headers = HeaderMap::new();
     headers.insert("x-tenant", http::HeaderValue::from_static("acme"));
     let on_header = LbPolicy::ConsistentHash(HashOn::Header(http::HeaderName::from_static("x-tenant")));
-    assert!(upstream(on_header, &[1]).hash_key(&headers, None).is_some());
-    assert_eq!(upstream(LbPolicy::RoundRobin, &[1]).hash_key(&headers, None), None);
+    assert!(upstream(on_header, &[1]).hash_key(&headers, None, None).is_some());
+    assert_eq!(upstream(LbPolicy::RoundRobin, &[1]).hash_key(&headers, None, None), None);
+    // An identity header is the caller's, whatever the client sent.
+    let anonymous = crate::edge::Identity::anonymous();
+    let on_identity =
+        upstream(LbPolicy::ConsistentHash(HashOn::Header(crate::edge::X_ANONYMOUS_CONSUMER.clone())), &[1]);
+    let mut forged = HeaderMap::new();
+    forged.insert(&crate::edge::X_ANONYMOUS_CONSUMER, http::HeaderValue::from_static("false"));
+    let mut sent = HeaderMap::new();
+    sent.insert(&crate::edge::X_ANONYMOUS_CONSUMER, http::HeaderValue::from_static("true"));
+    let hashed = on_identity.hash_key(&forged, Some(&anonymous), None);
+    assert!(hashed.is_some());
+    assert_eq!(hashed, on_identity.hash_key(&sent, None, None));
+    assert_ne!(hashed, on_identity.hash_key(&forged, None, None));
     let up = upstream(LbPolicy::ConsistentHash(HashOn::ClientIp), &[1, 1]);
     assert!(pick_index(&up, None).is_some(), "no key: random, not nothing");
 }

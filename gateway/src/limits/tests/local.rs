@@ -130,6 +130,27 @@ async fn headers_carry_the_tightest_limit_and_retry_after() {
     assert!(h.is_empty(), "no limits, no headers");
 }
 
+/// The header lines written for HTTP/1.1 clients are exactly the header-map fields.
+#[tokio::test]
+async fn header_lines_equal_the_header_fields() {
+    let (l, k, p) = (limiter(), key("lines"), plan(Some(2), Some(100), 0));
+    let as_lines = |h: &HeaderMap| -> String {
+        h.iter().map(|(n, v)| format!("{}: {}\r\n", n, v.to_str().unwrap_or("?"))).collect()
+    };
+    let mut seen = 0;
+    for d in [l.check(&k, &p, 1, at(0)).await, l.check(&k, &p, 1, at(0)).await, l.check(&k, &p, 1, at(0)).await] {
+        let (mut lines, mut h) = (Vec::new(), HeaderMap::new());
+        d.write_lines(&mut lines);
+        d.write_headers(&mut h);
+        assert_eq!(String::from_utf8_lossy(&lines), as_lines(&h));
+        seen += usize::from(h.contains_key("retry-after"));
+    }
+    assert_eq!(seen, 1, "the third request was refused, with Retry-After");
+    let mut lines = Vec::new();
+    l.check(&k, &PlanLimits::default(), 1, at(0)).await.write_lines(&mut lines);
+    assert!(lines.is_empty());
+}
+
 #[test]
 fn plan_limits_come_from_the_plan_definition() {
     let def = PlanDef {
