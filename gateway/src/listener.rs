@@ -153,7 +153,8 @@ fn serve_connection(
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let pipeline = pipeline.clone();
             async move {
-                let (mut parts, mut body) = pipeline.handle(req.map(ClientBody::Hyper), conn).await.into_parts();
+                let (mut parts, mut body) =
+                    pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await.into_parts();
                 // HTTP/2 answers carry header maps: a plain upstream's fields go into it.
                 if let http_body_util::Either::Left(upstream) = &mut body {
                     upstream.fields_into(&mut parts.headers);

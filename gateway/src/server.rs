@@ -218,7 +218,9 @@ pub fn wants_upgrade(req: &Request<ClientBody>) -> bool {
 
 /// A request head, ready for the pipeline, and what the connection needs to know about it.
 struct Parsed {
-    req: Request<ClientBody>,
+    /// Boxed: the request passes through several futures, each of which would otherwise
+    /// copy (and hold) its ~300 bytes.
+    req: Box<Request<ClientBody>>,
     keep_alive: bool,
     version: Version,
     head_only: bool,
@@ -388,7 +390,7 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
         (ClientBody::H1(body), Some(home))
     };
     let head_only = method == Method::HEAD;
-    let mut req = Request::new(body);
+    let mut req = Box::new(Request::new(body));
     let upgrade = (seen.names_others && crate::proxy::headers::is_upgrade(&headers)).then(|| {
         let (tx, rx) = oneshot::channel();
         req.extensions_mut().insert(OwnUpgrade(Arc::new(Mutex::new(Some(rx)))));

@@ -68,7 +68,7 @@ struct Ctx {
 
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
-    pub async fn handle(&self, req: Request<ClientBody>, conn: ConnInfo) -> Response<GwBody> {
+    pub async fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> Response<GwBody> {
         if req.uri().path() == crate::listener::HEALTH_PATH {
             return crate::listener::health(self);
         }
@@ -93,7 +93,7 @@ impl Pipeline {
 
     async fn forward(
         &self,
-        mut req: Request<ClientBody>,
+        mut req: Box<Request<ClientBody>>,
         conn: ConnInfo,
         request_id: HeaderValue,
         api_out: &mut Option<Arc<ApiRuntime>>,
@@ -225,7 +225,7 @@ async fn proxy(
     api: &ApiRuntime,
     pool: &Upstream,
     mut ctx: Ctx,
-    req: Request<ClientBody>,
+    mut req: Box<Request<ClientBody>>,
     conn: ConnInfo,
     max_body: u64,
 ) -> Result<Response<GwBody>, GatewayError> {
@@ -237,18 +237,22 @@ async fn proxy(
     };
     pool.retry_policy().record_request();
     let upgrade = crate::server::wants_upgrade(&req);
-    let (mut parts, body) = req.into_parts();
-    let client_upgrade = upgrade.then(|| upgrade::ClientSide::of(&mut parts));
-    let host = client_host(&parts);
+    let client_upgrade = upgrade.then(|| upgrade::ClientSide::of(&mut req));
+    let body = std::mem::replace(req.body_mut(), ClientBody::Empty);
+    let host = client_host(&req);
     let forwarding =
         Forwarding { client_ip: conn.peer.ip(), proto: if conn.https { "https" } else { "http" }, host: host.as_ref() };
-    let hash = pool.hash_key(&parts.headers, Some(&ctx.identity), Some(conn.peer.ip()));
-    let pq = PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut ctx.upstream_pq)))
-        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?;
+    let hash = pool.hash_key(req.headers(), Some(&ctx.identity), Some(conn.peer.ip()));
+    // Most requests go upstream with the target they came with: its parsed form is shared.
+    let pq = match req.uri().path_and_query() {
+        Some(sent) if sent.as_str() == ctx.upstream_pq => sent.clone(),
+        _ => PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut ctx.upstream_pq)))
+            .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?,
+    };
     let out = Outgoing {
-        method: &parts.method,
+        method: req.method(),
         path_and_query: &pq,
-        headers: &parts.headers,
+        headers: req.headers(),
         request_id: &ctx.request_id,
         identity: Some(&ctx.identity),
         forwarding: &forwarding,
@@ -346,9 +350,9 @@ fn limit_body(body: ClientBody, max: u64) -> ProxyBody {
 
 /// The client's host: the target's authority when it has one (HTTP/2 `:authority`, or an
 /// absolute-form target, which RFC 9112 §3.2.2 says wins over `Host`), else `Host`.
-fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    let authority = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    authority.or_else(|| parts.headers.get(header::HOST).cloned())
+fn client_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    let authority = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    authority.or_else(|| req.headers().get(header::HOST).cloned())
 }
 
 /// The upstream's response, minus hop-by-hop headers, with the request id.

@@ -27,11 +27,11 @@ pub enum ClientSide {
 }
 
 impl ClientSide {
-    /// The client side of the request whose parts these are.
-    pub fn of(parts: &mut http::request::Parts) -> Self {
-        match parts.extensions.remove::<OwnUpgrade>().and_then(|own| own.take()) {
+    /// The client side of `req`.
+    pub fn of<B>(req: &mut http::Request<B>) -> Self {
+        match req.extensions_mut().remove::<OwnUpgrade>().and_then(|own| own.take()) {
             Some(rx) => Self::Own(rx),
-            None => Self::Hyper(hyper::upgrade::on(http::Request::from_parts(parts.clone(), ()))),
+            None => Self::Hyper(hyper::upgrade::on(req)),
         }
     }
 }
