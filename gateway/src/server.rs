@@ -234,6 +234,7 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     buf.extend_from_slice(read);
     let mut out = Vec::with_capacity(1024);
+    let mut names = Vec::new();
     let mut timer = Box::pin(tokio::time::sleep(srv.header_read_timeout));
     let drained = srv.drain.notify.notified();
     let mut drained = std::pin::pin!(drained);
@@ -243,7 +244,7 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
         // (~300 bytes) is moved as little as possible.
         let mut armed = false;
         let parsed = loop {
-            match parse_request(&mut buf, &io, srv.max_head_bytes) {
+            match parse_request(&mut buf, &io, srv.max_head_bytes, &mut names) {
                 Ok(Some(p)) => break Some(p),
                 Ok(None) => {}
                 Err(refusal) => {
@@ -341,7 +342,12 @@ async fn read_more(
 }
 
 /// Parses a request head from the front of `buf` (consuming it) once it is complete.
-fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Result<Option<Parsed>, GatewayError> {
+fn parse_request(
+    buf: &mut BytesMut,
+    io: &Arc<TcpStream>,
+    max_head: usize,
+    names: &mut Vec<HeaderName>,
+) -> Result<Option<Parsed>, GatewayError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -371,9 +377,9 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
     // Room for what the gateway adds (identity headers) without a rehash.
     let mut headers = HeaderMap::with_capacity(spans.len() + 6);
     let mut seen = Seen::default();
-    for (name_at, name_len, value_at, value_len) in spans {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| bad("a request header name is invalid"))?;
+    for (i, (name_at, name_len, value_at, value_len)) in spans.into_iter().enumerate() {
+        let name =
+            field_name(names, i, &head[name_at..name_at + name_len]).ok_or(bad("a request header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| bad("a request header value is invalid"))?;
         seen.note(Field::of(name.as_str().as_bytes()), value.as_bytes());
@@ -401,6 +407,28 @@ fn parse_request(buf: &mut BytesMut, io: &Arc<TcpStream>, max_head: usize) -> Re
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     Ok(Some(Parsed { req, keep_alive, version, head_only, home, upgrade }))
+}
+
+/// How many field names a connection remembers (see [`field_name`]).
+const REMEMBERED_NAMES: usize = 16;
+
+/// The name of the `i`-th field of a request, given the names of the connection's previous
+/// request by position: clients send the same fields in the same order with every request,
+/// and a clone of the previous request's name skips validation and, for a name the http
+/// crate does not know (`x-api-key`), an allocation. `None` for an invalid name.
+fn field_name(previous: &mut Vec<HeaderName>, i: usize, raw: &[u8]) -> Option<HeaderName> {
+    // A valid name equal to `raw` but for ASCII case means `raw` is that name (names are
+    // case-insensitive and lower-cased when parsed).
+    if let Some(name) = previous.get(i).filter(|n| n.as_str().as_bytes().eq_ignore_ascii_case(raw)) {
+        return Some(name.clone());
+    }
+    let name = HeaderName::from_bytes(raw).ok()?;
+    if let Some(slot) = previous.get_mut(i) {
+        *slot = name.clone();
+    } else if i == previous.len() && i < REMEMBERED_NAMES {
+        previous.push(name.clone());
+    }
+    Some(name)
 }
 
 /// The body framing of a request (RFC 9112 §6.3), refusing every ambiguous case.
@@ -598,6 +626,27 @@ mod tests {
             s.note(Field::of(n.as_bytes()), v.as_bytes());
         }
         s
+    }
+
+    #[test]
+    fn field_names_are_reused_by_position_and_still_validated() {
+        let mut previous = Vec::new();
+        let first = field_name(&mut previous, 0, b"Host").zip(field_name(&mut previous, 1, b"X-Api-Key"));
+        assert_eq!(first, Some((header::HOST, HeaderName::from_static("x-api-key"))));
+        assert_eq!(previous.len(), 2);
+        // The same names in another case are the same names; another name takes the slot.
+        assert_eq!(field_name(&mut previous, 1, b"x-API-key"), Some(HeaderName::from_static("x-api-key")));
+        assert_eq!(field_name(&mut previous, 1, b"x-tenant"), Some(HeaderName::from_static("x-tenant")));
+        assert_eq!(previous[1], "x-tenant");
+        // Invalid names stay invalid, whatever was remembered there.
+        assert_eq!(field_name(&mut previous, 1, b"x tenant"), None);
+        assert_eq!(field_name(&mut previous, 0, b"h\xc3\xb6st"), None);
+        // A bounded memory: positions past the limit parse without being remembered.
+        let many: Vec<String> = (0..40).map(|i| format!("x-f{i}")).collect();
+        for (i, n) in many.iter().enumerate() {
+            assert_eq!(field_name(&mut previous, i, n.as_bytes()).map(|h| h.to_string()), Some(n.clone()));
+        }
+        assert_eq!(previous.len(), REMEMBERED_NAMES);
     }
 
     #[test]

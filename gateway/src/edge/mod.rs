@@ -164,7 +164,7 @@ pub async fn admit(
     let decision = match (&plan, key) {
         (Some(plan), Some(key)) => {
             let cost = plan.cost(call.route_id, call.route_cost);
-            let decision = limiter.check(&key, &plan.limits, cost, limiter.now()).await;
+            let decision = limiter.check(&key, &plan.limits, cost, limiter.now_for(&plan.limits)).await;
             match decision.denied_by {
                 None => Some(decision),
                 Some(Denial::CounterUnavailable) => return Err(GatewayError::LimitUnavailable(Box::new(decision))),

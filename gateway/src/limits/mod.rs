@@ -153,8 +153,18 @@ impl Limiter {
 
     /// The current instant (Tokio's clock, so a paused test clock applies).
     pub fn now(&self) -> Now {
-        let mono = self.epoch.elapsed().as_nanos();
-        Now { mono_ns: u64::try_from(mono).unwrap_or(u64::MAX), utc: OffsetDateTime::now_utc() }
+        Now { mono_ns: self.mono_ns(), utc: OffsetDateTime::now_utc() }
+    }
+
+    /// The instant for counting under `plan`: the UTC clock is read only when the plan has
+    /// quotas (nothing else looks at it; a plan without them gets the Unix epoch there).
+    pub fn now_for(&self, plan: &PlanLimits) -> Now {
+        let utc = if plan.has_quotas() { OffsetDateTime::now_utc() } else { OffsetDateTime::UNIX_EPOCH };
+        Now { mono_ns: self.mono_ns(), utc }
+    }
+
+    fn mono_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Sets how many nodes share the limits (e.g. the number of live nodes).

@@ -77,6 +77,11 @@ impl PlanLimits {
             .filter_map(|(p, q)| Some((p, q?)))
     }
 
+    /// True when the plan has a daily or monthly quota.
+    pub fn has_quotas(&self) -> bool {
+        self.quota_per_day.is_some() || self.quota_per_month.is_some()
+    }
+
     /// True when the plan limits nothing (no counter is touched).
     pub fn is_unlimited(&self) -> bool {
         self.rate_windows().next().is_none() && self.quotas().next().is_none()

@@ -176,3 +176,15 @@ fn plan_limits_come_from_the_plan_definition() {
         (Some(1), 1, Some(333), Mode::Local)
     );
 }
+
+#[test]
+fn the_utc_clock_is_read_only_for_plans_with_quotas() {
+    let l = limiter();
+    let rate_only = plan(Some(10), None, 0);
+    assert!(!rate_only.has_quotas());
+    assert_eq!(l.now_for(&rate_only).utc, time::OffsetDateTime::UNIX_EPOCH);
+    let quota = PlanLimits { quota_per_month: Some(10), ..PlanLimits::default() };
+    assert!(quota.has_quotas());
+    let drift = (l.now_for(&quota).utc - time::OffsetDateTime::now_utc()).abs();
+    assert!(drift < time::Duration::seconds(5), "{drift}");
+}
