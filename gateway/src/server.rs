@@ -346,7 +346,7 @@ fn parse_request(
     buf: &mut BytesMut,
     io: &Arc<TcpStream>,
     max_head: usize,
-    names: &mut Vec<HeaderName>,
+    names: &mut Vec<(Box<[u8]>, HeaderName)>,
 ) -> Result<Option<Parsed>, GatewayError> {
     if buf.is_empty() {
         return Ok(None);
@@ -413,20 +413,19 @@ fn parse_request(
 const REMEMBERED_NAMES: usize = 16;
 
 /// The name of the `i`-th field of a request, given the names of the connection's previous
-/// request by position: clients send the same fields in the same order with every request,
-/// and a clone of the previous request's name skips validation and, for a name the http
-/// crate does not know (`x-api-key`), an allocation. `None` for an invalid name.
-fn field_name(previous: &mut Vec<HeaderName>, i: usize, raw: &[u8]) -> Option<HeaderName> {
-    // A valid name equal to `raw` but for ASCII case means `raw` is that name (names are
-    // case-insensitive and lower-cased when parsed).
-    if let Some(name) = previous.get(i).filter(|n| n.as_str().as_bytes().eq_ignore_ascii_case(raw)) {
+/// request by position (each with its bytes as sent): clients send the same fields in the
+/// same order with every request, and a clone of the previous request's name skips
+/// validation and, for a name the http crate does not know (`x-api-key`), an allocation.
+/// `None` for an invalid name.
+fn field_name(previous: &mut Vec<(Box<[u8]>, HeaderName)>, i: usize, raw: &[u8]) -> Option<HeaderName> {
+    if let Some((_, name)) = previous.get(i).filter(|(sent, _)| **sent == *raw) {
         return Some(name.clone());
     }
     let name = HeaderName::from_bytes(raw).ok()?;
     if let Some(slot) = previous.get_mut(i) {
-        *slot = name.clone();
+        *slot = (raw.into(), name.clone());
     } else if i == previous.len() && i < REMEMBERED_NAMES {
-        previous.push(name.clone());
+        previous.push((raw.into(), name.clone()));
     }
     Some(name)
 }
@@ -637,7 +636,7 @@ mod tests {
         // The same names in another case are the same names; another name takes the slot.
         assert_eq!(field_name(&mut previous, 1, b"x-API-key"), Some(HeaderName::from_static("x-api-key")));
         assert_eq!(field_name(&mut previous, 1, b"x-tenant"), Some(HeaderName::from_static("x-tenant")));
-        assert_eq!(previous[1], "x-tenant");
+        assert_eq!(previous[1].1, "x-tenant");
         // Invalid names stay invalid, whatever was remembered there.
         assert_eq!(field_name(&mut previous, 1, b"x tenant"), None);
         assert_eq!(field_name(&mut previous, 0, b"h\xc3\xb6st"), None);
