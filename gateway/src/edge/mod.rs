@@ -277,16 +277,21 @@ fn remove_query_param(pq: &mut String, name: &str) {
 fn key_caller(snapshot: &Snapshot, hash: &KeyHash, challenge: Challenge) -> Result<Caller, GatewayError> {
     let invalid = GatewayError::InvalidCredentials { detail: "the API key is not valid", challenge };
     let Some(entry) = snapshot.keys.get(hash) else { return Err(invalid) };
-    if entry.revoked {
-        tracing::debug!(key_id = %entry.key_id, "revoked API key presented");
-        return Err(invalid);
-    }
-    if entry.expires_at.is_some_and(|at| at <= unix_now()) {
-        tracing::debug!(key_id = %entry.key_id, "expired API key presented");
-        return Err(invalid);
+    if entry.revoked || entry.expires_at.is_some_and(|at| at <= unix_now()) {
+        return Err(unusable_key(entry, invalid));
     }
     let consumer = snapshot.identities.consumer(&entry.consumer_id).ok_or(invalid)?;
     Ok(Caller::Consumer { consumer: consumer.clone(), credential: entry.key_id })
+}
+
+/// A revoked or expired key: logged, and refused like an unknown one. (Cold and out of line:
+/// see `proxy::forward::refused`.)
+#[cold]
+#[inline(never)]
+fn unusable_key(entry: &crate::credentials::KeyEntry, invalid: GatewayError) -> GatewayError {
+    let state = if entry.revoked { "revoked" } else { "expired" };
+    tracing::debug!(key_id = %entry.key_id, state, "unusable API key presented");
+    invalid
 }
 
 fn unix_now() -> i64 {

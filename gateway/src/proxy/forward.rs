@@ -77,14 +77,7 @@ impl Pipeline {
         let mut api = None;
         let res = match self.forward(req, conn, request_id.clone(), &mut api).await {
             Ok(res) => res,
-            Err(e) => {
-                if e.status().is_server_error() {
-                    tracing::warn!(error = %e, request_id = ?request_id, "request failed");
-                } else {
-                    tracing::debug!(error = %e, request_id = ?request_id, "request refused");
-                }
-                e.to_response(Some(&request_id)).map(Either::Right)
-            }
+            Err(e) => refused(&e, &request_id),
         };
         let metrics = api.as_ref().map_or(&self.store.metrics.unrouted, |a: &Arc<ApiRuntime>| &a.metrics);
         metrics.record(res.status().as_u16(), started.elapsed());
@@ -165,6 +158,20 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Logs a request the pipeline refused or failed and renders its problem response. Out of
+/// line and cold: kept inline, the logging code spreads the request's hot path over more
+/// instruction-cache lines.
+#[cold]
+#[inline(never)]
+fn refused(e: &GatewayError, request_id: &HeaderValue) -> Response<GwBody> {
+    if e.status().is_server_error() {
+        tracing::warn!(error = %e, request_id = ?request_id, "request failed");
+    } else {
+        tracing::debug!(error = %e, request_id = ?request_id, "request refused");
+    }
+    e.to_response(Some(request_id)).map(Either::Right)
 }
 
 /// A matched request: its API, route settings and the upstream path+query.

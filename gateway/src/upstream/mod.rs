@@ -177,19 +177,26 @@ impl Upstream {
         let now = self.now();
         let ejected = target.shared.health.record_passive(outcome.is_failure(), &self.config.passive, now);
         if let Some(time) = ejected {
-            tracing::warn!(
-                target_id = %target.id,
-                authority = %target.authority,
-                ejected_ms = time.as_millis() as u64,
-                ?outcome,
-                "upstream target ejected"
-            );
+            log_ejection(target, time, outcome);
         }
     }
 
     fn now(&self) -> u64 {
         nanos_since(self.epoch)
     }
+}
+
+/// (Cold and out of line: see `proxy::forward::refused`.)
+#[cold]
+#[inline(never)]
+fn log_ejection(target: &TargetState, time: std::time::Duration, outcome: Outcome) {
+    tracing::warn!(
+        target_id = %target.id,
+        authority = %target.authority,
+        ejected_ms = time.as_millis() as u64,
+        ?outcome,
+        "upstream target ejected"
+    );
 }
 
 /// The state to carry over for `cfg`: the old target's, if it has the same id and address.
