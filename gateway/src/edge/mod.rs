@@ -110,6 +110,9 @@ impl Identity {
 
     /// The value of identity header `name`, when the caller has it.
     pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
+        if !IDENTITY_HEADERS.contains(&name) {
+            return None;
+        }
         let mut found = None;
         self.fields(|n, v| {
             if n == name && found.is_none() {

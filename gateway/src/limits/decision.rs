@@ -131,9 +131,9 @@ impl Decision {
         }
     }
 
-    /// Calls `field` with each of `RateLimit-*` (IETF draft), `X-RateLimit-*` and, on
-    /// denial, `Retry-After`. Nothing for an unlimited plan.
-    fn fields(&self, mut field: impl FnMut(&'static HeaderName, u64)) {
+    /// Calls `fields` with each value and the names it goes under: `RateLimit-*` (IETF draft)
+    /// with `X-RateLimit-*`, and on denial `Retry-After`. Nothing for an unlimited plan.
+    fn fields(&self, mut fields: impl FnMut(&'static [HeaderName], u64)) {
         if self.backend == Backend::Unlimited {
             return;
         }
@@ -149,47 +149,33 @@ impl Decision {
         ];
         let values = [self.limit, self.remaining, ceil_secs(self.reset)];
         for (names, value) in NAMES[..6].chunks_exact(2).zip(values) {
-            field(&names[0], value);
-            field(&names[1], value);
+            fields(names, value);
         }
         if let Some(retry) = self.retry_after {
-            field(&NAMES[6], ceil_secs(retry).max(1));
+            fields(&NAMES[6..], ceil_secs(retry).max(1));
         }
     }
 
     /// Sets the fields (see [`Self::fields`]) in a header map.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         headers.reserve(7);
-        self.fields(|name, value| drop(headers.insert(name.clone(), number(value))));
+        self.fields(|names, value| {
+            for name in names {
+                headers.insert(name.clone(), number(value));
+            }
+        });
     }
 
     /// Writes the fields (see [`Self::fields`]) as HTTP/1.1 header lines, each number formatted
-    /// once for both its names.
+    /// once for all its names.
     pub fn write_lines(&self, out: &mut Vec<u8>) {
-        if self.backend == Backend::Unlimited {
-            return;
-        }
-        let mut texts = [itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new()];
-        let [limit, remaining, reset] = &mut texts;
-        let limit = limit.format(self.limit).as_bytes();
-        let remaining = remaining.format(self.remaining).as_bytes();
-        let reset = reset.format(ceil_secs(self.reset)).as_bytes();
-        let lines: [(&[u8], &[u8]); 6] = [
-            (b"ratelimit-limit: ", limit),
-            (b"x-ratelimit-limit: ", limit),
-            (b"ratelimit-remaining: ", remaining),
-            (b"x-ratelimit-remaining: ", remaining),
-            (b"ratelimit-reset: ", reset),
-            (b"x-ratelimit-reset: ", reset),
-        ];
-        out.reserve(lines.iter().map(|(name, value)| name.len() + value.len() + 2).sum());
-        for (name, value) in lines {
-            crate::codec::put(out, &[name, value, b"\r\n"]);
-        }
-        if let Some(retry) = self.retry_after {
+        self.fields(|names, value| {
             let mut text = itoa::Buffer::new();
-            crate::codec::put(out, &[b"retry-after: ", text.format(ceil_secs(retry).max(1)).as_bytes(), b"\r\n"]);
-        }
+            let text = text.format(value).as_bytes();
+            for name in names {
+                crate::codec::put(out, &[name.as_str().as_bytes(), b": ", text, b"\r\n"]);
+            }
+        });
     }
 }
 

@@ -148,7 +148,7 @@ impl UpstreamClient {
 pub struct Outgoing<'a> {
     pub method: &'a Method,
     pub path_and_query: &'a PathAndQuery,
-    /// The client's headers (plus the edge's identity headers).
+    /// The client's headers (without its copies of the identity headers).
     pub headers: &'a HeaderMap,
     /// Sent as the request's only `X-Request-ID` (the client's, when it was sane).
     pub request_id: &'a HeaderValue,

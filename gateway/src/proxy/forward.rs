@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
 
@@ -58,12 +58,10 @@ pub struct Pipeline {
 
 /// One request's state as it moves through the phases.
 struct Ctx {
-    method: Method,
     request_id: HeaderValue,
     identity: edge::Identity,
     /// Path and query to send upstream.
     upstream_pq: String,
-    body_empty: bool,
 }
 
 impl Pipeline {
@@ -110,13 +108,7 @@ impl Pipeline {
         let edge::Admitted { identity, decision } =
             edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq).await?;
         drop(snapshot);
-        let ctx = Ctx {
-            method: req.method().clone(),
-            request_id,
-            identity,
-            upstream_pq,
-            body_empty: req.body().is_end_stream(),
-        };
+        let ctx = Ctx { request_id, identity, upstream_pq };
         let pool = choose_pool(&api, req.headers());
         // Boxed: the exchange's future is most of a request's state; kept in place, every
         // future around it (and their moves) would be that much larger.
@@ -245,6 +237,7 @@ async fn proxy(
     pool.retry_policy().record_request();
     let upgrade = crate::server::wants_upgrade(&req);
     let client_upgrade = upgrade.then(|| upgrade::ClientSide::of(&mut req));
+    let body_empty = req.body().is_end_stream();
     let body = std::mem::replace(req.body_mut(), ClientBody::Empty);
     let host = client_host(&req);
     let forwarding =
@@ -282,7 +275,7 @@ async fn proxy(
         drop(pick);
         // Only an empty body can be sent again (a non-empty one has been consumed).
         let retry =
-            if ctx.body_empty { pool.retry_policy().should_retry(attempt, &ctx.method, &outcome, true) } else { None };
+            if body_empty { pool.retry_policy().should_retry(attempt, out.method, &outcome, true) } else { None };
         if let Some(wait) = retry {
             api.metrics.retried();
             attempt += 1;
