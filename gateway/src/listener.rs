@@ -29,8 +29,11 @@ use crate::server::{ClientBody, Drain, Http1};
 pub struct ListenerOptions {
     /// Open client connections at most; more are answered 503 and closed.
     pub max_connections: usize,
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head (from the connection's start, or
+    /// from the first byte of a later request on a kept-alive connection).
     pub header_read_timeout: Duration,
+    /// How long a kept-alive HTTP/1.1 connection may wait idle for its next request.
+    pub keepalive_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight requests.
@@ -44,6 +47,7 @@ impl Default for ListenerOptions {
         Self {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 256,
             drain_timeout: Duration::from_secs(30),
             max_head_bytes: 64 * 1024,
@@ -81,6 +85,7 @@ pub async fn serve(
     let h1 = Arc::new(Http1 {
         pipeline,
         header_read_timeout: opts.header_read_timeout,
+        keepalive_timeout: opts.keepalive_timeout,
         max_head_bytes: opts.max_head_bytes,
         drain: Drain::default(),
     });

@@ -50,6 +50,8 @@ const COALESCE: usize = 16 * 1024;
 pub struct Http1 {
     pub pipeline: Arc<Pipeline>,
     pub header_read_timeout: Duration,
+    /// How long a connection may wait idle between requests.
+    pub keepalive_timeout: Duration,
     /// Largest request head; larger gets 431.
     pub max_head_bytes: usize,
     pub drain: Drain,
@@ -242,7 +244,7 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
     loop {
         // Parsing stays out of the read future, which is then only a few words: a request
         // (~300 bytes) is moved as little as possible.
-        let mut armed = false;
+        let mut armed = Wait::Unarmed;
         let parsed = loop {
             match parse_request(&mut buf, &io, srv.max_head_bytes, &mut names) {
                 Ok(Some(p)) => break Some(p),
@@ -311,23 +313,38 @@ fn hand_over(io: Arc<TcpStream>, buf: BytesMut, upgrade: Option<oneshot::Sender<
     }
 }
 
-/// Reads more of a request head; `false` when the client closed, the header-read timeout
-/// passed, or the listener drains while the connection is idle.
+/// What a connection's read timer bounds while it waits for a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Not set for this request yet.
+    Unarmed,
+    /// No byte of the next request yet: the keep-alive timeout.
+    Idle,
+    /// Part of a head: the header-read timeout, from its first byte (a slow head is bounded
+    /// however long the connection idled before it).
+    Head,
+}
+
+/// Reads more of a request head; `false` when the client closed, the keep-alive timeout
+/// passed while idle or the header-read timeout while a head came in, or the listener
+/// drains while the connection is idle.
 async fn read_more(
     io: &TcpStream,
     buf: &mut BytesMut,
     mut timer: Pin<&mut tokio::time::Sleep>,
     mut drained: Pin<&mut tokio::sync::futures::Notified<'_>>,
     srv: &Http1,
-    armed: &mut bool,
+    armed: &mut Wait,
 ) -> bool {
     let idle = buf.is_empty();
     if idle && srv.drain.started() {
         return false;
     }
-    if !*armed {
-        timer.as_mut().reset(tokio::time::Instant::now() + srv.header_read_timeout);
-        *armed = true;
+    let wait = if idle { Wait::Idle } else { Wait::Head };
+    if *armed != wait {
+        let limit = if idle { srv.keepalive_timeout } else { srv.header_read_timeout };
+        timer.as_mut().reset(tokio::time::Instant::now() + limit);
+        *armed = wait;
     }
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = crate::net::poll_fill(io, cx, buf, READ_CHUNK) {

@@ -238,6 +238,44 @@ async fn the_header_read_timeout_also_closes_silent_and_stalled_connections() {
     }
 }
 
+/// A kept-alive connection may idle up to the keep-alive timeout (here longer than the
+/// header-read timeout) between requests, while a slow head on it is still cut at the
+/// header-read timeout counted from its first byte.
+#[tokio::test]
+async fn kept_alive_connections_idle_to_the_keepalive_timeout_and_heads_keep_the_header_timeout() {
+    let up = Upstream::echo("echo").await;
+    let mut opts = options();
+    opts.listener.keepalive_timeout = Duration::from_secs(4);
+    let gw = gateway(&up, opts).await;
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(raw.response().await.status, 200);
+    // Idle longer than the header-read timeout (1 s): the connection is still there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    raw.send(b"GET /second HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(raw.response().await.status, 200);
+    let started = tokio::time::Instant::now();
+    let closed = raw.closed_within(Duration::from_secs(8)).await;
+    assert!(matches!(closed, Closed::Yes(ref rest) if rest.is_empty()), "closed when idle: {closed:?}");
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(3900), "not before the keep-alive timeout: {idle:?}");
+
+    // After a short idle pause, an unfinished head: closed by the header-read timeout from
+    // its first byte (the keep-alive timeout would close it ~3.7 s later).
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(raw.response().await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.send(b"GET /slow HTTP/1.1\r\nhost: x\r\n").await;
+    let started = tokio::time::Instant::now();
+    let closed = raw.closed_within(Duration::from_secs(8)).await;
+    assert!(matches!(closed, Closed::Yes(_)), "closed mid-head: {closed:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "not before the header-read timeout: {waited:?}");
+    assert!(waited < Duration::from_millis(3000), "by the header-read timeout, not the keep-alive one: {waited:?}");
+    assert_eq!(up.requests(), 3, "the unfinished head never went upstream");
+}
+
 /// `Content-Length` beside `Transfer-Encoding` is refused (RFC 9112 §6.1 allows the
 /// server to read it either way; a proxy that guesses differently from its upstream is how
 /// requests get smuggled), and the connection closed with nothing read behind the head.
