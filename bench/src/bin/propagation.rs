@@ -60,7 +60,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let token = login["token"].as_str().ok_or_else(|| anyhow::anyhow!("login failed: {login}"))?.to_owned();
     let admin = Admin { http: http.clone(), base: base.clone(), token };
-    let api = admin.post("/apis", json!({"name": format!("prop-{}", uuid::Uuid::new_v4().simple())})).await?;
+    // Anonymous: "routable" is a 200 from the upstream (APIs default to key auth, a 401).
+    let name = format!("prop-{}", uuid::Uuid::new_v4().simple());
+    let api = admin.post("/apis", json!({"name": name, "auth_methods": ["anonymous"]})).await?;
     let api_id = api["id"].as_str().unwrap_or_default().to_owned();
     admin.post(&format!("/apis/{api_id}/targets"), json!({"host": "127.0.0.1", "port": port})).await?;
     let mut samples = Vec::with_capacity(rounds);

@@ -37,8 +37,9 @@ pub struct PlanRt {
     pub api_id: Uuid,
     pub name_header: Option<HeaderValue>,
     pub limits: PlanLimits,
-    /// Per-route cost overrides.
-    pub route_costs: HashMap<Uuid, u32>,
+    /// Per-route cost overrides (route ids come from the configuration, not from clients:
+    /// Fx-hashed like the other identity tables).
+    pub(crate) route_costs: HashMap<Uuid, u32, FxBuildHasher>,
 }
 
 impl PlanRt {
