@@ -160,7 +160,8 @@ pub struct GatewayLimits {
     /// Seconds a client has to send a complete request head.
     #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
-    /// Seconds a kept-alive HTTP/1.1 connection may wait idle for its next request.
+    /// Seconds a client connection may stay idle (HTTP/1.1 between requests, HTTP/2 without
+    /// streams).
     #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT", default_value_t = 60)]
     pub keepalive_timeout_secs: u64,
     /// HTTP/2 concurrent streams per connection.

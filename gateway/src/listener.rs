@@ -2,11 +2,13 @@
 //! HTTP/2 by prior knowledge (h2c) by hyper, told apart by the connection's first bytes, with
 //! work bounded at accept time — a connection cap (excess connections get a 503 problem and
 //! are closed), a header-read timeout against slowloris (also bounding protocol detection),
-//! and HTTP/2 stream and header-list limits. On shutdown it stops accepting, closes idle
-//! connections, and drains busy ones up to a deadline.
+//! HTTP/2 stream and header-list limits, and a keep-alive timeout for idle connections of
+//! both protocols. On shutdown it stops accepting, closes idle connections, and drains busy
+//! ones up to a deadline.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -32,7 +33,8 @@ pub struct ListenerOptions {
     /// Time a client has to send a complete request head (from the connection's start, or
     /// from the first byte of a later request on a kept-alive connection).
     pub header_read_timeout: Duration,
-    /// How long a kept-alive HTTP/1.1 connection may wait idle for its next request.
+    /// How long a connection may stay idle: an HTTP/1.1 connection waiting for its next
+    /// request, an HTTP/2 connection with no stream started or in the pipeline.
     pub keepalive_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
@@ -81,7 +83,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let builder = builder(&opts);
-    let graceful = GracefulShutdown::new();
     let h1 = Arc::new(Http1 {
         pipeline,
         header_read_timeout: opts.header_read_timeout,
@@ -98,7 +99,7 @@ pub async fn serve(
                 Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         let conn = ConnInfo { peer, https: false };
-                        serve_connection(&builder, &graceful, stream, h1.clone(), conn, slot);
+                        serve_connection(&builder, stream, h1.clone(), conn, slot);
                     }
                     Err(_) => refuse(stream),
                 },
@@ -112,9 +113,10 @@ pub async fn serve(
     }
     drop(listener);
     h1.drain.start();
-    // Every connection holds a slot until it ends: all slots back means all closed.
+    // Every connection holds a slot until it ends: all slots back means all closed (the
+    // drain signal closes idle ones and has HTTP/2 ones send GOAWAY).
     let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
-    let drained = async { tokio::join!(graceful.shutdown(), slots.acquire_many(all)) };
+    let drained = slots.acquire_many(all);
     tokio::select! {
         _ = drained => tracing::info!("connections drained"),
         () = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
@@ -133,14 +135,12 @@ fn builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
 
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
     stream: TcpStream,
     h1: Arc<Http1>,
     conn: ConnInfo,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let watcher = graceful.watcher();
     let builder = builder.clone();
     tokio::spawn(async move {
         let mut stream = stream;
@@ -155,11 +155,15 @@ fn serve_connection(
             return drop(slot);
         }
         let pipeline = h1.pipeline.clone();
+        let activity = Arc::new(Activity::default());
+        let seen = activity.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let pipeline = pipeline.clone();
+            let busy = seen.begin();
             async move {
                 let (mut parts, mut body) =
                     pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await.into_parts();
+                drop(busy);
                 // HTTP/2 answers carry header maps: a plain upstream's fields go into it.
                 if let http_body_util::Either::Left(upstream) = &mut body {
                     upstream.fields_into(&mut parts.headers);
@@ -168,12 +172,79 @@ fn serve_connection(
             }
         });
         let io = Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream);
-        let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
-        if let Err(err) = conn.await {
+        // On the listener's drain, or once idle for the keep-alive timeout, the connection
+        // sends GOAWAY (streams already started still finish) and ends when they have.
+        let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+        let mut drained = std::pin::pin!(h1.drain.notified());
+        drained.as_mut().enable();
+        let mut closing = h1.drain.started();
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
+        let mut idle = std::pin::pin!(tokio::time::sleep(h1.keepalive_timeout));
+        let ended = loop {
+            tokio::select! {
+                ended = conn.as_mut() => break ended,
+                () = drained.as_mut(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = idle.as_mut(), if !closing => match activity.idle_deadline(h1.keepalive_timeout) {
+                    Some(next) => idle.as_mut().reset(next),
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                },
+            }
+        };
+        if let Err(err) = ended {
             tracing::debug!(error = %err, "connection ended with an error");
         }
         drop(slot);
     });
+}
+
+/// When an HTTP/2 connection last had work: streams in the pipeline, and the time the last
+/// one started or got its response head (milliseconds on a process-wide clock).
+#[derive(Default)]
+struct Activity {
+    busy: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn now_ms() -> u64 {
+        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(tokio::time::Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.store(Self::now_ms(), Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// When the connection has been idle long enough, else when to look again.
+    fn idle_deadline(&self, keepalive: Duration) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return Some(now + keepalive);
+        }
+        let idle = Duration::from_millis(Self::now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)));
+        keepalive.checked_sub(idle).filter(|left| !left.is_zero()).map(|left| now + left)
+    }
+}
+
+/// A stream in the pipeline (until its response head).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ms.store(Activity::now_ms(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn health(pipeline: &Pipeline) -> hyper::Response<crate::proxy::GwBody> {

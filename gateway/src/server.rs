@@ -70,8 +70,13 @@ impl Drain {
         self.notify.notify_waiters();
     }
 
-    fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// A future completing at [`Drain::start`]; enable it before checking [`Drain::started`].
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }
 
@@ -238,7 +243,7 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
     let mut out = Vec::with_capacity(1024);
     let mut names = Vec::new();
     let mut timer = Box::pin(tokio::time::sleep(srv.header_read_timeout));
-    let drained = srv.drain.notify.notified();
+    let drained = srv.drain.notified();
     let mut drained = std::pin::pin!(drained);
     drained.as_mut().enable();
     loop {

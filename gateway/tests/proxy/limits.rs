@@ -276,6 +276,42 @@ async fn kept_alive_connections_idle_to_the_keepalive_timeout_and_heads_keep_the
     assert_eq!(up.requests(), 3, "the unfinished head never went upstream");
 }
 
+/// An HTTP/2 connection with no stream for the keep-alive timeout gets GOAWAY and ends;
+/// one kept busy with requests stays open past it.
+#[tokio::test]
+async fn idle_http2_connections_end_at_the_keepalive_timeout() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::echo("echo").await;
+    let mut opts = options();
+    opts.listener.keepalive_timeout = Duration::from_secs(2);
+    let gw = gateway(&up, opts).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("an HTTP/2 handshake");
+    let driver = tokio::spawn(conn);
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    // Busy for 3 s (past the timeout): a request every 500 ms.
+    while started.elapsed() < Duration::from_secs(3) {
+        sent += 1;
+        let req = http::Request::get(format!("http://{}/h2/busy", gw.addr)).body(Empty::<bytes::Bytes>::new());
+        let res = within(WAIT, "an HTTP/2 request", sender.send_request(req.expect("request"))).await;
+        assert_eq!(res.expect("response").status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!driver.is_finished(), "a busy connection stays open");
+    let idle_from = tokio::time::Instant::now();
+    let ended = within(Duration::from_secs(8), "the idle connection to end", driver).await;
+    assert!(ended.expect("the connection task").is_ok(), "ended by GOAWAY, not by an error");
+    let idle = idle_from.elapsed();
+    // The timeout runs from the last request (~0.5 s before `idle_from`).
+    assert!(idle >= Duration::from_millis(1000), "not long before the timeout: {idle:?}");
+    assert_eq!(up.requests(), sent);
+}
+
 /// `Content-Length` beside `Transfer-Encoding` is refused (RFC 9112 §6.1 allows the
 /// server to read it either way; a proxy that guesses differently from its upstream is how
 /// requests get smuggled), and the connection closed with nothing read behind the head.

@@ -73,3 +73,40 @@ async fn the_drain_is_bounded_by_the_drain_timeout() {
     assert!(took >= Duration::from_millis(450), "it waited for the drain timeout: {took:?}");
     never.open();
 }
+
+/// HTTP/2: a stream in flight at shutdown completes, the connection then ends (GOAWAY), an
+/// idle HTTP/2 connection ends at once, and serve returns.
+#[tokio::test]
+async fn http2_connections_finish_their_streams_and_end_on_shutdown() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let release = Gate::default();
+    let up = held_upstream(release.clone()).await;
+    let mut gw = gateway(&up, WAIT).await;
+    let connect = || async {
+        let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 handshake");
+        (sender, tokio::spawn(conn))
+    };
+    let (_idle_sender, idle_driver) = connect().await;
+    let (mut sender, busy_driver) = connect().await;
+    let req = http::Request::get(format!("http://{}/slow", gw.addr)).body(Empty::<bytes::Bytes>::new());
+    let slow = tokio::spawn(sender.send_request(req.expect("request")));
+    eventually(WAIT, "the slow request to reach the upstream", || async { up.requests() == 1 }).await;
+
+    gw.begin_shutdown();
+    let idle_ended = within(WAIT, "the idle HTTP/2 connection to end", idle_driver).await;
+    assert!(idle_ended.expect("task").is_ok(), "ended by GOAWAY");
+    assert!(!busy_driver.is_finished(), "the busy connection waits for its stream");
+    release.open();
+    let res = within(WAIT, "the in-flight stream", slow).await.expect("task").expect("a response");
+    assert_eq!(res.status(), 200);
+    let body = within(WAIT, "its body", res.into_body().collect()).await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"done", "the in-flight stream completed");
+    let busy_ended = within(WAIT, "the busy HTTP/2 connection to end", busy_driver).await;
+    assert!(busy_ended.expect("task").is_ok(), "ended by GOAWAY after its stream");
+    within(WAIT, "serve to return", gw.stopped()).await.expect("serve returns once drained");
+}
