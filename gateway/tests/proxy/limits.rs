@@ -7,6 +7,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tollgate_gateway::{Limits, ListenerOptions};
 
+use crate::helpers::client::{h2_connection, h2_get};
 use crate::helpers::raw::{Closed, RawResponse};
 use crate::helpers::upstream::text;
 use crate::helpers::{Client, Gate, Gateway, Options, Raw, Upstream, WAIT, api, config, eventually, paths, within};
@@ -26,6 +27,12 @@ fn options() -> Options {
 
 async fn gateway(up: &Upstream, opts: Options) -> Gateway {
     Gateway::start_with(config(vec![api("limited", &[up], json!([paths("all", &["/*"])]), json!({}))]), opts).await
+}
+
+async fn with_keepalive(up: &Upstream, keepalive: Duration) -> Gateway {
+    let mut opts = options();
+    opts.listener.keepalive_timeout = keepalive;
+    gateway(up, opts).await
 }
 
 async fn exchange(gw: &Gateway, request: &str) -> RawResponse {
@@ -244,9 +251,7 @@ async fn the_header_read_timeout_also_closes_silent_and_stalled_connections() {
 #[tokio::test]
 async fn kept_alive_connections_idle_to_the_keepalive_timeout_and_heads_keep_the_header_timeout() {
     let up = Upstream::echo("echo").await;
-    let mut opts = options();
-    opts.listener.keepalive_timeout = Duration::from_secs(4);
-    let gw = gateway(&up, opts).await;
+    let gw = with_keepalive(&up, Duration::from_secs(4)).await;
     let mut raw = Raw::connect(gw.addr).await;
     raw.send(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(raw.response().await.status, 200);
@@ -280,25 +285,15 @@ async fn kept_alive_connections_idle_to_the_keepalive_timeout_and_heads_keep_the
 /// one kept busy with requests stays open past it.
 #[tokio::test]
 async fn idle_http2_connections_end_at_the_keepalive_timeout() {
-    use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-
     let up = Upstream::echo("echo").await;
-    let mut opts = options();
-    opts.listener.keepalive_timeout = Duration::from_secs(2);
-    let gw = gateway(&up, opts).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .expect("an HTTP/2 handshake");
-    let driver = tokio::spawn(conn);
+    let gw = with_keepalive(&up, Duration::from_secs(2)).await;
+    let (mut sender, driver) = h2_connection(gw.addr).await;
     let started = tokio::time::Instant::now();
     let mut sent = 0;
     // Busy for 3 s (past the timeout): a request every 500 ms.
     while started.elapsed() < Duration::from_secs(3) {
         sent += 1;
-        let req = http::Request::get(format!("http://{}/h2/busy", gw.addr)).body(Empty::<bytes::Bytes>::new());
-        let res = within(WAIT, "an HTTP/2 request", sender.send_request(req.expect("request"))).await;
+        let res = within(WAIT, "an HTTP/2 request", sender.send_request(h2_get(gw.addr, "/h2/busy"))).await;
         assert_eq!(res.expect("response").status(), 200);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

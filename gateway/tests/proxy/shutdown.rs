@@ -7,6 +7,7 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tollgate_gateway::ListenerOptions;
 
+use crate::helpers::client::{h2_connection, h2_get};
 use crate::helpers::raw::Closed;
 use crate::helpers::upstream::text;
 use crate::helpers::{Gate, Gateway, Options, Raw, Upstream, WAIT, api, config, eventually, paths, within};
@@ -78,23 +79,14 @@ async fn the_drain_is_bounded_by_the_drain_timeout() {
 /// idle HTTP/2 connection ends at once, and serve returns.
 #[tokio::test]
 async fn http2_connections_finish_their_streams_and_end_on_shutdown() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use http_body_util::BodyExt;
 
     let release = Gate::default();
     let up = held_upstream(release.clone()).await;
     let mut gw = gateway(&up, WAIT).await;
-    let connect = || async {
-        let tcp = TcpStream::connect(gw.addr).await.expect("connect");
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("an HTTP/2 handshake");
-        (sender, tokio::spawn(conn))
-    };
-    let (_idle_sender, idle_driver) = connect().await;
-    let (mut sender, busy_driver) = connect().await;
-    let req = http::Request::get(format!("http://{}/slow", gw.addr)).body(Empty::<bytes::Bytes>::new());
-    let slow = tokio::spawn(sender.send_request(req.expect("request")));
+    let (_idle_sender, idle_driver) = h2_connection(gw.addr).await;
+    let (mut sender, busy_driver) = h2_connection(gw.addr).await;
+    let slow = tokio::spawn(sender.send_request(h2_get(gw.addr, "/slow")));
     eventually(WAIT, "the slow request to reach the upstream", || async { up.requests() == 1 }).await;
 
     gw.begin_shutdown();

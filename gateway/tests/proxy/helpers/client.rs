@@ -117,3 +117,26 @@ pub fn get(url: &str) -> http::request::Builder {
 pub fn empty() -> Body {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
 }
+
+/// One HTTP/2 (h2c) connection of its own, outside any pool: its sender of bodiless requests
+/// and the task driving it, which ends when the connection does (`Ok` after a GOAWAY).
+pub async fn h2_connection(
+    addr: std::net::SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = within(
+        WAIT,
+        "an HTTP/2 handshake",
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    (sender, tokio::spawn(conn))
+}
+
+/// A bodiless GET of `path` for [`h2_connection`]'s sender.
+pub fn h2_get(addr: std::net::SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    let mut req = Request::new(Empty::new());
+    *req.uri_mut() = format!("http://{addr}{path}").parse().expect("a valid URI");
+    req
+}
