@@ -9,10 +9,14 @@
 //! `Host` (HTTP/1.1), a malformed head or target, the request is refused with a 400 problem
 //! and the connection closed — nothing is forwarded that two parsers could read two ways.
 //! Heads over the listener's limit get 431. `Expect: 100-continue` is answered when the
-//! body is first read; a body the pipeline did not read to its end closes the connection
-//! after the response. A head must arrive within the header-read timeout, counted from the
-//! moment the connection waits for it (an idle keep-alive connection is closed after the
-//! same time). On drain, idle connections close at once and busy ones after their response.
+//! body is first read. A body the pipeline did not read to its end (a request refused
+//! before it was forwarded, say) is read and thrown away after the response when at most
+//! [`DISCARD_MAX`] bytes of it are left, within the header-read timeout, and the connection
+//! kept; a larger remainder, or one still waiting for `100 Continue`, closes the connection
+//! after the response. A new connection's first head must arrive within the header-read
+//! timeout; between requests a connection may idle for the keep-alive timeout, and the first
+//! byte of the next head starts the header-read timeout again. On drain, idle connections
+//! close at once and busy ones after their response.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -132,6 +136,44 @@ pub enum BodyError {
 struct ReadSide {
     buf: BytesMut,
     state: Decode,
+    /// No `100 Continue` is owed (none was asked for, or it was written).
+    continued: bool,
+}
+
+/// Most bytes of an unread request body thrown away to keep a connection (nginx discards
+/// unread bodies too); a longer remainder closes the connection.
+pub const DISCARD_MAX: u64 = 64 * 1024;
+
+impl ReadSide {
+    /// Whether the rest of the body may be read and discarded: the client is not waiting for
+    /// `100 Continue` before sending it, and no more than [`DISCARD_MAX`] bytes are declared.
+    fn discardable(&self) -> bool {
+        self.continued && self.state.remaining().is_none_or(|n| n <= DISCARD_MAX)
+    }
+}
+
+/// Reads the rest of a request body nobody read and throws it away; the buffer after it
+/// (the start of the next request, if any) is returned. `None` when it is malformed, ends
+/// early, or turns out longer than [`DISCARD_MAX`] (chunked bodies declare no length).
+async fn discard(io: &TcpStream, mut side: ReadSide) -> Option<BytesMut> {
+    let mut thrown = 0u64;
+    loop {
+        match side.state.step(&mut side.buf).ok()? {
+            Step::Data(data) => {
+                thrown += data.len() as u64;
+                if thrown > DISCARD_MAX {
+                    return None;
+                }
+            }
+            Step::Done => return Some(side.buf),
+            Step::More => {
+                let read = std::future::poll_fn(|cx| crate::net::poll_fill(io, cx, &mut side.buf, READ_CHUNK)).await;
+                if read.ok()? == 0 {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 type Home = Arc<Mutex<Option<ReadSide>>>;
@@ -196,7 +238,8 @@ impl Drop for RequestBody {
     fn drop(&mut self) {
         // A body cut off or malformed leaves its connection unusable: `Done` is only set by
         // reading it to the end (or by `at_eof`, which the connection then sees as closed).
-        let side = ReadSide { buf: std::mem::take(&mut self.buf), state: self.state };
+        let side =
+            ReadSide { buf: std::mem::take(&mut self.buf), state: self.state, continued: self.continue_left == 0 };
         if let Ok(mut home) = self.home.lock() {
             *home = Some(side);
         }
@@ -267,11 +310,14 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
         let Some(parsed) = parsed else { break };
         let Parsed { req, mut keep_alive, version, head_only, home, upgrade } = parsed;
         let res = srv.pipeline.handle(req, conn).await;
-        // A request body not read to its end (or still held) leaves unread bytes ahead of
-        // the next request: the connection closes after this response.
+        // A request body not read to its end leaves unread bytes ahead of the next request:
+        // a short rest is discarded after this response, else (or while the body is still
+        // held) the connection closes after it.
+        let mut unread = None;
         if let Some(home) = &home {
             match home.lock().ok().and_then(|mut h| h.take()) {
                 Some(side) if side.state == Decode::Done => buf = side.buf,
+                Some(side) if side.discardable() => unread = Some(side),
                 _ => keep_alive = false,
             }
         }
@@ -283,6 +329,13 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
         }
         if switching {
             return hand_over(io, buf, upgrade);
+        }
+        if let Some(side) = unread.filter(|_| keep_alive) {
+            // Boxed: a rare path, kept out of the connection's future.
+            match tokio::time::timeout(srv.header_read_timeout, Box::pin(discard(&io, side))).await {
+                Ok(Some(rest)) => buf = rest,
+                Ok(None) | Err(_) => keep_alive = false,
+            }
         }
         if !keep_alive {
             break;

@@ -100,18 +100,42 @@ async fn head_answers_keep_their_length_and_carry_no_body() {
 }
 
 #[tokio::test]
-async fn a_request_body_left_unread_closes_the_connection_after_the_answer() {
+async fn a_short_unread_request_body_is_thrown_away_and_the_connection_kept() {
     let (gw, up) = echo_gateway().await;
     let mut raw = Raw::connect(gw.addr).await;
-    // No route: the gateway answers 404 without reading the body; the bytes behind the
-    // head are body, never a request.
+    // No route: the gateway answers 404 without reading the body. The body looks like a
+    // request; it is read as body and thrown away, never forwarded.
+    let smuggled = "GET /e/smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    let head = format!("POST /none HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", smuggled.len());
+    raw.send(head.as_bytes()).await;
+    let r = raw.response().await;
+    assert_eq!((r.status, r.header("connection")), (404, None), "answered before the body came, kept alive");
+    raw.send(smuggled.as_bytes()).await;
+    // A chunked one, and the next real request behind it in the same write.
     raw.send(
-        b"POST /none HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\n\r\nGET /e/smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"POST /none HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+          GET /e/next HTTP/1.1\r\nhost: x\r\n\r\n",
     )
     .await;
-    let r = raw.response().await;
-    assert_eq!((r.status, r.header("connection")), (404, Some("close")));
-    assert!(matches!(raw.closed_within(WAIT).await, Closed::Yes(ref rest) if rest.is_empty()));
+    assert_eq!(raw.response().await.status, 404);
+    let next = raw.response().await;
+    assert_eq!((next.status, next.json()["path"].as_str()), (200, Some("/e/next")));
+    assert_eq!(up.requests(), 1, "only the real request went upstream");
+}
+
+/// A remainder longer than the gateway throws away, or one the client holds back until
+/// `100 Continue` (never sent for a refused request), closes the connection instead.
+#[tokio::test]
+async fn a_long_or_held_back_unread_request_body_closes_the_connection_after_the_answer() {
+    let (gw, up) = echo_gateway().await;
+    let long = format!("content-length: {}", tollgate_gateway::server::DISCARD_MAX + 1);
+    for fields in [long.as_str(), "expect: 100-continue\r\ncontent-length: 4"] {
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.send(format!("POST /none HTTP/1.1\r\nhost: x\r\n{fields}\r\n\r\n").as_bytes()).await;
+        let r = raw.response().await;
+        assert_eq!((r.status, r.header("connection")), (404, Some("close")), "{fields}");
+        assert!(matches!(raw.closed_within(WAIT).await, Closed::Yes(ref rest) if rest.is_empty()), "{fields}");
+    }
     assert_eq!(up.requests(), 0);
 }
 
