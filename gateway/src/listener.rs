@@ -155,7 +155,7 @@ fn serve_connection(
             return drop(slot);
         }
         let pipeline = h1.pipeline.clone();
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         let seen = activity.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let pipeline = pipeline.clone();
@@ -205,24 +205,26 @@ fn serve_connection(
     });
 }
 
-/// When an HTTP/2 connection last had work: streams in the pipeline, and the time the last
-/// one started or got its response head (milliseconds on a process-wide clock).
-#[derive(Default)]
+/// When an HTTP/2 connection last had work: streams in the pipeline, and when the last one
+/// started or got its response head (milliseconds since the connection began).
 struct Activity {
+    born: tokio::time::Instant,
     busy: AtomicUsize,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn now_ms() -> u64 {
-        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-        let start = *START.get_or_init(tokio::time::Instant::now);
-        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn new() -> Self {
+        Self { born: tokio::time::Instant::now(), busy: AtomicUsize::new(0), last_ms: AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        self.last_ms.store(Self::now_ms(), Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
         Busy(self.clone())
     }
 
@@ -232,7 +234,7 @@ impl Activity {
         if self.busy.load(Ordering::Relaxed) > 0 {
             return Some(now + keepalive);
         }
-        let idle = Duration::from_millis(Self::now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)));
+        let idle = Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)));
         keepalive.checked_sub(idle).filter(|left| !left.is_zero()).map(|left| now + left)
     }
 }
@@ -242,7 +244,7 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.last_ms.store(Activity::now_ms(), Ordering::Relaxed);
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
