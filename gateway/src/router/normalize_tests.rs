@@ -88,11 +88,113 @@ fn errors_have_reasons() {
     assert_eq!(PathError::EncodedSlash.to_string(), "encoded slash (%2F) in path");
 }
 
+use PathError::*;
+
+/// The hostile corpus of the path-parameter review (issue 12), with what each becomes: a
+/// canonical path (routed, and sent upstream, as is) or a refusal (400). The whole-proxy
+/// test `tests/proxy/paths.rs` sends the same paths through a real gateway; docs/gateway.md
+/// ("Request paths") compares the gateway's answers with nginx's.
+const CORPUS: &[(&str, Result<&str, PathError>)] = &[
+    // Dot segments with `;` parameters: Tomcat, Spring and Jetty cut the parameter and
+    // resolve `..`, so the upstream would climb out of the routed prefix.
+    ("/public/..;/private", Err(DotSegmentParam)),
+    ("/public/..;x=1/private", Err(DotSegmentParam)),
+    ("/public/%2e%2e;/private", Err(DotSegmentParam)),
+    ("/public/%2E.;/private", Err(DotSegmentParam)),
+    ("/public/.%2e;jsessionid=1/private", Err(DotSegmentParam)),
+    ("/public/.;/private", Err(DotSegmentParam)),
+    ("/public/..%3b/private", Err(DotSegmentParam)),
+    ("/public/%2e%2e%3B/private", Err(DotSegmentParam)),
+    ("/public/..;", Err(DotSegmentParam)),
+    ("/public/..;/../private", Err(DotSegmentParam)),
+    // Parameters elsewhere stay: they are part of the segment for routing and upstream.
+    ("/public/x;", Ok("/public/x;")),
+    ("/public/x;y=1/private", Ok("/public/x;y=1/private")),
+    ("/public/;/private", Ok("/public/;/private")),
+    ("/public/...;/private", Ok("/public/...;/private")),
+    ("/public/x;/../../private", Ok("/private")),
+    // Double encoding: refused, so that no upstream decoding twice sees what was not routed.
+    ("/public/%252e%252e/private", Err(DoubleEncoded)),
+    ("/public/%252E%252E/private", Err(DoubleEncoded)),
+    ("/public/..%252fprivate", Err(DoubleEncoded)),
+    ("/public/..%255cprivate", Err(DoubleEncoded)),
+    ("/public/%25%32%65%25%32%65/private", Err(DoubleEncoded)),
+    ("/public/%25252e", Err(DoubleEncoded)),
+    ("/public/%2500", Err(DoubleEncoded)),
+    ("/public/100%25", Ok("/public/100%25")),
+    ("/public/100%25-off", Ok("/public/100%25-off")),
+    // Encoded dots are decoded and resolved before routing: the request is routed as
+    // /private (which needs a key), and sent as /private.
+    ("/public/%2e%2e/private", Ok("/private")),
+    ("/public/%2E%2E/private", Ok("/private")),
+    ("/public/.%2e/private", Ok("/private")),
+    ("/public/./../private", Ok("/private")),
+    ("/public//..//private", Ok("/private")),
+    ("/public/a/../../private/", Ok("/private/")),
+    // Encoded separators, backslashes, NUL and control characters: refused.
+    ("/public/..%2fprivate", Err(EncodedSlash)),
+    ("/public/..%2Fprivate", Err(EncodedSlash)),
+    ("/public/%2e%2e%2fprivate", Err(EncodedSlash)),
+    ("/public/..%5cprivate", Err(EncodedBackslash)),
+    ("/public/..\\private", Err(Backslash)),
+    ("/public/%00/../../private", Err(EncodedNul)),
+    ("/public/..\0/private", Err(ControlChar)),
+    ("/public/..%09/private", Err(EncodedControlChar)),
+    ("/public/%0d%0aX-Injected:%201", Err(EncodedControlChar)),
+    ("/public/%7f", Err(EncodedControlChar)),
+    // IIS `%u` escapes are not percent-encoding.
+    ("/public/%u002e%u002e/private", Err(MalformedPercent)),
+    ("/public/%%32%65", Err(MalformedPercent)),
+    // Overlong and other invalid UTF-8 (`%c0%ae` is a dot to lax decoders): refused.
+    ("/public/%c0%ae%c0%ae/private", Err(NotUtf8)),
+    ("/public/%e0%80%ae", Err(NotUtf8)),
+    ("/public/%ed%a0%80", Err(NotUtf8)),
+    ("/public/%f4%90%80%80", Err(NotUtf8)),
+    ("/public/%c3", Err(NotUtf8)),
+    ("/public/%c3é", Err(NotUtf8)),
+    ("/public/%c3%a9", Ok("/public/%C3%A9")),
+    ("/public/%f0%9f%98%80", Ok("/public/%F0%9F%98%80")),
+    // `?` and `#` never reach normalisation raw (the URI parser cuts the path there);
+    // encoded, they are ordinary characters of a segment.
+    ("/public/..%3f/private", Ok("/public/..%3F/private")),
+    ("/public/%23/../private", Ok("/public/private")),
+    ("/public/a#/../../private", Ok("/private")),
+    // Climbing above the root.
+    ("/public/../../private", Err(AboveRoot)),
+];
+
+#[test]
+fn hostile_corpus() {
+    for (raw, want) in CORPUS {
+        let got = norm(raw);
+        assert_eq!(got, want.map(String::from), "{raw:?}");
+        if let Ok(p) = &got {
+            assert_canonical(p);
+        }
+    }
+}
+
+#[test]
+fn very_long_paths() -> Result<(), PathError> {
+    let deep = format!("/public{}", "/a".repeat(50_000));
+    assert!(matches!(normalize_path(&deep)?, Cow::Borrowed(_)));
+    let climbing = format!("/public/{}x", "../".repeat(50_000));
+    assert_eq!(norm(&climbing), Err(AboveRoot));
+    let resolved = format!("/{}{}/private", "a/".repeat(30_000), "%2e%2e/".repeat(30_000));
+    assert_eq!(norm(&resolved)?, "/private");
+    let long_segment = format!("/public/{}", "%2E".repeat(100_000));
+    assert_eq!(norm(&long_segment)?, format!("/public/{}", ".".repeat(100_000)));
+    let buried = format!("/public/{}..;/private", "a/".repeat(20_000));
+    assert_eq!(norm(&buried), Err(DotSegmentParam));
+    Ok(())
+}
+
 /// Deterministic generator of nasty paths from a small alphabet of fragments.
 fn generated_paths(count: usize) -> Vec<String> {
     const FRAGMENTS: &[&str] = &[
         "/", "/", "/", "a", "b", ".", "..", "%2e", "%2E", "%2e%2e", "%41", "%7e", "%c3%a9", "%20", "//", "~", "x y",
-        "é", "{id}", "%", "%2f", "%5c", "%00", "\\", "\t", ";", "@", "%3A", "%3a",
+        "é", "{id}", "%", "%2f", "%5c", "%00", "\\", "\t", ";", "@", "%3A", "%3a", ";", ";x=1", "%3b", "%25", "%252e",
+        "%2525", "%c0%ae", "%c3", "%a9", "%0a", "e",
     ];
     let mut rng = fastrand::Rng::with_seed(0x7011_9a7e);
     (0..count)
@@ -134,6 +236,43 @@ fn assert_canonical(p: &str) {
         assert!(!lower.contains(bad), "{p} contains {bad}");
     }
     assert!(p.bytes().all(|c| c.is_ascii_graphic()), "{p}");
+    for seg in &segments {
+        assert_no_reading_climbs(p, seg);
+    }
+}
+
+/// However an upstream reads a canonical segment — path parameters cut off at `;` (Tomcat,
+/// Spring, Jetty), or not; decoded once or twice — it is never a dot segment, a slash or a
+/// backslash, so the upstream resolves the path the gateway routed.
+fn assert_no_reading_climbs(p: &str, seg: &str) {
+    for cut in [seg, seg.split(';').next().unwrap_or(seg)] {
+        let once = percent_decode(cut.as_bytes());
+        let twice = percent_decode(&once);
+        for reading in [cut.as_bytes(), &once[..], &twice[..]] {
+            assert!(reading != b"." && reading != b"..", "{p}: segment {seg:?} reads as a dot segment");
+            assert!(!reading.contains(&b'/') && !reading.contains(&b'\\'), "{p}: segment {seg:?} hides a slash");
+        }
+    }
+}
+
+/// A lenient decoder, as upstreams have: `%XX` decoded, anything else (a lone `%`) kept.
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let hex = |c: Option<&u8>| c.and_then(|c| char::from(*c).to_digit(16));
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.extend(u8::try_from(h << 4 | l).ok());
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Normalisation agrees with a naive reference model on accepted inputs.

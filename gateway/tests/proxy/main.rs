@@ -12,6 +12,7 @@ mod headers;
 mod http1;
 mod limits;
 mod live_config;
+mod paths;
 mod resilience;
 mod reuse;
 mod routing;
