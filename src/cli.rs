@@ -164,6 +164,13 @@ pub struct GatewayLimits {
     /// streams).
     #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT", default_value_t = 60)]
     pub keepalive_timeout_secs: u64,
+    /// Seconds a request body may go without a byte arriving (the client's body read, and
+    /// an upstream response body's).
+    #[arg(long, env = "TOLLGATE_BODY_READ_TIMEOUT", default_value_t = 60)]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a client may go without taking a byte of its response.
+    #[arg(long, env = "TOLLGATE_SEND_TIMEOUT", default_value_t = 60)]
+    pub send_timeout_secs: u64,
     /// HTTP/2 concurrent streams per connection.
     #[arg(long, env = "TOLLGATE_H2_MAX_STREAMS", default_value_t = 256)]
     pub h2_max_streams: u32,

@@ -101,6 +101,8 @@ pub fn gateway_options(
             max_connections: l.max_connections,
             header_read_timeout: secs(l.header_read_timeout_secs),
             keepalive_timeout: secs(l.keepalive_timeout_secs),
+            body_read_timeout: secs(l.body_read_timeout_secs),
+            send_timeout: secs(l.send_timeout_secs),
             h2_max_concurrent_streams: l.h2_max_streams,
             drain_timeout: secs(l.drain_timeout_secs),
             max_head_bytes: l.max_header_bytes.saturating_mul(2),

@@ -16,6 +16,10 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("no route matches this request")]
     NoRoute,
+    #[error("the request method is not allowed")]
+    MethodNotAllowed,
+    #[error("the request body stalled")]
+    RequestTimeout,
     #[error("the request body is too large")]
     BodyTooLarge,
     #[error("the request headers are too large")]
@@ -84,6 +88,18 @@ impl GatewayError {
         match self {
             BadRequest(why) => (StatusCode::BAD_REQUEST, "bad-request", "Malformed request", why),
             NoRoute => (StatusCode::NOT_FOUND, "no-route", "No route", "no route matches this request"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "CONNECT and TRACE are not served",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+                "the request body did not arrive in time",
+            ),
             BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",

@@ -36,6 +36,10 @@ pub struct ListenerOptions {
     /// How long a connection may stay idle: an HTTP/1.1 connection waiting for its next
     /// request, an HTTP/2 connection with no stream started or in the pipeline.
     pub keepalive_timeout: Duration,
+    /// How long an HTTP/1.1 request body may go without a byte arriving.
+    pub body_read_timeout: Duration,
+    /// How long an HTTP/1.1 client may go without taking a byte of its response.
+    pub send_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight requests.
@@ -50,6 +54,8 @@ impl Default for ListenerOptions {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 256,
             drain_timeout: Duration::from_secs(30),
             max_head_bytes: 64 * 1024,
@@ -87,6 +93,8 @@ pub async fn serve(
         pipeline,
         header_read_timeout: opts.header_read_timeout,
         keepalive_timeout: opts.keepalive_timeout,
+        body_read_timeout: opts.body_read_timeout,
+        send_timeout: opts.send_timeout,
         max_head_bytes: opts.max_head_bytes,
         drain: Drain::default(),
     });
@@ -142,16 +150,18 @@ fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let builder = builder.clone();
+    let accepted = tokio::time::Instant::now();
     tokio::spawn(async move {
         let mut stream = stream;
-        let (preface, filled) = match tokio::time::timeout(h1.header_read_timeout, read_preface(&mut stream)).await {
+        let head_deadline = accepted + h1.header_read_timeout;
+        let (preface, filled) = match tokio::time::timeout_at(head_deadline, read_preface(&mut stream)).await {
             Ok(Ok(read)) => read,
             Ok(Err(err)) => return tracing::debug!(error = %err, "connection closed before a request"),
             Err(_) => return tracing::debug!("no request head within the header-read timeout"),
         };
         if &preface[..filled] != H2_PREFACE {
             // Boxed: the connection's future is moved a few times on its way into the task.
-            Box::pin(crate::server::serve(stream, &preface[..filled], conn, h1)).await;
+            Box::pin(crate::server::serve(stream, &preface[..filled], conn, h1, head_deadline)).await;
             return drop(slot);
         }
         let pipeline = h1.pipeline.clone();

@@ -56,6 +56,10 @@ pub struct Http1 {
     pub header_read_timeout: Duration,
     /// How long a connection may wait idle between requests.
     pub keepalive_timeout: Duration,
+    /// How long a request body may go without a byte arriving (408, or the body fails).
+    pub body_read_timeout: Duration,
+    /// How long a client may go without taking a byte of its response (then it is closed).
+    pub send_timeout: Duration,
     /// Largest request head; larger gets 431.
     pub max_head_bytes: usize,
     pub drain: Drain,
@@ -127,6 +131,8 @@ pub enum BodyError {
     Malformed(&'static str),
     #[error("the client closed the connection before the request body was complete")]
     Closed,
+    #[error("the request body stalled")]
+    TimedOut,
     #[error("reading the request body failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -146,9 +152,32 @@ pub const DISCARD_MAX: u64 = 64 * 1024;
 
 impl ReadSide {
     /// Whether the rest of the body may be read and discarded: the client is not waiting for
-    /// `100 Continue` before sending it, and no more than [`DISCARD_MAX`] bytes are declared.
+    /// `100 Continue` before sending it, and its length is declared and no more than
+    /// [`DISCARD_MAX`] (a chunked rest has no known end, and a broken one no end at all: the
+    /// response then says `Connection: close` rather than promising a connection it drops).
     fn discardable(&self) -> bool {
-        self.continued && self.state.remaining().is_none_or(|n| n <= DISCARD_MAX)
+        self.continued && matches!(self.state, Decode::Length(n) if n <= DISCARD_MAX)
+    }
+}
+
+/// Throws away the rest of an unread request body when all of it is already buffered (a
+/// short chunked body sent with its head, say): `true` when it ended there.
+fn discard_buffered(side: &mut ReadSide) -> bool {
+    if !side.continued {
+        return false;
+    }
+    let mut thrown = 0u64;
+    loop {
+        match side.state.step(&mut side.buf) {
+            Ok(Step::Data(data)) => {
+                thrown += data.len() as u64;
+                if thrown > DISCARD_MAX {
+                    return false;
+                }
+            }
+            Ok(Step::Done) => return true,
+            Ok(Step::More) | Err(_) => return false,
+        }
     }
 }
 
@@ -186,6 +215,9 @@ pub struct RequestBody {
     /// Bytes of `100 Continue` still to write before the body is read.
     continue_left: usize,
     home: Home,
+    /// How long a read may wait for a byte, and its timer (armed while waiting).
+    read_timeout: Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -215,12 +247,22 @@ impl Body for RequestBody {
             match this.state.step(&mut this.buf).map_err(BodyError::Malformed)? {
                 Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Step::Done => return Poll::Ready(None),
-                Step::More => {
-                    if ready!(crate::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK))? == 0 {
-                        this.state.at_eof();
-                        return Poll::Ready(Some(Err(BodyError::Closed)));
+                Step::More => match crate::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK) {
+                    Poll::Ready(read) => {
+                        this.stall = None;
+                        if read? == 0 {
+                            this.state.at_eof();
+                            return Poll::Ready(Some(Err(BodyError::Closed)));
+                        }
                     }
-                }
+                    Poll::Pending => {
+                        let limit = this.read_timeout;
+                        let stall = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                        ready!(stall.as_mut().poll(cx));
+                        this.state = Decode::Failed;
+                        return Poll::Ready(Some(Err(BodyError::TimedOut)));
+                    }
+                },
             }
         }
     }
@@ -258,12 +300,10 @@ impl OwnUpgrade {
     }
 }
 
-/// Whether a request asks for a protocol upgrade (this server decided while parsing).
+/// Whether a request asks for a protocol upgrade (this server decided while parsing; HTTP/2
+/// has no `Upgrade`, RFC 9113 §8.2.2).
 pub fn wants_upgrade(req: &Request<ClientBody>) -> bool {
-    match req.body() {
-        ClientBody::Hyper(_) => crate::proxy::headers::is_upgrade(req.headers()),
-        _ => req.extensions().get::<OwnUpgrade>().is_some(),
-    }
+    req.extensions().get::<OwnUpgrade>().is_some()
 }
 
 /// A request head, ready for the pipeline, and what the connection needs to know about it.
@@ -278,28 +318,46 @@ struct Parsed {
     upgrade: Option<oneshot::Sender<Prefixed>>,
 }
 
-/// Serves one HTTP/1.1 connection whose first bytes (`read`) were read by the listener.
-pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http1>) {
+/// Serves one HTTP/1.1 connection whose first bytes (`read`) were read by the listener; its
+/// first head must be complete by `head_deadline` (the header-read timeout from accept).
+pub async fn serve(
+    stream: TcpStream,
+    read: &[u8],
+    conn: ConnInfo,
+    srv: Arc<Http1>,
+    head_deadline: tokio::time::Instant,
+) {
     let io = Arc::new(stream);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     buf.extend_from_slice(read);
     let mut out = Vec::with_capacity(1024);
     let mut names = Vec::new();
-    let mut timer = Box::pin(tokio::time::sleep(srv.header_read_timeout));
+    let mut timer = Box::pin(tokio::time::sleep_until(head_deadline));
+    // The first head's timer runs from accept (the listener's wait for the first bytes
+    // included), so it is already armed for a head.
+    let mut first = true;
     let drained = srv.drain.notified();
     let mut drained = std::pin::pin!(drained);
     drained.as_mut().enable();
     loop {
         // Parsing stays out of the read future, which is then only a few words: a request
         // (~300 bytes) is moved as little as possible.
-        let mut armed = Wait::Unarmed;
+        let mut armed = if std::mem::take(&mut first) { Wait::Head } else { Wait::Unarmed };
         let parsed = loop {
-            match parse_request(&mut buf, &io, srv.max_head_bytes, &mut names) {
+            match parse_request(&mut buf, &io, &srv, &mut names) {
                 Ok(Some(p)) => break Some(p),
                 Ok(None) => {}
                 Err(refusal) => {
                     let res = refusal.to_response(None).map(http_body_util::Either::Right);
-                    let _ = write_response(&io, &mut out, res, Version::HTTP_11, false, false).await;
+                    let _ = write_response(
+                        Writer { io: &io, timeout: srv.send_timeout },
+                        &mut out,
+                        res,
+                        Version::HTTP_11,
+                        false,
+                        false,
+                    )
+                    .await;
                     break None;
                 }
             }
@@ -308,7 +366,18 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
             }
         };
         let Some(parsed) = parsed else { break };
-        let Parsed { req, mut keep_alive, version, head_only, home, upgrade } = parsed;
+        let Parsed { mut req, mut keep_alive, version, head_only, home, upgrade } = parsed;
+        if let ClientBody::H1(body) = req.body_mut()
+            && let Err(refusal) = Box::pin(prefetch(body)).await
+        {
+            if let Some(refusal) = refusal {
+                let res = refusal.to_response(None).map(http_body_util::Either::Right);
+                let _ =
+                    write_response(Writer { io: &io, timeout: srv.send_timeout }, &mut out, res, version, false, false)
+                        .await;
+            }
+            break;
+        }
         let res = srv.pipeline.handle(req, conn).await;
         // A request body not read to its end leaves unread bytes ahead of the next request:
         // a short rest is discarded after this response, else (or while the body is still
@@ -316,14 +385,30 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
         let mut unread = None;
         if let Some(home) = &home {
             match home.lock().ok().and_then(|mut h| h.take()) {
-                Some(side) if side.state == Decode::Done => buf = side.buf,
-                Some(side) if side.discardable() => unread = Some(side),
-                _ => keep_alive = false,
+                Some(mut side) => {
+                    if side.state == Decode::Done || discard_buffered(&mut side) {
+                        buf = side.buf;
+                    } else if side.discardable() {
+                        unread = Some(side);
+                    } else {
+                        keep_alive = false;
+                    }
+                }
+                None => keep_alive = false,
             }
         }
         keep_alive &= !srv.drain.started();
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-        match write_response(&io, &mut out, res, version, head_only, keep_alive || switching).await {
+        match write_response(
+            Writer { io: &io, timeout: srv.send_timeout },
+            &mut out,
+            res,
+            version,
+            head_only,
+            keep_alive || switching,
+        )
+        .await
+        {
             Ok(intact) => keep_alive &= intact,
             Err(_) => return,
         }
@@ -342,6 +427,30 @@ pub async fn serve(stream: TcpStream, read: &[u8], conn: ConnInfo, srv: Arc<Http
         }
     }
     close(io).await;
+}
+
+/// Request bodies of at most this many declared bytes are read whole before the pipeline
+/// runs (nginx buffers bodies too): a slow client then holds no upstream connection, and
+/// the body goes upstream with its head in one write.
+const PREFETCH_MAX: u64 = 64 * 1024;
+
+/// Reads a short declared-length body into its buffer (unless the client waits for `100
+/// Continue`). `Err(Some)`: the body stalled (408); `Err(None)`: the client went away.
+async fn prefetch(body: &mut RequestBody) -> Result<(), Option<GatewayError>> {
+    let Decode::Length(n) = body.state else { return Ok(()) };
+    if n > PREFETCH_MAX || body.continue_left > 0 {
+        return Ok(());
+    }
+    let wanted = usize::try_from(n).unwrap_or(usize::MAX);
+    while body.buf.len() < wanted {
+        let read = std::future::poll_fn(|cx| crate::net::poll_fill(&body.io, cx, &mut body.buf, READ_CHUNK));
+        match tokio::time::timeout(body.read_timeout, read).await {
+            Ok(Ok(1..)) => {}
+            Ok(_) => return Err(None),
+            Err(_) => return Err(Some(GatewayError::RequestTimeout)),
+        }
+    }
+    Ok(())
 }
 
 /// Closes the write side and waits briefly for the client to close, so a response is not
@@ -420,9 +529,10 @@ async fn read_more(
 fn parse_request(
     buf: &mut BytesMut,
     io: &Arc<TcpStream>,
-    max_head: usize,
+    srv: &Http1,
     names: &mut Vec<(Box<[u8]>, HeaderName)>,
 ) -> Result<Option<Parsed>, GatewayError> {
+    let max_head = srv.max_head_bytes;
     if buf.is_empty() {
         return Ok(None);
     }
@@ -435,16 +545,21 @@ fn parse_request(
         Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(GatewayError::HeadersTooLarge),
         Err(_) => return Err(bad("the request head is malformed")),
     };
-    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-        .map_err(|_| bad("the request method is invalid"))?;
+    let method = request_method(parsed.method.unwrap_or_default().as_bytes())?;
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    if !is_routable_target(parsed.path.unwrap_or_default().as_bytes()) {
+        // `*` (OPTIONS) and authority form (CONNECT) are a proxy's business, not a gateway's.
+        return Err(bad("the request target must be a path or an absolute URI"));
+    }
     // Where the target and each field sit in the head, so they can share its bytes.
     let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
     let target = (target.as_ptr() as usize - base, target.len());
     let mut spans: smallvec::SmallVec<[(usize, usize, usize, usize); 16]> = smallvec::SmallVec::new();
     for f in parsed.headers.iter() {
-        spans.push((f.name.as_ptr() as usize - base, f.name.len(), f.value.as_ptr() as usize - base, f.value.len()));
+        // An empty value's slice may point anywhere: it is read as the head's first 0 bytes.
+        let value_at = if f.value.is_empty() { 0 } else { f.value.as_ptr() as usize - base };
+        spans.push((f.name.as_ptr() as usize - base, f.name.len(), value_at, f.value.len()));
     }
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
@@ -457,7 +572,16 @@ fn parse_request(
             field_name(names, i, &head[name_at..name_at + name_len]).ok_or(bad("a request header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| bad("a request header value is invalid"))?;
-        seen.note(Field::of(name.as_str().as_bytes()), value.as_bytes());
+        let field = Field::of(name.as_str().as_bytes());
+        let gap = head.get(name_at + name_len + 1..value_at).unwrap_or_default();
+        if field.is_framing() && gap.iter().any(|b| *b != b' ') {
+            // `Transfer-Encoding:\tchunked`: nginx reads the tab as part of the value.
+            return Err(bad("a framing header has a tab before its value"));
+        }
+        if field == Field::Host && !is_host(value.as_bytes()) {
+            return Err(bad("the Host header is invalid"));
+        }
+        seen.note(field, value.as_bytes());
         headers.append(name, value);
     }
     let state = framing(&seen, version)?;
@@ -467,12 +591,24 @@ fn parse_request(
     } else {
         let home = Home::default();
         let continue_left = if seen.expect_continue && version == Version::HTTP_11 { CONTINUE.len() } else { 0 };
-        let body = RequestBody { io: io.clone(), buf: std::mem::take(buf), state, continue_left, home: home.clone() };
+        let body = RequestBody {
+            io: io.clone(),
+            buf: std::mem::take(buf),
+            state,
+            continue_left,
+            home: home.clone(),
+            read_timeout: srv.body_read_timeout,
+            stall: None,
+        };
         (ClientBody::H1(body), Some(home))
     };
     let head_only = method == Method::HEAD;
     let mut req = Box::new(Request::new(body));
-    let upgrade = (seen.names_others && crate::proxy::headers::is_upgrade(&headers)).then(|| {
+    // Only WebSocket, only by an HTTP/1.1 GET (RFC 6455 §4.1; RFC 9110 §7.8 has HTTP/1.0
+    // upgrades ignored). Any other `Upgrade` (`h2c` above all: after its 101 the connection
+    // would bypass routing and auth) is hop-by-hop and dropped.
+    let wants = version == Version::HTTP_11 && method == Method::GET && seen.names_others;
+    let upgrade = (wants && crate::proxy::headers::is_upgrade(&headers)).then(|| {
         let (tx, rx) = oneshot::channel();
         req.extensions_mut().insert(OwnUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
@@ -482,6 +618,40 @@ fn parse_request(
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     Ok(Some(Parsed { req, keep_alive, version, head_only, home, upgrade }))
+}
+
+/// A request method: upper-case letters, `-` and `_` (as nginx), not `CONNECT` or `TRACE`.
+fn request_method(raw: &[u8]) -> Result<Method, GatewayError> {
+    if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_') {
+        return Err(GatewayError::BadRequest("the request method is invalid"));
+    }
+    let method = Method::from_bytes(raw).map_err(|_| GatewayError::BadRequest("the request method is invalid"))?;
+    if method == Method::CONNECT || method == Method::TRACE {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    Ok(method)
+}
+
+/// Origin form (`/path`) or absolute form (`http://host/path`, RFC 9112 §3.2.2).
+fn is_routable_target(target: &[u8]) -> bool {
+    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    target.starts_with(b"/") || scheme(b"http://") || scheme(b"https://")
+}
+
+/// A `Host` value: a host name or IP literal and an optional port (RFC 9110 §7.2), never
+/// empty, with no path, user info or anything else a router or upstream could misread.
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|b| *b == b':') {
+        Some(colon) if !value.ends_with(b"]") => (&value[..colon], &value[colon + 1..]),
+        _ => (value, &b""[..]),
+    };
+    let literal = host.len() > 2 && host.starts_with(b"[") && host.ends_with(b"]");
+    let host_ok = if literal {
+        host[1..host.len() - 1].iter().all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+    } else {
+        !host.is_empty() && host.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b))
+    };
+    host_ok && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
 /// How many field names a connection remembers (see [`field_name`]).
@@ -508,19 +678,18 @@ fn field_name(previous: &mut Vec<(Box<[u8]>, HeaderName)>, i: usize, raw: &[u8])
 /// The body framing of a request (RFC 9112 §6.3), refusing every ambiguous case.
 fn framing(seen: &Seen, version: Version) -> Result<Decode, GatewayError> {
     let bad = GatewayError::BadRequest;
-    if version == Version::HTTP_11 && seen.hosts != 1 {
-        return Err(bad(if seen.hosts == 0 {
-            "the request has no Host"
-        } else {
-            "the request has several Host fields"
-        }));
+    if seen.hosts > 1 {
+        return Err(bad("the request has several Host fields"));
+    }
+    if version == Version::HTTP_11 && seen.hosts == 0 {
+        return Err(bad("the request has no Host"));
     }
     match seen.transfer {
         Some(_) if seen.length.is_some() || seen.bad_length.is_some() => {
             Err(bad("both Content-Length and Transfer-Encoding are present"))
         }
         Some(_) if version == Version::HTTP_10 => Err(bad("Transfer-Encoding is not allowed in HTTP/1.0")),
-        Some(Transfer::Chunked) => Ok(Decode::ChunkSize),
+        Some(Transfer::Chunked) => Ok(Decode::CHUNKED),
         Some(_) => Err(bad("the only transfer coding accepted is chunked")),
         None => match (seen.bad_length, seen.length) {
             (Some(reason), _) => Err(bad(reason)),
@@ -542,7 +711,7 @@ enum Out {
 /// Writes a response; `Ok(false)` when its body ended early or failed (the connection must
 /// then close: the client cannot tell where the next response starts).
 async fn write_response(
-    io: &TcpStream,
+    io: Writer<'_>,
     out: &mut Vec<u8>,
     res: Response<GwBody>,
     version: Version,
@@ -601,7 +770,7 @@ async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     if framing == Out::None || framing == Out::Length(0) {
-        write_all(io, out).await?;
+        io.write_all(out).await?;
         return Ok(keep_alive);
     }
     let chunked = framing == Out::Chunked;
@@ -611,7 +780,7 @@ async fn write_response(
         let next = match futures_util::FutureExt::now_or_never(body.frame()) {
             Some(next) => next,
             None => {
-                write_all(io, out).await?;
+                io.write_all(out).await?;
                 out.clear();
                 body.frame().await
             }
@@ -620,7 +789,7 @@ async fn write_response(
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body failed");
-                write_all(io, out).await?;
+                io.write_all(out).await?;
                 return Ok(false);
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -636,9 +805,9 @@ async fn write_response(
             if chunked {
                 put_chunk_size(out, data.len());
             }
-            write_all(io, out).await?;
+            io.write_all(out).await?;
             out.clear();
-            write_all(io, &data).await?;
+            io.write_all(&data).await?;
             if chunked {
                 out.extend_from_slice(b"\r\n");
             }
@@ -652,20 +821,34 @@ async fn write_response(
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    write_all(io, out).await?;
+    io.write_all(out).await?;
     Ok(keep_alive && !matches!(framing, Out::Length(n) if sent != n))
 }
 
-async fn write_all(io: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match io.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
-            Err(e) => return Err(e),
+/// A client connection's write side, with how long a write may wait for the client to
+/// take bytes (a client that stops reading is cut off, not waited for forever).
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    io: &'a TcpStream,
+    timeout: Duration,
+}
+
+impl Writer<'_> {
+    async fn write_all(self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.io.try_write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::timeout(self.timeout, self.io.writable())
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The `Date` value (IMF-fixdate), formatted once per second per thread.
@@ -730,8 +913,7 @@ mod tests {
         assert_eq!(ok(&[h]), Some(Decode::Done));
         assert_eq!(ok(&[h, ("content-length", "0")]), Some(Decode::Done));
         assert_eq!(ok(&[h, ("content-length", "12")]), Some(Decode::Length(12)));
-        assert_eq!(ok(&[h, ("content-length", "12, 12")]), Some(Decode::Length(12)));
-        assert_eq!(ok(&[h, ("transfer-encoding", "chunked")]), Some(Decode::ChunkSize));
+        assert_eq!(ok(&[h, ("transfer-encoding", "chunked")]), Some(Decode::CHUNKED));
         for refused in [
             &[h, ("content-length", "5"), ("transfer-encoding", "chunked")][..],
             &[h, ("transfer-encoding", "chunked"), ("content-length", "5")],
@@ -739,6 +921,9 @@ mod tests {
             &[h, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
             &[h, ("transfer-encoding", "identity")],
             &[h, ("content-length", "5, 6")],
+            &[h, ("content-length", "12, 12")],
+            &[h, ("content-length", "5"), ("content-length", "5")],
+            &[h, ("transfer-encoding", "chunked,")],
             &[h, ("content-length", "1e3")],
             &[],
             &[h, h],
@@ -748,6 +933,23 @@ mod tests {
         let ten = |f: &[(&'static str, &'static str)]| framing(&seen(f), Version::HTTP_10).ok();
         assert_eq!(ten(&[]), Some(Decode::Done), "HTTP/1.0 needs no Host");
         assert_eq!(ten(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(ten(&[h, h]), None, "several Host fields, whatever the version");
+    }
+
+    #[test]
+    fn hosts_and_methods_are_strict() {
+        for ok in ["x", "api.example.com", "a:8080", "[::1]", "[::1]:80", "127.0.0.1:1", "x:"] {
+            assert!(is_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "x/private", "a@b", "a b", "[::1", "x:port", "x:123456", ":80", "[]", "a:b:c", "x\\y"] {
+            assert!(!is_host(bad.as_bytes()), "{bad}");
+        }
+        for ok in ["GET", "POST", "PROPFIND", "M-SEARCH", "X_Y"] {
+            assert!(request_method(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in ["get", "Get", "GET1", "G.T", "", "CONNECT", "TRACE"] {
+            assert!(request_method(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -284,7 +284,7 @@ async fn proxy(
         }
         permit.record(!outcome.is_failure());
         let res = result.map_err(classify)?;
-        return Ok(respond(res, &ctx, client_upgrade));
+        return respond(res, &ctx, client_upgrade);
     }
 }
 
@@ -355,12 +355,15 @@ fn client_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     authority.or_else(|| req.headers().get(header::HOST).cloned())
 }
 
-/// The upstream's response, minus hop-by-hop headers, with the request id.
+/// The upstream's response, minus hop-by-hop headers, with the request id. A `101` is
+/// passed on only to a request that asked for a WebSocket upgrade, and only when it
+/// switches to WebSocket; any other is a 502 (the connection would otherwise carry bytes
+/// that no route or credential check ever sees).
 fn respond(
     mut res: Response<UpstreamBody>,
     ctx: &Ctx,
     client_upgrade: Option<upgrade::ClientSide>,
-) -> Response<GwBody> {
+) -> Result<Response<GwBody>, GatewayError> {
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     // The upstream's fields stay unparsed in the body (written to HTTP/1.1 clients as they
     // are) unless something here must see them.
@@ -370,15 +373,17 @@ fn respond(
         *res.headers_mut() = headers;
     }
     match (switching, client_upgrade) {
-        (true, Some(client)) => {
+        (true, Some(client)) if headers::upgrades_to_websocket(res.headers()) => {
             let upstream = match res.body_mut().take_upgraded() {
                 Some((io, read)) => upgrade::Upstream::Plain(io, read),
                 None => upgrade::Upstream::Hyper(hyper::upgrade::on(&mut res)),
             };
             upgrade::splice(client, upstream);
         }
-        // A 101 the client did not ask for; other answers come without hop-by-hop fields.
-        (true, None) => headers::strip_hop_by_hop(res.headers_mut(), false),
+        (true, _) => {
+            unasked_switch();
+            return Err(GatewayError::UpstreamProtocol("the upstream switched protocols unasked".to_owned()));
+        }
         (false, _) => {}
     }
     // With the upstream's fields when they are kept as written (no map insert then).
@@ -388,7 +393,13 @@ fn respond(
             res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
         }
     }
-    res.map(Either::Left)
+    Ok(res.map(Either::Left))
+}
+
+#[cold]
+#[inline(never)]
+fn unasked_switch() {
+    tracing::warn!("upstream answered 101 to a request that did not ask for that upgrade; answered 502");
 }
 
 fn fallback_response(f: &crate::upstream::FallbackResponse, request_id: &HeaderValue) -> Response<GwBody> {

@@ -16,6 +16,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -50,6 +51,8 @@ pub struct Conn {
     /// later deadline per request: tokio then only extends the registered entry (an atomic
     /// update) instead of inserting and removing a timer-wheel entry per request.
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// How long the response body may go without a byte arriving: the exchange's own bound.
+    stall_limit: std::time::Duration,
 }
 
 /// How the request body is framed on the wire.
@@ -103,7 +106,13 @@ pub struct Failure {
 
 impl Conn {
     pub fn new(io: TcpStream) -> Self {
-        Self { io, buf: BytesMut::new(), deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())) }
+        let now = tokio::time::Instant::now();
+        Self {
+            io,
+            buf: BytesMut::new(),
+            deadline: Box::pin(tokio::time::sleep_until(now)),
+            stall_limit: Duration::ZERO,
+        }
     }
 
     /// Whether an idle connection can take a request: the upstream has neither closed it
@@ -133,6 +142,7 @@ impl Conn {
         deadline: tokio::time::Instant,
     ) -> Result<Head, Failure> {
         self.deadline.as_mut().reset(deadline);
+        self.stall_limit = deadline.saturating_duration_since(tokio::time::Instant::now());
         let (wire, timer) = self.split();
         let work = wire.exchange(head, body, method);
         let mut work = std::pin::pin!(work);
@@ -191,7 +201,10 @@ impl Wire<'_> {
                 };
             }
         }
-        self.read_head(method).await.map_err(|(error, received)| failed(error, !received))
+        // A request written whole may have been acted on even when no answer came (the
+        // upstream may have closed after processing it): only idempotent ones go again.
+        let again = method.is_idempotent();
+        self.read_head(method).await.map_err(|(error, received)| failed(error, !received && again))
     }
 
     async fn send_with_body(&mut self, head: &[u8], mut body: ProxyBody) -> Result<(), UpstreamError> {
@@ -345,7 +358,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'sta
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) => return Err("the response head is too large"),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("the response has too many header fields"),
         Err(_) => return Err("the response head is malformed"),
@@ -469,11 +483,15 @@ fn framing_of(status: StatusCode, method: &Method, seen: &Seen) -> Result<(Frami
         return Ok((Framing::None, true));
     }
     if let Some(transfer) = seen.transfer {
-        let chunked_last = transfer != Transfer::Other;
+        // Only `chunked` is decoded; another coding (`gzip, chunked`) would reach the client
+        // de-chunked without it, a corrupt body (nginx answers 502 too).
+        if transfer != Transfer::Chunked {
+            return Err("the response's transfer coding is not chunked alone");
+        }
         // Both present: Transfer-Encoding wins, the length is dropped, and the message may
         // have been crafted to be read two ways, so the connection is not reused.
         let both = seen.length.is_some() || seen.bad_length.is_some();
-        return Ok(if chunked_last { (Framing::Chunked, !both) } else { (Framing::UntilClose, false) });
+        return Ok((Framing::Chunked, !both));
     }
     if let Some(reason) = seen.bad_length {
         return Err(reason);
@@ -498,6 +516,8 @@ pub struct H1Body {
     home: Option<std::sync::Arc<dyn Checkin>>,
     /// The response's header fields, until taken (see [`RawFields`]).
     fields: Option<RawFields>,
+    /// Whether the connection's timer bounds the current wait for body bytes.
+    stall_armed: bool,
 }
 
 impl H1Body {
@@ -507,11 +527,17 @@ impl H1Body {
         let state = match head.framing {
             Framing::None => Decode::Done,
             Framing::Length(n) => Decode::Length(n),
-            Framing::Chunked => Decode::ChunkSize,
+            Framing::Chunked => Decode::CHUNKED,
             Framing::UntilClose => Decode::UntilClose,
         };
-        let mut body =
-            Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home), fields: Some(head.fields) };
+        let mut body = Self {
+            conn: Some(conn),
+            state,
+            keep_alive: head.keep_alive,
+            home: Some(home),
+            fields: Some(head.fields),
+            stall_armed: false,
+        };
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade: see `take_conn`.
             body.home = None;
@@ -567,7 +593,7 @@ impl H1Body {
                     self.finish();
                     return Poll::Ready(None);
                 }
-                Step::More => match ready!(conn.poll_fill(cx)) {
+                Step::More => match ready!(poll_fill_or_stall(conn, cx, &mut self.stall_armed)) {
                     Ok(0) if self.state.at_eof() => {
                         self.keep_alive = false;
                         self.finish();
@@ -579,6 +605,22 @@ impl H1Body {
             }
         }
     }
+}
+
+/// Reads more of a response body; an error when no byte arrived for the connection's stall
+/// limit (an upstream that stops sending mid-body must not hold the client forever).
+fn poll_fill_or_stall(conn: &mut Conn, cx: &mut Context<'_>, armed: &mut bool) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(read) = conn.poll_fill(cx) {
+        *armed = false;
+        return Poll::Ready(read);
+    }
+    if !*armed {
+        let limit = conn.stall_limit;
+        conn.deadline.as_mut().reset(tokio::time::Instant::now() + limit);
+        *armed = true;
+    }
+    ready!(conn.deadline.as_mut().poll(cx));
+    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the response body stalled")))
 }
 
 impl Body for H1Body {
@@ -767,8 +809,11 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_answers_are_protocol_errors() -> Result<(), BoxError> {
-        let cases: [(&'static [u8], &str); 5] = [
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", "differ"),
+        let cases: [(&'static [u8], &str); 8] = [
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", "more than once"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok", "Content-Length is invalid"),
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "not chunked alone"),
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nzz", "not chunked alone"),
             (b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\nok", "Content-Length is invalid"),
             (b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n", "Content-Length is invalid"),
             (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed"),

@@ -215,14 +215,22 @@ impl IpText {
     }
 }
 
-/// Whether the request asks for a protocol upgrade (WebSocket).
+/// Whether the request asks for a WebSocket upgrade: `Connection` names `upgrade` and
+/// `Upgrade` is `websocket` (the only protocol the gateway switches to; RFC 6455 §4.1).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    connection_upgrade && headers.contains_key(header::UPGRADE)
+    connection_upgrade && upgrades_to_websocket(headers)
+}
+
+/// Whether `Upgrade` names exactly one protocol, WebSocket.
+pub fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let only = values.next().filter(|_| values.next().is_none());
+    only.is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
 }
 
 #[cfg(test)]

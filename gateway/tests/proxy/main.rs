@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod balancing;
 mod bodies;
+mod hardening;
 mod headers;
 mod http1;
 mod limits;

@@ -14,15 +14,15 @@ use crate::helpers::upstream::{Seen, Stats, text};
 use crate::helpers::{Client, Gateway, Raw, Upstream, api, config, paths};
 
 /// One request head as the raw upstream parsed it.
-struct Head {
-    method: String,
-    path: String,
+pub(crate) struct Head {
+    pub(crate) method: String,
+    pub(crate) path: String,
     content_length: usize,
     chunked: bool,
 }
 
 /// Reads until a blank line; `None` on EOF.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head> {
+pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head> {
     let end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i;

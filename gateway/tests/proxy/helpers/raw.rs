@@ -93,6 +93,16 @@ impl Raw {
         res
     }
 
+    /// Reads one response, or `None` when the connection closed before a response head.
+    pub async fn try_response(&mut self) -> Option<RawResponse> {
+        while find(&self.buf, b"\r\n\r\n").is_none() {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        Some(self.response().await)
+    }
+
     /// Reads one response head, for an answer that has no body whatever its headers say
     /// (to `HEAD`).
     pub async fn response_head(&mut self) -> RawResponse {

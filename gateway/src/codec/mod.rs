@@ -6,10 +6,16 @@
 
 use bytes::{Bytes, BytesMut};
 
+use chunk::Line;
+
+pub mod chunk;
+
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Largest trailer section accepted (trailers are read and dropped).
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer fields accepted.
+const MAX_TRAILER_FIELDS: usize = 100;
 
 /// The header fields that decide a message's framing and its connection's persistence,
 /// noted while its head is parsed (no lookups afterwards).
@@ -76,6 +82,7 @@ impl Field {
             11 if is(b"retry-after") => Self::GatewaySet,
             12 if is(b"x-request-id") => Self::GatewaySet,
             14 if is(b"content-length") => Self::ContentLength,
+            14 if is(b"http2-settings") => Self::HopByHop,
             16 if is(b"proxy-connection") => Self::HopByHop,
             17 if is(b"transfer-encoding") => Self::TransferEncoding,
             18 if is(b"proxy-authenticate") => Self::HopByHop,
@@ -86,6 +93,11 @@ impl Field {
             return Self::GatewaySet;
         }
         known
+    }
+
+    /// Whether the field decides where a message's body ends.
+    pub fn is_framing(self) -> bool {
+        matches!(self, Self::ContentLength | Self::TransferEncoding)
     }
 
     /// Whether the field describes the connection (never passed on), `Upgrade` included.
@@ -100,23 +112,30 @@ impl Seen {
         let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
         match field {
             Field::ContentLength => {
-                for part in tokens() {
-                    match parse_length(part) {
-                        None => self.bad_length = Some("Content-Length is invalid"),
-                        Some(n) if self.length.is_some_and(|l| l != n) => {
-                            self.bad_length = Some("Content-Length values differ");
+                // One field, one number (nginx refuses lists and repeated fields alike).
+                self.bad_length = if self.length.is_some() || self.bad_length.is_some() {
+                    Some("Content-Length appears more than once")
+                } else {
+                    match parse_length(value.trim_ascii()) {
+                        Some(n) => {
+                            self.length = Some(n);
+                            None
                         }
-                        Some(n) => self.length = Some(n),
+                        None => Some("Content-Length is invalid"),
                     }
-                }
+                };
             }
             Field::TransferEncoding => {
-                // Several fields are one list: the last coding of the last field counts.
+                // Several fields are one list: the last coding of the last field counts. An
+                // empty list element (`chunked,`) is a coding nobody knows.
                 let before = self.transfer;
-                let mut codings = tokens().filter(|t| !t.is_empty());
+                let mut codings = tokens();
                 let last = codings.next_back();
-                let only = codings.next().is_none() && before.is_none();
+                let mut rest = codings.peekable();
+                let only = rest.peek().is_none() && before.is_none();
+                let empty = rest.any(<[u8]>::is_empty);
                 self.transfer = Some(match last {
+                    _ if empty => Transfer::Other,
                     Some(t) if t.eq_ignore_ascii_case(b"chunked") && only => Transfer::Chunked,
                     Some(t) if t.eq_ignore_ascii_case(b"chunked") => Transfer::ChunkedLast,
                     _ => Transfer::Other,
@@ -152,13 +171,24 @@ pub fn parse_length(digits: &[u8]) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decode {
     Length(u64),
-    ChunkSize,
+    /// A chunk-size line, of which the buffer's first `scanned` bytes hold no line end.
+    ChunkSize {
+        scanned: u16,
+    },
     ChunkData(u64),
     ChunkEnd,
-    Trailers(usize),
+    /// The trailer section: `seen` bytes and `fields` lines of it so far.
+    Trailers {
+        seen: u16,
+        fields: u8,
+        scanned: u16,
+    },
     /// Until the peer closes the connection (responses only).
     UntilClose,
     Done,
+    /// The framing was found broken: nothing more is read from this stream (its
+    /// connection cannot be used again: where the next message starts is unknown).
+    Failed,
 }
 
 /// What one decoding step produced.
@@ -171,12 +201,24 @@ pub enum Step {
 }
 
 impl Decode {
+    /// The start of a chunked body.
+    pub const CHUNKED: Self = Self::ChunkSize { scanned: 0 };
+
     /// Decodes from the front of `buf` (consuming it) until a data frame, the end of the
-    /// body, or a need for more bytes.
+    /// body, or a need for more bytes. An error leaves the decoder [`Decode::Failed`].
     pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
+        let stepped = self.step_framed(buf);
+        if stepped.is_err() {
+            *self = Self::Failed;
+        }
+        stepped
+    }
+
+    fn step_framed(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
         loop {
             match *self {
                 Self::Done => return Ok(Step::Done),
+                Self::Failed => return Err("the message framing is broken"),
                 Self::Length(0) => *self = Self::Done,
                 Self::Length(left) | Self::ChunkData(left) => {
                     if buf.is_empty() {
@@ -193,39 +235,76 @@ impl Decode {
                     };
                     return Ok(Step::Data(data));
                 }
-                Self::ChunkSize => match take_line(buf, MAX_CHUNK_LINE)? {
-                    Some(line) => {
-                        let size = parse_chunk_size(&line)?;
-                        *self = if size == 0 { Self::Trailers(0) } else { Self::ChunkData(size) };
+                Self::ChunkSize { scanned } => match chunk::take_line(buf, scanned.into(), MAX_CHUNK_LINE)? {
+                    Line::Done(line) => {
+                        let size = chunk::parse_size_line(&line)?;
+                        *self = if size == 0 {
+                            Self::Trailers { seen: 0, fields: 0, scanned: 0 }
+                        } else {
+                            Self::ChunkData(size)
+                        };
                     }
-                    None => return Ok(Step::More),
+                    Line::More { scanned } => {
+                        *self = Self::ChunkSize { scanned: short(scanned) };
+                        return Ok(Step::More);
+                    }
                 },
                 Self::ChunkEnd => {
                     if buf.len() < 2 {
-                        return Ok(Step::More);
+                        return match buf.first() {
+                            Some(b'\r') | None => Ok(Step::More),
+                            Some(_) => Err("a chunk is longer than its size"),
+                        };
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err("a chunk is malformed");
+                        return Err("a chunk is longer than its size");
                     }
                     let _ = buf.split_to(2);
-                    *self = Self::ChunkSize;
+                    *self = Self::CHUNKED;
                 }
-                Self::Trailers(seen) => match take_line(buf, MAX_TRAILERS - seen)? {
-                    // Trailers end at an empty line; they are not forwarded.
-                    Some(line) if line.is_empty() => *self = Self::Done,
-                    Some(line) => *self = Self::Trailers(seen + line.len() + 2),
-                    None => return Ok(Step::More),
-                },
+                Self::Trailers { seen, fields, scanned } => {
+                    if let Some(step) = self.trailer(buf, seen, fields, scanned)? {
+                        return Ok(step);
+                    }
+                }
                 Self::UntilClose if buf.is_empty() => return Ok(Step::More),
                 Self::UntilClose => return Ok(Step::Data(buf.split().freeze())),
             }
         }
     }
 
+    /// One trailer line: the section ends at an empty line. Trailers are checked as field
+    /// lines and bounded (bytes and lines), then dropped: they are not forwarded.
+    fn trailer(
+        &mut self,
+        buf: &mut BytesMut,
+        seen: u16,
+        fields: u8,
+        scanned: u16,
+    ) -> Result<Option<Step>, &'static str> {
+        let room = MAX_TRAILERS.saturating_sub(usize::from(seen));
+        match chunk::take_line(buf, scanned.into(), room)? {
+            Line::Done(line) if line.is_empty() => *self = Self::Done,
+            Line::Done(line) => {
+                chunk::check_field_line(&line)?;
+                let seen = usize::from(seen) + line.len() + 2;
+                if seen > MAX_TRAILERS || usize::from(fields) >= MAX_TRAILER_FIELDS {
+                    return Err("the trailer section is too large");
+                }
+                *self = Self::Trailers { seen: short(seen), fields: fields + 1, scanned: 0 };
+            }
+            Line::More { scanned } => {
+                *self = Self::Trailers { seen, fields, scanned: short(scanned) };
+                return Ok(Some(Step::More));
+            }
+        }
+        Ok(None)
+    }
+
     /// The peer closed the connection: the end of an until-close body, else a cut-off one.
     pub fn at_eof(&mut self) -> bool {
         let complete = matches!(self, Self::UntilClose | Self::Done);
-        *self = Self::Done;
+        *self = if complete { Self::Done } else { Self::Failed };
         complete
     }
 
@@ -239,31 +318,9 @@ impl Decode {
     }
 }
 
-/// The next CRLF-terminated line, without its CRLF, once complete.
-fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, &'static str> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(at) if at <= max => {
-            let line = buf.split_to(at);
-            let _ = buf.split_to(2);
-            Ok(Some(line))
-        }
-        Some(_) => Err("a chunk line is too long"),
-        None if buf.len() > max => Err("a chunk line is too long"),
-        None => Ok(None),
-    }
-}
-
-/// A chunk size: hex digits, then optional extensions (ignored).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, &'static str> {
-    const BAD: &str = "a chunk size is invalid";
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii_end();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(BAD);
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        let v = char::from(*d).to_digit(16).ok_or(BAD)?;
-        Ok((n << 4) | u64::from(v))
-    })
+/// A line length or offset, bounded by the line limits (all below `u16::MAX`).
+fn short(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 /// Appends each of `parts` (a header line in pieces, say).
@@ -303,93 +360,4 @@ fn hex_len(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode_all(mut state: Decode, input: &[u8]) -> Result<(Vec<u8>, Decode, usize), &'static str> {
-        let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        loop {
-            match state.step(&mut buf)? {
-                Step::Data(d) => out.extend_from_slice(&d),
-                Step::More | Step::Done => return Ok((out, state, buf.len())),
-            }
-        }
-    }
-
-    #[test]
-    fn chunk_sizes_and_lengths_parse_strictly() {
-        assert_eq!(parse_chunk_size(b"1aF").ok(), Some(0x1af));
-        assert_eq!(parse_chunk_size(b"10;name=value").ok(), Some(16));
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"g").is_err());
-        assert!(parse_chunk_size(b"ffffffffffffffff").is_err(), "overflow");
-        assert_eq!(parse_length(b"0012"), Some(12));
-        assert_eq!(parse_length(b"+1"), None);
-        assert_eq!(parse_length(b"99999999999999999999"), None, "overflow");
-    }
-
-    #[test]
-    fn chunked_bodies_decode_and_stop_at_their_end() -> Result<(), &'static str> {
-        let (data, state, left) =
-            decode_all(Decode::ChunkSize, b"3\r\nabc\r\na;x=y\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT")?;
-        assert_eq!((data.as_slice(), state, left), (&b"abc0123456789"[..], Decode::Done, 4));
-        // Incomplete input asks for more, keeping its place.
-        let (data, state, _) = decode_all(Decode::ChunkSize, b"5\r\nab")?;
-        assert_eq!((data.as_slice(), state), (&b"ab"[..], Decode::ChunkData(3)));
-        assert!(decode_all(Decode::ChunkSize, b"3\r\nabcXY").is_err(), "chunk without CRLF");
-        assert!(decode_all(Decode::ChunkSize, &[b'1'; 5000]).is_err(), "endless size line");
-        let (data, state, left) = decode_all(Decode::Length(3), b"abcdef")?;
-        assert_eq!((data.as_slice(), state, left), (&b"abc"[..], Decode::Done, 3));
-        Ok(())
-    }
-
-    #[test]
-    fn end_of_stream_completes_only_until_close_bodies() {
-        assert!(Decode::UntilClose.at_eof());
-        assert!(!Decode::Length(3).at_eof());
-        assert!(!Decode::ChunkSize.at_eof());
-        let mut out = Vec::new();
-        put_chunk(&mut out, &[b'x'; 300], true);
-        assert!(out.starts_with(b"12c\r\nxx") && out.ends_with(b"x\r\n"));
-    }
-
-    #[test]
-    fn field_names_are_recognised_in_any_case() {
-        let cases: [(&[u8], Field); 14] = [
-            (b"Content-Length", Field::ContentLength),
-            (b"TRANSFER-ENCODING", Field::TransferEncoding),
-            (b"connection", Field::Connection),
-            (b"Host", Field::Host),
-            (b"te", Field::HopByHop),
-            (b"Keep-Alive", Field::HopByHop),
-            (b"Proxy-Authorization", Field::HopByHop),
-            (b"upgrade", Field::Upgrade),
-            (b"X-Request-Id", Field::GatewaySet),
-            (b"RateLimit-Reset", Field::GatewaySet),
-            (b"x-ratelimit-limit-minute", Field::GatewaySet),
-            (b"ratelimit-", Field::Other),
-            (b"x-hosts", Field::Other),
-            (b"content-type", Field::Other),
-        ];
-        for (name, field) in cases {
-            assert_eq!(Field::of(name), field, "{}", String::from_utf8_lossy(name));
-        }
-    }
-
-    #[test]
-    fn transfer_codings_are_classified() {
-        let seen = |values: &[&'static str]| {
-            let mut s = Seen::default();
-            values.iter().for_each(|v| s.note(Field::of(b"Transfer-Encoding"), v.as_bytes()));
-            s.transfer
-        };
-        assert_eq!(seen(&["chunked"]), Some(Transfer::Chunked));
-        assert_eq!(seen(&["Chunked "]), Some(Transfer::Chunked));
-        assert_eq!(seen(&["gzip, chunked"]), Some(Transfer::ChunkedLast));
-        assert_eq!(seen(&["gzip", "chunked"]), Some(Transfer::ChunkedLast));
-        assert_eq!(seen(&["chunked, gzip"]), Some(Transfer::Other));
-        assert_eq!(seen(&["gzip"]), Some(Transfer::Other));
-        assert_eq!(seen(&[]), None);
-    }
-}
+mod tests;
