@@ -30,8 +30,9 @@
 //! backtracking into `{param}` children, bounded by the request depth and never by the
 //! number of routes. A lookup allocates only in rare cases: a path deeper than 16 segments
 //! (the segment list spills to the heap), more than eight prefix routes along the request's
-//! path, more than four template parameters, or a host with upper-case letters (callers pass
-//! it lower-cased). Computing a rewritten upstream path allocates the new path.
+//! path, more than four template parameters, a host with upper-case letters (callers pass
+//! it lower-cased), or a candidate route whose rewrite splices a parameter into a segment
+//! (its rendering is checked before it may match). Computing a rewritten upstream path allocates the new path.
 //!
 //! # Updates
 //!
@@ -65,7 +66,7 @@ use pattern::PathPattern;
 use route::CompiledRoute;
 pub use route::RouteError;
 use tiers::Tiers;
-use trie::{Found, Node, Order};
+use trie::{Entry, Found, Node, Order};
 
 /// What the router looks at in a request.
 #[derive(Debug, Clone, Copy)]
@@ -193,13 +194,24 @@ fn segments(path: &str) -> SmallVec<[&str; 16]> {
 }
 
 fn find_in<'a>(trie: &'a Node, req: &RequestView<'a>, segs: &[&'a str]) -> Option<RouteMatch<'a>> {
-    let Found { entry, prefix_depth } = trie.find(segs, &mut |e| e.route.accepts(req))?;
+    let Found { entry, prefix_depth } = trie.find(segs, &mut |e| e.route.accepts(req) && rewrite_fits(e, segs))?;
     let route = &*entry.route;
     let pattern = route.paths.get(entry.path)?;
     let params = pattern.params.iter().filter_map(|(name, i)| Some((&**name, *segs.get(*i)?))).collect();
     // Each segment of the prefix counts with the `/` before it.
     let prefix_end = prefix_depth.map(|d| segs.iter().take(d).map(|s| s.len() + 1).sum());
     Some(RouteMatch { route, pattern, path: req.path, params, prefix_end })
+}
+
+/// Whether the entry's rewrite, with this request's parameters, is a canonical path
+/// ([`pattern::Rewrite::fits`]). One that is not is passed over like a route whose
+/// conditions fail: the request may still reach a less specific route, which gets the
+/// (canonical) request path itself.
+fn rewrite_fits(e: &Entry, segs: &[&str]) -> bool {
+    let Some(rewrite) = e.route.rewrite.as_ref().filter(|r| r.spliced) else { return true };
+    let Some(pattern) = e.route.paths.get(e.path) else { return false };
+    let params: Params<'_> = pattern.params.iter().filter_map(|(name, i)| Some((&**name, *segs.get(*i)?))).collect();
+    rewrite.fits(&params)
 }
 
 fn log_errors(errors: &[RouteError]) {
@@ -279,7 +291,8 @@ impl<'a> RouteMatch<'a> {
     /// The path to send upstream (the caller re-appends the query string):
     /// - with `rewrite_path`: the template with parameters substituted, followed for prefix
     ///   patterns by the [`remainder`](Self::remainder) (`rewrite_path` wins over
-    ///   `strip_path`);
+    ///   `strip_path`); always a canonical path, as a route whose rendering would not be
+    ///   one does not match;
     /// - with `strip_path`: the remainder for prefix patterns (`/` if empty), `/` otherwise;
     /// - else the request path unchanged.
     pub fn upstream_path(&self) -> Cow<'a, str> {

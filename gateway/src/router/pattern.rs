@@ -54,6 +54,9 @@ pub(super) enum RewritePart {
 pub(super) struct Rewrite {
     pub text: Box<str>,
     pub parts: Vec<RewritePart>,
+    /// Whether a parameter shares its segment with other text (`/v2/item-{id}`): only then
+    /// can a rendering be a path no request normalises to (see [`Rewrite::fits`]).
+    pub spliced: bool,
 }
 
 /// Parses a path pattern; the error is a short reason.
@@ -160,10 +163,15 @@ pub(super) fn parse_rewrite(text: &str) -> Result<Rewrite, &'static str> {
     }
     push_literal(&mut parts, &mut probe, rest);
     match normalize_path(&probe) {
-        Ok(canonical) if canonical == probe => Ok(Rewrite { text: text.into(), parts }),
+        Ok(canonical) if canonical == probe => Ok(Rewrite { text: text.into(), parts, spliced: is_spliced(text) }),
         Ok(_) => Err("not a canonical path (empty, '.' or '..' segments, or needless escapes)"),
         Err(e) => Err(e.reason()),
     }
+}
+
+fn is_spliced(text: &str) -> bool {
+    let whole = |seg: &str| seg.starts_with('{') && seg.ends_with('}') && seg.matches('{').count() == 1;
+    text.split('/').any(|seg| seg.contains('{') && !whole(seg))
 }
 
 fn push_literal(parts: &mut Vec<RewritePart>, probe: &mut String, literal: &str) {
@@ -180,6 +188,19 @@ impl Rewrite {
             RewritePart::Param(name) => Some(&**name),
             RewritePart::Literal(_) => None,
         })
+    }
+
+    /// Whether the template rendered with `params` is a canonical path, as a request's path
+    /// is. A parameter is a canonical segment, so a whole-segment one always fits; spliced
+    /// into text, it may not: `..{id}` with `;x` makes the dot segment `..;x`, `%25{id}` with
+    /// `2e` the double encoding `%252e`, which upstreams would resolve against the route.
+    /// (The remainder of a prefix match is canonical and starts a segment: it always fits.)
+    pub fn fits(&self, params: &[(&str, &str)]) -> bool {
+        if !self.spliced {
+            return true;
+        }
+        let rendered = self.render(params, "");
+        normalize_path(&rendered).is_ok_and(|canonical| canonical == rendered)
     }
 
     /// Renders the template with `params`, then appends `remainder` (the part of the path

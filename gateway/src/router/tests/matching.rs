@@ -137,6 +137,27 @@ fn rewrite_substitutes_and_appends_the_remainder() {
     assert_eq!(upstream(both, "/old/x").as_deref(), Some("/new/x"));
 }
 
+/// A parameter spliced into a rewrite segment must not build what normalisation refuses in
+/// a request (a dot segment with a parameter, double encoding): such a route does not match,
+/// and a less specific one gets the request path as it is.
+#[test]
+fn spliced_rewrites_never_forward_what_a_request_could_not_be() {
+    let dots = || rewritten(&["/old/{id}/*"], "/v2/..{id}");
+    assert_eq!(upstream(dots(), "/old/x/rest").as_deref(), Some("/v2/..x/rest"));
+    assert_eq!(upstream(dots(), "/old/;x/rest"), None);
+    assert_eq!(upstream(rewritten(&["/old/{id}"], "/v2/.{id}"), "/old/;"), None);
+    let percent = || rewritten(&["/old/{id}"], "/v2/%25{id}");
+    assert_eq!(upstream(percent(), "/old/x").as_deref(), Some("/v2/%25x"));
+    assert_eq!(upstream(percent(), "/old/2e"), None);
+    assert_eq!(upstream(rewritten(&["/a/{x}/{y}"], "/b/{x}{y}"), "/a/1%25/2f"), None);
+    assert_eq!(upstream(rewritten(&["/a/{x}/{y}"], "/b/{x}{y}"), "/a/1%25/zz").as_deref(), Some("/b/1%25zz"));
+    assert_eq!(upstream(rewritten(&["/a/{x}/*"], "/b/{x}"), "/a/x;y/z").as_deref(), Some("/b/x;y/z"));
+    let router = build(&[rewritten(&["/old/{id}"], "/v2/..{id}"), route(2, &["/*"])]);
+    let r = req("/old/;x");
+    let m = r.find(&router).map(|m| (m.id().as_u128(), m.upstream_path().into_owned()));
+    assert_eq!(m, Some((2, "/old/;x".to_owned())));
+}
+
 #[test]
 fn match_exposes_the_route() -> Result<(), String> {
     let def = RouteDef { strip_path: true, ..rewritten(&["/a/*"], "/b") };
