@@ -360,4 +360,6 @@ fn hex_len(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
