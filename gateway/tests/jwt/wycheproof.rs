@@ -1,4 +1,4 @@
-//! The Wycheproof JSON Web Signature vectors (read in place from `/work/shared`): every
+//! The Wycheproof JSON Web Signature vectors (vendored in `testdata/wycheproof/`): every
 //! `invalid` case is rejected and every `valid` case of a supported algorithm is accepted,
 //! at the signature level ([`JwtValidator::verify_signature`]): their payloads are not JWT
 //! claims. Each group's key is configured as a static key bound to its `alg` (or, for keys
@@ -44,7 +44,7 @@ const IDENTICAL_TO_VALID: [u64; 2] = [367, 370];
 
 fn vectors() -> Value {
     let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/wycheproof/json_web_signature_test.json");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/testdata/wycheproof/json_web_signature_test.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("Wycheproof vectors missing at {} ({e}); see its README", path.display()));
     serde_json::from_str(&text).unwrap()
