@@ -19,10 +19,21 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// The user's token generation when the token was issued; a password change and
+    /// disabling or re-enabling the user move it on, which revokes every older token.
+    /// Tokens from before generations existed read as 0, the column's starting value.
+    #[serde(default)]
+    pub tgen: i64,
 }
 
-/// Issues a token for `user` valid for `ttl`; returns it with its expiry.
-pub fn issue(secret: &[u8], user: Uuid, ttl: std::time::Duration) -> anyhow::Result<(String, OffsetDateTime)> {
+/// Issues a token for `user` at token generation `generation`, valid for `ttl`; returns it
+/// with its expiry.
+pub fn issue(
+    secret: &[u8],
+    user: Uuid,
+    generation: i64,
+    ttl: std::time::Duration,
+) -> anyhow::Result<(String, OffsetDateTime)> {
     let now = OffsetDateTime::now_utc();
     let exp = now + ttl;
     let claims = Claims {
@@ -33,6 +44,7 @@ pub fn issue(secret: &[u8], user: Uuid, ttl: std::time::Duration) -> anyhow::Res
         nbf: now.unix_timestamp(),
         exp: exp.unix_timestamp(),
         jti: Uuid::new_v4(),
+        tgen: generation,
     };
     let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?;
     Ok((token, exp))
@@ -60,8 +72,8 @@ mod tests {
     #[test]
     fn round_trip_and_rejections() -> anyhow::Result<()> {
         let user = Uuid::now_v7();
-        let (token, _) = issue(KEY, user, std::time::Duration::from_secs(60))?;
-        assert_eq!(verify(KEY, &token).map(|c| c.sub), Some(user));
+        let (token, _) = issue(KEY, user, 7, std::time::Duration::from_secs(60))?;
+        assert_eq!(verify(KEY, &token).map(|c| (c.sub, c.tgen)), Some((user, 7)));
         assert!(verify(b"another-key-another-key-another-k", &token).is_none());
         let mut tampered = token.clone();
         tampered.push('x');

@@ -46,10 +46,12 @@ struct Account {
     email: String,
     password_hash: String,
     disabled: bool,
+    token_generation: i64,
 }
 
 /// Exchanges an e-mail and password for a short-lived token. After repeated failures for
-/// an account or from an address, answers 429 with `Retry-After`.
+/// an account from one address, or from one address for any accounts, answers 429 with
+/// `Retry-After`.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
@@ -63,28 +65,29 @@ pub async fn login(
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let ip = peer.ip();
-    if let Some(wait) = state.throttle().locked_for(&req.email, ip) {
-        return Err(ApiError::too_many_attempts(wait));
-    }
-    let account: Option<Account> =
-        sqlx::query_as("SELECT id, email, password_hash, disabled FROM admin_users WHERE lower(email) = lower($1)")
-            .bind(&req.email)
-            .fetch_optional(state.db())
-            .await?;
+    // The attempt is counted before the (slow) password check, so parallel attempts
+    // cannot all be checked before the first failure is counted.
+    let reservation = state.throttle().reserve(&req.email, ip).map_err(ApiError::too_many_attempts)?;
+    let account: Option<Account> = sqlx::query_as(
+        "SELECT id, email, password_hash, disabled, token_generation FROM admin_users WHERE lower(email) = lower($1)",
+    )
+    .bind(&req.email)
+    .fetch_optional(state.db())
+    .await?;
     let stored = account.as_ref().map(|a| a.password_hash.clone());
     let matches = password::verify(Secret::new(req.password), stored).await.map_err(ApiError::internal)?;
     let account = match account {
         Some(a) if matches && !a.disabled => a,
         _ => {
-            state.throttle().fail(&req.email, ip);
             tracing::warn!(client = %ip, "admin login failed");
             return Err(ApiError::unauthorized("invalid e-mail or password"));
         }
     };
-    state.throttle().succeed(&req.email);
+    state.throttle().succeeded(reservation);
     let ttl = state.config().token_ttl;
+    let secret = state.config().jwt_secret.expose().as_bytes();
     let (token, expires_at) =
-        jwt::issue(state.config().jwt_secret.expose().as_bytes(), account.id, ttl).map_err(ApiError::internal)?;
+        jwt::issue(secret, account.id, account.token_generation, ttl).map_err(ApiError::internal)?;
     let mut tx = state.db().begin().await?;
     let actor = Actor::admin(account.id, &account.email, request_id);
     let change = Change::create("session", account.id, serde_json::json!({"client": ip.to_string()}))

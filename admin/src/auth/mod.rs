@@ -129,10 +129,15 @@ async fn user_by_jwt(state: &AppState, token: &str) -> Result<Option<UserRow>, A
     let Some(claims) = jwt::verify(state.config().jwt_secret.expose().as_bytes(), token) else {
         return Ok(None);
     };
-    let row = sqlx::query_as("SELECT id, email, role FROM admin_users WHERE id = $1 AND NOT disabled")
-        .bind(claims.sub)
-        .fetch_optional(state.db())
-        .await?;
+    // A token of an earlier generation was issued before a password change or before the
+    // user was disabled or re-enabled: revoked.
+    let row = sqlx::query_as(
+        "SELECT id, email, role FROM admin_users WHERE id = $1 AND NOT disabled AND token_generation = $2",
+    )
+    .bind(claims.sub)
+    .bind(claims.tgen)
+    .fetch_optional(state.db())
+    .await?;
     Ok(row)
 }
 

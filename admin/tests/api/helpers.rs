@@ -123,12 +123,29 @@ impl Admin {
         login.body["token"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// A login attempt sent through `client` (see [`client_from`]), without a token.
+    pub async fn login_via(&self, client: &reqwest::Client, email: &str, password: &str) -> Resp {
+        let body = json!({"email": email, "password": password});
+        read(client.post(self.url("/auth/login")).json(&body).send().await.expect("request sent")).await
+    }
+
+    /// A login as the owner with the right password, sent through `client`.
+    pub async fn owner_login_via(&self, client: &reqwest::Client) -> Resp {
+        self.login_via(client, &self.app.owner_email, &self.app.owner_password).await
+    }
+
     /// Number of rows in `table` (a fixed test table name).
     pub async fn count(&self, table: &str) -> i64 {
         let q = format!("SELECT count(*) FROM {table}");
         let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_one(&self.app.pool).await.expect("count");
         n
     }
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the admin on
+/// 127.0.0.1): the admin sees it as the client address, as it would another machine.
+pub fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().expect("client")
 }
 
 /// Reads a response whole; bodies that are not JSON become `Value::Null`.
