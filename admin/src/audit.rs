@@ -1,5 +1,7 @@
 //! Read side of the audit log and of the config change log, in commit order. Gateways read
 //! `config_events` from the database directly; this endpoint is for people and tools.
+//! Audit rows follow the read rules of the entities they describe: a role that cannot read
+//! admin users cannot read rows about them either (see [`hidden_kinds`]).
 
 use axum::Json;
 use axum::extract::State;
@@ -9,7 +11,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Viewer;
+use crate::auth::{Role, Viewer};
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::resource::eq;
@@ -67,7 +69,23 @@ pub struct LogQuery {
     pub entity_id: Option<Uuid>,
 }
 
-async fn page<T>(state: &AppState, table: &str, q: &LogQuery, id: fn(&T) -> i64) -> ApiResult<Json<LogPage<T>>>
+/// Audit entity kinds `role` may not read: admin users (`/users` is for owners), their
+/// logins (who logged in from where) and their access tokens (`/tokens` shows each user
+/// only their own). Rows of these kinds would show a viewer or editor the admin directory.
+pub fn hidden_kinds(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Owner => &[],
+        Role::Editor | Role::Viewer => &["admin_user", "session", "admin_token"],
+    }
+}
+
+async fn page<T>(
+    state: &AppState,
+    table: &str,
+    q: &LogQuery,
+    hidden: &'static [&'static str],
+    id: fn(&T) -> i64,
+) -> ApiResult<Json<LogPage<T>>>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
@@ -76,6 +94,10 @@ where
     qb.push_bind(q.after.unwrap_or(0));
     eq(&mut qb, "entity_kind", q.entity_kind.as_deref());
     eq(&mut qb, "entity_id", q.entity_id);
+    // In the query itself, so filters, limits and `next_after` all see only visible rows.
+    if !hidden.is_empty() {
+        qb.push(" AND entity_kind <> ALL(").push_bind(hidden.to_vec()).push(")");
+    }
     qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit) + 1);
     let mut data: Vec<T> = qb.build_query_as().fetch_all(state.db()).await?;
     let more = data.len() > limit as usize;
@@ -84,16 +106,17 @@ where
     Ok(Json(LogPage { data, next_after }))
 }
 
-/// Lists audit entries, oldest first.
+/// Lists audit entries, oldest first. Entries about admin users, their logins and their
+/// access tokens are listed for owners only.
 #[utoipa::path(get, path = "/audit-log", tag = "audit", params(LogQuery),
     responses((status = 200, description = "One page", body = LogPage<AuditEntry>), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
 pub async fn list_audit(
-    _: Viewer,
+    Viewer(who): Viewer,
     State(state): State<AppState>,
     Params(q): Params<LogQuery>,
 ) -> ApiResult<Json<LogPage<AuditEntry>>> {
-    page(&state, "audit_log", &q, |e: &AuditEntry| e.id).await
+    page(&state, "audit_log", &q, hidden_kinds(who.role), |e: &AuditEntry| e.id).await
 }
 
 /// Lists config events in commit order.
@@ -105,5 +128,6 @@ pub async fn list_config_events(
     State(state): State<AppState>,
     Params(q): Params<LogQuery>,
 ) -> ApiResult<Json<LogPage<ConfigEvent>>> {
-    page(&state, "config_events", &q, |e: &ConfigEvent| e.id).await
+    // Config events are only of gateway-facing kinds, which every role reads.
+    page(&state, "config_events", &q, &[], |e: &ConfigEvent| e.id).await
 }

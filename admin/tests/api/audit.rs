@@ -63,3 +63,38 @@ async fn event_ids_follow_commit_order_under_concurrency() {
         sqlx::query_as("SELECT max(id) FROM config_events").fetch_one(&admin.app.pool).await.expect("max");
     assert_eq!(seen.last().copied(), Some(max));
 }
+
+#[tokio::test]
+async fn only_owners_read_audit_rows_about_admin_users_logins_and_tokens() {
+    let admin = Admin::spawn().await;
+    let api = admin.create_api("orders").await;
+    assert_eq!(admin.post("/tokens", json!({"name": "ci"})).await.status, 201);
+    let viewer = admin.user_token("viewer@example.com", "viewer").await;
+    let editor = admin.user_token("editor@example.com", "editor").await;
+    let owner_id = admin.get("/me").await.id();
+    let private = ["admin_user", "session", "admin_token"];
+
+    let kinds = |token: Option<String>, query: String| {
+        let admin = &admin;
+        async move {
+            let r =
+                admin.send_as(token.as_deref(), reqwest::Method::GET, &format!("/audit-log{query}"), None, None).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let rows = r.body["data"].as_array().cloned().unwrap_or_default();
+            rows.iter().map(|row| row["entity_kind"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    // The owner sees every kind: the rows exist.
+    let all = kinds(None, "?limit=500".into()).await;
+    assert!(private.iter().all(|k| all.iter().any(|a| a == k)), "{all:?}");
+    for token in [viewer, editor] {
+        let seen = kinds(Some(token.clone()), "?limit=500".into()).await;
+        assert!(seen.contains(&"api".to_owned()), "the rest stays visible: {seen:?}");
+        assert!(!seen.iter().any(|k| private.contains(&k.as_str())), "{seen:?}");
+        for kind in private {
+            assert!(kinds(Some(token.clone()), format!("?entity_kind={kind}")).await.is_empty(), "{kind}");
+        }
+        assert!(kinds(Some(token.clone()), format!("?entity_id={owner_id}")).await.is_empty());
+        assert_eq!(kinds(Some(token.clone()), format!("?entity_id={api}")).await, ["api"]);
+    }
+}
