@@ -9,10 +9,14 @@ pub mod config;
 pub mod credentials;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
 mod metrics_endpoint;
+#[cfg(test)]
+mod module_graph;
 pub(crate) mod net;
 pub mod proxy;
 pub mod router;

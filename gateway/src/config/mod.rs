@@ -5,4 +5,5 @@ pub mod file;
 pub mod model;
 pub mod node;
 pub mod pg;
+pub mod rules;
 pub mod source;

@@ -14,68 +14,8 @@ use crate::auth::jwt::{JwtConfig, JwtValidator, KeyMaterial, KeySource, StaticKe
 use crate::auth::ssrf::UrlPolicy;
 use crate::config::model::ApiDef;
 
-/// Headers that cannot carry API keys: framing and hop-by-hop headers (which proxies
-/// consume or strip) and the identity headers gateways set for the upstream.
-const RESERVED_HEADERS: [&str; 15] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "x-consumer-id",
-    "x-consumer-username",
-    "x-consumer-custom-id",
-    "x-credential-id",
-    "x-plan",
-    "x-anonymous-consumer",
-];
-
-/// Whether `h` may carry API keys: an HTTP header name (RFC 9110 token, 1–128 characters)
-/// that is not reserved. The admin and the declarative file both apply it.
-pub fn valid_key_header(h: &str) -> bool {
-    let token = h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    (1..=128).contains(&h.len()) && token && !RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(h))
-}
-
-/// Whether `p` is a query parameter name that may carry API keys (1–128 of `A-Za-z0-9_.-`).
-pub fn valid_key_query_param(p: &str) -> bool {
-    (1..=128).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-/// A set of accepted authentication methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Methods(u8);
-
-impl Methods {
-    pub const KEY_AUTH: Methods = Methods(1);
-    pub const JWT: Methods = Methods(2);
-    pub const INTROSPECTION: Methods = Methods(4);
-    pub const ANONYMOUS: Methods = Methods(8);
-
-    /// Parses the schema's names (`key_auth`, `jwt`, `introspection`, `anonymous`); unknown
-    /// names are ignored (the schema forbids them). An empty list accepts anonymous calls.
-    pub fn parse(names: &[String]) -> Methods {
-        let bits = names.iter().fold(0, |acc, n| {
-            acc | match n.as_str() {
-                "key_auth" => Self::KEY_AUTH.0,
-                "jwt" => Self::JWT.0,
-                "introspection" => Self::INTROSPECTION.0,
-                "anonymous" => Self::ANONYMOUS.0,
-                _ => 0,
-            }
-        });
-        Methods(if bits == 0 { Self::ANONYMOUS.0 } else { bits })
-    }
-
-    /// Whether any method of `other` is accepted.
-    pub fn has(self, other: Methods) -> bool {
-        self.0 & other.0 != 0
-    }
-}
+pub use crate::config::rules::{valid_key_header, valid_key_query_param};
+pub use crate::router::Methods;
 
 /// The settings an [`ApiAuth`] was compiled from, to tell whether a change touches it.
 #[derive(Debug, Clone, PartialEq)]

@@ -45,6 +45,7 @@
 
 mod cowmap;
 pub(crate) mod fx;
+mod methods;
 mod normalize;
 mod pattern;
 mod route;
@@ -61,6 +62,7 @@ use uuid::Uuid;
 
 use crate::config::model::RouteDef;
 use cowmap::CowMap;
+pub use methods::Methods;
 pub use normalize::{PathError, normalize_path};
 use pattern::PathPattern;
 use route::CompiledRoute;
@@ -248,7 +250,7 @@ impl<'a> RouteMatch<'a> {
     }
 
     /// The route's own accepted credentials, when it overrides its API's.
-    pub fn auth_methods(&self) -> Option<crate::edge::Methods> {
+    pub fn auth_methods(&self) -> Option<Methods> {
         self.route.auth_methods
     }
 

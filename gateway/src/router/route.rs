@@ -9,10 +9,10 @@ use http::{HeaderMap, HeaderName, Method};
 use smallvec::SmallVec;
 use uuid::Uuid;
 
+use super::Methods;
 use super::RequestView;
 use super::pattern::{self, HostPattern, PathPattern, Rewrite};
 use crate::config::model::RouteDef;
-use crate::edge::Methods;
 
 /// A problem found in a route definition by [`super::Router::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,13 +17,13 @@ const MAX_COST: i32 = 1_000_000;
 /// each listed method needs.
 pub(super) fn check_api_auth(a: &FileApi) -> anyhow::Result<()> {
     anyhow::ensure!(
-        crate::edge::valid_key_header(&a.key_header),
+        crate::config::rules::valid_key_header(&a.key_header),
         "key_header {:?} is not an HTTP header name, or is reserved (framing, hop-by-hop and identity headers)",
         a.key_header
     );
     if let Some(p) = &a.key_query_param {
         anyhow::ensure!(
-            crate::edge::valid_key_query_param(p),
+            crate::config::rules::valid_key_query_param(p),
             "key_query_param {p:?} must be 1-128 of A-Z a-z 0-9 _ . -"
         );
     }
