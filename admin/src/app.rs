@@ -1,9 +1,12 @@
 //! The admin router: `/admin/v1/*` (REST API), `/admin/v1/openapi.json`, `/admin/docs`
-//! (API reference), `/healthz`. Cross-cutting layers: request id, tracing, body limit.
+//! (API reference), `/healthz`. Cross-cutting layers: request id, tracing, body limit,
+//! security headers.
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderName;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -69,14 +72,50 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/admin/v1", api.fallback(not_found))
-        .merge(SwaggerUi::new("/admin/docs").external_url_unchecked("/admin/v1/openapi.json", openapi::document(&doc)))
+        .merge(SwaggerUi::new(DOCS_PATH).external_url_unchecked("/admin/v1/openapi.json", openapi::document(&doc)))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .fallback(not_found)
+        .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Where the API reference (Swagger UI) is served.
+const DOCS_PATH: &str = "/admin/docs";
+
+/// Content-Security-Policy of every response but the API reference: a JSON document or a
+/// problem opened in a browser may load nothing, run nothing and be framed by nobody.
+const STRICT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// Content-Security-Policy of the API reference: its own scripts, styles and images, all
+/// served from here (Swagger UI sets inline styles, and its stylesheet inlines `data:`
+/// images), and requests to this origin only ("try it out", the OpenAPI document).
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Adds the headers that keep browsers from sniffing, framing, caching or leaking admin
+/// responses (tokens, secrets shown once, the admin directory). A header a handler set
+/// itself is left as it is.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let docs = req.uri().path().starts_with(DOCS_PATH);
+    let mut res = next.run(req).await;
+    let csp = if docs { DOCS_CSP } else { STRICT_CSP };
+    let headers = res.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, csp),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    res
 }
 
 async fn not_found() -> ApiError {

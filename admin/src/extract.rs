@@ -163,19 +163,45 @@ impl IfMatch {
         if raw.trim() == "*" || raw.trim().is_empty() {
             return Ok(IfMatch::Any);
         }
-        raw.split(',')
-            .map(|tag| {
-                let tag = tag.trim();
-                // A weak tag never matches under If-Match (RFC 9110 §13.1.1: strong comparison).
-                tag.strip_prefix('"')
-                    .and_then(|t| t.strip_suffix('"'))
-                    .filter(|t| (1..=18).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .ok_or_else(|| ApiError::bad_request("If-Match must hold entity tags such as \"3\""))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(IfMatch::Versions)
+        let malformed = || ApiError::bad_request("If-Match must hold entity tags such as \"3\"");
+        let mut versions = Vec::new();
+        let mut rest = raw.trim_start_matches([' ', '\t']);
+        while !rest.is_empty() {
+            let (tag, after) = entity_tag(rest).ok_or_else(malformed)?;
+            // Only a strong tag naming one of our versions can match: If-Match uses strong
+            // comparison (RFC 9110 §13.1.1), so a weak tag (`W/"3"`) or one we never issue
+            // (`"abc"`, `"+3"`) is well-formed but matches nothing, and the write fails with 412.
+            versions.extend(tag);
+            rest = after.trim_start_matches([' ', '\t']);
+            match rest.strip_prefix(',') {
+                Some(next) if !next.trim_start_matches([' ', '\t']).is_empty() => {
+                    rest = next.trim_start_matches([' ', '\t']);
+                }
+                // A comma must be followed by a tag; anything else after a tag is malformed.
+                _ if !rest.is_empty() => return Err(malformed()),
+                _ => {}
+            }
+        }
+        Ok(IfMatch::Versions(versions))
     }
+}
+
+/// Reads one entity tag (RFC 9110 §8.8.3: `[W/] "etagc*"`) from the start of `s`: the
+/// version it names if it is a strong tag of ours, and the text after it.
+fn entity_tag(s: &str) -> Option<(Option<i64>, &str)> {
+    let (weak, s) = match s.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let inner = s.strip_prefix('"')?;
+    let end = inner.find('"')?;
+    let (opaque, after) = (&inner[..end], &inner[end + 1..]);
+    // etagc: '!' and '#' to '~' (obs-text never gets here: the header is checked to be ASCII).
+    if !opaque.bytes().all(|b| b == b'!' || (b'#'..=b'~').contains(&b)) {
+        return None;
+    }
+    let ours = !weak && (1..=18).contains(&opaque.len()) && opaque.bytes().all(|b| b.is_ascii_digit());
+    Some((ours.then(|| opaque.parse::<i64>().ok()).flatten(), after))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
@@ -211,10 +237,46 @@ mod tests {
         assert_eq!(IfMatch::parse("*").ok(), Some(IfMatch::Any));
         assert_eq!(IfMatch::parse(" ").ok(), Some(IfMatch::Any));
         assert_eq!(IfMatch::parse("\"3\", \"4\"").ok(), Some(IfMatch::Versions(vec![3, 4])));
-        assert!(IfMatch::parse("W/\"3\"").is_err());
-        assert!(IfMatch::parse("3").is_err());
-        assert!(IfMatch::parse("\"+3\"").is_err());
-        assert!(IfMatch::parse("\"-3\"").is_err());
+        assert_eq!(IfMatch::parse("\"3\",\"4\" ").ok(), Some(IfMatch::Versions(vec![3, 4])));
+        // Well-formed tags that match no version of ours: weak ones (strong comparison),
+        // and opaque tags we never issue. They are preconditions that fail (412), not 400s.
+        for never in ["W/\"3\"", "\"+3\"", "\"-3\"", "\"abc\"", "\"\"", "\"a,b\"", "W/\"3\", \"x\""] {
+            assert_eq!(IfMatch::parse(never).ok(), Some(IfMatch::Versions(vec![])), "{never}");
+        }
+        assert_eq!(IfMatch::parse("W/\"3\", \"3\"").ok(), Some(IfMatch::Versions(vec![3])));
+        for bad in ["3", "\"3", "w/\"3\"", "\"3\" \"4\"", "\"3\",, x", "\"a b\""] {
+            assert!(IfMatch::parse(bad).is_err(), "{bad}");
+        }
+        assert!(IfMatch::parse("W/\"3\"").is_ok_and(|m| m.check(3).is_err()), "a weak tag never matches");
+    }
+
+    #[test]
+    fn if_match_pattern_states_the_rule() {
+        use utoipa::IntoParams;
+        let params = serde_json::to_value(crate::openapi::IfMatchHeader::into_params(|| None)).unwrap_or_default();
+        let pattern = params.pointer("/0/schema/pattern").and_then(Value::as_str).unwrap_or_default();
+        assert!(pattern.starts_with('^'), "the document states a pattern: {params}");
+        let samples = [
+            "*",
+            " * ",
+            "",
+            "\"3\"",
+            " \"3\" ,\t\"4\"",
+            "W/\"3\"",
+            "W/\"3\", \"x\"",
+            "\"a,b\"",
+            "\"\"",
+            "3",
+            "\"3",
+            "w/\"3\"",
+            "\"3\" \"4\"",
+            "\"3\",",
+            ",\"3\"",
+            "\"a b\"",
+            "\"é\"",
+            "*, \"3\"",
+        ];
+        crate::validate::tests::agree(pattern, |s| IfMatch::parse(s).is_ok(), &samples);
     }
 
     #[test]

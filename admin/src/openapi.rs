@@ -51,8 +51,12 @@ pub enum ApiErrors {
 #[into_params(names("If-Match"), parameter_in = Header)]
 #[allow(dead_code, reason = "documentation only: read by the IfMatch extractor")]
 pub struct IfMatchHeader(
-    /// `ETag`s from earlier reads (e.g. `"3"`, or `"3", "4"`), or `*`; a stale one fails with 412.
-    #[param(required = false, pattern = "^[ \t]*(?:\\*|\"[0-9]{1,18}\"(?:[ \t]*,[ \t]*\"[0-9]{1,18}\")*)?[ \t]*$")]
+    /// `ETag`s from earlier reads (e.g. `"3"`, or `"3", "4"`), or `*`; a stale one fails with 412,
+    /// and so does a weak tag (`W/"3"`), which never matches under If-Match's strong comparison.
+    #[param(
+        required = false,
+        pattern = "^[ \t]*(?:\\*|(?:W/)?\"[!#-~]*\"(?:[ \t]*,[ \t]*(?:W/)?\"[!#-~]*\")*)?[ \t]*$"
+    )]
     String,
 );
 

@@ -17,9 +17,7 @@ use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, Write, eq};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
-use crate::validate::{
-    Validate, Violations, array_schema, blank_or_control_class, is_blank_or_control, is_slug, string_schema,
-};
+use crate::validate::{Validate, Violations, array_schema, blank_or_control_class, is_blank_or_control, string_schema};
 
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
 /// At most this many hosts, and this many paths, per route.
@@ -59,7 +57,7 @@ macro_rules! path_segment {
             blank_or_control_class!(),
             r"]*|\.\.[^/{}*?#%",
             blank_or_control_class!(),
-            r"]+|\{[a-z0-9][a-z0-9._-]{0,62}\})"
+            r"]+|\{[a-z0-9_]{1,63}\})"
         )
     };
 }
@@ -176,11 +174,16 @@ pub fn valid_path(p: &str) -> bool {
     let segs: Vec<&str> = rest.split('/').collect();
     let last = segs.len() - 1;
     segs.iter().enumerate().all(|(i, s)| {
-        let template =
-            s.len() > 2 && s.starts_with('{') && s.ends_with('}') && is_slug(&s[1..s.len() - 1].replace('_', "-"));
+        let template = s.strip_prefix('{').and_then(|t| t.strip_suffix('}')).is_some_and(is_param_name);
         let literal = !s.is_empty() && *s != "." && *s != ".." && !s.contains(['{', '}', '*']);
         template || literal || (*s == "*" && i == last) || (s.is_empty() && i == last && i > 0)
     })
+}
+
+/// Whether `name` may name a `{name}` template segment: 1 to 63 of `a-z`, `0-9` and `_`,
+/// which the gateway's parser accepts too (it also allows upper case; the admin does not).
+fn is_param_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Whether `h` is a host pattern: a DNS name, optionally with a leading `*.`.
@@ -237,6 +240,9 @@ impl Validate for RouteInput {
             .check(self.rewrite_path.as_deref().is_none_or(valid_path), "rewrite_path", "must be a path template")
             .check((-1000..=1000).contains(&self.priority), "priority", "must be -1000 to 1000")
             .check((0..=MAX_COST).contains(&self.cost), "cost", "must be 0 to 1000000");
+        if v.is_empty() {
+            self.gateway_check(v);
+        }
         if let Some(methods) = &self.auth_methods {
             let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
             v.check(!methods.is_empty(), "auth_methods", "must list a method, or be null for the API's").check(
@@ -244,6 +250,45 @@ impl Validate for RouteInput {
                 "auth_methods",
                 "must not repeat a method",
             );
+        }
+    }
+}
+
+impl RouteInput {
+    /// Compiles the route with the gateway's own router, which would drop any pattern it
+    /// refuses (a repeated `{name}` in one path, a `rewrite_path` parameter that a path does
+    /// not capture, ...) with only a log line: refused here instead, so a saved route is
+    /// always the route the gateways serve. Runs after the admin's own checks, which report
+    /// the rest with the same pointers.
+    fn gateway_check(&self, v: &mut Violations) {
+        let def = tollgate_gateway::config::model::RouteDef {
+            id: Uuid::nil(),
+            api_id: Uuid::nil(),
+            name: self.name.clone(),
+            hosts: self.hosts.clone(),
+            paths: self.paths.clone(),
+            methods: self.methods.clone(),
+            headers: self.headers.clone(),
+            query: self.query.clone(),
+            strip_path: self.strip_path,
+            rewrite_path: self.rewrite_path.clone(),
+            priority: self.priority,
+            cost: self.cost,
+            auth_methods: self.auth_methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_owned()).collect()),
+        };
+        let (_, errors) = tollgate_gateway::router::Router::build([&def]);
+        for e in &errors {
+            let listed = match e.field {
+                "paths" => self.paths.iter().position(|p| *p == e.value),
+                "hosts" => self.hosts.iter().position(|h| *h == e.value),
+                _ => None,
+            };
+            // "no valid path left" and the like sum up errors already reported one by one.
+            if listed.is_none() && e.value.is_empty() && errors.len() > 1 {
+                continue;
+            }
+            let field = listed.map_or_else(|| e.field.to_owned(), |i| format!("{}/{i}", e.field));
+            v.check(false, &field, &format!("the gateways refuse {:?}: {}", e.value, e.reason));
         }
     }
 }
@@ -365,9 +410,10 @@ mod tests {
         for ok in ["/", "/orders", "/orders/*", "/users/{id}", "/users/{user_id}/posts", "/a/"] {
             assert!(valid_path(ok), "{ok}");
         }
-        for bad in
-            ["", "orders", "/a/../b", "/a/./b", "//a", "/a//b", "/a/*/b", "/%2e%2e", "/a b", "/{}", "/x{id}", "/a?b"]
-        {
+        for bad in [
+            "", "orders", "/a/../b", "/a/./b", "//a", "/a//b", "/a/*/b", "/%2e%2e", "/a b", "/{}", "/x{id}", "/a?b",
+            "/{a.b}", "/{m0-}",
+        ] {
             assert!(!valid_path(bad), "{bad}");
         }
     }
@@ -389,6 +435,10 @@ mod tests {
             "/a/.b/",
             "/{id}",
             "/{Id}",
+            "/{a.b}",
+            "/{m0-}",
+            "/{0}",
+            "/{a}/{b}",
             "/{_x}",
             "/{x_y}",
             "/a/{b}/*",
@@ -418,6 +468,32 @@ mod tests {
         crate::validate::tests::agree(PATH_PATTERN, |s| valid_path(s) || !in_length(s, MAX_PATH), &samples);
         crate::validate::tests::agree(HOST_PATTERN, valid_host, &samples);
         crate::validate::tests::agree(HEADER_NAME_PATTERN, valid_header_name, &samples);
+    }
+
+    fn route(paths: &[&str], rewrite: Option<&str>) -> RouteInput {
+        let mut body = serde_json::json!({"name": "r", "paths": paths});
+        if let Some(rewrite) = rewrite {
+            body["rewrite_path"] = rewrite.into();
+        }
+        crate::extract::parse_json(body.to_string().as_bytes()).unwrap_or_else(|_| panic!("{body}"))
+    }
+
+    fn pointers(input: &RouteInput) -> Vec<String> {
+        crate::validate::validate(input)
+            .err()
+            .map(|e| e.problem().errors)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect()
+    }
+
+    #[test]
+    fn what_the_gateway_refuses_is_refused_here() {
+        assert_eq!(pointers(&route(&["/a", "/{id}/{id}"], None)), ["/paths/1"]);
+        assert_eq!(pointers(&route(&["/u/{id}", "/v/{x}"], Some("/w/{id}"))), ["/paths/1"]);
+        assert_eq!(pointers(&route(&["/{a.b}"], None)), ["/paths"], "the admin's own check, reported once");
+        assert!(pointers(&route(&["/u/{id}/*", "/"], Some("/v2/"))).is_empty());
     }
 
     #[test]

@@ -89,6 +89,11 @@ impl Violations {
         self.check(is_email(value), field, "must be an e-mail address")
     }
 
+    /// Whether nothing has been found wrong so far.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Turns the violations into a 422, if any.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() { Ok(()) } else { Err(ApiError::validation(self.0)) }

@@ -6,6 +6,7 @@ mod auth;
 mod crud;
 mod edge_auth;
 mod gateway_config;
+mod hardening;
 mod helpers;
 mod keys;
 mod openapi;
