@@ -14,13 +14,14 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::headers::{self, Forwarding};
-use super::pool::{self, Http1Pool, PooledBody, Target};
+use super::pool::{self, Http1Pool, PooledBody, Stall, Target};
 
 /// Errors a proxied body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -102,9 +103,11 @@ impl UpstreamClient {
         if !https {
             return self.plain.send(target, out, body, deadline).await;
         }
-        tokio::time::timeout_at(deadline, Box::pin(self.send_tls(&target, out, body)))
+        let res = tokio::time::timeout_at(deadline, Box::pin(self.send_tls(&target, out, body)))
             .await
-            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|_| UpstreamError::Timeout)??;
+        // Each wait for a body frame gets what the exchange was allowed (the API's read timeout).
+        Ok(res.map(|b| PooledBody::Tls(b, Stall::new(read_timeout))))
     }
 
     async fn send_tls(
@@ -112,7 +115,7 @@ impl UpstreamClient {
         target: &Target,
         out: &Outgoing<'_>,
         body: ProxyBody,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Response<Incoming>, UpstreamError> {
         // hyper's client takes an owned request with an absolute URI.
         let mut headers = out.headers.clone();
         headers::strip_hop_by_hop(&mut headers, out.upgrade);
@@ -139,7 +142,7 @@ impl UpstreamClient {
         if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             headers::strip_hop_by_hop(res.headers_mut(), false);
         }
-        Ok(res.map(PooledBody::Tls))
+        Ok(res)
     }
 }
 

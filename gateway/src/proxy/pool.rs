@@ -204,7 +204,40 @@ impl h1::Checkin for Target {
 /// (which goes back to the pool when the body was read to its end), or hyper-util's for TLS.
 pub enum PooledBody {
     Plain(H1Body),
-    Tls(Incoming),
+    Tls(Incoming, Stall),
+}
+
+/// Bounds the wait for each frame of a TLS upstream's body (the plain codec bounds its own
+/// reads): an upstream that stops sending mid-body must not hold the client forever.
+pub struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stall {
+    pub fn new(limit: Duration) -> Self {
+        Self { limit, timer: None }
+    }
+
+    /// Polls `inner` for a frame, failing once none came for the limit.
+    fn poll<B>(&mut self, inner: Pin<&mut B>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        if let Poll::Ready(frame) = inner.poll_frame(cx) {
+            self.timer = None;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        std::task::ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(UpstreamError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the response body stalled",
+        ))
+        .into())))
+    }
 }
 
 impl PooledBody {
@@ -212,7 +245,7 @@ impl PooledBody {
     pub fn take_fields(&mut self) -> Option<h1::RawFields> {
         match self {
             Self::Plain(b) => b.take_fields(),
-            Self::Tls(_) => None,
+            Self::Tls(..) => None,
         }
     }
 
@@ -227,7 +260,7 @@ impl PooledBody {
     pub fn extensible_fields(&mut self) -> Option<&mut h1::RawFields> {
         match self {
             Self::Plain(b) => b.fields_mut().filter(|f| !f.collides),
-            Self::Tls(_) => None,
+            Self::Tls(..) => None,
         }
     }
 
@@ -244,7 +277,7 @@ impl PooledBody {
     pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
         match self {
             Self::Plain(b) => b.take_conn().map(Conn::into_upgraded),
-            Self::Tls(_) => None,
+            Self::Tls(..) => None,
         }
     }
 }
@@ -256,21 +289,21 @@ impl Body for PooledBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Plain(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
-            Self::Tls(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            Self::Tls(b, stall) => stall.poll(Pin::new(b), cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Plain(b) => b.is_end_stream(),
-            Self::Tls(b) => b.is_end_stream(),
+            Self::Tls(b, _) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Plain(b) => b.size_hint(),
-            Self::Tls(b) => b.size_hint(),
+            Self::Tls(b, _) => b.size_hint(),
         }
     }
 }
