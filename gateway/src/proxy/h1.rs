@@ -354,7 +354,7 @@ pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body
 }
 
 /// Parses a response head from the front of `buf` (consuming it) once it is complete.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'static str> {
+pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, &'static str> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
