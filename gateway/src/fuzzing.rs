@@ -7,8 +7,10 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{Method, Version};
 
+pub use crate::codec::pieces::{Outcome, decode_in_pieces};
 pub use crate::codec::{Decode, Field, Seen, Step, Transfer, chunk, parse_length};
 pub use crate::proxy::h1::Framing;
+pub use crate::router::oracle::percent_decode;
 
 /// Header fields parsed at most (the server's and the upstream codec's bound).
 const MAX_HEADERS: usize = 100;

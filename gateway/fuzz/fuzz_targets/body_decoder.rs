@@ -10,48 +10,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate_gateway::fuzzing::{Decode, Step};
+use tollgate_gateway::fuzzing::{Decode, Outcome, decode_in_pieces};
 
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    data: Vec<u8>,
-    end: Option<Decode>,
-    left: Vec<u8>,
-    complete_at_eof: bool,
-}
-
+/// The decoder fed in pieces ending at `ends`; the facade asserts the per-run invariants
+/// (no empty frame, failed stays failed, no more data out than bytes in).
 fn run(start: Decode, input: &[u8], ends: &[usize]) -> Outcome {
-    let mut state = start;
-    let mut buf = bytes::BytesMut::new();
-    let mut data = Vec::new();
-    let mut from = 0;
-    'feed: for end in ends.iter().copied().chain([input.len()]) {
-        buf.extend_from_slice(&input[from..end]);
-        from = end;
-        loop {
-            match state.step(&mut buf) {
-                Ok(Step::Data(d)) => {
-                    assert!(!d.is_empty(), "an empty data frame");
-                    data.extend_from_slice(&d);
-                }
-                Ok(Step::More) => break,
-                Ok(Step::Done) => break 'feed,
-                Err(_) => {
-                    assert_eq!(state, Decode::Failed);
-                    let mut more = bytes::BytesMut::from(&b"0\r\n\r\n"[..]);
-                    assert!(state.step(&mut more).is_err(), "a failed decoder must stay failed");
-                    let mut copy = state;
-                    assert!(!copy.at_eof(), "a failed decoder completes at end of stream");
-                    break 'feed;
-                }
-            }
-        }
+    let out = decode_in_pieces(start, input, ends);
+    if out.end.is_err() {
+        assert!(!out.complete_at_eof, "a failed decoder completes at end of stream");
     }
-    assert!(data.len() <= input.len(), "more data out than bytes in");
-    buf.extend_from_slice(&input[from..]);
-    let end = (state != Decode::Failed).then_some(state);
-    let complete_at_eof = state.at_eof();
-    Outcome { data, end, left: buf.to_vec(), complete_at_eof }
+    out
 }
 
 /// A chunked decoder as loose as `httparse` (any extension bytes, whitespace after the
@@ -107,10 +75,10 @@ fuzz_target!(|input: &[u8]| {
         Decode::Length(n) => {
             let took = body.len().min(n as usize);
             assert_eq!(whole.data, body[..took]);
-            assert_eq!(whole.end == Some(Decode::Done), took as u64 == n);
+            assert_eq!(whole.end == Ok(Decode::Done), took as u64 == n);
         }
         Decode::UntilClose => assert_eq!(whole.data, body),
-        _ if whole.end == Some(Decode::Done) => {
+        _ if whole.end == Ok(Decode::Done) => {
             let Some((data, len)) = reference_chunked(body) else {
                 panic!("a body httparse cannot read was decoded to the end");
             };

@@ -9,6 +9,8 @@ use bytes::{Bytes, BytesMut};
 use chunk::Line;
 
 pub mod chunk;
+#[doc(hidden)]
+pub mod pieces;
 
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;

@@ -1,5 +1,6 @@
 //! The codec's framing at its boundaries: whole, byte by byte, split everywhere.
 
+use super::pieces::{Outcome, decode_in_pieces};
 use super::*;
 
 fn decode_all(mut state: Decode, input: &[u8]) -> Result<(Vec<u8>, Decode, usize), &'static str> {
@@ -84,26 +85,9 @@ fn transfer_codings_are_classified() {
     assert_eq!(seen(&[]), None);
 }
 
-/// Feeds `input` in pieces cut at `cuts` (ascending offsets), stepping after each piece as
-/// a connection would; returns the data, and the final state or the error.
-fn decode_split(state: Decode, input: &[u8], cuts: &[usize]) -> (Vec<u8>, Result<Decode, &'static str>, usize) {
-    let mut state = state;
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut from = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        buf.extend_from_slice(&input[from..cut]);
-        from = cut;
-        loop {
-            match state.step(&mut buf) {
-                Ok(Step::Data(d)) => out.extend_from_slice(&d),
-                Ok(Step::More) => break,
-                Ok(Step::Done) => return (out, Ok(state), buf.len() + input.len() - from),
-                Err(e) => return (out, Err(e), 0),
-            }
-        }
-    }
-    (out, Ok(state), buf.len())
+/// Feeds `input` in pieces cut at `cuts` (ascending offsets), as a connection would.
+fn decode_split(state: Decode, input: &[u8], cuts: &[usize]) -> Outcome {
+    decode_in_pieces(state, input, cuts)
 }
 
 /// Every framing case: the input, and the body it decodes to (or `None`: refused).
@@ -129,9 +113,9 @@ fn every_framing_case_decodes_the_same_whole_byte_by_byte_and_split_anywhere() {
     for (input, body) in CASES {
         let name = String::from_utf8_lossy(input);
         let whole = decode_split(Decode::CHUNKED, input, &[]);
-        let expect = |r: &(Vec<u8>, Result<Decode, &'static str>, usize)| match body {
-            Some(b) => r.1 == Ok(Decode::Done) && r.0 == *b,
-            None => r.1.is_err(),
+        let expect = |r: &Outcome| match body {
+            Some(b) => r.end == Ok(Decode::Done) && r.data == *b,
+            None => r.end.is_err(),
         };
         assert!(expect(&whole), "{name}: {whole:?}");
         let bytewise: Vec<usize> = (1..input.len()).collect();
@@ -175,16 +159,16 @@ fn trailers_are_bounded_exactly_at_the_limit() {
         b
     };
     let at_limit = body(&[line(MAX_TRAILERS - 2)]);
-    assert_eq!(decode_split(Decode::CHUNKED, &at_limit, &[]).1, Ok(Decode::Done));
+    assert_eq!(decode_split(Decode::CHUNKED, &at_limit, &[]).end, Ok(Decode::Done));
     let over = body(&[line(MAX_TRAILERS - 1)]);
-    assert!(decode_split(Decode::CHUNKED, &over, &[]).1.is_err());
+    assert!(decode_split(Decode::CHUNKED, &over, &[]).end.is_err());
     // Two lines summing to the limit pass; one byte more fails on the second.
     let half = MAX_TRAILERS / 2;
-    assert_eq!(decode_split(Decode::CHUNKED, &body(&[line(half - 2), line(half - 2)]), &[]).1, Ok(Decode::Done));
-    assert!(decode_split(Decode::CHUNKED, &body(&[line(half - 2), line(half - 1)]), &[]).1.is_err());
+    assert_eq!(decode_split(Decode::CHUNKED, &body(&[line(half - 2), line(half - 2)]), &[]).end, Ok(Decode::Done));
+    assert!(decode_split(Decode::CHUNKED, &body(&[line(half - 2), line(half - 1)]), &[]).end.is_err());
     let many: Vec<Vec<u8>> = (0..=MAX_TRAILER_FIELDS).map(|_| line(4)).collect();
-    assert!(decode_split(Decode::CHUNKED, &body(&many), &[]).1.is_err(), "too many fields");
-    assert_eq!(decode_split(Decode::CHUNKED, &body(&many[1..]), &[]).1, Ok(Decode::Done));
+    assert!(decode_split(Decode::CHUNKED, &body(&many), &[]).end.is_err(), "too many fields");
+    assert_eq!(decode_split(Decode::CHUNKED, &body(&many[1..]), &[]).end, Ok(Decode::Done));
 }
 
 #[test]

@@ -47,6 +47,8 @@ mod cowmap;
 pub(crate) mod fx;
 mod methods;
 mod normalize;
+#[doc(hidden)]
+pub mod oracle;
 mod pattern;
 mod route;
 mod tiers;
