@@ -37,7 +37,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk, put_chunk_size};
 use crate::error::GatewayError;
-use crate::net::Prefixed;
+use crate::net::{Prefixed, Stall};
 use crate::proxy::client::BoxError;
 use crate::proxy::h1::RawFields;
 use crate::proxy::{ConnInfo, GwBody, Pipeline};
@@ -160,25 +160,28 @@ impl ReadSide {
     }
 }
 
+/// Throws away what is buffered of an unread request body: `Some(true)` when its end was
+/// there, `Some(false)` when more must be read, `None` when it is malformed or (with what
+/// was `thrown` before) longer than [`DISCARD_MAX`].
+fn skip_buffered(side: &mut ReadSide, thrown: &mut u64) -> Option<bool> {
+    loop {
+        match side.state.step(&mut side.buf).ok()? {
+            Step::Data(data) => {
+                *thrown += data.len() as u64;
+                if *thrown > DISCARD_MAX {
+                    return None;
+                }
+            }
+            Step::Done => return Some(true),
+            Step::More => return Some(false),
+        }
+    }
+}
+
 /// Throws away the rest of an unread request body when all of it is already buffered (a
 /// short chunked body sent with its head, say): `true` when it ended there.
 fn discard_buffered(side: &mut ReadSide) -> bool {
-    if !side.continued {
-        return false;
-    }
-    let mut thrown = 0u64;
-    loop {
-        match side.state.step(&mut side.buf) {
-            Ok(Step::Data(data)) => {
-                thrown += data.len() as u64;
-                if thrown > DISCARD_MAX {
-                    return false;
-                }
-            }
-            Ok(Step::Done) => return true,
-            Ok(Step::More) | Err(_) => return false,
-        }
-    }
+    side.continued && skip_buffered(side, &mut 0) == Some(true)
 }
 
 /// Reads the rest of a request body nobody read and throws it away; the buffer after it
@@ -186,23 +189,13 @@ fn discard_buffered(side: &mut ReadSide) -> bool {
 /// early, or turns out longer than [`DISCARD_MAX`] (chunked bodies declare no length).
 async fn discard(io: &TcpStream, mut side: ReadSide) -> Option<BytesMut> {
     let mut thrown = 0u64;
-    loop {
-        match side.state.step(&mut side.buf).ok()? {
-            Step::Data(data) => {
-                thrown += data.len() as u64;
-                if thrown > DISCARD_MAX {
-                    return None;
-                }
-            }
-            Step::Done => return Some(side.buf),
-            Step::More => {
-                let read = std::future::poll_fn(|cx| crate::net::poll_fill(io, cx, &mut side.buf, READ_CHUNK)).await;
-                if read.ok()? == 0 {
-                    return None;
-                }
-            }
+    while !skip_buffered(&mut side, &mut thrown)? {
+        let read = std::future::poll_fn(|cx| crate::net::poll_fill(io, cx, &mut side.buf, READ_CHUNK)).await;
+        if read.ok()? == 0 {
+            return None;
         }
     }
+    Some(side.buf)
 }
 
 type Home = Arc<Mutex<Option<ReadSide>>>;
@@ -215,9 +208,8 @@ pub struct RequestBody {
     /// Bytes of `100 Continue` still to write before the body is read.
     continue_left: usize,
     home: Home,
-    /// How long a read may wait for a byte, and its timer (armed while waiting).
-    read_timeout: Duration,
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// How long a read may wait for a byte.
+    stall: Stall,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -249,16 +241,14 @@ impl Body for RequestBody {
                 Step::Done => return Poll::Ready(None),
                 Step::More => match crate::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK) {
                     Poll::Ready(read) => {
-                        this.stall = None;
+                        this.stall.progressed();
                         if read? == 0 {
                             this.state.at_eof();
                             return Poll::Ready(Some(Err(BodyError::Closed)));
                         }
                     }
                     Poll::Pending => {
-                        let limit = this.read_timeout;
-                        let stall = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                        ready!(stall.as_mut().poll(cx));
+                        ready!(this.stall.poll_expired(cx));
                         this.state = Decode::Failed;
                         return Poll::Ready(Some(Err(BodyError::TimedOut)));
                     }
@@ -331,6 +321,7 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     buf.extend_from_slice(read);
     let mut out = Vec::with_capacity(1024);
+    let writer = Writer { io: &io, timeout: srv.send_timeout };
     let mut names = Vec::new();
     let mut timer = Box::pin(tokio::time::sleep_until(head_deadline));
     // The first head's timer runs from accept (the listener's wait for the first bytes
@@ -348,16 +339,7 @@ pub async fn serve(
                 Ok(Some(p)) => break Some(p),
                 Ok(None) => {}
                 Err(refusal) => {
-                    let res = refusal.to_response(None).map(http_body_util::Either::Right);
-                    let _ = write_response(
-                        Writer { io: &io, timeout: srv.send_timeout },
-                        &mut out,
-                        res,
-                        Version::HTTP_11,
-                        false,
-                        false,
-                    )
-                    .await;
+                    write_refusal(writer, &mut out, refusal, Version::HTTP_11).await;
                     break None;
                 }
             }
@@ -371,10 +353,7 @@ pub async fn serve(
             && let Err(refusal) = Box::pin(prefetch(body)).await
         {
             if let Some(refusal) = refusal {
-                let res = refusal.to_response(None).map(http_body_util::Either::Right);
-                let _ =
-                    write_response(Writer { io: &io, timeout: srv.send_timeout }, &mut out, res, version, false, false)
-                        .await;
+                write_refusal(writer, &mut out, refusal, version).await;
             }
             break;
         }
@@ -399,16 +378,7 @@ pub async fn serve(
         }
         keep_alive &= !srv.drain.started();
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-        match write_response(
-            Writer { io: &io, timeout: srv.send_timeout },
-            &mut out,
-            res,
-            version,
-            head_only,
-            keep_alive || switching,
-        )
-        .await
-        {
+        match write_response(writer, &mut out, res, version, head_only, keep_alive || switching).await {
             Ok(intact) => keep_alive &= intact,
             Err(_) => return,
         }
@@ -444,13 +414,19 @@ async fn prefetch(body: &mut RequestBody) -> Result<(), Option<GatewayError>> {
     let wanted = usize::try_from(n).unwrap_or(usize::MAX);
     while body.buf.len() < wanted {
         let read = std::future::poll_fn(|cx| crate::net::poll_fill(&body.io, cx, &mut body.buf, READ_CHUNK));
-        match tokio::time::timeout(body.read_timeout, read).await {
+        match tokio::time::timeout(body.stall.limit(), read).await {
             Ok(Ok(1..)) => {}
             Ok(_) => return Err(None),
             Err(_) => return Err(Some(GatewayError::RequestTimeout)),
         }
     }
     Ok(())
+}
+
+/// Answers a request refused before the pipeline saw it; the connection closes after it.
+async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, refusal: GatewayError, version: Version) {
+    let res = refusal.to_response(None).map(http_body_util::Either::Right);
+    let _ = write_response(writer, out, res, version, false, false).await;
 }
 
 /// Closes the write side and waits briefly for the client to close, so a response is not
@@ -573,8 +549,8 @@ fn parse_request(
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| bad("a request header value is invalid"))?;
         let field = Field::of(name.as_str().as_bytes());
-        let gap = head.get(name_at + name_len + 1..value_at).unwrap_or_default();
-        if field.is_framing() && gap.iter().any(|b| *b != b' ') {
+        let gap = || head.get(name_at + name_len + 1..value_at).unwrap_or_default();
+        if field.is_framing() && gap().iter().any(|b| *b != b' ') {
             // `Transfer-Encoding:\tchunked`: nginx reads the tab as part of the value.
             return Err(bad("a framing header has a tab before its value"));
         }
@@ -597,8 +573,7 @@ fn parse_request(
             state,
             continue_left,
             home: home.clone(),
-            read_timeout: srv.body_read_timeout,
-            stall: None,
+            stall: Stall::new(srv.body_read_timeout),
         };
         (ClientBody::H1(body), Some(home))
     };

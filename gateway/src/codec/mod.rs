@@ -133,11 +133,9 @@ impl Seen {
                 let before = self.transfer;
                 let mut codings = tokens();
                 let last = codings.next_back();
-                let mut rest = codings.peekable();
-                let only = rest.peek().is_none() && before.is_none();
-                let empty = rest.any(<[u8]>::is_empty);
+                let only = codings.next().is_none() && before.is_none();
                 self.transfer = Some(match last {
-                    _ if empty => Transfer::Other,
+                    _ if tokens().any(<[u8]>::is_empty) => Transfer::Other,
                     Some(t) if t.eq_ignore_ascii_case(b"chunked") && only => Transfer::Chunked,
                     Some(t) if t.eq_ignore_ascii_case(b"chunked") => Transfer::ChunkedLast,
                     _ => Transfer::Other,

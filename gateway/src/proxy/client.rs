@@ -97,13 +97,12 @@ impl UpstreamClient {
         body: ProxyBody,
         read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + read_timeout;
         let target = self.plain.target(authority)?;
         // (TLS boxed: hyper's client future would enlarge every plain request's too.)
         if !https {
-            return self.plain.send(target, out, body, deadline).await;
+            return self.plain.send(target, out, body, read_timeout).await;
         }
-        let res = tokio::time::timeout_at(deadline, Box::pin(self.send_tls(&target, out, body)))
+        let res = tokio::time::timeout(read_timeout, Box::pin(self.send_tls(&target, out, body)))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
         // Each wait for a body frame gets what the exchange was allowed (the API's read timeout).

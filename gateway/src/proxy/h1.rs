@@ -52,7 +52,7 @@ pub struct Conn {
     /// update) instead of inserting and removing a timer-wheel entry per request.
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// How long the response body may go without a byte arriving: the exchange's own bound.
-    stall_limit: std::time::Duration,
+    stall_limit: Duration,
 }
 
 /// How the request body is framed on the wire.
@@ -140,9 +140,10 @@ impl Conn {
         body: ProxyBody,
         method: &Method,
         deadline: tokio::time::Instant,
+        stall_limit: Duration,
     ) -> Result<Head, Failure> {
         self.deadline.as_mut().reset(deadline);
-        self.stall_limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.stall_limit = stall_limit;
         let (wire, timer) = self.split();
         let work = wire.exchange(head, body, method);
         let mut work = std::pin::pin!(work);
@@ -740,7 +741,8 @@ mod tests {
         };
         encode_head(&mut head, &out, &host, &body);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let parsed = conn.exchange(&head, body, &method, deadline).await.map_err(|f| f.error)?;
+        let parsed =
+            conn.exchange(&head, body, &method, deadline, Duration::from_secs(5)).await.map_err(|f| f.error)?;
         let home = Arc::new(Home::default());
         let collected = H1Body::new(conn, parsed.clone(), home.clone()).collect().await.map(|c| c.to_bytes());
         Ok((parsed, collected, home.returned()))
@@ -912,12 +914,12 @@ mod tests {
         let mut conn = Conn::new(TcpStream::connect(addr).await?);
         let head = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
         let short = Duration::from_millis(50);
-        let first = conn.exchange(head, empty(), &Method::GET, tokio::time::Instant::now() + short).await;
+        let first = conn.exchange(head, empty(), &Method::GET, tokio::time::Instant::now() + short, short).await;
         assert!(first.is_ok_and(|h| h.status == StatusCode::OK));
         // Past the first deadline: the timer fired while idle; the next exchange gets its own.
         tokio::time::sleep(short * 2).await;
         let started = std::time::Instant::now();
-        let second = conn.exchange(head, empty(), &Method::GET, tokio::time::Instant::now() + short).await;
+        let second = conn.exchange(head, empty(), &Method::GET, tokio::time::Instant::now() + short, short).await;
         assert!(matches!(second, Err(Failure { error: UpstreamError::Timeout, replayable: false })));
         assert!(started.elapsed() >= short, "timed out early: {:?}", started.elapsed());
         Ok(())

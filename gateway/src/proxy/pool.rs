@@ -24,6 +24,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use super::h1::{self, Conn, H1Body};
+pub use crate::net::Stall;
 use crate::router::fx::FxBuildHasher;
 
 /// How long an idle upstream connection is kept for reuse.
@@ -76,14 +77,16 @@ impl Http1Pool {
         Ok(target)
     }
 
-    /// Sends the request to `target`, with `Host` its authority.
+    /// Sends the request to `target`, with `Host` its authority; the response head must come
+    /// within `read_timeout`, and its body may stall no longer than that.
     pub async fn send(
         self: &Arc<Self>,
         target: Arc<Target>,
         out: &Outgoing<'_>,
         body: ProxyBody,
-        deadline: tokio::time::Instant,
+        read_timeout: Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + read_timeout;
         let mut head = Vec::new();
         h1::encode_head(&mut head, out, &target.host, &body);
         let replayable = body.is_end_stream();
@@ -96,7 +99,7 @@ impl Http1Pool {
                 None => (Box::pin(self.connect(&target.authority)).await?, false),
             };
             let attempt = body.take().unwrap_or_else(empty_body);
-            match conn.exchange(&head, attempt, out.method, deadline).await {
+            match conn.exchange(&head, attempt, out.method, deadline, read_timeout).await {
                 Ok(head) => {
                     self.start_sweeper();
                     return Ok(response(head, conn, target));
@@ -207,37 +210,21 @@ pub enum PooledBody {
     Tls(Incoming, Stall),
 }
 
-/// Bounds the wait for each frame of a TLS upstream's body (the plain codec bounds its own
-/// reads): an upstream that stops sending mid-body must not hold the client forever.
-pub struct Stall {
-    limit: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Stall {
-    pub fn new(limit: Duration) -> Self {
-        Self { limit, timer: None }
+/// Polls a TLS upstream's body for a frame, failing once none came for the stall limit
+/// (the plain codec bounds its own reads): an upstream that stops sending mid-body must not
+/// hold the client forever.
+fn poll_tls(
+    body: &mut Incoming,
+    stall: &mut Stall,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
+        stall.progressed();
+        return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
     }
-
-    /// Polls `inner` for a frame, failing once none came for the limit.
-    fn poll<B>(&mut self, inner: Pin<&mut B>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        if let Poll::Ready(frame) = inner.poll_frame(cx) {
-            self.timer = None;
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        let limit = self.limit;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        std::task::ready!(timer.as_mut().poll(cx));
-        Poll::Ready(Some(Err(UpstreamError::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the response body stalled",
-        ))
-        .into())))
-    }
+    std::task::ready!(stall.poll_expired(cx));
+    let stalled = std::io::Error::new(std::io::ErrorKind::TimedOut, "the response body stalled");
+    Poll::Ready(Some(Err(UpstreamError::Io(stalled).into())))
 }
 
 impl PooledBody {
@@ -289,7 +276,7 @@ impl Body for PooledBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Plain(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
-            Self::Tls(b, stall) => stall.poll(Pin::new(b), cx),
+            Self::Tls(b, stall) => poll_tls(b, stall, cx),
         }
     }
 
@@ -385,7 +372,7 @@ mod tests {
             forwarding: &forwarding,
             upgrade: false,
         };
-        pool.send(target.clone(), &out, body, tokio::time::Instant::now() + Duration::from_secs(5)).await
+        pool.send(target.clone(), &out, body, Duration::from_secs(5)).await
     }
 
     async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
