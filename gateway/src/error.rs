@@ -54,6 +54,18 @@ pub enum GatewayError {
     Internal(String),
 }
 
+impl From<crate::wire::Reject> for GatewayError {
+    fn from(why: crate::wire::Reject) -> Self {
+        use crate::wire::Reject;
+        match why {
+            Reject::BadRequest(reason) => Self::BadRequest(reason),
+            Reject::HeadersTooLarge => Self::HeadersTooLarge,
+            Reject::MethodNotAllowed => Self::MethodNotAllowed,
+            Reject::RequestTimeout => Self::RequestTimeout,
+        }
+    }
+}
+
 /// Which credentials a 401 asks for (`WWW-Authenticate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Challenge {

@@ -7,10 +7,10 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{Method, Version};
 
-pub use crate::codec::pieces::{Outcome, decode_in_pieces};
-pub use crate::codec::{Decode, Field, Seen, Step, Transfer, chunk, parse_length};
-pub use crate::proxy::h1::Framing;
 pub use crate::router::oracle::percent_decode;
+pub use crate::wire::codec::pieces::{Outcome, decode_in_pieces};
+pub use crate::wire::codec::{Decode, Field, Seen, Step, Transfer, chunk, parse_length};
+pub use crate::wire::h1::Framing;
 
 /// Header fields parsed at most (the server's and the upstream codec's bound).
 const MAX_HEADERS: usize = 100;
@@ -62,7 +62,7 @@ pub struct ResponseHead {
 pub fn response_head(bytes: &[u8], head_request: bool) -> Result<Option<ResponseHead>, &'static str> {
     let mut buf = BytesMut::from(bytes);
     let method = if head_request { Method::HEAD } else { Method::GET };
-    let Some(head) = crate::proxy::h1::parse_head(&mut buf, &method)? else {
+    let Some(head) = crate::wire::h1::parse_head(&mut buf, &method)? else {
         return Ok(None);
     };
     Ok(Some(ResponseHead {

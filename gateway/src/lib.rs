@@ -4,25 +4,24 @@
 //! requests through the phases of [`proxy::forward`].
 
 pub mod auth;
-mod codec;
 pub mod config;
 pub mod credentials;
 pub mod edge;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod fx;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
 mod metrics_endpoint;
 #[cfg(test)]
 mod module_graph;
-pub(crate) mod net;
 pub mod proxy;
 pub mod router;
-pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod wire;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -34,8 +33,8 @@ use tokio::net::TcpListener;
 
 use crate::config::node::NodeInfo;
 use crate::config::source::{PgSource, Sink};
-pub use crate::listener::{HEALTH_PATH, ListenerOptions};
-pub use crate::proxy::Limits;
+pub use crate::listener::ListenerOptions;
+pub use crate::proxy::{HEALTH_PATH, Limits};
 use crate::snapshot::ConfigStore;
 
 /// How often idle rate-limit keys are dropped from memory.

@@ -1,4 +1,4 @@
-//! The client-facing listener: HTTP/1.1 by the gateway's own server ([`crate::server`]) and
+//! The client-facing listener: HTTP/1.1 by the gateway's own server ([`crate::wire::server`]) and
 //! HTTP/2 by prior knowledge (h2c) by hyper, told apart by the connection's first bytes, with
 //! work bounded at accept time — a connection cap (excess connections get a 503 problem and
 //! are closed), a header-read timeout against slowloris (also bounding protocol detection),
@@ -21,9 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::error::GatewayError;
-use crate::net::Prefixed;
-use crate::proxy::{ConnInfo, Pipeline};
-use crate::server::{ClientBody, Drain, Http1};
+use crate::proxy::Pipeline;
+use crate::wire::net::Prefixed;
+use crate::wire::server::{Drain, Http1};
+use crate::wire::{ClientBody, ConnInfo};
 
 /// Listener limits.
 #[derive(Debug, Clone)]
@@ -63,9 +64,6 @@ impl Default for ListenerOptions {
     }
 }
 
-/// Path of the gateway's own liveness endpoint; answered before any routing.
-pub const HEALTH_PATH: &str = "/__tollgate/health";
-
 /// The whole HTTP/1.1 answer to a connection over the cap, written before hyper is involved:
 /// the same problem document the pipeline renders for [`GatewayError::Overloaded`].
 fn overloaded_response() -> &'static [u8] {
@@ -90,7 +88,7 @@ pub async fn serve(
 ) {
     let builder = builder(&opts);
     let h1 = Arc::new(Http1 {
-        pipeline,
+        handler: pipeline,
         header_read_timeout: opts.header_read_timeout,
         keepalive_timeout: opts.keepalive_timeout,
         body_read_timeout: opts.body_read_timeout,
@@ -144,7 +142,7 @@ fn builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    h1: Arc<Http1>,
+    h1: Arc<Http1<Pipeline>>,
     conn: ConnInfo,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -161,10 +159,10 @@ fn serve_connection(
         };
         if &preface[..filled] != H2_PREFACE {
             // Boxed: the connection's future is moved a few times on its way into the task.
-            Box::pin(crate::server::serve(stream, &preface[..filled], conn, h1, head_deadline)).await;
+            Box::pin(crate::wire::server::serve(stream, &preface[..filled], conn, h1, head_deadline)).await;
             return drop(slot);
         }
-        let pipeline = h1.pipeline.clone();
+        let pipeline = h1.handler.clone();
         let activity = Arc::new(Activity::new());
         let seen = activity.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
@@ -257,19 +255,6 @@ impl Drop for Busy {
         self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-pub(crate) fn health(pipeline: &Pipeline) -> hyper::Response<crate::proxy::GwBody> {
-    let (status, body) = if pipeline.store.is_loaded() {
-        (http::StatusCode::OK, format!("{{\"status\":\"ok\",\"config_event_id\":{}}}", pipeline.store.load().event_id))
-    } else {
-        (http::StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned())
-    };
-    let mut res =
-        hyper::Response::new(http_body_util::Either::Right(http_body_util::Full::new(bytes::Bytes::from(body))));
-    *res.status_mut() = status;
-    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    res
 }
 
 /// The HTTP/2 client preface: its first bytes tell HTTP/2 (prior knowledge) from HTTP/1.

@@ -7,9 +7,6 @@
 //! key's SHA-256 in the sharded key index, then the consumer, subscription and plan tables.
 
 pub mod client_ip;
-mod identity;
-mod settings;
-mod sharded;
 
 #[cfg(test)]
 mod tests;
@@ -22,14 +19,14 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use self::identity::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt};
-pub use self::settings::{
+pub use crate::auth::settings::{
     ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods, valid_key_header, valid_key_query_param,
 };
-pub use self::sharded::Sharded;
 use crate::config::model::KeyHash;
 use crate::error::{Challenge, GatewayError, Refusal};
 use crate::limits::{Decision, Denial, LimitKey, Limiter};
+pub use crate::snapshot::identities::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt};
+pub use crate::snapshot::sharded::Sharded;
 use crate::snapshot::{ApiRuntime, Snapshot};
 
 /// Node-wide settings of the edge phases.
@@ -93,7 +90,7 @@ impl Identity {
                 if let Some(custom) = &consumer.custom_id_header {
                     field(&X_CONSUMER_CUSTOM_ID, custom.as_bytes());
                 }
-                field(&X_CREDENTIAL_ID, &crate::proxy::headers::uuid_text(credential));
+                field(&X_CREDENTIAL_ID, &crate::wire::headers::uuid_text(credential));
             }
             Caller::Anonymous => field(&X_ANONYMOUS_CONSUMER, b"true"),
         }
@@ -129,6 +126,20 @@ impl Identity {
                 headers.insert(name.clone(), v);
             }
         });
+    }
+}
+
+impl crate::wire::ExtraFields for Identity {
+    fn each(&self, field: &mut dyn FnMut(&HeaderName, &[u8])) {
+        self.fields(|name, value| field(name, value));
+    }
+
+    fn write_lines(&self, out: &mut Vec<u8>) {
+        self.fields(|name, value| crate::wire::codec::put(out, &[name.as_str().as_bytes(), b": ", value, b"\r\n"]));
+    }
+
+    fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
+        Identity::get(self, name)
     }
 }
 

@@ -33,6 +33,22 @@ fn challenges_follow_the_methods() {
     assert_eq!(challenge(Methods::parse(&["key_auth".to_owned(), "introspection".to_owned()])), Challenge::Both);
 }
 
+#[test]
+fn identity_fields_read_the_same_as_lines_maps_and_lookups() {
+    use crate::wire::ExtraFields;
+    let anonymous = Identity::anonymous();
+    let mut lines = Vec::new();
+    ExtraFields::write_lines(&anonymous, &mut lines);
+    assert_eq!(lines, b"x-anonymous-consumer: true\r\n");
+    let mut map = HeaderMap::new();
+    map.insert(&X_ANONYMOUS_CONSUMER, HeaderValue::from_static("forged"));
+    ExtraFields::write_headers(&anonymous, &mut map);
+    assert_eq!(map.get(&X_ANONYMOUS_CONSUMER), Some(&HeaderValue::from_static("true")));
+    assert_eq!(ExtraFields::get(&anonymous, &X_ANONYMOUS_CONSUMER), Some(HeaderValue::from_static("true")));
+    assert_eq!(ExtraFields::get(&anonymous, &X_CONSUMER_ID), None);
+    assert_eq!(ExtraFields::get(&anonymous, &header::HOST), None);
+}
+
 mod admission {
     use std::collections::BTreeMap;
 

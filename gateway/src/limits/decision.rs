@@ -173,7 +173,7 @@ impl Decision {
             let mut text = itoa::Buffer::new();
             let text = text.format(value).as_bytes();
             for name in names {
-                crate::codec::put(out, &[name.as_str().as_bytes(), b": ", text, b"\r\n"]);
+                crate::wire::codec::put(out, &[name.as_str().as_bytes(), b": ", text, b"\r\n"]);
             }
         });
     }
@@ -190,4 +190,24 @@ fn number(n: u64) -> HeaderValue {
 /// Whole seconds, rounded up: a client waiting that long is never early.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl crate::wire::ExtraFields for Decision {
+    fn each(&self, field: &mut dyn FnMut(&HeaderName, &[u8])) {
+        self.fields(|names, value| {
+            let mut text = itoa::Buffer::new();
+            let text = text.format(value).as_bytes();
+            for name in names {
+                field(name, text);
+            }
+        });
+    }
+
+    fn write_lines(&self, out: &mut Vec<u8>) {
+        Decision::write_lines(self, out);
+    }
+
+    fn write_headers(&self, headers: &mut HeaderMap) {
+        Decision::write_headers(self, headers);
+    }
 }

@@ -4,7 +4,6 @@
 //! and retries → response headers. The inner [`Pipeline::forward`] returns a typed
 //! [`GatewayError`]; [`Pipeline::handle`] logs it and renders problem+json once.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,18 +13,17 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
 
-use super::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError, empty_body};
-use super::headers::{self, Forwarding};
-use super::upgrade;
 use crate::edge::{self, EdgeOptions};
 use crate::error::GatewayError;
 use crate::router::{RequestView, normalize_path};
-use crate::server::ClientBody;
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
+use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError, empty_body};
+use crate::wire::headers::{self, Forwarding};
+use crate::wire::{ClientBody, ConnInfo, GwBody, Handler, Reject, upgrade};
 
-/// Response body: the upstream's, streamed, or one the gateway made.
-pub type GwBody = Either<UpstreamBody, Full<Bytes>>;
+/// Path of the gateway's own liveness endpoint; answered before any routing.
+pub const HEALTH_PATH: &str = "/__tollgate/health";
 
 /// Request limits enforced before anything is forwarded.
 #[derive(Debug, Clone)]
@@ -40,13 +38,6 @@ impl Default for Limits {
     fn default() -> Self {
         Self { max_body_bytes: 10 * 1024 * 1024, max_header_bytes: 32 * 1024 }
     }
-}
-
-/// The client side of a connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub https: bool,
 }
 
 /// Everything a request needs from the node: the config, the limits, the edge settings.
@@ -67,8 +58,8 @@ struct Ctx {
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
     pub async fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> Response<GwBody> {
-        if req.uri().path() == crate::listener::HEALTH_PATH {
-            return crate::listener::health(self);
+        if req.uri().path() == HEALTH_PATH {
+            return self.health();
         }
         let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers());
@@ -79,6 +70,20 @@ impl Pipeline {
         };
         let metrics = api.as_ref().map_or(&self.store.metrics.unrouted, |a: &Arc<ApiRuntime>| &a.metrics);
         metrics.record(res.status().as_u16(), started.elapsed());
+        res
+    }
+
+    /// The node's liveness answer: 200 with the applied configuration event once one is
+    /// loaded, else 503.
+    fn health(&self) -> Response<GwBody> {
+        let (status, body) = if self.store.is_loaded() {
+            (StatusCode::OK, format!("{{\"status\":\"ok\",\"config_event_id\":{}}}", self.store.load().event_id))
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned())
+        };
+        let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *res.status_mut() = status;
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res
     }
 
@@ -124,7 +129,7 @@ impl Pipeline {
                 Either::Right(_) => None,
             };
             match fields {
-                Some(fields) => fields.limits = Some(Box::new(d)),
+                Some(fields) => fields.extra = Some(Box::new(d)),
                 None => d.write_headers(res.headers_mut()),
             }
         }
@@ -149,6 +154,20 @@ impl Pipeline {
             return Err(GatewayError::BodyTooLarge);
         }
         Ok(())
+    }
+}
+
+impl Handler for Pipeline {
+    fn handle(
+        &self,
+        req: Box<Request<ClientBody>>,
+        conn: ConnInfo,
+    ) -> impl std::future::Future<Output = Response<GwBody>> + Send {
+        Pipeline::handle(self, req, conn)
+    }
+
+    fn reject(&self, why: Reject) -> Response<GwBody> {
+        GatewayError::from(why).to_response(None).map(Either::Right)
     }
 }
 
@@ -235,7 +254,7 @@ async fn proxy(
         }
     };
     pool.retry_policy().record_request();
-    let upgrade = crate::server::wants_upgrade(&req);
+    let upgrade = crate::wire::server::wants_upgrade(&req);
     let client_upgrade = upgrade.then(|| upgrade::ClientSide::of(&mut req));
     let body_empty = req.body().is_end_stream();
     let body = std::mem::replace(req.body_mut(), ClientBody::Empty);

@@ -1,9 +1,5 @@
-//! Forwarding a routed request to its upstream and the answer back.
-pub mod client;
+//! The request pipeline: routing, the edge phases and forwarding ([`forward`]).
 pub mod forward;
-pub mod h1;
-pub mod headers;
-pub mod pool;
-pub mod upgrade;
 
-pub use forward::{ConnInfo, GwBody, Limits, Pipeline};
+pub use crate::wire::{ConnInfo, GwBody};
+pub use forward::{HEALTH_PATH, Limits, Pipeline};

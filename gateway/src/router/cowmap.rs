@@ -12,7 +12,7 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use super::fx::FxBuildHasher;
+use crate::fx::FxBuildHasher;
 
 /// Up to this many keys, a map is one table.
 const SMALL: usize = 64;

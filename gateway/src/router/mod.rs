@@ -44,7 +44,6 @@
 //! routes. The result answers exactly like a fresh [`Router::build`] (`tests/update.rs`).
 
 mod cowmap;
-pub(crate) mod fx;
 mod methods;
 mod normalize;
 #[doc(hidden)]

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use http::header::COOKIE;
 
 use super::config::HashOn;
-use crate::edge::Identity;
+use crate::wire::ExtraFields;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -33,7 +33,7 @@ fn fmix64(mut h: u64) -> u64 {
 pub(crate) fn request_hash(
     on: &HashOn,
     headers: &HeaderMap,
-    identity: Option<&Identity>,
+    identity: Option<&dyn ExtraFields>,
     client_ip: Option<IpAddr>,
 ) -> Option<u64> {
     match on {

@@ -161,7 +161,7 @@ impl Upstream {
     pub fn hash_key(
         &self,
         headers: &HeaderMap,
-        identity: Option<&crate::edge::Identity>,
+        identity: Option<&dyn crate::wire::ExtraFields>,
         client_ip: Option<IpAddr>,
     ) -> Option<u64> {
         match &self.config.policy {

@@ -137,13 +137,20 @@ fn hash_key_follows_the_policy() {
     assert!(upstream(on_header, &[1]).hash_key(&headers, None, None).is_some());
     assert_eq!(upstream(LbPolicy::RoundRobin, &[1]).hash_key(&headers, None, None), None);
     // An identity header is the caller's, whatever the client sent.
-    let anonymous = crate::edge::Identity::anonymous();
-    let on_identity =
-        upstream(LbPolicy::ConsistentHash(HashOn::Header(crate::edge::X_ANONYMOUS_CONSUMER.clone())), &[1]);
+    #[derive(Debug)]
+    struct Anonymous;
+    impl crate::wire::ExtraFields for Anonymous {
+        fn each(&self, field: &mut dyn FnMut(&http::HeaderName, &[u8])) {
+            field(&http::HeaderName::from_static("x-anonymous-consumer"), b"true");
+        }
+    }
+    let anonymous = Anonymous;
+    let name = http::HeaderName::from_static("x-anonymous-consumer");
+    let on_identity = upstream(LbPolicy::ConsistentHash(HashOn::Header(name.clone())), &[1]);
     let mut forged = HeaderMap::new();
-    forged.insert(&crate::edge::X_ANONYMOUS_CONSUMER, http::HeaderValue::from_static("false"));
+    forged.insert(&name, http::HeaderValue::from_static("false"));
     let mut sent = HeaderMap::new();
-    sent.insert(&crate::edge::X_ANONYMOUS_CONSUMER, http::HeaderValue::from_static("true"));
+    sent.insert(&name, http::HeaderValue::from_static("true"));
     let hashed = on_identity.hash_key(&forged, Some(&anonymous), None);
     assert!(hashed.is_some());
     assert_eq!(hashed, on_identity.hash_key(&sent, None, None));

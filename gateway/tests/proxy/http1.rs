@@ -130,7 +130,7 @@ async fn a_short_unread_request_body_is_thrown_away_and_the_connection_kept() {
 #[tokio::test]
 async fn a_long_or_held_back_unread_request_body_closes_the_connection_after_the_answer() {
     let (gw, up) = echo_gateway().await;
-    let long = format!("content-length: {}", tollgate_gateway::server::DISCARD_MAX + 1);
+    let long = format!("content-length: {}", tollgate_gateway::wire::server::DISCARD_MAX + 1);
     for fields in [long.as_str(), "expect: 100-continue\r\ncontent-length: 4"] {
         let mut raw = Raw::connect(gw.addr).await;
         raw.send(format!("POST /none HTTP/1.1\r\nhost: x\r\n{fields}\r\n\r\n").as_bytes()).await;

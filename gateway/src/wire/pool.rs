@@ -24,8 +24,8 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use super::h1::{self, Conn, H1Body};
-pub use crate::net::Stall;
-use crate::router::fx::FxBuildHasher;
+use crate::fx::FxBuildHasher;
+pub use crate::wire::net::Stall;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -306,7 +306,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::proxy::headers::Forwarding;
+    use crate::wire::headers::Forwarding;
 
     /// What the test upstream does with a request.
     #[derive(Clone, Copy, PartialEq)]

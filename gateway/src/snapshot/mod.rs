@@ -4,6 +4,9 @@
 //! touched — an unchanged API keeps its `Arc<ApiRuntime>` (and its health and breaker
 //! state), a changed one carries its targets' state over by target id.
 
+pub mod identities;
+pub mod sharded;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +18,13 @@ use http::HeaderName;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use self::identities::Identities;
+use crate::auth::settings::ApiAuth;
 use crate::auth::ssrf::UrlPolicy;
 use crate::config::model::{ApiDef, ConfigData, TargetDef};
 use crate::config::pg::Changed;
 use crate::config::source::Sink;
 use crate::credentials::KeyIndex;
-use crate::edge::{ApiAuth, Identities};
 use crate::limits::Limiter;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
@@ -52,7 +56,7 @@ pub struct ApiRuntime {
     /// Overall limit including retries, if any.
     pub total_timeout: Option<Duration>,
     /// Pooled client (shared by APIs with the same connect timeout).
-    pub client: crate::proxy::client::UpstreamClient,
+    pub client: crate::wire::client::UpstreamClient,
     pub stable: Arc<Upstream>,
     /// Canary pool and the percentage of traffic it gets.
     pub canary: Option<(Arc<Upstream>, u8)>,
@@ -249,7 +253,7 @@ fn api_runtime(
         connect_timeout: millis(api.connect_timeout_ms),
         read_timeout: millis(api.read_timeout_ms),
         total_timeout: (api.total_timeout_ms > 0).then(|| millis(api.total_timeout_ms)),
-        client: crate::proxy::client::client_for(millis(api.connect_timeout_ms)),
+        client: crate::wire::client::client_for(millis(api.connect_timeout_ms)),
         stable: pool(&stable_cfg, prev.map(|p| &p.stable)),
         canary: canary_cfg
             .as_ref()

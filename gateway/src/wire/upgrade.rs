@@ -7,8 +7,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::net::Prefixed;
-use crate::server::OwnUpgrade;
+use crate::wire::net::Prefixed;
+use crate::wire::server::OwnUpgrade;
 
 /// The upstream side of an upgrade.
 pub enum Upstream {

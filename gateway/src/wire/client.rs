@@ -155,7 +155,7 @@ pub struct Outgoing<'a> {
     /// Sent as the request's only `X-Request-ID` (the client's, when it was sane).
     pub request_id: &'a HeaderValue,
     /// The caller's identity headers (the client's own copies are already gone).
-    pub identity: Option<&'a crate::edge::Identity>,
+    pub identity: Option<&'a dyn super::ExtraFields>,
     pub forwarding: &'a Forwarding<'a>,
     /// A protocol upgrade: `Upgrade` is kept and `Connection: upgrade` sent.
     pub upgrade: bool,

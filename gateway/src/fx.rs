@@ -1,4 +1,4 @@
-//! The hash of the router's tables (see `cowmap.rs`): the Fx hash.
+//! The hash of the router's, the snapshot's and the upstream pool's tables: the Fx hash.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

@@ -1,6 +1,6 @@
 //! HTTP/1.1 message framing shared by the gateway's two HTTP/1.1 sides — the server side
-//! that reads clients' requests ([`crate::server`]) and the upstream codec that reads
-//! responses ([`crate::proxy::h1`]): the framing-relevant header fields, and a body decoder
+//! that reads clients' requests ([`crate::wire::server`]) and the upstream codec that reads
+//! responses ([`crate::wire::h1`]): the framing-relevant header fields, and a body decoder
 //! (length, chunked, until close) that works on a connection's read buffer, one step at a
 //! time, leaving reading the socket to its caller.
 

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::sharded::Sharded;
 use crate::config::model::{ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
+use crate::fx::FxBuildHasher;
 use crate::limits::PlanLimits;
-use crate::proxy::headers::uuid_value;
-use crate::router::fx::FxBuildHasher;
+use crate::wire::headers::uuid_value;
 
 /// A consumer as the request path needs it.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use crate::router::fx::FxBuildHasher;
+use crate::fx::FxBuildHasher;
 
 const SHARDS: usize = 64;
 

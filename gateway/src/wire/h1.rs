@@ -30,8 +30,7 @@ use smallvec::SmallVec;
 
 use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
-use crate::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk};
-use crate::limits::Decision;
+use crate::wire::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk};
 
 /// Largest upstream response head.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -87,7 +86,6 @@ pub enum Framing {
 }
 
 /// A parsed response head and what it says about the body and the connection.
-#[derive(Clone)]
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
@@ -296,7 +294,7 @@ impl Wire<'_> {
 
     /// Reads what the socket has into the buffer; `Ok(0)` is end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        crate::net::poll_fill(self.io, cx, self.buf, READ_CHUNK)
+        crate::wire::net::poll_fill(self.io, cx, self.buf, READ_CHUNK)
     }
 }
 
@@ -325,7 +323,7 @@ pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body
     }
     put(out, &[b"x-request-id: ", o.request_id.as_bytes(), b"\r\n"]);
     if let Some(identity) = o.identity {
-        identity.fields(|name, value| put(out, &[name.as_str().as_bytes(), b": ", value, b"\r\n"]));
+        identity.write_lines(out);
     }
     headers::forwarding_fields(o.headers, o.forwarding, |name, parts| {
         put(out, &[name.as_str().as_bytes(), b": "]);
@@ -419,7 +417,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
 /// a header map only where something needs to read or change them (HTTP/2 clients, or an
 /// upstream field the gateway would set itself) — building a header map per response was
 /// a tenth of the gateway's instructions per proxied request.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct RawFields {
     pub block: Bytes,
     pub has_date: bool,
@@ -428,8 +426,9 @@ pub struct RawFields {
     pub collides: bool,
     /// The gateway's `X-Request-ID` and rate-limit fields, written after the block.
     pub request_id: Option<HeaderValue>,
-    /// Boxed: only requests under a plan have them, and the body moves with every response.
-    pub limits: Option<Box<Decision>>,
+    /// Fields the gateway adds after those (the rate-limit fields of a plan). Boxed: only
+    /// some responses have them, and the body moves with every response.
+    pub extra: Option<Box<dyn super::ExtraFields>>,
 }
 
 impl RawFields {
@@ -439,7 +438,7 @@ impl RawFields {
         if let Some(id) = &self.request_id {
             put(out, &[b"x-request-id: ", id.as_bytes(), b"\r\n"]);
         }
-        if let Some(d) = &self.limits {
+        if let Some(d) = &self.extra {
             d.write_lines(out);
         }
     }
@@ -461,7 +460,7 @@ impl RawFields {
         if let Some(id) = &self.request_id {
             headers.append(headers::X_REQUEST_ID.clone(), id.clone());
         }
-        if let Some(d) = &self.limits {
+        if let Some(d) = &self.extra {
             d.write_headers(headers);
         }
     }
@@ -658,8 +657,8 @@ mod tests {
     use http::uri::PathAndQuery;
 
     use super::*;
-    use crate::proxy::client::empty_body as empty;
-    use crate::proxy::headers::Forwarding;
+    use crate::wire::client::empty_body as empty;
+    use crate::wire::headers::Forwarding;
 
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -744,7 +743,14 @@ mod tests {
         let parsed =
             conn.exchange(&head, body, &method, deadline, Duration::from_secs(5)).await.map_err(|f| f.error)?;
         let home = Arc::new(Home::default());
-        let collected = H1Body::new(conn, parsed.clone(), home.clone()).collect().await.map(|c| c.to_bytes());
+        let copy = Head {
+            status: parsed.status,
+            version: parsed.version,
+            fields: RawFields { block: parsed.fields.block.clone(), ..RawFields::default() },
+            framing: parsed.framing,
+            keep_alive: parsed.keep_alive,
+        };
+        let collected = H1Body::new(conn, copy, home.clone()).collect().await.map(|c| c.to_bytes());
         Ok((parsed, collected, home.returned()))
     }
 

@@ -35,12 +35,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk, put_chunk_size};
-use crate::error::GatewayError;
-use crate::net::{Prefixed, Stall};
-use crate::proxy::client::BoxError;
-use crate::proxy::h1::RawFields;
-use crate::proxy::{ConnInfo, GwBody, Pipeline};
+use super::client::BoxError;
+use super::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk, put_chunk_size};
+use super::h1::RawFields;
+use super::net::{Prefixed, Stall};
+use super::{ConnInfo, GwBody, Handler, Reject};
 
 /// Most request header fields.
 const MAX_HEADERS: usize = 100;
@@ -51,8 +50,9 @@ const READ_CHUNK: usize = 8 * 1024;
 const COALESCE: usize = 16 * 1024;
 
 /// What every connection of a listener shares.
-pub struct Http1 {
-    pub pipeline: Arc<Pipeline>,
+pub struct Http1<H> {
+    /// What answers the requests.
+    pub handler: Arc<H>,
     pub header_read_timeout: Duration,
     /// How long a connection may wait idle between requests.
     pub keepalive_timeout: Duration,
@@ -190,7 +190,7 @@ fn discard_buffered(side: &mut ReadSide) -> bool {
 async fn discard(io: &TcpStream, mut side: ReadSide) -> Option<BytesMut> {
     let mut thrown = 0u64;
     while !skip_buffered(&mut side, &mut thrown)? {
-        let read = std::future::poll_fn(|cx| crate::net::poll_fill(io, cx, &mut side.buf, READ_CHUNK)).await;
+        let read = std::future::poll_fn(|cx| super::net::poll_fill(io, cx, &mut side.buf, READ_CHUNK)).await;
         if read.ok()? == 0 {
             return None;
         }
@@ -239,7 +239,7 @@ impl Body for RequestBody {
             match this.state.step(&mut this.buf).map_err(BodyError::Malformed)? {
                 Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Step::Done => return Poll::Ready(None),
-                Step::More => match crate::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK) {
+                Step::More => match super::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK) {
                     Poll::Ready(read) => {
                         this.stall.progressed();
                         if read? == 0 {
@@ -310,11 +310,11 @@ struct Parsed {
 
 /// Serves one HTTP/1.1 connection whose first bytes (`read`) were read by the listener; its
 /// first head must be complete by `head_deadline` (the header-read timeout from accept).
-pub async fn serve(
+pub async fn serve<H: Handler>(
     stream: TcpStream,
     read: &[u8],
     conn: ConnInfo,
-    srv: Arc<Http1>,
+    srv: Arc<Http1<H>>,
     head_deadline: tokio::time::Instant,
 ) {
     let io = Arc::new(stream);
@@ -338,8 +338,8 @@ pub async fn serve(
             match parse_request(&mut buf, &io, &srv, &mut names) {
                 Ok(Some(p)) => break Some(p),
                 Ok(None) => {}
-                Err(refusal) => {
-                    write_refusal(writer, &mut out, refusal, Version::HTTP_11).await;
+                Err(why) => {
+                    write_refusal(writer, &mut out, srv.handler.reject(why), Version::HTTP_11).await;
                     break None;
                 }
             }
@@ -352,12 +352,12 @@ pub async fn serve(
         if let ClientBody::H1(body) = req.body_mut()
             && let Err(refusal) = Box::pin(prefetch(body)).await
         {
-            if let Some(refusal) = refusal {
-                write_refusal(writer, &mut out, refusal, version).await;
+            if let Some(why) = refusal {
+                write_refusal(writer, &mut out, srv.handler.reject(why), version).await;
             }
             break;
         }
-        let res = srv.pipeline.handle(req, conn).await;
+        let res = srv.handler.handle(req, conn).await;
         // A request body not read to its end leaves unread bytes ahead of the next request:
         // a short rest is discarded after this response, else (or while the body is still
         // held) the connection closes after it.
@@ -406,26 +406,25 @@ const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// Reads a short declared-length body into its buffer (unless the client waits for `100
 /// Continue`). `Err(Some)`: the body stalled (408); `Err(None)`: the client went away.
-async fn prefetch(body: &mut RequestBody) -> Result<(), Option<GatewayError>> {
+async fn prefetch(body: &mut RequestBody) -> Result<(), Option<Reject>> {
     let Decode::Length(n) = body.state else { return Ok(()) };
     if n > PREFETCH_MAX || body.continue_left > 0 {
         return Ok(());
     }
     let wanted = usize::try_from(n).unwrap_or(usize::MAX);
     while body.buf.len() < wanted {
-        let read = std::future::poll_fn(|cx| crate::net::poll_fill(&body.io, cx, &mut body.buf, READ_CHUNK));
+        let read = std::future::poll_fn(|cx| super::net::poll_fill(&body.io, cx, &mut body.buf, READ_CHUNK));
         match tokio::time::timeout(body.stall.limit(), read).await {
             Ok(Ok(1..)) => {}
             Ok(_) => return Err(None),
-            Err(_) => return Err(Some(GatewayError::RequestTimeout)),
+            Err(_) => return Err(Some(Reject::RequestTimeout)),
         }
     }
     Ok(())
 }
 
 /// Answers a request refused before the pipeline saw it; the connection closes after it.
-async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, refusal: GatewayError, version: Version) {
-    let res = refusal.to_response(None).map(http_body_util::Either::Right);
+async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, res: Response<GwBody>, version: Version) {
     let _ = write_response(writer, out, res, version, false, false).await;
 }
 
@@ -449,7 +448,7 @@ async fn close(io: Arc<TcpStream>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
 }
 
-/// Gives the connection to the upgrade's splice (see [`crate::proxy::upgrade`]).
+/// Gives the connection to the upgrade's splice (see [`super::upgrade`]).
 fn hand_over(io: Arc<TcpStream>, buf: BytesMut, upgrade: Option<oneshot::Sender<Prefixed>>) {
     if let (Ok(stream), Some(tx)) = (Arc::try_unwrap(io), upgrade) {
         let _ = tx.send(Prefixed::new(buf.freeze(), stream));
@@ -476,7 +475,7 @@ async fn read_more(
     buf: &mut BytesMut,
     mut timer: Pin<&mut tokio::time::Sleep>,
     mut drained: Pin<&mut tokio::sync::futures::Notified<'_>>,
-    srv: &Http1,
+    srv: &Http1<impl Handler>,
     armed: &mut Wait,
 ) -> bool {
     let idle = buf.is_empty();
@@ -490,7 +489,7 @@ async fn read_more(
         *armed = wait;
     }
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = crate::net::poll_fill(io, cx, buf, READ_CHUNK) {
+        if let Poll::Ready(r) = super::net::poll_fill(io, cx, buf, READ_CHUNK) {
             return Poll::Ready(matches!(r, Ok(n) if n > 0));
         }
         if timer.as_mut().poll(cx).is_ready() || (idle && drained.as_mut().poll(cx).is_ready()) {
@@ -505,20 +504,20 @@ async fn read_more(
 fn parse_request(
     buf: &mut BytesMut,
     io: &Arc<TcpStream>,
-    srv: &Http1,
+    srv: &Http1<impl Handler>,
     names: &mut Vec<(Box<[u8]>, HeaderName)>,
-) -> Result<Option<Parsed>, GatewayError> {
+) -> Result<Option<Parsed>, Reject> {
     let max_head = srv.max_head_bytes;
     if buf.is_empty() {
         return Ok(None);
     }
-    let bad = GatewayError::BadRequest;
+    let bad = Reject::BadRequest;
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(None),
-        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(GatewayError::HeadersTooLarge),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(Reject::HeadersTooLarge),
         Err(_) => return Err(bad("the request head is malformed")),
     };
     let method = request_method(parsed.method.unwrap_or_default().as_bytes())?;
@@ -583,7 +582,7 @@ fn parse_request(
     // upgrades ignored). Any other `Upgrade` (`h2c` above all: after its 101 the connection
     // would bypass routing and auth) is hop-by-hop and dropped.
     let wants = version == Version::HTTP_11 && method == Method::GET && seen.names_others;
-    let upgrade = (wants && crate::proxy::headers::is_upgrade(&headers)).then(|| {
+    let upgrade = (wants && super::headers::is_upgrade(&headers)).then(|| {
         let (tx, rx) = oneshot::channel();
         req.extensions_mut().insert(OwnUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
@@ -596,13 +595,13 @@ fn parse_request(
 }
 
 /// A request method: upper-case letters, `-` and `_` (as nginx), not `CONNECT` or `TRACE`.
-fn request_method(raw: &[u8]) -> Result<Method, GatewayError> {
+fn request_method(raw: &[u8]) -> Result<Method, Reject> {
     if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_') {
-        return Err(GatewayError::BadRequest("the request method is invalid"));
+        return Err(Reject::BadRequest("the request method is invalid"));
     }
-    let method = Method::from_bytes(raw).map_err(|_| GatewayError::BadRequest("the request method is invalid"))?;
+    let method = Method::from_bytes(raw).map_err(|_| Reject::BadRequest("the request method is invalid"))?;
     if method == Method::CONNECT || method == Method::TRACE {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(Reject::MethodNotAllowed);
     }
     Ok(method)
 }
@@ -651,8 +650,8 @@ fn field_name(previous: &mut Vec<(Box<[u8]>, HeaderName)>, i: usize, raw: &[u8])
 }
 
 /// The body framing of a request (RFC 9112 §6.3), refusing every ambiguous case.
-fn framing(seen: &Seen, version: Version) -> Result<Decode, GatewayError> {
-    let bad = GatewayError::BadRequest;
+fn framing(seen: &Seen, version: Version) -> Result<Decode, Reject> {
+    let bad = Reject::BadRequest;
     if seen.hosts > 1 {
         return Err(bad("the request has several Host fields"));
     }
