@@ -70,7 +70,7 @@ pub fn response_head(bytes: &[u8], head_request: bool) -> Result<Option<Response
         version: head.version,
         framing: head.framing,
         keep_alive: head.keep_alive,
-        block: head.fields.block.to_vec(),
+        block: head.fields.block().to_vec(),
         consumed: bytes.len() - buf.len(),
     }))
 }

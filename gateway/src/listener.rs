@@ -169,14 +169,10 @@ fn serve_connection(
             let pipeline = pipeline.clone();
             let busy = seen.begin();
             async move {
-                let (mut parts, mut body) =
-                    pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await.into_parts();
+                let reply = pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await;
                 drop(busy);
-                // HTTP/2 answers carry header maps: a plain upstream's fields go into it.
-                if let http_body_util::Either::Left(upstream) = &mut body {
-                    upstream.fields_into(&mut parts.headers);
-                }
-                Ok::<_, std::convert::Infallible>(hyper::Response::from_parts(parts, body))
+                // HTTP/2 answers carry header maps.
+                Ok::<_, std::convert::Infallible>(reply.into_response())
             }
         });
         let io = Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream);

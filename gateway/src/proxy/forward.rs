@@ -18,9 +18,10 @@ use crate::error::GatewayError;
 use crate::router::{RequestView, normalize_path};
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
-use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamBody, UpstreamError, empty_body};
+use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use crate::wire::headers::{self, Forwarding};
-use crate::wire::{ClientBody, ConnInfo, GwBody, Handler, Reject, upgrade};
+use crate::wire::reply::switches_to_websocket;
+use crate::wire::{ClientBody, ConnInfo, Handler, Reject, Reply, upgrade};
 
 /// Path of the gateway's own liveness endpoint; answered before any routing.
 pub const HEALTH_PATH: &str = "/__tollgate/health";
@@ -57,7 +58,7 @@ struct Ctx {
 
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
-    pub async fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> Response<GwBody> {
+    pub async fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> Reply {
         if req.uri().path() == HEALTH_PATH {
             return self.health();
         }
@@ -69,22 +70,22 @@ impl Pipeline {
             Err(e) => refused(&e, &request_id),
         };
         let metrics = api.as_ref().map_or(&self.store.metrics.unrouted, |a: &Arc<ApiRuntime>| &a.metrics);
-        metrics.record(res.status().as_u16(), started.elapsed());
+        metrics.record(res.status.as_u16(), started.elapsed());
         res
     }
 
     /// The node's liveness answer: 200 with the applied configuration event once one is
     /// loaded, else 503.
-    fn health(&self) -> Response<GwBody> {
+    fn health(&self) -> Reply {
         let (status, body) = if self.store.is_loaded() {
             (StatusCode::OK, format!("{{\"status\":\"ok\",\"config_event_id\":{}}}", self.store.load().event_id))
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned())
         };
-        let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        let mut res = Response::new(Full::new(Bytes::from(body)));
         *res.status_mut() = status;
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        res
+        Reply::made(res)
     }
 
     async fn forward(
@@ -93,7 +94,7 @@ impl Pipeline {
         conn: ConnInfo,
         request_id: HeaderValue,
         api_out: &mut Option<Arc<ApiRuntime>>,
-    ) -> Result<Response<GwBody>, GatewayError> {
+    ) -> Result<Reply, GatewayError> {
         self.guard(&req)?;
         let snapshot = self.store.load_full();
         if !self.store.is_loaded() {
@@ -123,15 +124,7 @@ impl Pipeline {
             None => work.await?,
         };
         if let Some(d) = decision {
-            // With the upstream's fields when they are kept as written (no map inserts then).
-            let fields = match res.body_mut() {
-                Either::Left(upstream) => upstream.extensible_fields(),
-                Either::Right(_) => None,
-            };
-            match fields {
-                Some(fields) => fields.extra = Some(Box::new(d)),
-                None => d.write_headers(res.headers_mut()),
-            }
+            res.fields.extra = Some(Box::new(d));
         }
         Ok(res)
     }
@@ -158,16 +151,12 @@ impl Pipeline {
 }
 
 impl Handler for Pipeline {
-    fn handle(
-        &self,
-        req: Box<Request<ClientBody>>,
-        conn: ConnInfo,
-    ) -> impl std::future::Future<Output = Response<GwBody>> + Send {
+    fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> impl std::future::Future<Output = Reply> + Send {
         Pipeline::handle(self, req, conn)
     }
 
-    fn reject(&self, why: Reject) -> Response<GwBody> {
-        GatewayError::from(why).to_response(None).map(Either::Right)
+    fn reject(&self, why: Reject) -> Reply {
+        Reply::made(GatewayError::from(why).to_response(None))
     }
 }
 
@@ -176,13 +165,13 @@ impl Handler for Pipeline {
 /// instruction-cache lines.
 #[cold]
 #[inline(never)]
-fn refused(e: &GatewayError, request_id: &HeaderValue) -> Response<GwBody> {
+fn refused(e: &GatewayError, request_id: &HeaderValue) -> Reply {
     if e.status().is_server_error() {
         tracing::warn!(error = %e, request_id = ?request_id, "request failed");
     } else {
         tracing::debug!(error = %e, request_id = ?request_id, "request refused");
     }
-    e.to_response(Some(request_id)).map(Either::Right)
+    Reply::made(e.to_response(Some(request_id)))
 }
 
 /// A matched request: its API, route settings and the upstream path+query.
@@ -246,7 +235,7 @@ async fn proxy(
     mut req: Box<Request<ClientBody>>,
     conn: ConnInfo,
     max_body: u64,
-) -> Result<Response<GwBody>, GatewayError> {
+) -> Result<Reply, GatewayError> {
     let permit = match pool.admit() {
         Ok(p) => p,
         Err(rejected) => {
@@ -307,13 +296,13 @@ async fn proxy(
     }
 }
 
-fn outcome_of<T>(result: &Result<Response<T>, UpstreamError>) -> Outcome {
+fn outcome_of(result: &Result<Reply, UpstreamError>) -> Outcome {
     match result {
         Err(UpstreamError::Timeout) => Outcome::Timeout,
         Err(e) if e.is_connect() => Outcome::ConnectFailure,
         Err(e) if is_client_body_error(e) => Outcome::Success,
         Err(_) => Outcome::Status(502),
-        Ok(res) => Outcome::Status(res.status().as_u16()),
+        Ok(res) => Outcome::Status(res.status.as_u16()),
     }
 }
 
@@ -374,45 +363,26 @@ fn client_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     authority.or_else(|| req.headers().get(header::HOST).cloned())
 }
 
-/// The upstream's response, minus hop-by-hop headers, with the request id. A `101` is
-/// passed on only to a request that asked for a WebSocket upgrade, and only when it
-/// switches to WebSocket; any other is a 502 (the connection would otherwise carry bytes
-/// that no route or credential check ever sees).
-fn respond(
-    mut res: Response<UpstreamBody>,
-    ctx: &Ctx,
-    client_upgrade: Option<upgrade::ClientSide>,
-) -> Result<Response<GwBody>, GatewayError> {
-    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-    // The upstream's fields stay unparsed in the body (written to HTTP/1.1 clients as they
-    // are) unless something here must see them.
-    if switching || res.body().fields_collide() {
-        let mut headers = std::mem::take(res.headers_mut());
-        res.body_mut().fields_into(&mut headers);
-        *res.headers_mut() = headers;
-    }
-    match (switching, client_upgrade) {
-        (true, Some(client)) if headers::upgrades_to_websocket(res.headers()) => {
-            let upstream = match res.body_mut().take_upgraded() {
-                Some((io, read)) => upgrade::Upstream::Plain(io, read),
-                None => upgrade::Upstream::Hyper(hyper::upgrade::on(&mut res)),
-            };
-            upgrade::splice(client, upstream);
-        }
-        (true, _) => {
+/// The upstream's response with the request id. A `101` is passed on only to a request
+/// that asked for a WebSocket upgrade, and only when it switches to WebSocket; any other is
+/// a 502 (the connection would otherwise carry bytes that no route or credential check ever
+/// sees).
+fn respond(mut res: Reply, ctx: &Ctx, client_upgrade: Option<upgrade::ClientSide>) -> Result<Reply, GatewayError> {
+    if res.status == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = match (client_upgrade, &mut res.body) {
+            (Some(client), Either::Left(body)) if switches_to_websocket(&res.fields) => {
+                body.take_upgraded().map(|upstream| (client, upstream))
+            }
+            _ => None,
+        };
+        let Some((client, upstream)) = upstream else {
             unasked_switch();
             return Err(GatewayError::UpstreamProtocol("the upstream switched protocols unasked".to_owned()));
-        }
-        (false, _) => {}
+        };
+        upgrade::splice(client, upstream);
     }
-    // With the upstream's fields when they are kept as written (no map insert then).
-    match res.body_mut().extensible_fields() {
-        Some(fields) => fields.request_id = Some(ctx.request_id.clone()),
-        None => {
-            res.headers_mut().entry(headers::X_REQUEST_ID.clone()).or_insert_with(|| ctx.request_id.clone());
-        }
-    }
-    Ok(res.map(Either::Left))
+    res.fields.request_id = Some(ctx.request_id.clone());
+    Ok(res)
 }
 
 #[cold]
@@ -421,14 +391,14 @@ fn unasked_switch() {
     tracing::warn!("upstream answered 101 to a request that did not ask for that upgrade; answered 502");
 }
 
-fn fallback_response(f: &crate::upstream::FallbackResponse, request_id: &HeaderValue) -> Response<GwBody> {
-    let mut res = Response::new(Either::Right(Full::new(f.body.clone())));
+fn fallback_response(f: &crate::upstream::FallbackResponse, request_id: &HeaderValue) -> Reply {
+    let mut res = Response::new(Full::new(f.body.clone()));
     *res.status_mut() = StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     if let Ok(ct) = HeaderValue::from_str(&f.content_type) {
         res.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     res.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-    res
+    Reply::made(res)
 }
 
 #[cfg(test)]

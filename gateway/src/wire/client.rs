@@ -13,15 +13,17 @@ use http::header::HeaderValue;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::h1;
 use super::headers::{self, Forwarding};
 use super::pool::{self, Http1Pool, PooledBody, Stall, Target};
+use super::reply::{Fields, Reply, append_lines};
 
 /// Errors a proxied body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -96,53 +98,54 @@ impl UpstreamClient {
         out: &Outgoing<'_>,
         body: ProxyBody,
         read_timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let target = self.plain.target(authority)?;
         // (TLS boxed: hyper's client future would enlarge every plain request's too.)
         if !https {
             return self.plain.send(target, out, body, read_timeout).await;
         }
-        let res = tokio::time::timeout(read_timeout, Box::pin(self.send_tls(&target, out, body)))
+        let req = tls_request(&target, out, body)?;
+        let res = tokio::time::timeout(read_timeout, Box::pin(self.tls.request(req)))
             .await
-            .map_err(|_| UpstreamError::Timeout)??;
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::Tls)?;
         // Each wait for a body frame gets what the exchange was allowed (the API's read timeout).
-        Ok(res.map(|b| PooledBody::Tls(b, Stall::new(read_timeout))))
+        Ok(tls_reply(res, Stall::new(read_timeout)))
     }
+}
 
-    async fn send_tls(
-        &self,
-        target: &Target,
-        out: &Outgoing<'_>,
-        body: ProxyBody,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        // hyper's client takes an owned request with an absolute URI.
-        let mut headers = out.headers.clone();
-        headers::strip_hop_by_hop(&mut headers, out.upgrade);
-        headers::set_forwarding(&mut headers, out.forwarding);
-        headers.insert(headers::X_REQUEST_ID.clone(), out.request_id.clone());
-        if let Some(identity) = out.identity {
-            identity.write_headers(&mut headers);
-        }
-        if out.upgrade {
-            headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        headers.insert(http::header::HOST, target.host.clone());
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTPS);
-        parts.authority = Some(target.uri_authority.clone());
-        parts.path_and_query = Some(out.path_and_query.clone());
-        let mut req = Request::new(body);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidTarget)?;
-        *req.method_mut() = out.method.clone();
-        *req.headers_mut() = headers;
-        let mut res = self.tls.request(req).await.map_err(UpstreamError::Tls)?;
-        // As the plain-HTTP codec does while parsing: the client gets no hop-by-hop fields,
-        // except after `101`, whose `Upgrade` and `Connection` it needs.
-        if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            headers::strip_hop_by_hop(res.headers_mut(), false);
-        }
-        Ok(res)
+/// The request hyper's client sends to a TLS upstream: an absolute URI, and the header fields
+/// the plain codec writes ([`h1::encode_fields`], built by the same code).
+fn tls_request(target: &Target, out: &Outgoing<'_>, body: ProxyBody) -> Result<Request<ProxyBody>, UpstreamError> {
+    let mut block = Vec::with_capacity(512);
+    h1::encode_fields(&mut block, out, &target.host, &body);
+    let mut headers = HeaderMap::with_capacity(out.headers.len() + 8);
+    append_lines(&Bytes::from(block), &mut headers);
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTPS);
+    parts.authority = Some(target.uri_authority.clone());
+    parts.path_and_query = Some(out.path_and_query.clone());
+    let mut req = Request::new(body);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidTarget)?;
+    *req.method_mut() = out.method.clone();
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// A TLS upstream's response as a [`Reply`]: its fields as the plain codec keeps them (no
+/// hop-by-hop ones except after `101`, whose `Upgrade` and `Connection` the client needs; no
+/// `Transfer-Encoding`, as hyper decodes the body; the length only when it frames the body).
+fn tls_reply(mut res: Response<Incoming>, stall: Stall) -> Reply {
+    let status = res.status();
+    let keep_length = !res.headers().contains_key(http::header::TRANSFER_ENCODING);
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let on = hyper::upgrade::on(&mut res);
+        let fields = Fields::from_map(res.headers(), keep_length);
+        return Reply { status, fields, body: Either::Left(PooledBody::Switched(Some(on))) };
     }
+    headers::strip_hop_by_hop(res.headers_mut(), false);
+    let fields = Fields::from_map(res.headers(), keep_length);
+    Reply { status, fields, body: Either::Left(PooledBody::Tls(res.into_body(), stall)) }
 }
 
 /// What goes upstream, borrowed from the client's request (so a retry copies nothing):
@@ -195,4 +198,99 @@ pub fn client_for(connect_timeout: Duration) -> UpstreamClient {
             tls: build_tls(connect_timeout),
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::MaybeUninit;
+
+    use http_body_util::Full;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Caller;
+
+    impl super::super::ExtraFields for Caller {
+        fn each(&self, field: &mut dyn FnMut(&http::HeaderName, &[u8])) {
+            field(&http::HeaderName::from_static("x-consumer-id"), b"c-1");
+            field(&http::HeaderName::from_static("x-plan"), b"gold");
+        }
+    }
+
+    /// The fields of an encoded plain request head, in order, lower-cased.
+    fn plain_fields(head: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = req.parse_with_uninit_headers(head, &mut fields);
+        assert!(matches!(parsed, Ok(httparse::Status::Complete(n)) if n == head.len()), "{parsed:?}");
+        req.headers.iter().map(|f| (f.name.to_ascii_lowercase(), f.value.to_vec())).collect()
+    }
+
+    /// One client request, sent plain and over TLS: the two upstreams get the same fields.
+    #[test]
+    fn plain_and_tls_upstreams_get_the_same_request() -> Result<(), BoxError> {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("host", "api.example.com"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "dropped"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-request-id", "client-chosen"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9"),
+            ("content-length", "5"),
+            ("accept", "application/json"),
+            ("accept", "text/plain"),
+            ("x-api-key", "secret"),
+        ] {
+            client.append(http::HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let forwarding =
+            Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "https", host: client.get(http::header::HOST) };
+        let pq = PathAndQuery::from_static("/v1/orders?limit=5");
+        let target = Target::for_tests("orders.internal:8443")?;
+        for (method, body, upgrade) in [
+            (Method::POST, Full::new(Bytes::from_static(b"hello")).map_err(|n| match n {}).boxed(), false),
+            (Method::GET, empty_body(), false),
+            (Method::GET, empty_body(), true),
+        ] {
+            let out = Outgoing {
+                method: &method,
+                path_and_query: &pq,
+                headers: &client,
+                request_id: &HeaderValue::from_static("gw-id"),
+                identity: Some(&Caller),
+                forwarding: &forwarding,
+                upgrade,
+            };
+            let mut head = Vec::new();
+            h1::encode_head(&mut head, &out, &target.host, &body);
+            let mut plain = plain_fields(&head);
+            let req = tls_request(&target, &out, body)?;
+            assert_eq!(req.uri().to_string(), "https://orders.internal:8443/v1/orders?limit=5");
+            assert_eq!(req.method(), method);
+            let mut tls: Vec<(String, Vec<u8>)> =
+                req.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+            // A header map groups values by name; the order of names is the map's.
+            plain.sort();
+            tls.sort();
+            assert_eq!(plain, tls, "{}", String::from_utf8_lossy(&head));
+            let get =
+                |name: &str| plain.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect::<Vec<_>>();
+            assert_eq!(get("host"), [b"orders.internal:8443"]);
+            assert_eq!(get("x-request-id"), [b"gw-id"]);
+            assert_eq!(get("x-consumer-id"), [b"c-1"]);
+            assert_eq!(get("x-forwarded-for"), [&b"203.0.113.9, 10.0.0.1"[..]]);
+            assert_eq!(get("accept").len(), 2);
+            for hop in ["x-hop", "keep-alive", "te"] {
+                assert!(get(hop).is_empty(), "{hop} was forwarded");
+            }
+            let expected_length: &[&[u8]] = if method == Method::POST { &[b"5"] } else { &[b"0"] };
+            assert_eq!(get("content-length"), expected_length, "{method}");
+            assert_eq!(get("connection"), if upgrade { vec![&b"upgrade"[..]] } else { vec![] });
+        }
+        Ok(())
+    }
 }

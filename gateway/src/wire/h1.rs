@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
@@ -30,6 +30,7 @@ use smallvec::SmallVec;
 
 use super::client::{Outgoing, ProxyBody, UpstreamError};
 use super::headers;
+use super::reply::{Fields, FieldsBuilder};
 use crate::wire::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk};
 
 /// Largest upstream response head.
@@ -89,7 +90,7 @@ pub enum Framing {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    pub fields: RawFields,
+    pub fields: Fields,
     pub framing: Framing,
     /// Whether the connection can carry another request once the body has been read.
     pub keep_alive: bool,
@@ -298,18 +299,24 @@ impl Wire<'_> {
     }
 }
 
-/// Encodes a request head: request line, `Host`, the client's headers minus `Host`,
-/// hop-by-hop ones and the framing headers (replaced by the body's own framing), then the
-/// forwarding headers and, for an upgrade, `Connection: upgrade`.
+/// Encodes a request head: the request line, then [`encode_fields`].
 pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body: &ProxyBody) {
-    let framing = ReqFraming::of(body);
     let target = o.path_and_query.as_str();
     let size: usize = o.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     out.reserve(o.method.as_str().len() + target.len() + host.len() + size + 256);
-    put(
-        out,
-        &[o.method.as_str().as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\nhost: ", host.as_bytes(), b"\r\n"],
-    );
+    put(out, &[o.method.as_str().as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\n"]);
+    encode_fields(out, o, host, body);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The header fields of a request sent upstream, as `name: value\r\n` lines — built here
+/// once for the plain codec and the TLS client alike: `Host`, the client's fields minus
+/// `Host`, hop-by-hop ones, its request id and the framing fields (replaced by the body's
+/// own framing), then the gateway's request id, the caller's identity, the forwarding
+/// fields, `Connection: upgrade` for an upgrade and the body's framing.
+pub fn encode_fields(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body: &ProxyBody) {
+    let framing = ReqFraming::of(body);
+    put(out, &[b"host: ", host.as_bytes(), b"\r\n"]);
     let named = headers::connection_tokens(o.headers);
     for (name, value) in o.headers {
         let skip = *name == header::HOST
@@ -349,7 +356,6 @@ pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body
         }
         ReqFraming::Empty => {}
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Parses a response head from the front of `buf` (consuming it) once it is complete.
@@ -390,8 +396,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     } else {
         SmallVec::new()
     };
-    let mut out = RawFields::default();
-    let mut block = Vec::with_capacity(len);
+    let mut out = FieldsBuilder::with_capacity(len);
     for (f, field) in res.headers.iter().zip(kinds) {
         let name = f.name.as_bytes();
         let leave_out = !keep_all
@@ -401,75 +406,11 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         if leave_out {
             continue;
         }
-        out.has_date |= field == Field::Date;
-        out.has_length |= field == Field::ContentLength;
-        out.collides |= field == Field::GatewaySet;
-        put(&mut block, &[name, b": ", f.value, b"\r\n"]);
+        out.push(field, name, f.value);
     }
     drop(named);
     bytes::Buf::advance(buf, len);
-    out.block = Bytes::from(block);
-    Ok(Some(Head { status, version, fields: out, framing, keep_alive }))
-}
-
-/// Upstream response header fields as the upstream wrote them (minus hop-by-hop ones), one
-/// `name: value` line each: an HTTP/1.1 client gets them copied as they are, and they become
-/// a header map only where something needs to read or change them (HTTP/2 clients, or an
-/// upstream field the gateway would set itself) — building a header map per response was
-/// a tenth of the gateway's instructions per proxied request.
-#[derive(Debug, Default)]
-pub struct RawFields {
-    pub block: Bytes,
-    pub has_date: bool,
-    pub has_length: bool,
-    /// A field the gateway sets on responses (`X-Request-ID`, rate-limit fields) is here.
-    pub collides: bool,
-    /// The gateway's `X-Request-ID` and rate-limit fields, written after the block.
-    pub request_id: Option<HeaderValue>,
-    /// Fields the gateway adds after those (the rate-limit fields of a plan). Boxed: only
-    /// some responses have them, and the body moves with every response.
-    pub extra: Option<Box<dyn super::ExtraFields>>,
-}
-
-impl RawFields {
-    /// Writes the fields, then the gateway's, as header lines.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.block);
-        if let Some(id) = &self.request_id {
-            put(out, &[b"x-request-id: ", id.as_bytes(), b"\r\n"]);
-        }
-        if let Some(d) = &self.extra {
-            d.write_lines(out);
-        }
-    }
-
-    /// Appends the fields to `headers` (after what is there).
-    pub fn append_to(&self, headers: &mut HeaderMap) {
-        let mut rest = self.block.clone();
-        while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
-            let line = rest.split_to(end);
-            let _ = rest.split_to(2);
-            let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
-            let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_maybe_shared(line.slice(colon + 2..)))
-            else {
-                continue;
-            };
-            headers.append(name, value);
-        }
-        if let Some(id) = &self.request_id {
-            headers.append(headers::X_REQUEST_ID.clone(), id.clone());
-        }
-        if let Some(d) = &self.extra {
-            d.write_headers(headers);
-        }
-    }
-
-    pub fn to_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        self.append_to(&mut headers);
-        headers
-    }
+    Ok(Some(Head { status, version, fields: out.build(), framing, keep_alive }))
 }
 
 /// The body framing of a response (RFC 9112 §6.3) and whether it leaves the connection
@@ -514,8 +455,6 @@ pub struct H1Body {
     state: Decode,
     keep_alive: bool,
     home: Option<std::sync::Arc<dyn Checkin>>,
-    /// The response's header fields, until taken (see [`RawFields`]).
-    fields: Option<RawFields>,
     /// Whether the connection's timer bounds the current wait for body bytes.
     stall_armed: bool,
 }
@@ -523,21 +462,15 @@ pub struct H1Body {
 impl H1Body {
     /// The body of `head`, read from `conn`; the connection goes to `home` afterwards when
     /// it can be reused.
-    pub fn new(conn: Conn, head: Head, home: std::sync::Arc<dyn Checkin>) -> Self {
+    pub fn new(conn: Conn, head: &Head, home: std::sync::Arc<dyn Checkin>) -> Self {
         let state = match head.framing {
             Framing::None => Decode::Done,
             Framing::Length(n) => Decode::Length(n),
             Framing::Chunked => Decode::CHUNKED,
             Framing::UntilClose => Decode::UntilClose,
         };
-        let mut body = Self {
-            conn: Some(conn),
-            state,
-            keep_alive: head.keep_alive,
-            home: Some(home),
-            fields: Some(head.fields),
-            stall_armed: false,
-        };
+        let mut body =
+            Self { conn: Some(conn), state, keep_alive: head.keep_alive, home: Some(home), stall_armed: false };
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade: see `take_conn`.
             body.home = None;
@@ -545,20 +478,6 @@ impl H1Body {
             body.finish();
         }
         body
-    }
-
-    /// The response's header fields, unless taken.
-    pub fn fields(&self) -> Option<&RawFields> {
-        self.fields.as_ref()
-    }
-
-    pub fn fields_mut(&mut self) -> Option<&mut RawFields> {
-        self.fields.as_mut()
-    }
-
-    /// The response's header fields (once).
-    pub fn take_fields(&mut self) -> Option<RawFields> {
-        self.fields.take()
     }
 
     /// The connection, for `101 Switching Protocols` (it is not returned to the pool).
@@ -659,6 +578,7 @@ mod tests {
     use super::*;
     use crate::wire::client::empty_body as empty;
     use crate::wire::headers::Forwarding;
+    use http::header::{HeaderMap, HeaderName};
 
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -743,14 +663,7 @@ mod tests {
         let parsed =
             conn.exchange(&head, body, &method, deadline, Duration::from_secs(5)).await.map_err(|f| f.error)?;
         let home = Arc::new(Home::default());
-        let copy = Head {
-            status: parsed.status,
-            version: parsed.version,
-            fields: RawFields { block: parsed.fields.block.clone(), ..RawFields::default() },
-            framing: parsed.framing,
-            keep_alive: parsed.keep_alive,
-        };
-        let collected = H1Body::new(conn, copy, home.clone()).collect().await.map(|c| c.to_bytes());
+        let collected = H1Body::new(conn, &parsed, home.clone()).collect().await.map(|c| c.to_bytes());
         Ok((parsed, collected, home.returned()))
     }
 
@@ -808,7 +721,7 @@ mod tests {
             assert_eq!((head.framing, body?, back), (framing, Bytes::from(text), returned), "{case}");
             assert!(!head.fields.to_map().contains_key(header::TRANSFER_ENCODING), "{case}");
             // A length is dropped where chunked framing won, kept elsewhere (also on HEAD).
-            let length_kept = head.fields.has_length;
+            let length_kept = head.fields.has_length();
             assert_eq!(length_kept, head.fields.to_map().contains_key(header::CONTENT_LENGTH));
             assert_eq!(length_kept, case.contains("content-length") && framing != Framing::Chunked, "{case}");
         }
@@ -1005,8 +918,8 @@ mod tests {
     fn raw_fields_note_what_the_gateway_writes_itself() -> Result<(), BoxError> {
         let parse = |text: &'static [u8]| parse_head(&mut BytesMut::from(text), &Method::GET);
         let plain = parse(b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")?.ok_or("incomplete")?;
-        assert_eq!(&plain.fields.block[..], b"Date: x\r\nContent-Length: 0\r\nX-A: 1\r\n");
-        assert!(plain.fields.has_date && plain.fields.has_length && !plain.fields.collides);
+        assert_eq!(&plain.fields.block()[..], b"Date: x\r\nContent-Length: 0\r\nX-A: 1\r\n");
+        assert!(plain.fields.has_date() && plain.fields.has_length() && !plain.fields.collides());
         for colliding in
             [&b"X-Request-Id: 1"[..], b"RateLimit-Limit: 5", b"x-ratelimit-remaining-minute: 1", b"Retry-After: 3"]
         {
@@ -1014,7 +927,7 @@ mod tests {
             text.extend_from_slice(colliding);
             text.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
             let head = parse_head(&mut BytesMut::from(&text[..]), &Method::GET)?.ok_or("incomplete")?;
-            assert!(head.fields.collides, "{}", String::from_utf8_lossy(colliding));
+            assert!(head.fields.collides(), "{}", String::from_utf8_lossy(colliding));
         }
         let map = plain.fields.to_map();
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));

@@ -12,6 +12,7 @@ pub mod h1;
 pub mod headers;
 pub(crate) mod net;
 pub mod pool;
+pub mod reply;
 pub mod server;
 pub mod upgrade;
 
@@ -19,11 +20,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use http::Request;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
 use http_body_util::{Either, Full};
 
 pub use client::BoxError;
+pub use reply::{Fields, Reply};
 pub use server::ClientBody;
 
 /// Response body: the upstream's, streamed, or one the gateway made.
@@ -53,10 +55,10 @@ pub enum Reject {
 /// What answers the requests a server reads: the gateway's pipeline, or a test's.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request; never fails (errors become responses).
-    fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> impl Future<Output = Response<GwBody>> + Send;
+    fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> impl Future<Output = Reply> + Send;
 
     /// The answer to a request refused while it was read.
-    fn reject(&self, why: Reject) -> Response<GwBody>;
+    fn reject(&self, why: Reject) -> Reply;
 }
 
 /// Header fields the gateway adds to what it forwards — the caller's identity to the

@@ -16,14 +16,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Response;
 use http::header::HeaderValue;
 use http::uri::Authority;
+use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use super::h1::{self, Conn, H1Body};
+use super::reply::Reply;
 use crate::fx::FxBuildHasher;
 pub use crate::wire::net::Stall;
 
@@ -85,7 +86,7 @@ impl Http1Pool {
         out: &Outgoing<'_>,
         body: ProxyBody,
         read_timeout: Duration,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         let mut head = Vec::new();
         h1::encode_head(&mut head, out, &target.host, &body);
@@ -130,12 +131,9 @@ impl Http1Pool {
 }
 
 /// The response for a parsed head; its body reads from `conn` and returns it to `target`.
-fn response(head: h1::Head, conn: Conn, target: Arc<Target>) -> Response<PooledBody> {
-    let (status, version) = (head.status, head.version);
-    let mut res = Response::new(PooledBody::Plain(H1Body::new(conn, head, target)));
-    *res.status_mut() = status;
-    *res.version_mut() = version;
-    res
+fn response(head: h1::Head, conn: Conn, target: Arc<Target>) -> Reply {
+    let body = PooledBody::Plain(H1Body::new(conn, &head, target));
+    Reply { status: head.status, fields: head.fields, body: Either::Left(body) }
 }
 
 /// Drops expired and closed idle connections, and targets nobody uses any more.
@@ -170,6 +168,11 @@ async fn tcp_connect(authority: &str) -> std::io::Result<TcpStream> {
 }
 
 impl Target {
+    #[cfg(test)]
+    pub(crate) fn for_tests(authority: &str) -> Result<Self, UpstreamError> {
+        Self::new(authority)
+    }
+
     fn new(authority: &str) -> Result<Self, UpstreamError> {
         let invalid = |_| UpstreamError::InvalidTarget;
         Ok(Self {
@@ -208,6 +211,8 @@ impl h1::Checkin for Target {
 pub enum PooledBody {
     Plain(H1Body),
     Tls(Incoming, Stall),
+    /// A TLS upstream's `101`: no body, the connection is hyper's upgrade.
+    Switched(Option<hyper::upgrade::OnUpgrade>),
 }
 
 /// Polls a TLS upstream's body for a frame, failing once none came for the stall limit
@@ -228,42 +233,15 @@ fn poll_tls(
 }
 
 impl PooledBody {
-    /// Header fields still to be written (plain upstreams; see [`h1::RawFields`]).
-    pub fn take_fields(&mut self) -> Option<h1::RawFields> {
+    /// The upstream side of a `101 Switching Protocols`: the plain connection with the bytes
+    /// already read from it, or hyper's upgrade (TLS). `None` once taken, or for a body that
+    /// is not a switch.
+    pub fn take_upgraded(&mut self) -> Option<super::upgrade::Upstream> {
         match self {
-            Self::Plain(b) => b.take_fields(),
-            Self::Tls(..) => None,
-        }
-    }
-
-    /// Whether the fields still held include one the gateway sets itself.
-    pub fn fields_collide(&self) -> bool {
-        matches!(self, Self::Plain(b) if b.fields().is_some_and(|f| f.collides))
-    }
-
-    /// The fields kept as written, when the gateway may add its own to them: a plain
-    /// upstream's, not taken, and without fields of the gateway's own names. `None`: the
-    /// caller puts its fields into the header map.
-    pub fn extensible_fields(&mut self) -> Option<&mut h1::RawFields> {
-        match self {
-            Self::Plain(b) => b.fields_mut().filter(|f| !f.collides),
-            Self::Tls(..) => None,
-        }
-    }
-
-    /// Moves the header fields still held by the body into `headers`, for code that reads
-    /// or changes them.
-    pub fn fields_into(&mut self, headers: &mut http::HeaderMap) {
-        if let Some(fields) = self.take_fields() {
-            fields.append_to(headers);
-        }
-    }
-
-    /// The upstream connection after `101 Switching Protocols`, with the bytes already read
-    /// from it; `None` for a TLS upstream (hyper's upgrade API serves that one).
-    pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
-        match self {
-            Self::Plain(b) => b.take_conn().map(Conn::into_upgraded),
+            Self::Plain(b) => {
+                b.take_conn().map(Conn::into_upgraded).map(|(io, read)| super::upgrade::Upstream::Plain(io, read))
+            }
+            Self::Switched(on) => on.take().map(super::upgrade::Upstream::Hyper),
             Self::Tls(..) => None,
         }
     }
@@ -277,6 +255,7 @@ impl Body for PooledBody {
         match self.get_mut() {
             Self::Plain(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             Self::Tls(b, stall) => poll_tls(b, stall, cx),
+            Self::Switched(_) => Poll::Ready(None),
         }
     }
 
@@ -284,6 +263,7 @@ impl Body for PooledBody {
         match self {
             Self::Plain(b) => b.is_end_stream(),
             Self::Tls(b, _) => b.is_end_stream(),
+            Self::Switched(_) => true,
         }
     }
 
@@ -291,6 +271,7 @@ impl Body for PooledBody {
         match self {
             Self::Plain(b) => b.size_hint(),
             Self::Tls(b, _) => b.size_hint(),
+            Self::Switched(_) => SizeHint::with_exact(0),
         }
     }
 }
@@ -358,7 +339,7 @@ mod tests {
     }
 
     /// Sends a GET for `/` with an empty body.
-    async fn send_get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Response<PooledBody>, UpstreamError> {
+    async fn send_get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<super::Reply, UpstreamError> {
         let body = empty_body();
         let forwarding = Forwarding { client_ip: [127, 0, 0, 1].into(), proto: "http", host: None };
         let pq = PathAndQuery::from_static("/");
@@ -377,8 +358,8 @@ mod tests {
 
     async fn get(pool: &Arc<Http1Pool>, target: &Arc<Target>) -> Result<Bytes, BoxError> {
         let res = send_get(pool, target).await?;
-        assert_eq!(res.status(), 200);
-        Ok(res.into_body().collect().await?.to_bytes())
+        assert_eq!(res.status, 200);
+        Ok(res.body.collect().await?.to_bytes())
     }
 
     type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -27,8 +27,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -37,9 +37,9 @@ use tokio::sync::{Notify, oneshot};
 
 use super::client::BoxError;
 use super::codec::{Decode, Field, Seen, Step, Transfer, put, put_chunk, put_chunk_size};
-use super::h1::RawFields;
 use super::net::{Prefixed, Stall};
-use super::{ConnInfo, GwBody, Handler, Reject};
+use super::reply::Reply;
+use super::{ConnInfo, Handler, Reject};
 
 /// Most request header fields.
 const MAX_HEADERS: usize = 100;
@@ -377,7 +377,7 @@ pub async fn serve<H: Handler>(
             }
         }
         keep_alive &= !srv.drain.started();
-        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
+        let switching = res.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
         match write_response(writer, &mut out, res, version, head_only, keep_alive || switching).await {
             Ok(intact) => keep_alive &= intact,
             Err(_) => return,
@@ -424,7 +424,7 @@ async fn prefetch(body: &mut RequestBody) -> Result<(), Option<Reject>> {
 }
 
 /// Answers a request refused before the pipeline saw it; the connection closes after it.
-async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, res: Response<GwBody>, version: Version) {
+async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, res: Reply, version: Version) {
     let _ = write_response(writer, out, res, version, false, false).await;
 }
 
@@ -687,18 +687,12 @@ enum Out {
 async fn write_response(
     io: Writer<'_>,
     out: &mut Vec<u8>,
-    res: Response<GwBody>,
+    res: Reply,
     version: Version,
     head_only: bool,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = res.into_parts();
-    // A plain upstream's fields, as it wrote them (see `RawFields`).
-    let raw = match &mut body {
-        http_body_util::Either::Left(upstream) => upstream.take_fields().unwrap_or_default(),
-        http_body_util::Either::Right(_) => RawFields::default(),
-    };
-    let status = parts.status;
+    let Reply { status, fields, mut body } = res;
     let bodyless = head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -717,20 +711,15 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    raw.write(out);
-    for (name, value) in &parts.headers {
-        // The framing is the gateway's (a HEAD or 304 answer keeps the length it describes).
-        let framing_field = *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !bodyless);
-        if !framing_field {
-            put(out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
-        }
-    }
-    if !raw.has_date && !parts.headers.contains_key(header::DATE) {
+    // No framing field is among them but a length that is the body's (a HEAD or 304 answer
+    // keeps the length it describes).
+    fields.write(out);
+    if !fields.has_date() {
         put(out, &[b"date: ", &date(), b"\r\n"]);
     }
     match framing {
         // The upstream's own length, already written, is the body's exact length.
-        Out::Length(_) if raw.has_length => {}
+        Out::Length(_) if fields.has_length() => {}
         Out::Length(n) => put(out, &[b"content-length: ", itoa::Buffer::new().format(n).as_bytes(), b"\r\n"]),
         Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Out::None | Out::Close => {}
@@ -850,6 +839,7 @@ fn date() -> [u8; 29] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     fn seen(fields: &[(&'static str, &'static str)]) -> Seen {
         let mut s = Seen::default();
