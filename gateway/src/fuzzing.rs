@@ -5,7 +5,8 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::{Method, Version};
+use http::Method;
+pub use http::Version;
 
 pub use crate::router::oracle::percent_decode;
 pub use crate::wire::codec::pieces::{Outcome, decode_in_pieces};
@@ -17,6 +18,8 @@ const MAX_HEADERS: usize = 100;
 
 /// What a request head says, as far as framing goes.
 pub struct RequestHead {
+    pub method: Vec<u8>,
+    pub target: Vec<u8>,
     pub version: Version,
     /// Each field as sent (name, value), in order.
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
@@ -42,7 +45,32 @@ pub fn request_head(bytes: &[u8]) -> Result<Option<RequestHead>, httparse::Error
         seen.note(Field::of(f.name.as_bytes()), f.value);
         fields.push((f.name.as_bytes().to_vec(), f.value.to_vec()));
     }
-    Ok(Some(RequestHead { version, fields, seen, len }))
+    let method = req.method.unwrap_or_default().as_bytes().to_vec();
+    let target = req.path.unwrap_or_default().as_bytes().to_vec();
+    Ok(Some(RequestHead { method, target, version, fields, seen, len }))
+}
+
+/// The server's own decisions on a parsed head, in its order: the method, the target form,
+/// each `Host` value's syntax, then the framing (`Err`: the reason of the 400/405 the server
+/// answers, closing the connection).
+pub fn server_decision(head: &RequestHead) -> Result<Decode, &'static str> {
+    use crate::wire::Reject;
+    use crate::wire::server::{framing, is_host, is_routable_target, request_method};
+    let reason = |r: Reject| match r {
+        Reject::BadRequest(why) => why,
+        Reject::MethodNotAllowed => "method not allowed",
+        Reject::HeadersTooLarge => "headers too large",
+        Reject::RequestTimeout => "request timeout",
+    };
+    request_method(&head.method).map_err(reason)?;
+    if !is_routable_target(&head.target) {
+        return Err("the request target must be a path or an absolute URI");
+    }
+    let hosts = head.fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"host"));
+    if hosts.into_iter().any(|(_, v)| !is_host(v)) {
+        return Err("the Host header is invalid");
+    }
+    framing(&head.seen, head.version).map_err(reason)
 }
 
 /// What an upstream response head parsed to.

@@ -5,7 +5,11 @@
 //! matches a plain reading of the fields: one `Transfer-Encoding` field whose only coding
 //! is `chunked` and nothing else counts as chunked; `Content-Length` is a length only
 //! when it is one field of 1-19 digits, and is otherwise flagged bad; `Host` fields are
-//! counted; `Connection` tokens and `Expect: 100-continue` are seen as written.
+//! counted; `Connection` tokens and `Expect: 100-continue` are seen as written. Then the
+//! server's own decision (method, target, `Host`, framing) admits only what it promises:
+//! an upper-case method other than CONNECT/TRACE, an origin- or absolute-form target, one
+//! non-empty `Host` (HTTP/1.1), chunked only alone and without a length, a length only
+//! alone and as one number.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -57,6 +61,29 @@ fuzz_target!(|input: &[u8]| {
     let other = |t: &&[u8]| !t.is_empty() && !is(t, "close") && !is(t, "keep-alive");
     assert_eq!(seen.names_others, tokens.iter().any(other));
     assert_eq!(seen.expect_continue, values(fields, "expect").any(|v| is(v, "100-continue")));
+
+    // The server's decision admits only what it promises.
+    if let Ok(decided) = fuzzing::server_decision(&head) {
+        let m = &head.method;
+        assert!(!m.is_empty() && m.iter().all(|b| b.is_ascii_uppercase() || b"-_".contains(b)), "{m:?}");
+        assert!(m != b"CONNECT" && m != b"TRACE");
+        let t = &head.target;
+        let scheme = |s: &[u8]| t.len() > s.len() && t[..s.len()].eq_ignore_ascii_case(s);
+        assert!(t.starts_with(b"/") || scheme(b"http://") || scheme(b"https://"), "{t:?}");
+        let hosts: Vec<&[u8]> = values(fields, "host").collect();
+        assert!(hosts.len() <= 1 && hosts.iter().all(|h| !h.is_empty() && !h.contains(&b'/')), "{hosts:?}");
+        if head.version == fuzzing::Version::HTTP_11 {
+            assert_eq!(hosts.len(), 1);
+        }
+        match decided {
+            Decode::Length(n) => assert!(te.is_empty() && length == Some(n) && n > 0),
+            Decode::Done => assert!(te.is_empty() && length.unwrap_or(0) == 0 && seen.bad_length.is_none()),
+            d => {
+                assert!(d == Decode::CHUNKED && chunked_alone && cl.is_empty());
+                assert_eq!(head.version, fuzzing::Version::HTTP_11);
+            }
+        }
+    }
 
     // The body the framing implies (where the server would accept it), decoded.
     let mut state = match (seen.transfer, seen.length, seen.bad_length) {

@@ -595,7 +595,7 @@ fn parse_request(
 }
 
 /// A request method: upper-case letters, `-` and `_` (as nginx), not `CONNECT` or `TRACE`.
-fn request_method(raw: &[u8]) -> Result<Method, Reject> {
+pub(crate) fn request_method(raw: &[u8]) -> Result<Method, Reject> {
     if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_') {
         return Err(Reject::BadRequest("the request method is invalid"));
     }
@@ -607,14 +607,14 @@ fn request_method(raw: &[u8]) -> Result<Method, Reject> {
 }
 
 /// Origin form (`/path`) or absolute form (`http://host/path`, RFC 9112 §3.2.2).
-fn is_routable_target(target: &[u8]) -> bool {
+pub(crate) fn is_routable_target(target: &[u8]) -> bool {
     let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
     target.starts_with(b"/") || scheme(b"http://") || scheme(b"https://")
 }
 
 /// A `Host` value: a host name or IP literal and an optional port (RFC 9110 §7.2), never
 /// empty, with no path, user info or anything else a router or upstream could misread.
-fn is_host(value: &[u8]) -> bool {
+pub(crate) fn is_host(value: &[u8]) -> bool {
     let (host, port) = match value.iter().rposition(|b| *b == b':') {
         Some(colon) if !value.ends_with(b"]") => (&value[..colon], &value[colon + 1..]),
         _ => (value, &b""[..]),
@@ -650,7 +650,7 @@ fn field_name(previous: &mut Vec<(Box<[u8]>, HeaderName)>, i: usize, raw: &[u8])
 }
 
 /// The body framing of a request (RFC 9112 §6.3), refusing every ambiguous case.
-fn framing(seen: &Seen, version: Version) -> Result<Decode, Reject> {
+pub(crate) fn framing(seen: &Seen, version: Version) -> Result<Decode, Reject> {
     let bad = Reject::BadRequest;
     if seen.hosts > 1 {
         return Err(bad("the request has several Host fields"));
