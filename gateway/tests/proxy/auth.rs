@@ -315,3 +315,41 @@ async fn rate_limit_fields_are_the_gateways_even_when_the_upstream_sends_some() 
         }
     }
 }
+
+/// An upstream that sets fields the gateway sets too: over HTTP/1.1 and HTTP/2, its request
+/// id is kept (once) and its rate-limit fields give way to the plan's (once each).
+#[tokio::test]
+async fn upstream_fields_of_the_gateways_names_follow_one_rule_on_both_protocols() {
+    let up = Upstream::start("claims", |_req| async {
+        let mut res = crate::helpers::upstream::text(200, "ok");
+        for (name, value) in [
+            ("x-request-id", "theirs"),
+            ("ratelimit-remaining", "999"),
+            ("x-ratelimit-limit", "5"),
+            ("x-other", "kept"),
+        ] {
+            res.headers_mut().insert(name, http::HeaderValue::from_static(value));
+        }
+        res
+    })
+    .await;
+    let gw = Gateway::start(keyed(&up, 100, json!({}))).await;
+    for (client, protocol) in [(Client::http1(), "HTTP/1.1"), (Client::h2c(), "HTTP/2")] {
+        let ok = client.send(with_key(&gw.url("/orders/1"), KEY)).await;
+        assert_eq!(ok.status, 200, "{protocol}: {}", ok.text());
+        let all =
+            |name: &str| -> Vec<&str> { ok.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect() };
+        assert_eq!(all("x-request-id"), ["theirs"], "{protocol}: {:?}", ok.headers);
+        assert_eq!(all("x-ratelimit-limit"), ["100"], "{protocol}: {:?}", ok.headers);
+        assert_eq!(all("ratelimit-limit"), ["100"], "{protocol}: {:?}", ok.headers);
+        let remaining = all("ratelimit-remaining");
+        assert!(remaining.len() == 1 && remaining[0] != "999", "{protocol}: {:?}", ok.headers);
+        assert_eq!(all("x-other"), ["kept"], "{protocol}");
+    }
+    // Without a plan the gateway adds only its request id, and keeps the upstream's.
+    let open =
+        Gateway::start(config(vec![api("open", &[&up], json!([{"name": "all", "paths": ["/*"]}]), json!({}))])).await;
+    let ok = Client::http1().get(&open.url("/x")).await;
+    assert_eq!(ok.headers.get_all("x-request-id").iter().collect::<Vec<_>>(), ["theirs"]);
+    assert_eq!(ok.headers.get_all("ratelimit-remaining").iter().collect::<Vec<_>>(), ["999"]);
+}
