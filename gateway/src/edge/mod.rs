@@ -104,42 +104,17 @@ impl Identity {
     pub(crate) fn anonymous() -> Self {
         Identity { caller: Caller::Anonymous, plan: None }
     }
-
-    /// The value of identity header `name`, when the caller has it.
-    pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
-        if !IDENTITY_HEADERS.contains(&name) {
-            return None;
-        }
-        let mut found = None;
-        self.fields(|n, v| {
-            if n == name && found.is_none() {
-                found = HeaderValue::from_bytes(v).ok();
-            }
-        });
-        found
-    }
-
-    /// Sets the identity headers in a header map.
-    pub fn write_headers(&self, headers: &mut HeaderMap) {
-        self.fields(|name, value| {
-            if let Ok(v) = HeaderValue::from_bytes(value) {
-                headers.insert(name.clone(), v);
-            }
-        });
-    }
 }
 
+/// The identity headers as fields the upstream codecs write (and consistent hashing reads).
 impl crate::wire::ExtraFields for Identity {
     fn each(&self, field: &mut dyn FnMut(&HeaderName, &[u8])) {
         self.fields(|name, value| field(name, value));
     }
 
-    fn write_lines(&self, out: &mut Vec<u8>) {
-        self.fields(|name, value| crate::wire::codec::put(out, &[name.as_str().as_bytes(), b": ", value, b"\r\n"]));
-    }
-
+    /// Only the identity headers are looked for (no credential id formatted for others).
     fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
-        Identity::get(self, name)
+        IDENTITY_HEADERS.contains(&name).then(|| self.find(name)).flatten()
     }
 }
 

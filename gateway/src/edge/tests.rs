@@ -59,6 +59,7 @@ mod admission {
     use crate::error::{GatewayError, Refusal};
     use crate::limits::Limiter;
     use crate::snapshot::ConfigStore;
+    use crate::wire::ExtraFields;
 
     const KEY: &str = "tg_test_key_0123456789";
 

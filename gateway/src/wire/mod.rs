@@ -84,6 +84,12 @@ pub trait ExtraFields: Send + Sync + std::fmt::Debug {
 
     /// The value of field `name`, when there is one.
     fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
+        self.find(name)
+    }
+
+    /// The first value of field `name` among all of them (what [`Self::get`] does unless an
+    /// implementation knows a shorter way).
+    fn find(&self, name: &HeaderName) -> Option<HeaderValue> {
         let mut found = None;
         self.each(&mut |n, v| {
             if n == name && found.is_none() {

@@ -205,7 +205,7 @@ pub(crate) fn append_lines(block: &Bytes, headers: &mut HeaderMap) {
     }
 }
 
-/// Whether `headers` say the response switches to WebSocket (the only upgrade passed on).
+/// Whether the fields say the response switches to WebSocket (the only upgrade passed on).
 pub fn switches_to_websocket(fields: &Fields) -> bool {
     super::headers::upgrades_to_websocket(&fields.to_map())
 }
