@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod router;
 pub mod snapshot;
 pub mod upstream;
+pub mod usage;
 pub mod wire;
 
 use std::future::Future;
@@ -68,6 +69,28 @@ pub struct GatewayOptions {
     pub limiter: limits::LimiterConfig,
     /// Let JWKS and introspection URLs reach private addresses and plain `http`.
     pub allow_private_auth_urls: bool,
+    /// Usage recording and where it is written.
+    pub usage: UsageOptions,
+}
+
+/// Usage recording of a node (see [`usage`]).
+#[derive(Debug, Clone)]
+pub struct UsageOptions {
+    /// Record usage at all.
+    pub enabled: bool,
+    /// Distinct series per flush interval before new ones are folded into overflow series.
+    pub max_series: usize,
+    pub flush: usage::flush::FlushConfig,
+    /// Where a DB-less node writes usage (a node on PostgreSQL writes to its own database).
+    /// Without one a DB-less node records nothing per consumer (its `/metrics` still counts
+    /// per API).
+    pub database: Option<PgPool>,
+}
+
+impl Default for UsageOptions {
+    fn default() -> Self {
+        UsageOptions { enabled: true, max_series: 100_000, flush: usage::flush::FlushConfig::default(), database: None }
+    }
 }
 
 /// Serves gateway traffic on `listener` until `shutdown` completes, then drains.
@@ -81,11 +104,26 @@ pub async fn serve(
     let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
     let store = Arc::new(ConfigStore::new(limiter, policy));
     let sink: Arc<dyn Sink> = store.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let usage_db = match (&opts.source, opts.usage.database) {
+        (_, Some(pool)) => Some(pool),
+        (ConfigSource::Postgres(pool), None) => Some(pool.clone()),
+        (ConfigSource::File(_), None) => None,
+    };
+    let (recorder, mut flusher) = match usage_db.filter(|_| opts.usage.enabled) {
+        Some(pool) => {
+            let recorder = Arc::new(usage::Recorder::new(opts.usage.max_series));
+            let quotas: Arc<dyn usage::flush::LocalQuotas> = store.clone();
+            let flusher =
+                usage::flush::Flusher::new(recorder.clone(), pool, opts.node.id, opts.usage.flush, Some(quotas));
+            (Some(recorder), Some(flusher.spawn(stop_rx.clone())))
+        }
+        None => (None, None),
+    };
     let metrics_task = match opts.metrics_listener {
-        Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone()).await?),
+        Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone(), recorder.clone()).await?),
         None => None,
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut source_task = match opts.source {
         ConfigSource::Postgres(pool) => {
             let state_file = opts.state_dir.map(|d| d.join("gateway-config.json"));
@@ -94,10 +132,14 @@ pub async fn serve(
         }
         ConfigSource::File(path) => config::file::watch(path, sink, stop_rx).await?,
     };
-    let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge });
+    let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge, usage: recorder });
     listener::serve(listener, pipeline, opts.listener, shutdown).await;
-    // The PostgreSQL follower saves its configuration and ends; the file watcher just ends.
+    // The PostgreSQL follower saves its configuration and ends; the file watcher just ends;
+    // the usage writer writes what the drained requests recorded.
     let _ = stop_tx.send(true);
+    if let Some(task) = flusher.as_mut() {
+        let _ = task.await;
+    }
     if tokio::time::timeout(Duration::from_secs(15), &mut source_task).await.is_err() {
         source_task.abort();
     }

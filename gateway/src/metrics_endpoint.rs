@@ -14,9 +14,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::snapshot::ConfigStore;
+use crate::usage::Recorder;
 
 /// Binds `addr` and serves metrics from `store` until the task is aborted.
-pub async fn spawn(addr: SocketAddr, store: Arc<ConfigStore>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn spawn(
+    addr: SocketAddr,
+    store: Arc<ConfigStore>,
+    usage: Option<Arc<Recorder>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     Ok(tokio::spawn(async move {
@@ -31,10 +36,12 @@ pub async fn spawn(addr: SocketAddr, store: Arc<ConfigStore>) -> anyhow::Result<
                 }
             };
             let store = store.clone();
+            let usage = usage.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let store = store.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &store)) }
+                    let usage = usage.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &store, usage.as_deref())) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
             });
@@ -42,9 +49,15 @@ pub async fn spawn(addr: SocketAddr, store: Arc<ConfigStore>) -> anyhow::Result<
     }))
 }
 
-fn respond(path: &str, store: &ConfigStore) -> Response<Full<Bytes>> {
+fn respond(path: &str, store: &ConfigStore, usage: Option<&Recorder>) -> Response<Full<Bytes>> {
     let (status, body) = match path {
-        "/metrics" => (StatusCode::OK, store.metrics.render(store.load().event_id)),
+        "/metrics" => {
+            let mut text = store.metrics.render(store.load().event_id);
+            if let Some(usage) = usage {
+                usage.stats.render(&mut text);
+            }
+            (StatusCode::OK, text)
+        }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
     let mut res = Response::new(Full::new(Bytes::from(body)));

@@ -28,6 +28,7 @@ use crate::limits::{Decision, Denial, LimitKey, Limiter};
 pub use crate::snapshot::identities::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt};
 pub use crate::snapshot::sharded::Sharded;
 use crate::snapshot::{ApiRuntime, Snapshot};
+use crate::usage::Attribution;
 
 /// Node-wide settings of the edge phases.
 #[derive(Debug, Clone, Default)]
@@ -127,15 +128,21 @@ pub struct Admitted {
 }
 
 /// Runs the edge phases. Client-sent identity headers are removed from `headers`;
-/// `upstream_pq` loses the key parameter when credentials are hidden.
+/// `upstream_pq` loses the key parameter when credentials are hidden. `who` learns the
+/// consumer, credential and plan as they are found (also when the request is then refused).
 pub async fn admit(
     call: &Call<'_>,
     limiter: &Limiter,
     headers: &mut HeaderMap,
     upstream_pq: &mut String,
+    who: &mut Attribution,
 ) -> Result<Admitted, GatewayError> {
     strip_identity(headers);
     let caller = authenticate(call, headers, upstream_pq).await?;
+    if let Caller::Consumer { consumer, credential } = &caller {
+        who.consumer = consumer.id;
+        who.credential = *credential;
+    }
     let (plan, key) = match &caller {
         Caller::Consumer { consumer, .. } => {
             let plan = authorize(call, consumer)?;
@@ -150,6 +157,9 @@ pub async fn admit(
             (plan, key)
         }
     };
+    if let Some(plan) = &plan {
+        who.plan = plan.id;
+    }
     let decision = match (&plan, key) {
         (Some(plan), Some(key)) => {
             let cost = plan.cost(call.route_id, call.route_cost);

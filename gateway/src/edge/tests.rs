@@ -143,7 +143,7 @@ mod admission {
             peer: "192.0.2.1".parse().expect("ip"),
             trusted_proxies: &[],
         };
-        admit(&call, &store.limiter, headers, pq).await
+        admit(&call, &store.limiter, headers, pq, &mut crate::usage::Attribution::default()).await
     }
 
     fn store_with(d: &ConfigData) -> ConfigStore {

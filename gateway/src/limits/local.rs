@@ -70,6 +70,18 @@ impl LocalCounter {
         before.saturating_sub(self.cells.len())
     }
 
+    /// The count of `key` in the current `period` window at `utc`, and that window's start
+    /// (Unix seconds).
+    pub fn quota_used(&self, key: &LimitKey, period: QuotaPeriod, utc: time::OffsetDateTime) -> Option<(i64, u64)> {
+        let (start, _) = calendar::window(period, utc)?;
+        let id = u64::try_from(start.div_euclid(SECS_PER_DAY)).ok()?;
+        let used = self.cells.get(key).map_or(0, |cell| {
+            let v = cell.quotas[period as usize].load(Ordering::Acquire);
+            if v >> COUNT_BITS == id { v & COUNT_MASK } else { 0 }
+        });
+        Some((start, used))
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.cells.len()

@@ -28,6 +28,12 @@ pub use local::LocalCounter;
 pub use plan::{FailurePolicy, Mode, PlanLimits, QuotaPeriod};
 pub use redis::{CounterError, RedisCounter};
 
+/// The calendar window of `period` containing `utc`: its start (Unix seconds) and the
+/// nanoseconds left in it.
+pub fn quota_window(period: QuotaPeriod, utc: OffsetDateTime) -> Option<(i64, u64)> {
+    calendar::window(period, utc)
+}
+
 /// Reserved units unused this long are given up at the next sweep.
 const LEASE_IDLE_NS: u64 = 60_000_000_000;
 
@@ -247,6 +253,24 @@ impl Limiter {
                 self.fallback.check(key, &share, cost, now, Backend::Fallback)
             }
         }
+    }
+
+    /// This node's counts of `key`'s quotas under a `local` plan: (period, window start in
+    /// Unix seconds, used). Empty for other plans (their counts live in Redis).
+    pub fn local_quota_used(
+        &self,
+        key: &LimitKey,
+        plan: &PlanLimits,
+        utc: OffsetDateTime,
+    ) -> Vec<(QuotaPeriod, i64, u64)> {
+        if plan.mode != Mode::Local {
+            return Vec::new();
+        }
+        plan.quotas()
+            .filter_map(|(period, _)| {
+                self.local.quota_used(key, period, utc).map(|(start, used)| (period, start, used))
+            })
+            .collect()
     }
 
     /// Drops idle local keys (see [`LocalCounter::sweep`]); returns how many.

@@ -71,7 +71,7 @@ impl PlanLimits {
     }
 
     /// The configured quotas.
-    pub(crate) fn quotas(&self) -> impl Iterator<Item = (QuotaPeriod, u64)> + '_ {
+    pub fn quotas(&self) -> impl Iterator<Item = (QuotaPeriod, u64)> + '_ {
         [(QuotaPeriod::Day, self.quota_per_day), (QuotaPeriod::Month, self.quota_per_month)]
             .into_iter()
             .filter_map(|(p, q)| Some((p, q?)))

@@ -129,6 +129,18 @@ impl RedisCounter {
         read_reply(&reply, plan, cost, &call)
     }
 
+    /// The count of `key`'s current `period` quota window at `utc` (read only; 0 when the
+    /// window has no count yet).
+    pub async fn quota_used(&self, key: &str, period: QuotaPeriod, utc: OffsetDateTime) -> Result<u64, CounterError> {
+        let Some((start, _)) = calendar::window(period, utc) else { return Ok(0) };
+        let name = format!("{}:{{{key}}}:q{}:{start}", self.namespace, quota_tag(period));
+        let mut conn = self.conn.clone();
+        let used: Option<i64> = tokio::time::timeout(self.timeout, redis::cmd("GET").arg(&name).query_async(&mut conn))
+            .await
+            .map_err(|_| CounterError::Timeout(self.timeout))??;
+        Ok(used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
+    }
+
     fn build(&self, key: &str, plan: &PlanLimits, utc: OffsetDateTime) -> Call {
         let mut call = Call { keys: SmallVec::new(), args: SmallVec::new(), quotas: SmallVec::new() };
         for w in plan.rate_windows() {
@@ -138,8 +150,7 @@ impl RedisCounter {
         }
         for (period, limit) in plan.quotas() {
             let Some((start, left_ns)) = calendar::window(period, utc) else { continue };
-            let tag = if period == QuotaPeriod::Day { 'd' } else { 'm' };
-            call.keys.push(format!("{}:{{{key}}}:q{tag}:{start}", self.namespace));
+            call.keys.push(format!("{}:{{{key}}}:q{}:{start}", self.namespace, quota_tag(period)));
             call.args.push(limit.to_string());
             // A minute of slack so a slow clock on this node never expires a live count.
             call.args.push((left_ns / 1_000_000_000 + 60).to_string());
@@ -147,6 +158,11 @@ impl RedisCounter {
         }
         call
     }
+}
+
+/// The letter of a quota period in its key.
+fn quota_tag(period: QuotaPeriod) -> char {
+    if period == QuotaPeriod::Day { 'd' } else { 'm' }
 }
 
 /// Nanoseconds as a decimal number of microseconds (Lua numbers are doubles).

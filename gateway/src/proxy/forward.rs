@@ -18,6 +18,7 @@ use crate::error::GatewayError;
 use crate::router::{RequestView, normalize_path};
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
+use crate::usage::{Attribution, Recorder, StatusClass};
 use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use crate::wire::headers::{self, Forwarding};
 use crate::wire::reply::switches_to_websocket;
@@ -46,6 +47,15 @@ pub struct Pipeline {
     pub store: Arc<ConfigStore>,
     pub limits: Limits,
     pub edge: EdgeOptions,
+    /// Usage recording (off: `None`).
+    pub usage: Option<Arc<Recorder>>,
+}
+
+/// What the phases learnt about a request, for its metrics and usage (also when refused).
+#[derive(Default)]
+struct Seen {
+    api: Option<Arc<ApiRuntime>>,
+    who: Attribution,
 }
 
 /// One request's state as it moves through the phases.
@@ -64,13 +74,22 @@ impl Pipeline {
         }
         let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers());
-        let mut api = None;
-        let res = match self.forward(req, conn, request_id.clone(), &mut api).await {
+        let hint = req.body().size_hint();
+        let request_bytes = hint.exact().unwrap_or(hint.lower());
+        let mut seen = Seen::default();
+        let res = match self.forward(req, conn, request_id.clone(), &mut seen).await {
             Ok(res) => res,
             Err(e) => refused(&e, &request_id),
         };
-        let metrics = api.as_ref().map_or(&self.store.metrics.unrouted, |a: &Arc<ApiRuntime>| &a.metrics);
-        metrics.record(res.status.as_u16(), started.elapsed());
+        let elapsed = started.elapsed();
+        let metrics = seen.api.as_ref().map_or(&self.store.metrics.unrouted, |a| &a.metrics);
+        metrics.record(res.status.as_u16(), elapsed);
+        if let Some(usage) = &self.usage {
+            let made = matches!(res.body, Either::Right(_));
+            let response_bytes = res.body.size_hint().exact().unwrap_or(0);
+            let class = StatusClass::of(res.status, made);
+            usage.record(&seen.who, class, started, elapsed, request_bytes, response_bytes);
+        }
         res
     }
 
@@ -93,7 +112,7 @@ impl Pipeline {
         mut req: Box<Request<ClientBody>>,
         conn: ConnInfo,
         request_id: HeaderValue,
-        api_out: &mut Option<Arc<ApiRuntime>>,
+        seen: &mut Seen,
     ) -> Result<Reply, GatewayError> {
         self.guard(&req)?;
         let snapshot = self.store.load_full();
@@ -101,7 +120,9 @@ impl Pipeline {
             return Err(GatewayError::NotReady);
         }
         let Routed { api, route_id, route_cost, route_methods, mut upstream_pq } = route(&snapshot, &req)?;
-        *api_out = Some(api.clone());
+        seen.who.api = api.id;
+        seen.who.route = route_id;
+        seen.api = Some(api.clone());
         let call = edge::Call {
             snapshot: &snapshot,
             api: &api,
@@ -112,7 +133,7 @@ impl Pipeline {
             trusted_proxies: &self.edge.trusted_proxies,
         };
         let edge::Admitted { identity, decision } =
-            edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq).await?;
+            edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq, &mut seen.who).await?;
         drop(snapshot);
         let ctx = Ctx { request_id, identity, upstream_pq };
         let pool = choose_pool(&api, req.headers());

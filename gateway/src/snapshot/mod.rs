@@ -129,6 +129,30 @@ impl ConfigStore {
     }
 }
 
+/// The node's local quota counters, for the usage flush (what the admin's quota answer sums).
+impl crate::usage::flush::LocalQuotas for ConfigStore {
+    fn local_quotas(&self, plan: Uuid, consumer: Uuid) -> Vec<crate::usage::flush::LocalQuota> {
+        let snapshot = self.load();
+        let Some(p) = snapshot.identities.plan(&plan) else { return Vec::new() };
+        let key = crate::limits::LimitKey::consumer(plan, consumer);
+        let utc = time::OffsetDateTime::now_utc();
+        self.limiter
+            .local_quota_used(&key, &p.limits, utc)
+            .into_iter()
+            .map(|(period, window_start, used)| crate::usage::flush::LocalQuota {
+                plan,
+                consumer,
+                period: match period {
+                    crate::limits::QuotaPeriod::Day => "day",
+                    crate::limits::QuotaPeriod::Month => "month",
+                },
+                window_start,
+                used,
+            })
+            .collect()
+    }
+}
+
 impl Sink for ConfigStore {
     fn publish(&self, data: &ConfigData, changed: Changed) {
         let started = std::time::Instant::now();
