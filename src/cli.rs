@@ -83,7 +83,38 @@ pub struct DevArgs {
     #[arg(long, env = "TOLLGATE_CONFIG_EVENTS_RETENTION_HOURS", default_value_t = 168)]
     pub config_events_retention_hours: u64,
     #[command(flatten)]
+    pub usage_retention: UsageRetention,
+    #[command(flatten)]
     pub gateway_limits: GatewayLimits,
+}
+
+/// How long the admin keeps each usage tier (also used by `dev`).
+#[derive(Debug, Clone, Args)]
+pub struct UsageRetention {
+    /// Hours per-minute usage is kept.
+    #[arg(long, env = "TOLLGATE_USAGE_MINUTES_RETENTION_HOURS", default_value_t = 48,
+          value_parser = clap::value_parser!(u64).range(2..=24 * 90))]
+    pub usage_minutes_retention_hours: u64,
+    /// Days hourly usage is kept.
+    #[arg(long, env = "TOLLGATE_USAGE_HOURS_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(2..=3650))]
+    pub usage_hours_retention_days: u64,
+    /// Days daily usage is kept.
+    #[arg(long, env = "TOLLGATE_USAGE_DAYS_RETENTION_DAYS", default_value_t = 396,
+          value_parser = clap::value_parser!(u64).range(2..=36500))]
+    pub usage_days_retention_days: u64,
+}
+
+impl UsageRetention {
+    /// As the admin takes it.
+    pub fn retention(&self) -> tollgate_admin::usage::Retention {
+        let hours = |h: u64| std::time::Duration::from_secs(h.saturating_mul(3600));
+        tollgate_admin::usage::Retention {
+            minutes: hours(self.usage_minutes_retention_hours),
+            hours: hours(self.usage_hours_retention_days.saturating_mul(24)),
+            days: hours(self.usage_days_retention_days.saturating_mul(24)),
+        }
+    }
 }
 
 /// Flags of `tollgate admin`.
@@ -107,6 +138,11 @@ pub struct AdminArgs {
     /// Hours config events are kept before pruning (the newest is always kept); 0 keeps all.
     #[arg(long, env = "TOLLGATE_CONFIG_EVENTS_RETENTION_HOURS", default_value_t = 168)]
     pub config_events_retention_hours: u64,
+    /// Redis the gateways count `redis` plans in: read for subscriptions' quota answers.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+    #[command(flatten)]
+    pub usage_retention: UsageRetention,
 }
 
 /// Flags of `tollgate portal`.
@@ -141,6 +177,10 @@ pub struct GatewayArgs {
     /// Where the last-known-good configuration is kept, to start while PostgreSQL is down.
     #[arg(long, env = "TOLLGATE_STATE_DIR", default_value = ".tollgate")]
     pub state_dir: std::path::PathBuf,
+    /// DB-less mode: the PostgreSQL URL usage is written to (without it, usage is only in
+    /// `/metrics`, per API).
+    #[arg(long, env = "TOLLGATE_USAGE_DATABASE_URL", hide_env_values = true, requires = "config")]
+    pub usage_database_url: Option<Secret>,
     #[command(flatten)]
     pub limits: GatewayLimits,
 }
@@ -198,6 +238,32 @@ pub struct GatewayLimits {
     /// Let JWKS and introspection URLs use plain `http` and private addresses.
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
     pub allow_private_auth_urls: bool,
+    /// Record usage per consumer, key and route (`on`) or not (`off`).
+    #[arg(long, env = "TOLLGATE_USAGE", default_value = "on", value_parser = on_off)]
+    pub usage: bool,
+    /// Seconds between writes of recorded usage to PostgreSQL.
+    #[arg(long, env = "TOLLGATE_USAGE_FLUSH_INTERVAL_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub usage_flush_interval_secs: u64,
+    /// Distinct usage series per flush interval; beyond it, new ones are folded into their
+    /// API's overflow series.
+    #[arg(long, env = "TOLLGATE_USAGE_MAX_SERIES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub usage_max_series: u64,
+    /// Usage series kept unwritten while PostgreSQL is unreachable; beyond it the oldest
+    /// minutes are given up (and counted).
+    #[arg(long, env = "TOLLGATE_USAGE_MAX_PENDING_SERIES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub usage_max_pending_series: u64,
+}
+
+/// `on` or `off`.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
 }
 
 /// The `--config-events-retention-hours` value as the admin takes it.

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use tollgate_gateway::config::node::NodeInfo;
 use tollgate_gateway::edge::EdgeOptions;
 use tollgate_gateway::limits::LimiterConfig;
-use tollgate_gateway::{ConfigSource, GatewayOptions, Limits, ListenerOptions};
+use tollgate_gateway::usage::flush::FlushConfig;
+use tollgate_gateway::{ConfigSource, GatewayOptions, Limits, ListenerOptions, UsageOptions};
 
 use crate::cli::{AdminArgs, GatewayArgs, GatewayLimits, MigrateArgs, PortalArgs};
 
@@ -32,6 +33,8 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let mut config = AdminConfig::new(listener.local_addr()?, args.jwt_secret);
     config.allow_private_auth_urls = args.allow_private_auth_urls;
     config.config_events_retention = crate::cli::retention(args.config_events_retention_hours);
+    config.redis_url = args.redis_url.clone();
+    config.usage_retention = args.usage_retention.retention();
     config.validate()?;
     let pool = connect(&args.database_url).await?;
     migrate_pool(&pool).await?;
@@ -63,7 +66,10 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         (None, Some(url)) => ConfigSource::Postgres(lazy_pool(url)?),
         (None, None) => anyhow::bail!("give --database-url (DATABASE_URL) or --config"),
     };
-    let opts = gateway_options(source, Some(args.state_dir), &args.limits, listener.local_addr()?);
+    let mut opts = gateway_options(source, Some(args.state_dir), &args.limits, listener.local_addr()?);
+    if let Some(url) = &args.usage_database_url {
+        opts.usage.database = Some(lazy_pool(url)?);
+    }
     tracing::info!(addr = %listener.local_addr()?, node = %opts.node.id, "gateway listening");
     tollgate_gateway::serve(listener, opts, shutdown_signal()).await
 }
@@ -118,6 +124,16 @@ pub fn gateway_options(
             ..LimiterConfig::default()
         },
         allow_private_auth_urls: l.allow_private_auth_urls,
+        usage: UsageOptions {
+            enabled: l.usage,
+            max_series: usize::try_from(l.usage_max_series).unwrap_or(usize::MAX),
+            flush: FlushConfig {
+                interval: secs(l.usage_flush_interval_secs),
+                max_pending_series: usize::try_from(l.usage_max_pending_series).unwrap_or(usize::MAX),
+                ..FlushConfig::default()
+            },
+            database: None,
+        },
     }
 }
 

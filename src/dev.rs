@@ -54,6 +54,8 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     // The same URL policy for saving (admin) and fetching (gateway).
     config.allow_private_auth_urls = args.gateway_limits.allow_private_auth_urls;
     config.config_events_retention = crate::cli::retention(args.config_events_retention_hours);
+    config.redis_url = args.gateway_limits.redis_url.clone();
+    config.usage_retention = args.usage_retention.retention();
     config.validate()?;
     print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
     let gateway_addr = listeners.gateway.local_addr()?;

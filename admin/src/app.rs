@@ -19,7 +19,7 @@ use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
     apis, audit, auth, consumers, developers, keys, nodes, plans, routes, subscriptions, targets, token_bindings,
-    tokens, users,
+    tokens, usage, users,
 };
 
 /// The `/admin/v1` routes and the OpenAPI document describing them.
@@ -63,6 +63,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_config_events))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::get_propagation))
+        .routes(routes!(usage::api::get_usage))
+        .routes(routes!(usage::api::get_top))
+        .routes(routes!(usage::quota::get_quota))
 }
 
 /// The whole admin HTTP service.

@@ -28,6 +28,12 @@ pub struct AdminConfig {
     /// Config events older than this are pruned hourly (the newest is always kept); `None`
     /// keeps them all.
     pub config_events_retention: Option<Duration>,
+    /// Redis the gateways count `redis` plans in (read for the quota answer).
+    pub redis_url: Option<Secret>,
+    /// How long each usage tier is kept.
+    pub usage_retention: crate::usage::Retention,
+    /// How often usage is rolled up (`None`: never, for tests that roll up themselves).
+    pub usage_rollup_every: Option<Duration>,
 }
 
 /// Why a configuration was refused.
@@ -53,6 +59,9 @@ impl AdminConfig {
             login_lockout: Duration::from_secs(15 * 60),
             allow_private_auth_urls: false,
             config_events_retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            redis_url: None,
+            usage_retention: crate::usage::Retention::default(),
+            usage_rollup_every: Some(Duration::from_secs(60)),
         }
     }
 

@@ -34,6 +34,7 @@ pub mod testkit;
 pub mod token_bindings;
 pub mod tokens;
 pub mod upstream;
+pub mod usage;
 pub mod users;
 pub mod validate;
 
@@ -59,11 +60,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let pruner = config.config_events_retention.map(|retention| prune::spawn(pool.clone(), retention, PRUNE_EVERY));
+    let rollups =
+        config.usage_rollup_every.map(|every| usage::rollup::spawn(pool.clone(), config.usage_retention, every));
     let app = app::router(AppState::new(pool, config));
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
-    if let Some(task) = pruner {
+    for task in [pruner, rollups].into_iter().flatten() {
         task.abort();
     }
     served?;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tollgate_gateway::limits::{LimiterConfig, RedisCounter};
 
 use crate::auth::throttle::LoginThrottle;
 use crate::config::AdminConfig;
@@ -15,13 +16,26 @@ struct Inner {
     db: PgPool,
     config: AdminConfig,
     throttle: LoginThrottle,
+    redis: Option<RedisCounter>,
 }
 
 impl AppState {
-    /// Builds the state around a migrated pool and a validated configuration.
+    /// Builds the state around a migrated pool and a validated configuration. With a Redis
+    /// URL it must be called inside a Tokio runtime (the connection is made on first use).
     pub fn new(db: PgPool, config: AdminConfig) -> Self {
         let throttle = LoginThrottle::new(config.login_max_failures, config.login_lockout);
-        Self(Arc::new(Inner { db, config, throttle }))
+        let redis = config.redis_url.as_ref().and_then(|url| {
+            let defaults = LimiterConfig::default();
+            RedisCounter::new(url.expose(), &defaults.namespace, std::time::Duration::from_secs(2))
+                .map_err(|e| tracing::warn!(error = %e, "the Redis URL cannot be used; quotas of redis plans are unavailable"))
+                .ok()
+        });
+        Self(Arc::new(Inner { db, config, throttle, redis }))
+    }
+
+    /// The gateways' Redis counters (read only), when configured.
+    pub fn redis(&self) -> Option<&RedisCounter> {
+        self.0.redis.as_ref()
     }
 
     /// The database pool.
