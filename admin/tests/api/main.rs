@@ -13,3 +13,4 @@ mod openapi;
 mod prune;
 mod subscriptions;
 mod token_bindings;
+mod usage;
