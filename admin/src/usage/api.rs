@@ -393,10 +393,10 @@ pub async fn get_usage(
     let mut series: Vec<Series> = Vec::new();
     let mut current: Option<(Vec<String>, Acc, Vec<Point>)> = None;
     for ((g, at), acc) in points {
-        if current.as_ref().is_some_and(|(cg, _, _)| *cg != g) {
-            if let Some(done) = current.take() {
-                series.push(finish_series(&dims, done));
-            }
+        if current.as_ref().is_some_and(|(cg, _, _)| *cg != g)
+            && let Some(done) = current.take()
+        {
+            series.push(finish_series(&dims, done));
         }
         let (_, total, list) = current.get_or_insert_with(|| (g, Acc::default(), Vec::new()));
         total.merge(&acc);
@@ -405,7 +405,7 @@ pub async fn get_usage(
     if let Some(done) = current.take() {
         series.push(finish_series(&dims, done));
     }
-    series.sort_by(|a, b| b.total.requests.cmp(&a.total.requests));
+    series.sort_by_key(|s| std::cmp::Reverse(s.total.requests));
     Ok(Json(UsageReport { granularity: plan.granularity, from: plan.from, to: plan.to, series }))
 }
 
@@ -520,7 +520,7 @@ pub async fn get_top(
     qb.push(format!(
         " AND u.{col} <> '00000000-0000-0000-0000-000000000000' AND u.{col} <> 'ffffffff-ffff-ffff-ffff-ffffffffffff'"
     ));
-    qb.push(format!(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT "));
+    qb.push(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ");
     qb.push_bind(i64::from(limit));
     qb.push(format!(") AS t LEFT JOIN {names} AS n ON n.id = t.id ORDER BY t.requests DESC, t.id"));
     let rows = qb.build().fetch_all(state.db()).await?;

@@ -223,6 +223,9 @@ async fn created(admin: &Admin, path: &str, body: Value) -> String {
     r.id()
 }
 
+/// A usage row as compared before and after a second roll-up.
+type TierRow = (time::OffsetDateTime, Uuid, Uuid, Uuid, Uuid, Uuid, i16, i64, String);
+
 #[tokio::test]
 async fn rollups_are_idempotent_and_the_api_splits_exactly_as_sent() {
     let admin = Admin::spawn_with(|c| c.usage_rollup_every = None).await;
@@ -258,7 +261,7 @@ async fn rollups_are_idempotent_and_the_api_splits_exactly_as_sent() {
                 "SELECT bucket, api_id, route_id, consumer_id, credential_id, plan_id, status_class, requests, hist::text
                  FROM {table} ORDER BY 1, 2, 3, 4, 5, 6, 7"
             );
-            let rows: Vec<(time::OffsetDateTime, Uuid, Uuid, Uuid, Uuid, Uuid, i16, i64, String)> =
+            let rows: Vec<TierRow> =
                 sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.expect("rows");
             rows
         }

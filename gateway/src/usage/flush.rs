@@ -184,7 +184,7 @@ impl Flusher {
 
     fn freeze(&mut self) -> Frozen {
         let mut rows: Vec<(SeriesKey, Counts)> = std::mem::take(&mut self.pending).into_iter().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.sort_unstable_by_key(|(key, _)| *key);
         let seq = self.next_seq;
         self.next_seq += 1;
         Frozen { seq, rows }

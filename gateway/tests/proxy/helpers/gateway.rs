@@ -71,6 +71,7 @@ impl Gateway {
             edge: opts.edge,
             limiter: opts.limiter,
             allow_private_auth_urls: opts.allow_private_auth_urls,
+            usage: tollgate_gateway::UsageOptions::default(),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
