@@ -7,3 +7,4 @@ mod outage;
 mod plans;
 mod shutdown;
 mod support;
+mod usage;

@@ -1,6 +1,7 @@
 //! Real upstream servers on 127.0.0.1:0. Each answers every request with the plain-text body
 //! `<name> <METHOD> <path>`, so a test can tell which upstream served which path; `/slow?ms=N`
-//! answers after N milliseconds (a request still in flight when the gateway is stopped).
+//! answers after N milliseconds (a request still in flight when the gateway is stopped), and
+//! so does any path ending in `/slow`; a path ending in `/fail` is answered 500.
 //! An echo upstream ([`Upstream::start_echo`]) answers JSON describing the request instead,
 //! headers included, so a test can see what the gateway forwarded.
 
@@ -71,14 +72,20 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(State(shared): State<Shared>, req: Request) -> String {
+async fn answer(State(shared): State<Shared>, req: Request) -> (axum::http::StatusCode, String) {
     shared.seen.fetch_add(1, Ordering::SeqCst);
     let uri = req.uri();
-    if uri.path() == "/slow" {
+    if uri.path().ends_with("/slow") {
         let ms = uri.query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLOW)).await;
     }
-    format!("{} {} {}", shared.name, req.method(), uri.path())
+    // `…/fail` is this upstream's own failure (a 500 the gateway passes on).
+    let status = if uri.path().ends_with("/fail") {
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        axum::http::StatusCode::OK
+    };
+    (status, format!("{} {} {}", shared.name, req.method(), uri.path()))
 }
 
 async fn echo(State(shared): State<Shared>, req: Request) -> axum::Json<serde_json::Value> {
