@@ -56,6 +56,8 @@ pub struct ApiKey {
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the key was last presented (to the minute; from the gateways' usage writes, so
+    /// up to a flush interval late).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
     pub version: i64,

@@ -84,6 +84,10 @@ pub struct Subscription {
     /// The plan's API.
     pub api_id: Uuid,
     pub status: SubscriptionStatus,
+    /// When the consumer last called the API (to the minute; from the gateways' usage
+    /// writes, so up to a flush interval late).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_call_at: Option<OffsetDateTime>,
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

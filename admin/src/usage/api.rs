@@ -213,7 +213,10 @@ fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTi
 
 fn checked_range(from: Option<&str>, to: Option<&str>) -> ApiResult<(OffsetDateTime, OffsetDateTime)> {
     let to = parse_time("to", to)?.unwrap_or_else(OffsetDateTime::now_utc);
-    let from = parse_time("from", from)?.unwrap_or(to - Duration::DAY);
+    let from = match parse_time("from", from)? {
+        Some(from) => from,
+        None => to.checked_sub(Duration::DAY).ok_or_else(|| ApiError::invalid_field("to", "is too early"))?,
+    };
     if from >= to {
         return Err(ApiError::invalid_field("from", "must be before `to`"));
     }

@@ -261,8 +261,7 @@ async fn rollups_are_idempotent_and_the_api_splits_exactly_as_sent() {
                 "SELECT bucket, api_id, route_id, consumer_id, credential_id, plan_id, status_class, requests, hist::text
                  FROM {table} ORDER BY 1, 2, 3, 4, 5, 6, 7"
             );
-            let rows: Vec<TierRow> =
-                sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.expect("rows");
+            let rows: Vec<TierRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.expect("rows");
             rows
         }
     };
