@@ -141,11 +141,6 @@ impl ApiError {
         }
     }
 
-    /// 503: a service this answer needs (e.g. Redis) cannot be reached.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
-    }
-
     /// 500: logged with its cause, sent without it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -116,13 +116,54 @@ impl Dimension {
     }
 }
 
+/// A status class, as queries name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+pub enum ClassName {
+    #[serde(rename = "1xx")]
+    Informational,
+    #[serde(rename = "2xx")]
+    Success,
+    #[serde(rename = "3xx")]
+    Redirection,
+    #[serde(rename = "4xx")]
+    ClientError,
+    #[serde(rename = "401")]
+    Unauthorized,
+    #[serde(rename = "403")]
+    Forbidden,
+    #[serde(rename = "429")]
+    TooManyRequests,
+    #[serde(rename = "5xx_upstream")]
+    UpstreamError,
+    #[serde(rename = "5xx_gateway")]
+    GatewayError,
+}
+
+impl ClassName {
+    fn code(self) -> i16 {
+        match self {
+            ClassName::Informational => 1,
+            ClassName::Success => 2,
+            ClassName::Redirection => 3,
+            ClassName::ClientError => 4,
+            ClassName::Unauthorized => 401,
+            ClassName::Forbidden => 403,
+            ClassName::TooManyRequests => 429,
+            ClassName::UpstreamError => 5,
+            ClassName::GatewayError => 500,
+        }
+    }
+}
+
 /// Range, granularity, filters and grouping of a usage query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Start of the range (RFC 3339; default: 24 hours before `to`).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// End of the range, exclusive (RFC 3339; default: now).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     /// `minute`, `hour` or `day`; by default minutes up to 6 hours, hours up to 14 days,
     /// days beyond. Minutes are kept 48 hours, hours 90 days, days 13 months (defaults).
@@ -132,11 +173,11 @@ pub struct UsageQuery {
     pub consumer_id: Option<Uuid>,
     pub key_id: Option<Uuid>,
     pub plan_id: Option<Uuid>,
-    /// `1xx`, `2xx`, `3xx`, `4xx` (other than 401/403/429), `401`, `403`, `429`,
-    /// `5xx_upstream` or `5xx_gateway`.
-    pub status_class: Option<String>,
+    /// `4xx` means a 4xx other than 401, 403 and 429; `5xx_gateway` a 5xx the gateway made.
+    pub status_class: Option<ClassName>,
     /// Comma-separated dimensions to split series by: `api`, `route`, `consumer`, `key`,
-    /// `plan`, `status_class`. None: one series for everything matched.
+    /// `plan`, `status_class`. Absent: one series for everything matched.
+    #[param(pattern = r"^(api|route|consumer|key|plan|status_class)(,(api|route|consumer|key|plan|status_class))*$")]
     pub group_by: Option<String>,
 }
 
@@ -226,19 +267,6 @@ fn checked_range(from: Option<&str>, to: Option<&str>) -> ApiResult<(OffsetDateT
     Ok((from, to))
 }
 
-fn checked_class(value: Option<&str>) -> ApiResult<Option<i16>> {
-    value
-        .map(|v| {
-            StatusClass::from_name(v).map(|c| c.0).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "status_class",
-                    "must be one of 1xx, 2xx, 3xx, 4xx, 401, 403, 429, 5xx_upstream, 5xx_gateway",
-                )
-            })
-        })
-        .transpose()
-}
-
 fn filters(q: &UsageQuery) -> Vec<(&'static str, Uuid)> {
     [
         ("api_id", q.api_id),
@@ -264,7 +292,7 @@ impl Plan {
                 format!("the range holds {points} points at this granularity; at most {MAX_POINTS}"),
             ));
         }
-        Ok(Plan { granularity, from, to, filters: filters(q), class: checked_class(q.status_class.as_deref())? })
+        Ok(Plan { granularity, from, to, filters: filters(q), class: q.status_class.map(ClassName::code) })
     }
 
     /// ` FROM <table> AS u<join> WHERE …` with the range and filters bound.
@@ -282,12 +310,12 @@ impl Plan {
 
 fn group_by(value: Option<&str>) -> ApiResult<Vec<Dimension>> {
     let mut dims = Vec::new();
-    for part in value.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    let Some(value) = value else { return Ok(dims) };
+    for part in value.split(',') {
         let d = Dimension::parse(part).ok_or_else(|| {
-            ApiError::invalid_field(
-                "group_by",
-                format!("{part:?} is not one of api, route, consumer, key, plan, status_class"),
-            )
+            ApiError::bad_request(format!(
+                "group_by: {part:?} is not one of api, route, consumer, key, plan, status_class (comma-separated, no spaces)"
+            ))
         })?;
         if !dims.contains(&d) {
             dims.push(d);
@@ -375,10 +403,13 @@ pub async fn get_usage(
     }
     let groups: std::collections::BTreeSet<&Vec<String>> = points.keys().map(|(g, _)| g).collect();
     if groups.len() > MAX_SERIES {
-        return Err(ApiError::bad_request(format!(
-            "the query makes {} series; at most {MAX_SERIES}: filter more or group by fewer dimensions",
-            groups.len()
-        )));
+        return Err(ApiError::invalid_field(
+            "group_by",
+            format!(
+                "the query makes {} series; at most {MAX_SERIES}: filter more or group by fewer dimensions",
+                groups.len()
+            ),
+        ));
     }
 
     let mut qb = QueryBuilder::new(format!("SELECT u.bucket, {group} AS g, p.i, sum(p.n)::bigint"));
@@ -427,18 +458,31 @@ fn finish_series(dims: &[Dimension], (g, total, points): (Vec<String>, Acc, Vec<
     Series { group, total: total.finish(), points }
 }
 
+/// What `/usage/top` ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TopBy {
+    Consumer,
+    Route,
+    Key,
+    Api,
+    Plan,
+}
+
 /// What `/usage/top` ranks.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TopQuery {
-    /// `consumer` (default), `route`, `key`, `api` or `plan`.
-    pub by: Option<String>,
+    /// What to rank (default `consumer`).
+    pub by: Option<TopBy>,
     /// 1 to 100 (default 10).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Start of the range (RFC 3339; default: 24 hours before `to`).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// End of the range, exclusive (RFC 3339; default: now).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     pub api_id: Option<Uuid>,
     pub route_id: Option<Uuid>,
@@ -482,13 +526,17 @@ pub async fn get_top(
     State(state): State<AppState>,
     Params(q): Params<TopQuery>,
 ) -> ApiResult<Json<TopReport>> {
-    let by = match q.by.as_deref() {
-        None => Dimension::Consumer,
-        Some(v) => Dimension::parse(v)
-            .filter(|d| *d != Dimension::StatusClass)
-            .ok_or_else(|| ApiError::invalid_field("by", "must be one of consumer, route, key, api, plan"))?,
+    let by = match q.by.unwrap_or(TopBy::Consumer) {
+        TopBy::Consumer => Dimension::Consumer,
+        TopBy::Route => Dimension::Route,
+        TopBy::Key => Dimension::Key,
+        TopBy::Api => Dimension::Api,
+        TopBy::Plan => Dimension::Plan,
     };
-    let limit = crate::page::checked_limit(q.limit.map(|l| l.min(101)), 10)?.min(100);
+    let limit = match q.limit.unwrap_or(10) {
+        n @ 1..=100 => n,
+        _ => return Err(ApiError::bad_request("limit must be 1 to 100")),
+    };
     let (from, to) = checked_range(q.from.as_deref(), q.to.as_deref())?;
     // The coarsest tier whose points fit the range's boundaries.
     let granularity = [Granularity::Day, Granularity::Hour, Granularity::Minute]

@@ -32,9 +32,14 @@ pub struct QuotaState {
     /// `day` or `month` (UTC calendar windows).
     pub period: &'static str,
     pub limit: u64,
-    /// Units counted in this window (a route's cost counts as that many).
-    pub used: u64,
-    pub remaining: u64,
+    /// Units counted in this window (a route's cost counts as that many); absent when the
+    /// counter cannot be read (see `unavailable`).
+    pub used: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Why `used` is absent: the plan counts in Redis and the admin has no `--redis-url`,
+    /// or Redis did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub window_start: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -69,9 +74,7 @@ struct SubPlan {
 /// The quota used and left in the current calendar windows, and when they reset.
 #[utoipa::path(get, path = "/subscriptions/{id}/quota", tag = "subscriptions",
     params(("id" = Uuid, Path, description = "Subscription id")),
-    responses((status = 200, description = "Quota state", body = QuotaReport), crate::openapi::ApiErrors,
-        (status = 503, description = "The plan counts in Redis, which cannot be read", body = crate::error::Problem,
-         content_type = "application/problem+json")),
+    responses((status = 200, description = "Quota state", body = QuotaReport), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
 pub async fn get_quota(
     _: Viewer,
@@ -98,13 +101,12 @@ pub async fn get_quota(
         let window_start = OffsetDateTime::from_unix_timestamp(start).map_err(ApiError::internal)?;
         let resets_at = now + time::Duration::nanoseconds(i64::try_from(left_ns).unwrap_or(i64::MAX));
         let (used, nodes) = if sub.limit_mode == "redis" {
-            let redis = state.redis().ok_or_else(|| {
-                ApiError::unavailable("the plan counts in Redis and the admin has no --redis-url to read it")
-            })?;
-            let used = redis
-                .quota_used(&key, period, now)
-                .await
-                .map_err(|e| ApiError::unavailable(format!("Redis could not be read: {e}")))?;
+            let used = match state.redis() {
+                None => Err("the plan counts in Redis and the admin has no --redis-url to read it".to_owned()),
+                Some(redis) => {
+                    redis.quota_used(&key, period, now).await.map_err(|e| format!("Redis could not be read: {e}"))
+                }
+            };
             (used, None)
         } else {
             let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(
@@ -124,13 +126,18 @@ pub async fn get_quota(
                 .into_iter()
                 .map(|(node_id, used, live)| NodeCount { node_id, used: u64::try_from(used).unwrap_or(0), live })
                 .collect();
-            (nodes.iter().map(|n| n.used).sum(), Some(nodes))
+            (Ok(nodes.iter().map(|n| n.used).sum()), Some(nodes))
+        };
+        let (used, unavailable) = match used {
+            Ok(n) => (Some(n), None),
+            Err(why) => (None, Some(why)),
         };
         quotas.push(QuotaState {
             period: name,
             limit,
             used,
-            remaining: limit.saturating_sub(used),
+            remaining: used.map(|u| limit.saturating_sub(u)),
+            unavailable,
             window_start,
             resets_at,
             nodes,
