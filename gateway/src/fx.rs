@@ -55,6 +55,10 @@ impl Hasher for FxHasher {
         self.add(i as u64);
     }
 
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
     /// The multiply mixes each word only into the bits above it; the rotation brings the
     /// well-mixed high bits down to where the table takes its bucket index.
     fn finish(&self) -> u64 {

@@ -9,7 +9,7 @@
 //! (3.2 %) of any latency in it. Indexes stay below 1,000 for any `u64` latency.
 //!
 //! A series' histogram is sparse (most requests of one consumer on one route fall into a
-//! few neighbouring buckets): sorted (index, count) pairs, a handful inline.
+//! few neighbouring buckets): sorted bucket indexes and their counts, eight inline.
 
 use smallvec::SmallVec;
 
@@ -47,10 +47,12 @@ pub fn bucket_value(i: u16) -> f64 {
     if high - low == 1 { low as f64 } else { (low as f64 + high as f64) / 2.0 }
 }
 
-/// Counts per bucket, sorted by bucket, without empty buckets.
+/// Counts per bucket, sorted by bucket, without empty buckets: the bucket indexes in one
+/// array (a dense one to search) and their counts in another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram {
-    buckets: SmallVec<[(u16, u64); 4]>,
+    idx: SmallVec<[u16; 8]>,
+    counts: SmallVec<[u64; 8]>,
 }
 
 impl Histogram {
@@ -61,26 +63,39 @@ impl Histogram {
     }
 
     /// Adds `n` to bucket `i`.
+    #[inline]
     pub fn add(&mut self, i: u16, n: u64) {
         if n == 0 {
             return;
         }
-        match self.buckets.binary_search_by_key(&i, |(b, _)| *b) {
-            Ok(at) => self.buckets[at].1 = self.buckets[at].1.saturating_add(n),
-            Err(at) => self.buckets.insert(at, (i, n)),
+        match self.idx.binary_search(&i) {
+            Ok(at) => {
+                if let Some(c) = self.counts.get_mut(at) {
+                    *c = c.saturating_add(n);
+                }
+            }
+            Err(at) => {
+                self.idx.insert(at, i);
+                self.counts.insert(at, n);
+            }
         }
+    }
+
+    /// The (bucket, count) pairs, by bucket.
+    fn buckets(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.idx.iter().copied().zip(self.counts.iter().copied())
     }
 
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: &Histogram) {
-        for (i, n) in &other.buckets {
-            self.add(*i, *n);
+        for (i, n) in other.buckets() {
+            self.add(i, n);
         }
     }
 
     /// Number of latencies counted.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().fold(0u64, |acc, (_, n)| acc.saturating_add(*n))
+        self.counts.iter().fold(0u64, |acc, n| acc.saturating_add(*n))
     }
 
     /// The `q`-quantile (0 < q ≤ 1) in microseconds: the value of the bucket holding the
@@ -92,21 +107,21 @@ impl Histogram {
         }
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0u64;
-        for (i, n) in &self.buckets {
-            seen = seen.saturating_add(*n);
+        for (i, n) in self.buckets() {
+            seen = seen.saturating_add(n);
             if seen >= rank {
-                return Some(bucket_value(*i));
+                return Some(bucket_value(i));
             }
         }
-        self.buckets.last().map(|(i, _)| bucket_value(*i))
+        self.idx.last().map(|i| bucket_value(*i))
     }
 
     /// The flat `[i0, n0, i1, n1, …]` form stored in PostgreSQL.
     pub fn to_pairs(&self) -> Vec<i64> {
-        let mut out = Vec::with_capacity(self.buckets.len() * 2);
-        for (i, n) in &self.buckets {
-            out.push(i64::from(*i));
-            out.push(i64::try_from(*n).unwrap_or(i64::MAX));
+        let mut out = Vec::with_capacity(self.idx.len() * 2);
+        for (i, n) in self.buckets() {
+            out.push(i64::from(i));
+            out.push(i64::try_from(n).unwrap_or(i64::MAX));
         }
         out
     }
@@ -122,7 +137,7 @@ impl Histogram {
 
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.idx.is_empty()
     }
 }
 
