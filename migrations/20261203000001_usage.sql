@@ -49,6 +49,14 @@ CREATE INDEX usage_minutes_consumer_idx ON usage_minutes (consumer_id, bucket);
 CREATE TABLE usage_hours (LIKE usage_minutes INCLUDING ALL);
 CREATE TABLE usage_days (LIKE usage_minutes INCLUDING ALL);
 
+-- The same per API and status class only (route, consumer, credential and plan all nil,
+-- meaning "all"): what API dashboards read, a few rows per API and bucket however many
+-- consumers call it. Written by the same flush and roll-ups.
+CREATE TABLE usage_api_minutes (LIKE usage_minutes INCLUDING CONSTRAINTS INCLUDING DEFAULTS);
+ALTER TABLE usage_api_minutes ADD CONSTRAINT usage_api_minutes_pkey PRIMARY KEY (bucket, api_id, route_id, consumer_id, credential_id, plan_id, status_class);
+CREATE TABLE usage_api_hours (LIKE usage_api_minutes INCLUDING ALL);
+CREATE TABLE usage_api_days (LIKE usage_api_minutes INCLUDING ALL);
+
 -- One row per flush a node has written: a retried flush (same node, same sequence) is
 -- recognised and adds nothing.
 CREATE TABLE usage_flushes (

@@ -33,11 +33,15 @@ pub enum Granularity {
 }
 
 impl Granularity {
-    fn table(self) -> &'static str {
-        match self {
-            Granularity::Minute => "usage_minutes",
-            Granularity::Hour => "usage_hours",
-            Granularity::Day => "usage_days",
+    /// The tier's table: per series, or per API and status class only.
+    fn table(self, per_api: bool) -> &'static str {
+        match (self, per_api) {
+            (Granularity::Minute, false) => "usage_minutes",
+            (Granularity::Hour, false) => "usage_hours",
+            (Granularity::Day, false) => "usage_days",
+            (Granularity::Minute, true) => "usage_api_minutes",
+            (Granularity::Hour, true) => "usage_api_hours",
+            (Granularity::Day, true) => "usage_api_days",
         }
     }
 
@@ -241,6 +245,8 @@ struct Plan {
     to: OffsetDateTime,
     filters: Vec<(&'static str, Uuid)>,
     class: Option<i16>,
+    /// Read the per-API tables (nothing asked of route, consumer, key or plan).
+    per_api: bool,
 }
 
 fn parse_time(field: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTime>> {
@@ -292,12 +298,23 @@ impl Plan {
                 format!("the range holds {points} points at this granularity; at most {MAX_POINTS}"),
             ));
         }
-        Ok(Plan { granularity, from, to, filters: filters(q), class: q.status_class.map(ClassName::code) })
+        Ok(Plan {
+            granularity,
+            from,
+            to,
+            filters: filters(q),
+            class: q.status_class.map(ClassName::code),
+            per_api: false,
+        })
     }
 
     /// ` FROM <table> AS u<join> WHERE …` with the range and filters bound.
     fn push_from(&self, qb: &mut QueryBuilder<Postgres>, join: &str) {
-        qb.push(" FROM ").push(self.granularity.table()).push(" AS u").push(join).push(" WHERE u.bucket >= ");
+        qb.push(" FROM ")
+            .push(self.granularity.table(self.per_api))
+            .push(" AS u")
+            .push(join)
+            .push(" WHERE u.bucket >= ");
         qb.push_bind(self.from).push(" AND u.bucket < ").push_bind(self.to);
         for (column, id) in &self.filters {
             qb.push(" AND u.").push(*column).push(" = ").push_bind(*id);
@@ -384,8 +401,10 @@ pub async fn get_usage(
     State(state): State<AppState>,
     Params(q): Params<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
-    let plan = Plan::of(&q)?;
+    let mut plan = Plan::of(&q)?;
     let dims = group_by(q.group_by.as_deref())?;
+    plan.per_api = plan.filters.iter().all(|(column, _)| *column == "api_id")
+        && dims.iter().all(|d| matches!(d, Dimension::Api | Dimension::StatusClass));
     let group = group_expr(&dims);
 
     let mut qb = QueryBuilder::new(format!(
@@ -551,7 +570,9 @@ pub async fn get_top(
         plan_id: q.plan_id,
         ..UsageQuery::default()
     };
-    let plan = Plan { granularity, from, to, filters: filters(&usage), class: None };
+    let filters = filters(&usage);
+    let per_api = by == Dimension::Api && filters.iter().all(|(column, _)| *column == "api_id");
+    let plan = Plan { granularity, from, to, filters, class: None, per_api };
     let (names, name_col) = match by {
         Dimension::Consumer => ("consumers", "name"),
         Dimension::Route => ("routes", "name"),

@@ -49,18 +49,34 @@ impl Default for Retention {
     }
 }
 
-/// A source tier rolled into a coarser one.
+/// A source tier rolled into a coarser one (with its per-API twin).
 struct Step {
     source: &'static str,
     target: &'static str,
+    api_source: &'static str,
+    api_target: &'static str,
     /// `date_trunc` unit, and the pending-mark tier, of the target.
     unit: &'static str,
     /// The pending-mark tier set on the next step's buckets (None for days).
     next: Option<&'static str>,
 }
 
-const HOURS: Step = Step { source: "usage_minutes", target: "usage_hours", unit: "hour", next: Some("day") };
-const DAYS: Step = Step { source: "usage_hours", target: "usage_days", unit: "day", next: None };
+const HOURS: Step = Step {
+    source: "usage_minutes",
+    target: "usage_hours",
+    api_source: "usage_api_minutes",
+    api_target: "usage_api_hours",
+    unit: "hour",
+    next: Some("day"),
+};
+const DAYS: Step = Step {
+    source: "usage_hours",
+    target: "usage_days",
+    api_source: "usage_api_hours",
+    api_target: "usage_api_days",
+    unit: "day",
+    next: None,
+};
 
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -128,7 +144,8 @@ async fn roll_chunk(pool: &PgPool, step: &Step, keep: Duration) -> Result<Option
         );
     }
     if !buckets.is_empty() {
-        recompute(&mut tx, step, &buckets).await?;
+        recompute(&mut tx, step.source, step.target, step.unit, &buckets).await?;
+        recompute(&mut tx, step.api_source, step.api_target, step.unit, &buckets).await?;
         if let Some(next) = step.next {
             sqlx::query(
                 "INSERT INTO usage_rollup_pending (tier, bucket)
@@ -145,10 +162,15 @@ async fn roll_chunk(pool: &PgPool, step: &Step, keep: Duration) -> Result<Option
     Ok(Some((buckets.len(), expired.len())))
 }
 
-/// Replaces the `step.target` rows of `buckets` with the sums of their `step.source` rows,
-/// histograms merged bucket by bucket.
-async fn recompute(tx: &mut sqlx::PgConnection, step: &Step, buckets: &[OffsetDateTime]) -> Result<(), sqlx::Error> {
-    let Step { source, target, unit, .. } = step;
+/// Replaces the `target` rows of `buckets` with the sums of their `source` rows, histograms
+/// merged bucket by bucket. The names are the fixed usage tables, never input.
+async fn recompute(
+    tx: &mut sqlx::PgConnection,
+    source: &str,
+    target: &str,
+    unit: &str,
+    buckets: &[OffsetDateTime],
+) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {target} WHERE bucket = ANY($1)")))
         .bind(buckets)
         .execute(&mut *tx)
@@ -185,9 +207,14 @@ async fn recompute(tx: &mut sqlx::PgConnection, step: &Step, buckets: &[OffsetDa
 /// counters); returns how many rows went.
 pub async fn apply_retention(pool: &PgPool, retention: &Retention) -> Result<u64, sqlx::Error> {
     let mut total = 0;
-    for (table, keep) in
-        [("usage_minutes", retention.minutes), ("usage_hours", retention.hours), ("usage_days", retention.days)]
-    {
+    for (table, keep) in [
+        ("usage_minutes", retention.minutes),
+        ("usage_hours", retention.hours),
+        ("usage_days", retention.days),
+        ("usage_api_minutes", retention.minutes),
+        ("usage_api_hours", retention.hours),
+        ("usage_api_days", retention.days),
+    ] {
         loop {
             let sql = format!(
                 "DELETE FROM {table} WHERE ctid = ANY(ARRAY(

@@ -265,9 +265,16 @@ async fn rollups_are_idempotent_and_the_api_splits_exactly_as_sent() {
             rows
         }
     };
-    let (hours, days) = (snapshot("usage_hours").await, snapshot("usage_days").await);
-    assert_eq!(total(&pool, "usage_hours").await, 600);
-    assert_eq!(total(&pool, "usage_days").await, 600);
+    let tiers = ["usage_hours", "usage_days", "usage_api_hours", "usage_api_days"];
+    let mut before = Vec::new();
+    for table in tiers {
+        assert_eq!(total(&pool, table).await, 600, "{table}");
+        before.push(snapshot(table).await);
+    }
+    assert_eq!(total(&pool, "usage_api_minutes").await, 600);
+    let api_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM usage_api_days").fetch_one(&pool).await.expect("count");
+    assert_eq!(api_rows, 2, "one row per API and class a day, however many consumers");
     // Rolling up the same minutes again (marks put back by hand) changes nothing.
     sqlx::query("INSERT INTO usage_rollup_pending (tier, bucket) SELECT DISTINCT 'hour', bucket FROM usage_hours")
         .execute(&pool)
@@ -275,8 +282,9 @@ async fn rollups_are_idempotent_and_the_api_splits_exactly_as_sent() {
         .expect("re-mark");
     let second = roll_up(&pool, &retention).await.expect("roll up again");
     assert!(second.hours >= 1);
-    assert_eq!(snapshot("usage_hours").await, hours);
-    assert_eq!(snapshot("usage_days").await, days);
+    for (table, rows) in tiers.into_iter().zip(before) {
+        assert_eq!(snapshot(table).await, rows, "{table} unchanged by a second roll-up");
+    }
 
     // The API: by consumer and class, totals exact, p95 within one histogram bucket.
     let day_start = time::OffsetDateTime::now_utc().date().midnight().assume_utc();
@@ -315,6 +323,25 @@ async fn rollups_are_idempotent_and_the_api_splits_exactly_as_sent() {
         tollgate_gateway::usage::histogram::bucket_range(tollgate_gateway::usage::histogram::bucket_of(truth));
     // (The API rounds to 10 µs.)
     assert!(p95 >= low as f64 - 10.0 && p95 <= high as f64 + 10.0, "p95 {p95} µs vs true {truth} µs");
+
+    // One API's series by class (read from the per-API tier).
+    let r = admin.get(&format!("/usage?from={from}&to={to}&granularity=day&api_id={api}&group_by=status_class")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let by_class: Vec<(String, u64)> = r.body["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["group"]["status_class"].as_str().unwrap_or_default().to_owned(),
+                s["total"]["requests"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let refused_all = (0..100u64).filter(|i| i % 7 == 0).count() as u64
+        + (0..200u64).filter(|i| i % 7 == 0).count() as u64
+        + (0..300u64).filter(|i| i % 7 == 0).count() as u64;
+    assert_eq!(by_class, [("2xx".to_owned(), 600 - refused_all), ("429".to_owned(), refused_all)]);
 
     let r = admin.get(&format!("/usage/top?by=route&from={from}&to={to}")).await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -296,6 +296,7 @@ async fn write(
         return Ok(Written::AlreadyApplied);
     }
     insert_series(&mut tx, "usage_minutes", &batch.rows).await?;
+    insert_series(&mut tx, "usage_api_minutes", &per_api(&batch.rows)).await?;
 
     let mut hours: Vec<i64> = batch.rows.iter().map(|(k, _)| k.minute.div_euclid(60) * 60).collect();
     hours.dedup();
@@ -411,6 +412,26 @@ async fn write_local_quotas(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// The rows summed per minute, API and status class (other dimensions nil: "all"), in
+/// primary-key order.
+fn per_api(rows: &[(SeriesKey, Counts)]) -> Vec<(SeriesKey, Counts)> {
+    let mut out: Vec<(SeriesKey, Counts)> = Vec::new();
+    let mut index: std::collections::HashMap<SeriesKey, usize> = std::collections::HashMap::new();
+    for (key, counts) in rows {
+        let nil = Uuid::nil();
+        let k = SeriesKey { route: nil, consumer: nil, credential: nil, plan: nil, ..*key };
+        match index.get(&k).and_then(|&at| out.get_mut(at)) {
+            Some((_, sum)) => sum.merge(counts),
+            None => {
+                index.insert(k, out.len());
+                out.push((k, counts.clone()));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|(key, _)| *key);
+    out
 }
 
 /// Inserts `rows` (in primary-key order) into a usage table, adding to existing series.
