@@ -7,7 +7,7 @@
 //!    `CONSUMERS` consumers (default 10,000; 2 routes × 2 status classes each), starts the
 //!    admin on it and times `GET /admin/v1/usage` for one consumer over 30 days (random
 //!    consumers), the top 10 consumers over 30 days, and one API's 30 days grouped by
-//!    status class.
+//!    status class (from the per-API tier, filled from the same rows).
 //!
 //! Usage: `usage <postgres-admin-url> [queries]` — the URL of a server where the benchmark may
 //! create and drop the database `tollgate_bench_usage`.
@@ -96,6 +96,21 @@ SELECT date_trunc('day', now(), 'UTC') - d * interval '1 day',
 FROM generate_series(0, 30) AS d, generate_series(1, $1) AS c, generate_series(1, 2) AS r,
      (VALUES (2::smallint), (429::smallint)) AS k (cls)";
 
+/// The per-API tier of the same data, as the roll-up would write it.
+const FILL_API: &str = "
+INSERT INTO usage_api_days (bucket, api_id, route_id, consumer_id, credential_id, plan_id, status_class,
+                            requests, request_bytes, response_bytes, latency_us_sum, hist)
+SELECT d.bucket, d.api_id, uuid_nil, uuid_nil, uuid_nil, uuid_nil, d.status_class,
+       sum(d.requests), sum(d.request_bytes), sum(d.response_bytes), sum(d.latency_us_sum),
+       (SELECT coalesce(array_agg(e.v ORDER BY s.i, e.k), '{}')
+        FROM (SELECT p.i, sum(p.n)::bigint AS n
+              FROM usage_days AS d2, usage_hist_pairs(d2.hist) AS p
+              WHERE d2.bucket = d.bucket AND d2.api_id = d.api_id AND d2.status_class = d.status_class
+              GROUP BY p.i) AS s,
+             LATERAL (VALUES (0, s.i), (1, s.n)) AS e (k, v))
+FROM usage_days AS d, (SELECT '00000000-0000-0000-0000-000000000000'::uuid AS uuid_nil) AS z
+GROUP BY d.bucket, d.api_id, d.status_class, z.uuid_nil";
+
 async fn api_part(server: &str, queries: usize) -> anyhow::Result<()> {
     let consumers = env_or("CONSUMERS", 10_000);
     let mut conn = sqlx::PgConnection::connect(server).await?;
@@ -108,7 +123,8 @@ async fn api_part(server: &str, queries: usize) -> anyhow::Result<()> {
     tollgate_admin::db::migrate(&pool).await?;
     let t = Instant::now();
     let rows = sqlx::query(FILL).bind(consumers as i32).execute(&pool).await?.rows_affected();
-    sqlx::raw_sql("ANALYZE usage_days").execute(&pool).await?;
+    sqlx::query(FILL_API).execute(&pool).await?;
+    sqlx::raw_sql("ANALYZE usage_days; ANALYZE usage_api_days").execute(&pool).await?;
     println!("usage API: {rows} day rows of {consumers} consumers generated in {:.1} s", t.elapsed().as_secs_f64());
     let owner = tollgate_admin::seed::ensure_first_owner(&pool, "bench@example.com")
         .await?
