@@ -388,6 +388,18 @@ impl Acc {
     }
 }
 
+/// Rolls up what gateways wrote since the last roll-up before hours or days are read, so
+/// they are as fresh as the minutes (the background job does the same every minute). When
+/// another admin instance is rolling up, the answer may lag by that run.
+async fn freshen(state: &AppState, granularity: Granularity) {
+    if granularity == Granularity::Minute {
+        return;
+    }
+    if let Err(error) = super::rollup::roll_up(state.db(), &state.config().usage_retention).await {
+        tracing::warn!(%error, "rolling up usage before a query failed; answering from what is rolled up");
+    }
+}
+
 fn as_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -405,6 +417,7 @@ pub async fn get_usage(
     let dims = group_by(q.group_by.as_deref())?;
     plan.per_api = plan.filters.iter().all(|(column, _)| *column == "api_id")
         && dims.iter().all(|d| matches!(d, Dimension::Api | Dimension::StatusClass));
+    freshen(&state, plan.granularity).await;
     let group = group_expr(&dims);
 
     let mut qb = QueryBuilder::new(format!(
@@ -573,6 +586,7 @@ pub async fn get_top(
     let filters = filters(&usage);
     let per_api = by == Dimension::Api && filters.iter().all(|(column, _)| *column == "api_id");
     let plan = Plan { granularity, from, to, filters, class: None, per_api };
+    freshen(&state, granularity).await;
     let (names, name_col) = match by {
         Dimension::Consumer => ("consumers", "name"),
         Dimension::Route => ("routes", "name"),

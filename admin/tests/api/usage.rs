@@ -129,6 +129,12 @@ async fn flushed_usage_is_exact_and_a_retried_batch_counts_once() {
     let mut writer = flusher(&recorder, pool.clone(), node, 1_000_000);
     assert!(writer.flush().await, "everything written");
     assert_eq!(total(&pool, "usage_minutes").await, 1_000);
+    // The default query (the last 24 hours, by hour) sees it at once: hours are rolled up
+    // before they are read (no background job runs in this test).
+    let r = admin.get("/usage").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["granularity"], "hour");
+    assert_eq!(r.body["series"][0]["total"]["requests"], 1_000, "{}", r.body);
 
     // The same node's batch 1 again (a retry after a commit whose answer was lost): nothing added.
     let again = Arc::new(Recorder::new(10_000));
