@@ -7,7 +7,7 @@ use time::Month;
 
 use super::redis_server::{self, RedisServer};
 use super::*;
-use crate::limits::{Backend, Denial, Limiter, LimiterConfig};
+use crate::limits::{Backend, Denial, Limiter, LimiterConfig, QuotaPeriod};
 
 /// A node: its own limiter on the shared Redis, under the test's key namespace.
 fn node(url: &str, namespace: &str, nodes: u32) -> Limiter {
@@ -173,4 +173,38 @@ async fn reserved_batches_never_overshoot_and_lose_at_most_a_batch_per_node() {
     assert_eq!((ok, seen), (90, vec![Backend::Redis]), "under the limit every request passes");
     let (more, _) = round(&nodes, &k, &p, 30).await;
     assert!((120 - 3 * 8..=120).contains(&(ok + more)), "admitted {}", ok + more);
+}
+
+/// The admin's quota answer reads the very counters that enforce: what the gateways counted
+/// (in Redis for a `redis` plan, on the node for a `local` one), refused requests not included.
+#[tokio::test]
+async fn the_quota_read_is_the_count_that_enforces() {
+    let (url, _server) = redis_server::shared();
+    let ns = namespace();
+    let l = node(&url, &ns, 1);
+    let reader = crate::limits::RedisCounter::new(&url, &ns, ms(500)).unwrap();
+    let k = LimitKey::consumer(uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+    let p =
+        PlanLimits { quota_per_day: Some(5), quota_per_month: Some(100), mode: Mode::Redis, ..PlanLimits::default() };
+    let now = Now { mono_ns: 0, utc: utc(2026, Month::March, 31, 12, 0, 0) };
+    let mut admitted = Vec::new();
+    for cost in [2, 2, 2] {
+        admitted.push(l.check(&k, &p, cost, now).await.allowed);
+    }
+    assert_eq!(admitted, [true, true, false], "the third would exceed the day's 5");
+    for period in [QuotaPeriod::Day, QuotaPeriod::Month] {
+        assert_eq!(reader.quota_used(&k.to_string(), period, now.utc).await.unwrap(), 4, "{period:?}");
+    }
+    let next_day = utc(2026, Month::April, 1, 0, 0, 1);
+    assert_eq!(reader.quota_used(&k.to_string(), QuotaPeriod::Day, next_day).await.unwrap(), 0);
+
+    let local = Limiter::local();
+    let p = PlanLimits { quota_per_day: Some(5), mode: Mode::Local, ..PlanLimits::default() };
+    for cost in [2, 2, 2] {
+        local.check(&k, &p, cost, now).await;
+    }
+    let (day_start, _) = crate::limits::quota_window(QuotaPeriod::Day, now.utc).unwrap();
+    assert_eq!(local.local_quota_used(&k, &p, now.utc), [(QuotaPeriod::Day, day_start, 4)]);
+    let redis_plan = PlanLimits { mode: Mode::Redis, ..p };
+    assert!(local.local_quota_used(&k, &redis_plan, now.utc).is_empty(), "a redis plan's count is not local");
 }
