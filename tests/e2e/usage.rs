@@ -226,7 +226,9 @@ async fn load(
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let mut answered = 0u64;
     let mut i = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // 40 calls a second: enough to count, light enough not to starve the other end-to-end
+    // tests running beside this one on a 2-core machine.
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
     while !*stop.borrow() {
         tick.tick().await;
         let (addr, path) = &nodes[i % nodes.len()];
@@ -271,7 +273,7 @@ async fn a_postgres_outage_and_a_sigterm_under_load_lose_nothing() -> anyhow::Re
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_tx.send(true);
     let answered = client.await?;
-    ensure!(answered > 1_000, "only {answered} calls answered");
+    ensure!(answered > 500, "only {answered} calls answered");
     eventually("the kept usage to be written", RECOVERY, || async {
         match reported_total(&admin, &api).await {
             Ok(n) if n == answered => Ok(()),
@@ -292,7 +294,7 @@ async fn a_postgres_outage_and_a_sigterm_under_load_lose_nothing() -> anyhow::Re
     ensure!(status.success(), "exit {status:?}");
     let _ = stop_tx.send(true);
     let more = client.await?;
-    ensure!(more > 50, "only {more} calls answered before the stop");
+    ensure!(more > 20, "only {more} calls answered before the stop");
     let expected = answered + more;
     // Nothing is left to write once the node has exited: the total is final at once.
     let total = reported_total(&admin, &api).await?;
