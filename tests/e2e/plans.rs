@@ -302,8 +302,15 @@ async fn check_fallback(fleet: &Fleet, key: &str) -> anyhow::Result<()> {
         println!("outage: node{node} counts {live} live nodes, admitted {admitted} of {per_node} (at most {max})");
         ensure!(admitted >= 1, "node{node} admitted nothing: the fallback did not engage");
         ensure!(admitted <= max && refused >= 1, "node{node} admitted {admitted} > its share {max}");
+        // A node re-reads the live nodes every few seconds, so its share may change within the
+        // run: each refusal must carry a node share, and be well-formed for the share it used.
         for reply in mine.iter().filter(|r| r.status == 429) {
-            check_limited(reply, share).with_context(|| format!("node{node}"))?;
+            let own = reply.header("ratelimit-limit").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            ensure!(
+                (1..=NODES as u64).any(|k| PER_MINUTE / k == own),
+                "node{node}: a 429's limit {own} is no node share"
+            );
+            check_limited(reply, own).with_context(|| format!("node{node}"))?;
         }
     }
     Ok(())
