@@ -171,6 +171,7 @@ pub struct UsageQuery {
     pub to: Option<String>,
     /// `minute`, `hour` or `day`; by default minutes up to 6 hours, hours up to 14 days,
     /// days beyond. Minutes are kept 48 hours, hours 90 days, days 13 months (defaults).
+    #[param(inline)]
     pub granularity: Option<Granularity>,
     pub api_id: Option<Uuid>,
     pub route_id: Option<Uuid>,
@@ -178,6 +179,7 @@ pub struct UsageQuery {
     pub key_id: Option<Uuid>,
     pub plan_id: Option<Uuid>,
     /// `4xx` means a 4xx other than 401, 403 and 429; `5xx_gateway` a 5xx the gateway made.
+    #[param(inline)]
     pub status_class: Option<ClassName>,
     /// Comma-separated dimensions to split series by: `api`, `route`, `consumer`, `key`,
     /// `plan`, `status_class`. Absent: one series for everything matched.
@@ -506,6 +508,7 @@ pub enum TopBy {
 #[into_params(parameter_in = Query)]
 pub struct TopQuery {
     /// What to rank (default `consumer`).
+    #[param(inline)]
     pub by: Option<TopBy>,
     /// 1 to 100 (default 10).
     #[param(minimum = 1, maximum = 100)]
