@@ -44,6 +44,17 @@ async fn openapi_document_is_complete() {
         }
     }
     assert!(operations >= 40, "{operations} operations");
+    for p in ["/usage", "/usage/top", "/subscriptions/{id}/quota"] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    // Every reference resolves (a dangling one makes validators refuse the whole document).
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("unexpected reference {r}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{r} does not resolve");
+    }
 
     // Merge patches have their own schema: nothing required, defaulted fields nullable.
     let body = &paths["/apis/{id}"]["patch"]["requestBody"]["content"]["application/merge-patch+json"]["schema"];
@@ -58,4 +69,19 @@ async fn openapi_document_is_complete() {
     let html = page.text().await.unwrap_or_default();
     assert!(html.contains("swagger"), "the reference page is served");
     assert!(!html.contains("cdn."), "no assets from a CDN");
+}
+
+fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                match (k.as_str(), child.as_str()) {
+                    ("$ref", Some(r)) => out.push(r.to_owned()),
+                    _ => collect_refs(child, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_refs(i, out)),
+        _ => {}
+    }
 }
