@@ -275,17 +275,18 @@ fn checked_range(from: Option<&str>, to: Option<&str>) -> ApiResult<(OffsetDateT
     Ok((from, to))
 }
 
-fn filters(q: &UsageQuery) -> Vec<(&'static str, Uuid)> {
-    [
-        ("api_id", q.api_id),
-        ("route_id", q.route_id),
-        ("consumer_id", q.consumer_id),
-        ("credential_id", q.key_id),
-        ("plan_id", q.plan_id),
-    ]
-    .into_iter()
-    .filter_map(|(c, v)| Some((c, v?)))
-    .collect()
+/// The given dimension filters as (column, id), in the order of the columns.
+fn filters(
+    api: Option<Uuid>,
+    route: Option<Uuid>,
+    consumer: Option<Uuid>,
+    key: Option<Uuid>,
+    plan: Option<Uuid>,
+) -> Vec<(&'static str, Uuid)> {
+    [("api_id", api), ("route_id", route), ("consumer_id", consumer), ("credential_id", key), ("plan_id", plan)]
+        .into_iter()
+        .filter_map(|(c, v)| Some((c, v?)))
+        .collect()
 }
 
 impl Plan {
@@ -304,7 +305,7 @@ impl Plan {
             granularity,
             from,
             to,
-            filters: filters(q),
+            filters: filters(q.api_id, q.route_id, q.consumer_id, q.key_id, q.plan_id),
             class: q.status_class.map(ClassName::code),
             per_api: false,
         })
@@ -578,15 +579,7 @@ pub async fn get_top(
         .into_iter()
         .find(|g| g.floor(from) == from && g.floor(to) == to)
         .unwrap_or(Granularity::Minute);
-    let usage = UsageQuery {
-        api_id: q.api_id,
-        route_id: q.route_id,
-        consumer_id: q.consumer_id,
-        key_id: q.key_id,
-        plan_id: q.plan_id,
-        ..UsageQuery::default()
-    };
-    let filters = filters(&usage);
+    let filters = filters(q.api_id, q.route_id, q.consumer_id, q.key_id, q.plan_id);
     let per_api = by == Dimension::Api && filters.iter().all(|(column, _)| *column == "api_id");
     let plan = Plan { granularity, from, to, filters, class: None, per_api };
     freshen(&state, granularity).await;

@@ -299,7 +299,6 @@ async fn write(
     insert_series(&mut tx, "usage_api_minutes", &per_api(&batch.rows)).await?;
 
     let mut hours: Vec<i64> = batch.rows.iter().map(|(k, _)| k.minute.div_euclid(60) * 60).collect();
-    hours.dedup();
     hours.sort_unstable();
     hours.dedup();
     let hours: Vec<OffsetDateTime> = hours.into_iter().map(minute_start).collect();
@@ -417,19 +416,13 @@ async fn write_local_quotas(
 /// The rows summed per minute, API and status class (other dimensions nil: "all"), in
 /// primary-key order.
 fn per_api(rows: &[(SeriesKey, Counts)]) -> Vec<(SeriesKey, Counts)> {
-    let mut out: Vec<(SeriesKey, Counts)> = Vec::new();
-    let mut index: std::collections::HashMap<SeriesKey, usize> = std::collections::HashMap::new();
+    let nil = Uuid::nil();
+    let mut sums = Batch::default();
     for (key, counts) in rows {
-        let nil = Uuid::nil();
         let k = SeriesKey { route: nil, consumer: nil, credential: nil, plan: nil, ..*key };
-        match index.get(&k).and_then(|&at| out.get_mut(at)) {
-            Some((_, sum)) => sum.merge(counts),
-            None => {
-                index.insert(k, out.len());
-                out.push((k, counts.clone()));
-            }
-        }
+        sums.entry(k).or_default().merge(counts);
     }
+    let mut out: Vec<(SeriesKey, Counts)> = sums.into_iter().collect();
     out.sort_unstable_by_key(|(key, _)| *key);
     out
 }

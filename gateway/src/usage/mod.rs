@@ -372,19 +372,7 @@ impl Recorder {
         };
         let mut out = Batch::default();
         for shard in shards {
-            let taken = std::mem::take(&mut *shard.lock());
-            if out.is_empty() {
-                out = taken;
-                continue;
-            }
-            for (key, counts) in taken {
-                match out.get_mut(&key) {
-                    Some(c) => c.merge(&counts),
-                    None => {
-                        out.insert(key, counts);
-                    }
-                }
-            }
+            flush::merge_into(&mut out, std::mem::take(&mut *shard.lock()));
         }
         self.stats.live_series.store(0, Ordering::Relaxed);
         out
