@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
-    apis, audit, auth, consumers, developers, keys, nodes, plans, routes, subscriptions, targets, token_bindings,
+    apis, audit, auth, consumers, developers, keys, nodes, outbox, plans, routes, subscriptions, targets, token_bindings,
     tokens, usage, users,
 };
 
@@ -42,12 +42,16 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::patch_key, keys::delete_key))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
         .routes(routes!(subscriptions::list_subscriptions, subscriptions::create_subscription))
         .routes(routes!(
             subscriptions::get_subscription,
             subscriptions::patch_subscription,
             subscriptions::delete_subscription
         ))
+        .routes(routes!(subscriptions::approve_subscription))
+        .routes(routes!(subscriptions::reject_subscription))
+        .routes(routes!(outbox::list_outbox))
         .routes(routes!(token_bindings::list_token_bindings, token_bindings::create_token_binding))
         .routes(routes!(
             token_bindings::get_token_binding,

@@ -30,6 +30,11 @@ impl Actor {
     pub fn admin(id: Uuid, email: &str, request_id: Option<String>) -> Self {
         Self { kind: "admin", id: Some(id), name: email.to_owned(), request_id }
     }
+
+    /// A developer acting through the portal.
+    pub fn developer(id: Uuid, email: &str, request_id: Option<String>) -> Self {
+        Self { kind: "developer", id: Some(id), name: email.to_owned(), request_id }
+    }
 }
 
 /// One entity change to record.

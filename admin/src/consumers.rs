@@ -24,9 +24,13 @@ pub struct ConsumerInput {
     /// Unique per developer (case-insensitive): letters, digits, space, `.`, `_`, `@`, `-`.
     #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$", max_length = 100)]
     pub name: String,
-    /// The developer owning this app, if any.
+    /// The developer owning this app, if any (apps made in the portal belong to an
+    /// organisation instead).
     #[serde(default)]
     pub developer_id: Option<Uuid>,
+    /// The organisation owning this app, if any; not together with `developer_id`.
+    #[serde(default)]
+    pub organisation_id: Option<Uuid>,
     /// An identifier from another system, unique.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200)]
@@ -58,7 +62,12 @@ impl Validate for ConsumerInput {
             "custom_id",
             "must be 1-200 characters",
         )
-        .max_len("description", &self.description, 2000);
+        .max_len("description", &self.description, 2000)
+        .check(
+            self.developer_id.is_none() || self.organisation_id.is_none(),
+            "organisation_id",
+            "an app belongs to a developer or to an organisation, not both",
+        );
     }
 }
 
@@ -66,6 +75,7 @@ impl Columns for ConsumerInput {
     fn columns(&self, w: &mut ColumnWriter<'_>) {
         w.col("name", &self.name)
             .col("developer_id", self.developer_id)
+            .col("organisation_id", self.organisation_id)
             .col("custom_id", self.custom_id.as_deref())
             .col("description", &self.description)
             .col("enabled", self.enabled);
@@ -78,6 +88,7 @@ pub struct Consumer {
     pub id: Uuid,
     pub name: String,
     pub developer_id: Option<Uuid>,
+    pub organisation_id: Option<Uuid>,
     pub custom_id: Option<String>,
     pub description: String,
     pub enabled: bool,
@@ -98,6 +109,7 @@ impl Resource for Consumer {
         ConsumerInput {
             name: self.name.clone(),
             developer_id: self.developer_id,
+            organisation_id: self.organisation_id,
             custom_id: self.custom_id.clone(),
             description: self.description.clone(),
             enabled: self.enabled,
@@ -110,6 +122,7 @@ impl Resource for Consumer {
 #[into_params(parameter_in = Query)]
 pub struct ConsumerFilter {
     pub developer_id: Option<Uuid>,
+    pub organisation_id: Option<Uuid>,
     pub custom_id: Option<String>,
     pub name: Option<String>,
     pub enabled: Option<bool>,
@@ -118,6 +131,7 @@ pub struct ConsumerFilter {
 impl Filter for ConsumerFilter {
     fn apply(&self, qb: &mut QueryBuilder<Postgres>) {
         eq(qb, "developer_id", self.developer_id);
+        eq(qb, "organisation_id", self.organisation_id);
         eq(qb, "custom_id", self.custom_id.as_deref());
         eq(qb, "name", self.name.as_deref());
         eq(qb, "enabled", self.enabled);

@@ -71,6 +71,21 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The human-readable explanation.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// Per-field problems (validation, uniqueness), by JSON pointer.
+    pub fn field_errors(&self) -> &[FieldError] {
+        &self.errors
+    }
+
     /// 400: the request could not be read (bad JSON, wrong content type, bad query).
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", "Malformed request", detail)

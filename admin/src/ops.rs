@@ -11,8 +11,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::auth::Principal;
-use crate::change::{self, Change};
+use crate::change::{self, Actor, Change};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::IfMatch;
 use crate::page::{Page, PageQuery};
@@ -70,11 +69,11 @@ pub async fn ensure_parent(conn: &mut PgConnection, parent: Option<Parent>) -> A
 /// Records `change`, audit-only for entities gateways do not enforce.
 async fn record<R: Resource>(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    who: &Principal,
+    who: &Actor,
     change: Change,
 ) -> ApiResult<()> {
     let change = if R::CONFIG { change } else { change.audit_only() };
-    change::record(tx, &who.actor(), change).await?;
+    change::record(tx, who, change).await?;
     Ok(())
 }
 
@@ -85,7 +84,7 @@ fn json<T: Serialize>(value: &T) -> ApiResult<Value> {
 /// Validates and inserts a new entity, recording the change.
 pub async fn create<R: Resource>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     parent: Option<Parent>,
     mut input: R::Input,
 ) -> ApiResult<Tagged<R>> {
@@ -126,7 +125,7 @@ pub async fn list<R: Resource>(
 /// Applies a JSON merge patch (RFC 7396) to the entity's writable fields.
 pub async fn patch<R: Resource>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     parent: Option<Parent>,
     id: Uuid,
     if_match: IfMatch,
@@ -172,7 +171,7 @@ pub async fn patch<R: Resource>(
 /// Deletes the entity (and what cascades from it), recording the change.
 pub async fn delete<R: Resource>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     parent: Option<Parent>,
     id: Uuid,
     if_match: IfMatch,
@@ -287,7 +286,7 @@ macro_rules! resource_handlers {
             $crate::extract::Body(input): $crate::extract::Body<<$R as $crate::resource::Resource>::Input>,
         ) -> $crate::error::ApiResult<$crate::ops::Tagged<$R>> {
             let (parent, _) = $crate::ops::ids($parent, &ids);
-            $crate::ops::create::<$R>(&state, &who, parent, input).await
+            $crate::ops::create::<$R>(&state, &who.actor(), parent, input).await
         }
     };
     (@patch $name:ident, $R:ident, $I:ident, $F:ty, $tag:tt, $parent:expr, $coll:tt [$($cp:tt)*], $item:tt [$($ip:tt)*]) => {
@@ -305,7 +304,7 @@ macro_rules! resource_handlers {
         ) -> $crate::error::ApiResult<$crate::ops::Tagged<$R>> {
             let (parent, id) = $crate::ops::ids($parent, &ids);
             let id = id.ok_or_else(|| $crate::error::ApiError::not_found(<$R as $crate::resource::Resource>::KIND))?;
-            $crate::ops::patch::<$R>(&state, &who, parent, id, if_match, patch).await
+            $crate::ops::patch::<$R>(&state, &who.actor(), parent, id, if_match, patch).await
         }
     };
     (@delete $name:ident, $R:ident, $I:ident, $F:ty, $tag:tt, $parent:expr, $coll:tt [$($cp:tt)*], $item:tt [$($ip:tt)*]) => {
@@ -321,7 +320,7 @@ macro_rules! resource_handlers {
         ) -> $crate::error::ApiResult<axum::http::StatusCode> {
             let (parent, id) = $crate::ops::ids($parent, &ids);
             let id = id.ok_or_else(|| $crate::error::ApiError::not_found(<$R as $crate::resource::Resource>::KIND))?;
-            $crate::ops::delete::<$R>(&state, &who, parent, id, if_match).await
+            $crate::ops::delete::<$R>(&state, &who.actor(), parent, id, if_match).await
         }
     };
 }

@@ -33,6 +33,14 @@ impl AppState {
         Self(Arc::new(Inner { db, config, throttle, redis }))
     }
 
+    /// The state the shared operations (`ops`, `keys`, `subscriptions`) need when they run
+    /// outside the admin service, in the portal: default settings, no Redis, and a random
+    /// login-token key that signs nothing (the portal issues no admin tokens).
+    pub fn for_operations(db: PgPool) -> Self {
+        let secret = crate::auth::random_token("", 32);
+        Self::new(db, AdminConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), secret.into()))
+    }
+
     /// The gateways' Redis counters (read only), when configured.
     pub fn redis(&self) -> Option<&RedisCounter> {
         self.0.redis.as_ref()

@@ -137,5 +137,5 @@ pub async fn delete_token(
     if_match: IfMatch,
 ) -> ApiResult<axum::http::StatusCode> {
     let id = ids.first().copied().ok_or_else(|| ApiError::not_found(AccessToken::KIND))?;
-    ops::delete::<AccessToken>(&state, &who, mine(&who), id, if_match).await
+    ops::delete::<AccessToken>(&state, &who.actor(), mine(&who), id, if_match).await
 }

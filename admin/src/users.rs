@@ -197,7 +197,7 @@ pub async fn patch_user(
     if_match: IfMatch,
     Body(patch): Body<serde_json::Value>,
 ) -> ApiResult<Tagged<AdminUser>> {
-    ops::patch::<AdminUser>(&state, &who, None, user_id(&ids)?, if_match, patch).await
+    ops::patch::<AdminUser>(&state, &who.actor(), None, user_id(&ids)?, if_match, patch).await
 }
 
 /// Deletes an admin user (not the last active owner).
@@ -210,7 +210,7 @@ pub async fn delete_user(
     PathIds(ids): PathIds,
     if_match: IfMatch,
 ) -> ApiResult<axum::http::StatusCode> {
-    ops::delete::<AdminUser>(&state, &who, None, user_id(&ids)?, if_match).await
+    ops::delete::<AdminUser>(&state, &who.actor(), None, user_id(&ids)?, if_match).await
 }
 
 /// A new password.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod edge;
 pub mod error;
+pub mod key_format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod fx;

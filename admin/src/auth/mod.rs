@@ -55,6 +55,11 @@ impl Principal {
 
 /// `count` random bytes as unpadded base64url after `prefix`.
 pub fn random_token(prefix: &str, count: usize) -> String {
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(count)))
+}
+
+/// `count` bytes from the operating system's RNG.
+pub fn random_bytes(count: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; count];
     // The OS RNG failing is unrecoverable for a security service; getrandom documents it
     // as practically impossible on Linux after boot.
@@ -62,7 +67,7 @@ pub fn random_token(prefix: &str, count: usize) -> String {
         tracing::error!(error = %e, "operating system RNG failed");
         std::process::abort();
     }
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    bytes
 }
 
 /// SHA-256 of a high-entropy secret (API keys, access tokens): fast to look up, and
@@ -89,7 +94,27 @@ pub struct Issued<'a, I> {
 impl<'a, I: Columns> Issued<'a, I> {
     /// Generates a secret starting with `type_prefix`; its hash goes to `hash_column`.
     pub fn new(input: &'a I, type_prefix: &str, hash_column: &'static str) -> Self {
-        let secret = random_token(type_prefix, SECRET_BYTES);
+        Self::with_secret(input, random_token(type_prefix, SECRET_BYTES), type_prefix, hash_column)
+    }
+
+    /// An API key in the checksummed format of [`tollgate_gateway::key_format`].
+    pub fn api_key(input: &'a I) -> Self {
+        use tollgate_gateway::key_format;
+        let body: String = random_bytes(key_format::BODY_LEN * 2)
+            .into_iter()
+            // Below 248 = 4 × 62: every digit equally likely.
+            .filter(|&b| b < 248)
+            .map(key_format::base62_digit)
+            .take(key_format::BODY_LEN)
+            .collect();
+        // 80 bytes give 40 accepted ones unless the RNG is broken; retry rather than shorten.
+        match key_format::assemble(&body) {
+            Some(secret) => Self::with_secret(input, secret, key_format::PREFIX, "key_hash"),
+            None => Self::api_key(input),
+        }
+    }
+
+    fn with_secret(input: &'a I, secret: String, type_prefix: &str, hash_column: &'static str) -> Self {
         let prefix = secret.chars().take(type_prefix.len() + DISPLAY_CHARS).collect();
         Self { input, hash: secret_hash(&secret), secret, prefix, hash_column }
     }

@@ -205,6 +205,9 @@ async fn authenticate(
     if methods.has(Methods::KEY_AUTH)
         && let Some((hash, from_query)) = find_key(auth, headers, upstream_pq)
     {
+        let Some(hash) = hash else {
+            return Err(GatewayError::InvalidCredentials { detail: "the API key is mistyped (its checksum does not match)", challenge });
+        };
         let caller = key_caller(call.snapshot, &hash, challenge)?;
         // (A key header to hide was taken out of the map as it was read.)
         if auth.hide_credentials
@@ -232,18 +235,23 @@ async fn authenticate(
     Err(GatewayError::MissingCredentials(challenge))
 }
 
-/// The SHA-256 of the API key in the header or, failing that, the query parameter. A key
-/// header is removed as it is read when credentials are hidden (one map lookup, not two).
-fn find_key(auth: &ApiAuth, headers: &mut HeaderMap, pq: &str) -> Option<(KeyHash, bool)> {
+/// The SHA-256 of the API key in the header or, failing that, the query parameter (`None`
+/// for a key whose checksum shows a typo), and whether it came from the query. A key header
+/// is removed as it is read when credentials are hidden (one map lookup, not two).
+fn find_key(auth: &ApiAuth, headers: &mut HeaderMap, pq: &str) -> Option<(Option<KeyHash>, bool)> {
     let in_header =
         if auth.hide_credentials { headers.remove(&auth.key_header) } else { headers.get(&auth.key_header).cloned() };
     if let Some(v) = in_header {
-        return Some((KeyHash(Sha256::digest(v.as_bytes()).into()), false));
+        return Some((key_hash(v.as_bytes()), false));
     }
     let param = auth.key_query_param.as_deref()?;
     let (_, query) = pq.split_once('?')?;
     let value = query_param(query, param)?;
-    Some((KeyHash(Sha256::digest(value.as_bytes()).into()), true))
+    Some((key_hash(value.as_bytes()), true))
+}
+
+fn key_hash(key: &[u8]) -> Option<KeyHash> {
+    (!crate::key_format::is_mistyped(key)).then(|| KeyHash(Sha256::digest(key).into()))
 }
 
 /// The decoded value of the first query parameter named `name`.
