@@ -115,3 +115,6 @@ ALTER TABLE api_keys
 -- Catalog tags.
 ALTER TABLE apis ADD COLUMN tags text[] NOT NULL DEFAULT '{}'
     CONSTRAINT apis_tags_check CHECK (cardinality(tags) <= 20);
+
+-- "Live on all gateways" looks up the newest event of an entity.
+CREATE INDEX config_events_entity_id_idx ON config_events (entity_id, id);

@@ -86,6 +86,8 @@ pub struct DevArgs {
     pub usage_retention: UsageRetention,
     #[command(flatten)]
     pub gateway_limits: GatewayLimits,
+    #[command(flatten)]
+    pub portal: PortalFlags,
 }
 
 /// How long the admin keeps each usage tier (also used by `dev`).
@@ -154,6 +156,67 @@ pub struct PortalArgs {
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_PORTAL_LISTEN", default_value = "0.0.0.0:8002")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub portal: PortalFlags,
+}
+
+/// Portal settings (also used by `dev`).
+#[derive(Debug, Clone, Args)]
+pub struct PortalFlags {
+    /// The portal's public URL, for links in mail (default: its listen address). HTTPS marks
+    /// cookies Secure and turns on HSTS.
+    #[arg(long, env = "TOLLGATE_PORTAL_URL")]
+    pub portal_url: Option<String>,
+    /// The gateway's public URL, shown in API references and curl lines and the only target
+    /// of the try-it console (default: the gateway's listen address in dev, else http://localhost:8000).
+    #[arg(long, env = "TOLLGATE_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// New developer accounts wait for an admin's approval.
+    #[arg(long, env = "TOLLGATE_SIGNUP_APPROVAL")]
+    pub signup_approval: bool,
+    /// SMTP relay for portal mail; without it mail is printed to the log and kept in the outbox.
+    #[arg(long, env = "TOLLGATE_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    #[arg(long, env = "TOLLGATE_SMTP_PORT", default_value_t = 587)]
+    pub smtp_port: u16,
+    /// `starttls` (required STARTTLS, port 587), `tls` (port 465) or `none` (local relay only).
+    #[arg(long, env = "TOLLGATE_SMTP_SECURITY", default_value = "starttls", value_parser = ["starttls", "tls", "none"])]
+    pub smtp_security: String,
+    #[arg(long, env = "TOLLGATE_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    #[arg(long, env = "TOLLGATE_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<Secret>,
+    /// The From of portal mail.
+    #[arg(long, env = "TOLLGATE_MAIL_FROM", default_value = "Tollgate developer portal <no-reply@localhost>")]
+    pub mail_from: String,
+}
+
+impl PortalFlags {
+    /// The portal's configuration; `portal` and `gateway` are the URLs to use when no flag gives them.
+    pub fn config(&self, portal: String, gateway: String) -> tollgate_portal::PortalConfig {
+        use tollgate_admin::mail::{SmtpSecurity, SmtpSettings, Transport};
+        let mut c = tollgate_portal::PortalConfig::new(
+            self.portal_url.clone().unwrap_or(portal),
+            self.gateway_url.clone().unwrap_or(gateway),
+        );
+        c.signup_approval = self.signup_approval;
+        c.mail_from = self.mail_from.clone();
+        if let Some(host) = &self.smtp_host {
+            let security = match self.smtp_security.as_str() {
+                "tls" => SmtpSecurity::Tls,
+                "none" => SmtpSecurity::None,
+                _ => SmtpSecurity::StartTls,
+            };
+            c.mail_transport = Transport::Smtp(SmtpSettings {
+                host: host.clone(),
+                port: self.smtp_port,
+                security,
+                username: self.smtp_username.clone(),
+                password: self.smtp_password.clone(),
+            });
+        }
+        c
+    }
 }
 
 /// Flags of `tollgate gateway`.

@@ -52,8 +52,10 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
 pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the developer portal").await?;
     let pool = connect(&args.database_url).await?;
-    tracing::info!(addr = %listener.local_addr()?, "developer portal listening");
-    tollgate_portal::serve(listener, pool.clone(), shutdown_signal()).await?;
+    let addr = listener.local_addr()?;
+    let config = args.portal.config(format!("http://{addr}"), "http://localhost:8000".to_owned());
+    tracing::info!(%addr, "developer portal listening");
+    tollgate_portal::serve(listener, pool.clone(), config, shutdown_signal()).await?;
     pool.close().await;
     Ok(())
 }

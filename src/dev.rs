@@ -61,7 +61,9 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     let gateway_addr = listeners.gateway.local_addr()?;
     let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
     let gateway = commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr);
-    let outcome = serve_all(listeners, pool.clone(), config, gateway).await;
+    let addrs = listeners.addrs()?;
+    let portal = args.portal.config(http_url(addrs.portal), http_url(addrs.gateway));
+    let outcome = serve_all(listeners, pool.clone(), config, portal, gateway).await;
     pool.close().await;
     outcome
 }
@@ -229,6 +231,7 @@ async fn serve_all(
     listeners: Listeners,
     pool: PgPool,
     config: AdminConfig,
+    portal: tollgate_portal::PortalConfig,
     gateway: tollgate_gateway::GatewayOptions,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -238,7 +241,7 @@ async fn serve_all(
     let mut servers = JoinSet::new();
     let admin = tollgate_admin::serve(listeners.admin, pool.clone(), config, stopped(stop_rx.clone()));
     servers.spawn(async move { ("admin service", admin.await) });
-    let portal = tollgate_portal::serve(listeners.portal, pool, stopped(stop_rx.clone()));
+    let portal = tollgate_portal::serve(listeners.portal, pool, portal, stopped(stop_rx.clone()));
     servers.spawn(async move { ("developer portal", portal.await) });
     let gateway = tollgate_gateway::serve(listeners.gateway, gateway, stopped(stop_rx));
     servers.spawn(async move { ("gateway", gateway.await) });

@@ -138,6 +138,10 @@ pub struct ApiInput {
     /// Listed in the developer portal's catalog.
     #[serde(default)]
     pub portal_visible: bool,
+    /// Catalog tags: up to 20, each 1-30 lowercase letters, digits or `-`.
+    #[serde(default)]
+    #[schema(max_items = 20, value_type = Vec<String>)]
+    pub tags: Vec<String>,
     /// Disabled APIs are not served by gateways.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -235,6 +239,10 @@ impl Validate for ApiInput {
         if let Some(b) = &self.circuit_breaker {
             b.validate(v);
         }
+        let tag_ok = |t: &String| {
+            (1..=30).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        v.check(self.tags.len() <= 20 && self.tags.iter().all(tag_ok), "tags", "up to 20 tags of 1-30 lowercase letters, digits or -");
         let methods = &self.auth_methods;
         let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
         v.check(unique, "auth_methods", "must not repeat a method");
@@ -286,6 +294,7 @@ impl Columns for ApiInput {
             .col("auth_methods", auth)
             .col("openapi_spec", self.openapi_spec.as_ref().map(sqlx::types::Json))
             .col("portal_visible", self.portal_visible)
+            .col("tags", &self.tags)
             .col("enabled", self.enabled)
             .col("total_timeout_ms", self.total_timeout_ms)
             .col("hash_on", self.hash_on.as_deref())
@@ -320,6 +329,7 @@ pub struct Api {
     pub auth_methods: AuthMethods,
     pub openapi_spec: Option<serde_json::Value>,
     pub portal_visible: bool,
+    pub tags: Vec<String>,
     pub enabled: bool,
     pub total_timeout_ms: i32,
     pub hash_on: Option<String>,
@@ -385,6 +395,7 @@ impl Resource for Api {
             auth_methods: self.auth_methods.0.clone(),
             openapi_spec: self.openapi_spec.clone(),
             portal_visible: self.portal_visible,
+            tags: self.tags.clone(),
             enabled: self.enabled,
             total_timeout_ms: self.total_timeout_ms,
             hash_on: self.hash_on.clone(),

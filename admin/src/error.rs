@@ -71,11 +71,6 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// The human-readable explanation.
     pub fn detail(&self) -> &str {
         &self.detail

@@ -40,6 +40,7 @@ pub mod upstream;
 pub mod usage;
 pub mod users;
 pub mod validate;
+pub mod words;
 
 pub use config::AdminConfig;
 pub use secret::Secret;

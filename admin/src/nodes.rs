@@ -79,9 +79,20 @@ pub async fn get_propagation(
     let exists: Option<(i64,)> =
         sqlx::query_as("SELECT id FROM config_events WHERE id = $1").bind(event_id).fetch_optional(state.db()).await?;
     exists.ok_or_else(|| ApiError::not_found("config event"))?;
+    Ok(Json(propagation(state.db(), event_id).await?))
+}
+
+/// How many live nodes enforce event `event_id` (or a later one).
+pub async fn propagation(db: &sqlx::PgPool, event_id: i64) -> sqlx::Result<Propagation> {
     let sql = format!("{SELECT_NODES} WHERE last_seen_at > now() - make_interval(secs => $1)");
-    let nodes: Vec<GatewayNode> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(f64::from(LIVE_SECONDS)).fetch_all(state.db()).await?;
+    let nodes: Vec<GatewayNode> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(f64::from(LIVE_SECONDS)).fetch_all(db).await?;
     let pending_nodes: Vec<Uuid> = nodes.iter().filter(|n| n.applied_event_id < event_id).map(|n| n.id).collect();
-    Ok(Json(Propagation { event_id, applied: nodes.len() - pending_nodes.len(), live: nodes.len(), pending_nodes }))
+    Ok(Propagation { event_id, applied: nodes.len() - pending_nodes.len(), live: nodes.len(), pending_nodes })
+}
+
+/// The newest config event about entity `id`, if any.
+pub async fn latest_event(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<Option<i64>> {
+    let (max,): (Option<i64>,) =
+        sqlx::query_as("SELECT max(id) FROM config_events WHERE entity_id = $1").bind(id).fetch_one(db).await?;
+    Ok(max)
 }

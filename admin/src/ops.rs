@@ -44,6 +44,11 @@ impl<T: Serialize> Tagged<T> {
     pub fn created(body: T, version: i64) -> Self {
         Self { status: StatusCode::CREATED, body, version }
     }
+
+    /// The entity, for callers that render it themselves (the portal).
+    pub fn into_body(self) -> T {
+        self.body
+    }
 }
 
 impl<T: Serialize> IntoResponse for Tagged<T> {
