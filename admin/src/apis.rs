@@ -242,7 +242,11 @@ impl Validate for ApiInput {
         let tag_ok = |t: &String| {
             (1..=30).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
-        v.check(self.tags.len() <= 20 && self.tags.iter().all(tag_ok), "tags", "up to 20 tags of 1-30 lowercase letters, digits or -");
+        v.check(
+            self.tags.len() <= 20 && self.tags.iter().all(tag_ok),
+            "tags",
+            "up to 20 tags of 1-30 lowercase letters, digits or -",
+        );
         let methods = &self.auth_methods;
         let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
         v.check(unique, "auth_methods", "must not repeat a method");

@@ -18,8 +18,8 @@ use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
-    apis, audit, auth, consumers, developers, keys, nodes, outbox, plans, routes, subscriptions, targets, token_bindings,
-    tokens, usage, users,
+    apis, audit, auth, consumers, developers, keys, nodes, outbox, plans, routes, subscriptions, targets,
+    token_bindings, tokens, usage, users,
 };
 
 /// The `/admin/v1` routes and the OpenAPI document describing them.

@@ -174,7 +174,9 @@ pub async fn issue(
 
 async fn lock_key(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, consumer_id: Uuid, id: Uuid) -> ApiResult<ApiKey> {
     ops::ensure_parent(tx, Some(Parent { kind: "consumer", table: "consumers", id: consumer_id })).await?;
-    resource::fetch_for_update::<ApiKey>(tx, id, Some(consumer_id)).await?.ok_or_else(|| ApiError::not_found(ApiKey::KIND))
+    resource::fetch_for_update::<ApiKey>(tx, id, Some(consumer_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(ApiKey::KIND))
 }
 
 /// Revokes key `id` of `consumer_id` inside `tx`, at once and for good (a no-op when it is

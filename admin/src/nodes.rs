@@ -85,7 +85,8 @@ pub async fn get_propagation(
 /// How many live nodes enforce event `event_id` (or a later one).
 pub async fn propagation(db: &sqlx::PgPool, event_id: i64) -> sqlx::Result<Propagation> {
     let sql = format!("{SELECT_NODES} WHERE last_seen_at > now() - make_interval(secs => $1)");
-    let nodes: Vec<GatewayNode> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(f64::from(LIVE_SECONDS)).fetch_all(db).await?;
+    let nodes: Vec<GatewayNode> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(f64::from(LIVE_SECONDS)).fetch_all(db).await?;
     let pending_nodes: Vec<Uuid> = nodes.iter().filter(|n| n.applied_event_id < event_id).map(|n| n.id).collect();
     Ok(Propagation { event_id, applied: nodes.len() - pending_nodes.len(), live: nodes.len(), pending_nodes })
 }

@@ -231,7 +231,13 @@ pub async fn create_subscription(
     Ok(Tagged::created(sub, version))
 }
 
-async fn decide_one(state: &AppState, who: &Actor, id: Uuid, approve: bool, d: &Decision) -> ApiResult<Tagged<Subscription>> {
+async fn decide_one(
+    state: &AppState,
+    who: &Actor,
+    id: Uuid,
+    approve: bool,
+    d: &Decision,
+) -> ApiResult<Tagged<Subscription>> {
     let mut tx = state.db().begin().await?;
     let sub = decide(&mut tx, who, id, approve, d).await?;
     tx.commit().await?;

@@ -26,14 +26,15 @@ fn requests(n: i64) -> String {
 /// The plan's limits, one sentence each; a plan without limits says so.
 pub fn plan(p: &Plan) -> Vec<String> {
     let burst = i64::from(p.burst);
-    let mut out: Vec<String> = [(p.rate_limit_per_second, "second"), (p.rate_limit_per_minute, "minute"), (p.rate_limit_per_hour, "hour")]
-        .into_iter()
-        .filter_map(|(n, unit)| n.map(|n| (i64::from(n), unit)))
-        .map(|(n, unit)| {
-            let base = format!("{} a {unit}", requests(n));
-            if burst > 0 { format!("{base}, with bursts of up to {} more", number(burst)) } else { base }
-        })
-        .collect();
+    let mut out: Vec<String> =
+        [(p.rate_limit_per_second, "second"), (p.rate_limit_per_minute, "minute"), (p.rate_limit_per_hour, "hour")]
+            .into_iter()
+            .filter_map(|(n, unit)| n.map(|n| (i64::from(n), unit)))
+            .map(|(n, unit)| {
+                let base = format!("{} a {unit}", requests(n));
+                if burst > 0 { format!("{base}, with bursts of up to {} more", number(burst)) } else { base }
+            })
+            .collect();
     if let Some(d) = p.quota_per_day {
         out.push(format!("{} a day, resets at midnight UTC", requests(d)));
     }

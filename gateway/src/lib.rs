@@ -8,10 +8,10 @@ pub mod config;
 pub mod credentials;
 pub mod edge;
 pub mod error;
-pub mod key_format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod fx;
+pub mod key_format;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -76,7 +76,13 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
-async fn apps_page(state: &PortalState, who: &SignedIn, form: AppForm, errors: FieldErrors, notice: Option<&str>) -> Result<Response, UiError> {
+async fn apps_page(
+    state: &PortalState,
+    who: &SignedIn,
+    form: AppForm,
+    errors: FieldErrors,
+    notice: Option<&str>,
+) -> Result<Response, UiError> {
     let apps = my_apps(state, who.me.id).await?;
     let mut conn = state.db().acquire().await?;
     let orgs = team::memberships(&mut conn, who.me.id).await?;
@@ -85,16 +91,25 @@ async fn apps_page(state: &PortalState, who: &SignedIn, form: AppForm, errors: F
 }
 
 /// `GET /apps`.
-pub async fn show_apps(State(state): State<PortalState>, who: SignedIn, Query(q): Query<NoticeQuery>) -> Result<Response, UiError> {
+pub async fn show_apps(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response, UiError> {
     apps_page(&state, &who, AppForm::default(), FieldErrors::default(), q.notice.as_deref()).await
 }
 
 /// `POST /apps`.
-pub async fn create_app(State(state): State<PortalState>, who: SignedIn, Form(form): Form<AppForm>) -> Result<Response, UiError> {
+pub async fn create_app(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Form(form): Form<AppForm>,
+) -> Result<Response, UiError> {
     let mut conn = state.db().acquire().await?;
     let orgs = team::memberships(&mut conn, who.me.id).await?;
     drop(conn);
-    let org = orgs.iter().find(|o| o.id.to_string() == form.organisation_id).or(orgs.first()).ok_or(UiError::NotFound)?;
+    let org =
+        orgs.iter().find(|o| o.id.to_string() == form.organisation_id).or(orgs.first()).ok_or(UiError::NotFound)?;
     let input = ConsumerInput {
         name: form.name.trim().to_owned(),
         developer_id: None,
@@ -118,7 +133,8 @@ pub async fn create_app(State(state): State<PortalState>, who: SignedIn, Form(fo
 /// The app `id` if it belongs to one of the developer's organisations (else 404), and the
 /// developer's membership there.
 pub async fn owned_app(state: &PortalState, who: &SignedIn, id: Uuid) -> Result<(Consumer, Membership), UiError> {
-    let app: Option<Consumer> = sqlx::query_as("SELECT * FROM consumers WHERE id = $1").bind(id).fetch_optional(state.db()).await?;
+    let app: Option<Consumer> =
+        sqlx::query_as("SELECT * FROM consumers WHERE id = $1").bind(id).fetch_optional(state.db()).await?;
     let app = app.ok_or(UiError::NotFound)?;
     let org = app.organisation_id.ok_or(UiError::NotFound)?;
     let mut conn = state.db().acquire().await?;
@@ -177,7 +193,13 @@ pub async fn show_app(
     app_page(&state, &who, id, FieldErrors::default(), q.notice.as_deref()).await
 }
 
-async fn app_page(state: &PortalState, who: &SignedIn, id: Uuid, errors: FieldErrors, notice: Option<&str>) -> Result<Response, UiError> {
+async fn app_page(
+    state: &PortalState,
+    who: &SignedIn,
+    id: Uuid,
+    errors: FieldErrors,
+    notice: Option<&str>,
+) -> Result<Response, UiError> {
     let (app, membership) = owned_app(state, who, id).await?;
     let keys: Vec<ApiKey> = sqlx::query_as(
         "SELECT * FROM api_keys WHERE consumer_id = $1
@@ -220,7 +242,8 @@ fn expiry(days: &str, errors: &mut FieldErrors, field: &'static str) -> Option<O
     match days.parse::<i64>() {
         Ok(d) if (1..=3650).contains(&d) => Some(OffsetDateTime::now_utc() + time::Duration::days(d)),
         _ => {
-            errors.add(field, "Enter a number of days from 1 to 3650, or leave it empty for a key that does not expire");
+            errors
+                .add(field, "Enter a number of days from 1 to 3650, or leave it empty for a key that does not expire");
             None
         }
     }
@@ -240,7 +263,13 @@ struct KeyCreatedPage {
     gateway_url: String,
 }
 
-async fn key_created(state: &PortalState, who: &SignedIn, app: Consumer, created: CreatedKey, old: Option<ApiKey>) -> Result<Response, UiError> {
+async fn key_created(
+    state: &PortalState,
+    who: &SignedIn,
+    app: Consumer,
+    created: CreatedKey,
+    old: Option<ApiKey>,
+) -> Result<Response, UiError> {
     let live = crate::live::of_entity(state, created.key.id).await?;
     let expires = created.key.expires_at.map_or_else(|| "never".to_owned(), crate::format::date_time);
     let title = if old.is_some() { "Key rotated" } else { "Key created" };
@@ -258,7 +287,12 @@ async fn key_created(state: &PortalState, who: &SignedIn, app: Consumer, created
 }
 
 /// `POST /apps/{id}/keys`: issues a key and shows it, once.
-pub async fn create_key(State(state): State<PortalState>, who: SignedIn, Path(id): Path<Uuid>, Form(form): Form<KeyForm>) -> Result<Response, UiError> {
+pub async fn create_key(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Path(id): Path<Uuid>,
+    Form(form): Form<KeyForm>,
+) -> Result<Response, UiError> {
     let (app, _) = owned_app(&state, &who, id).await?;
     let mut errors = FieldErrors::default();
     let expires_at = expiry(&form.expires_in_days, &mut errors, "expires_in_days");
@@ -267,7 +301,8 @@ pub async fn create_key(State(state): State<PortalState>, who: SignedIn, Path(id
         return app_page(&state, &who, id, errors, None).await;
     }
     let mut tx = state.db().begin().await?;
-    let created = keys::issue(&mut tx, &who.actor(), id, &KeyInput { name: form.name.trim().to_owned(), expires_at }).await?;
+    let created =
+        keys::issue(&mut tx, &who.actor(), id, &KeyInput { name: form.name.trim().to_owned(), expires_at }).await?;
     tx.commit().await?;
     key_created(&state, &who, app, created, None).await
 }
@@ -305,7 +340,11 @@ pub async fn rotate_key(
 }
 
 /// `POST /apps/{id}/keys/{key}/revoke`: the key stops working at once.
-pub async fn revoke_key(State(state): State<PortalState>, who: SignedIn, Path((id, key)): Path<(Uuid, Uuid)>) -> Result<Response, UiError> {
+pub async fn revoke_key(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Path((id, key)): Path<(Uuid, Uuid)>,
+) -> Result<Response, UiError> {
     owned_app(&state, &who, id).await?;
     let mut tx = state.db().begin().await?;
     keys::revoke(&mut tx, &who.actor(), id, key, &IfMatch::Any).await?;
@@ -314,7 +353,11 @@ pub async fn revoke_key(State(state): State<PortalState>, who: SignedIn, Path((i
 }
 
 /// `POST /apps/{id}/delete`: admins of the organisation delete an app and its keys.
-pub async fn delete_app(State(state): State<PortalState>, who: SignedIn, Path(id): Path<Uuid>) -> Result<Response, UiError> {
+pub async fn delete_app(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Path(id): Path<Uuid>,
+) -> Result<Response, UiError> {
     let (_, membership) = owned_app(&state, &who, id).await?;
     if !membership.is_admin() {
         return Err(UiError::Forbidden("Only the organisation's admins delete apps."));

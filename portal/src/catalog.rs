@@ -49,7 +49,11 @@ struct CatalogPage {
 const PUBLISHED: &str = "a.portal_visible AND a.enabled";
 
 /// `GET /apis`.
-pub async fn show_catalog(State(state): State<PortalState>, visit: Visit, Query(q): Query<CatalogQuery>) -> Result<Response, UiError> {
+pub async fn show_catalog(
+    State(state): State<PortalState>,
+    visit: Visit,
+    Query(q): Query<CatalogQuery>,
+) -> Result<Response, UiError> {
     let pattern = format!("%{}%", q.q.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let sql = format!(
         "SELECT a.id, a.name, a.description, a.tags,
@@ -127,7 +131,14 @@ async fn published(state: &PortalState, name: &str) -> Result<ApiCard, UiError> 
     api.ok_or(UiError::NotFound)
 }
 
-async fn api_page(state: &PortalState, visit: &Visit, name: &str, form: SubscribeForm, errors: FieldErrors, notice: Option<&str>) -> Result<Response, UiError> {
+async fn api_page(
+    state: &PortalState,
+    visit: &Visit,
+    name: &str,
+    form: SubscribeForm,
+    errors: FieldErrors,
+    notice: Option<&str>,
+) -> Result<Response, UiError> {
     let api = published(state, name).await?;
     let plans: Vec<Plan> = sqlx::query_as("SELECT * FROM plans WHERE api_id = $1 AND portal_visible ORDER BY name")
         .bind(api.id)
@@ -145,10 +156,11 @@ async fn api_page(state: &PortalState, visit: &Visit, name: &str, form: Subscrib
         }
         None => (Vec::new(), Vec::new()),
     };
-    let paths: Vec<(Vec<String>,)> = sqlx::query_as("SELECT paths FROM routes WHERE api_id = $1 ORDER BY priority DESC, name LIMIT 50")
-        .bind(api.id)
-        .fetch_all(state.db())
-        .await?;
+    let paths: Vec<(Vec<String>,)> =
+        sqlx::query_as("SELECT paths FROM routes WHERE api_id = $1 ORDER BY priority DESC, name LIMIT 50")
+            .bind(api.id)
+            .fetch_all(state.db())
+            .await?;
     let mut paths: Vec<String> = paths.into_iter().flat_map(|(p,)| p).collect();
     paths.dedup();
     let chrome = Chrome::new(visit, api.name.clone(), "apis").with_notice(notice);
@@ -164,7 +176,12 @@ pub struct NoticeQuery {
 }
 
 /// `GET /apis/{name}`.
-pub async fn show_api(State(state): State<PortalState>, visit: Visit, Path(name): Path<String>, Query(q): Query<NoticeQuery>) -> Result<Response, UiError> {
+pub async fn show_api(
+    State(state): State<PortalState>,
+    visit: Visit,
+    Path(name): Path<String>,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response, UiError> {
     api_page(&state, &visit, &name, SubscribeForm::default(), FieldErrors::default(), q.notice.as_deref()).await
 }
 
@@ -186,16 +203,18 @@ pub async fn subscribe(
         return api_page(&state, &who.visit, &name, form, errors, None).await;
     };
     owned_app(&state, &who, app).await?;
-    let visible: Option<(bool,)> = sqlx::query_as("SELECT approval_required FROM plans WHERE id = $1 AND api_id = $2 AND portal_visible")
-        .bind(plan)
-        .bind(api.id)
-        .fetch_optional(state.db())
-        .await?;
+    let visible: Option<(bool,)> =
+        sqlx::query_as("SELECT approval_required FROM plans WHERE id = $1 AND api_id = $2 AND portal_visible")
+            .bind(plan)
+            .bind(api.id)
+            .fetch_optional(state.db())
+            .await?;
     let Some((approval,)) = visible else {
         errors.add("plan", "Choose one of this API's plans");
         return api_page(&state, &who.visit, &name, form, errors, None).await;
     };
-    let new = NewSubscription { consumer_id: app, plan_id: plan, status: None, comment: form.comment.trim().to_owned() };
+    let new =
+        NewSubscription { consumer_id: app, plan_id: plan, status: None, comment: form.comment.trim().to_owned() };
     let mut tx = state.db().begin().await?;
     let outcome = subscriptions::subscribe(&mut tx, &who.actor(), &new).await;
     match outcome {
@@ -211,8 +230,13 @@ pub async fn subscribe(
 }
 
 /// `POST /subscriptions/{id}/cancel`: an app's member ends its subscription.
-pub async fn cancel(State(state): State<PortalState>, who: SignedIn, Path(id): Path<Uuid>) -> Result<Response, UiError> {
-    let sub: Option<Subscription> = sqlx::query_as("SELECT * FROM subscriptions WHERE id = $1").bind(id).fetch_optional(state.db()).await?;
+pub async fn cancel(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Path(id): Path<Uuid>,
+) -> Result<Response, UiError> {
+    let sub: Option<Subscription> =
+        sqlx::query_as("SELECT * FROM subscriptions WHERE id = $1").bind(id).fetch_optional(state.db()).await?;
     let sub = sub.ok_or(UiError::NotFound)?;
     owned_app(&state, &who, sub.consumer_id).await?;
     ops::delete::<Subscription>(state.ops(), &who.actor(), None, id, IfMatch::Any).await?;

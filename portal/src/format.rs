@@ -11,8 +11,8 @@ pub fn date(t: OffsetDateTime) -> String {
 /// `4 Dec 2026, 10:31 UTC`.
 pub fn date_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    t.format(format_description!("[day padding:none] [month repr:short] [year], [hour]:[minute] UTC")).unwrap_or_default()
+    t.format(format_description!("[day padding:none] [month repr:short] [year], [hour]:[minute] UTC"))
+        .unwrap_or_default()
 }
 
 pub use tollgate_admin::words::number;
-

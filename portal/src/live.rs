@@ -68,6 +68,10 @@ pub async fn of_app(state: &PortalState, app: Uuid) -> Result<Live, UiError> {
 
 /// `GET /live/{event}`: the propagation of a change, as JSON for the page's script. Any
 /// signed-in developer may ask; the answer names no entity.
-pub async fn get_live(State(state): State<PortalState>, _: SignedIn, Path(event): Path<i64>) -> Result<Json<Live>, UiError> {
+pub async fn get_live(
+    State(state): State<PortalState>,
+    _: SignedIn,
+    Path(event): Path<i64>,
+) -> Result<Json<Live>, UiError> {
     Ok(Json(of_event(&state, event).await?))
 }

@@ -44,7 +44,11 @@ struct OrgAudit<'a> {
 }
 
 /// Creates an organisation with `actor` (a developer) as its admin.
-pub async fn create_organisation(tx: &mut Transaction<'_, Postgres>, actor: &Actor, name: &str) -> Result<Uuid, UiError> {
+pub async fn create_organisation(
+    tx: &mut Transaction<'_, Postgres>,
+    actor: &Actor,
+    name: &str,
+) -> Result<Uuid, UiError> {
     let id = Uuid::now_v7();
     let developer = actor.id.ok_or_else(|| UiError::internal("an organisation needs a developer"))?;
     sqlx::query("INSERT INTO organisations (id, name) VALUES ($1, $2)").bind(id).bind(name).execute(&mut **tx).await?;
@@ -153,7 +157,13 @@ async fn team_page(
         } else {
             Vec::new()
         };
-        let invites = invites.into_iter().map(|i| { let until = crate::format::date(i.expires_at); (i, until) }).collect();
+        let invites = invites
+            .into_iter()
+            .map(|i| {
+                let until = crate::format::date(i.expires_at);
+                (i, until)
+            })
+            .collect();
         orgs.push(OrgView { org, members, invites });
     }
     let chrome = Chrome::new(&who.visit, "Your team", "team").with_notice(notice);
@@ -165,7 +175,11 @@ async fn team_page(
 }
 
 /// `GET /team`.
-pub async fn show_team(State(state): State<PortalState>, who: SignedIn, Query(q): Query<TeamQuery>) -> Result<Response, UiError> {
+pub async fn show_team(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Query(q): Query<TeamQuery>,
+) -> Result<Response, UiError> {
     team_page(&state, &who, q.notice.as_deref(), None, String::new(), FieldErrors::default()).await
 }
 
@@ -183,7 +197,11 @@ fn org_id(raw: &str) -> Result<Uuid, UiError> {
 }
 
 /// `POST /team/invite`: an admin invites someone by e-mail; the page shows the link too.
-pub async fn invite(State(state): State<PortalState>, who: SignedIn, Form(form): Form<InviteForm>) -> Result<Response, UiError> {
+pub async fn invite(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Form(form): Form<InviteForm>,
+) -> Result<Response, UiError> {
     let org = org_id(&form.organisation_id)?;
     let mut tx = state.db().begin().await?;
     let membership = membership(&mut tx, who.me.id, org).await?;
@@ -214,7 +232,12 @@ pub async fn invite(State(state): State<PortalState>, who: SignedIn, Form(form):
     .execute(&mut *tx)
     .await?;
     let after = serde_json::json!({ "organisation_id": org, "email": email, "role": role });
-    change::record(&mut tx, &who.actor(), Change::create("organisation_invite", id, after).action("invite").audit_only()).await?;
+    change::record(
+        &mut tx,
+        &who.actor(),
+        Change::create("organisation_invite", id, after).action("invite").audit_only(),
+    )
+    .await?;
     tx.commit().await?;
     let url = link(&state, &format!("/invite?token={token}"));
     let body = format!(
@@ -268,7 +291,8 @@ pub async fn show_invite(
     let chrome = Chrome::new(&visit, format!("Join {}", inv.organisation), "team");
     let next = encode(&format!("/invite?token={}", q.token));
     let signed_in = visit.me.is_some();
-    Ok(InvitePage { chrome, organisation: inv.organisation, role: inv.role, token: q.token, signed_in, next }.into_response())
+    Ok(InvitePage { chrome, organisation: inv.organisation, role: inv.role, token: q.token, signed_in, next }
+        .into_response())
 }
 
 /// `POST /invite`: the signed-in developer joins (whatever address the mail went to: the
@@ -282,7 +306,10 @@ pub async fn accept_invite(
     let Some(inv) = open_invite(&mut tx, &q.token).await? else {
         return Ok(crate::accounts::signup::dead_link(&who.visit));
     };
-    sqlx::query("UPDATE organisation_invites SET accepted_at = now() WHERE id = $1").bind(inv.id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE organisation_invites SET accepted_at = now() WHERE id = $1")
+        .bind(inv.id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO organisation_members (organisation_id, developer_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (organisation_id, developer_id) DO NOTHING",
@@ -292,8 +319,14 @@ pub async fn accept_invite(
     .bind(&inv.role)
     .execute(&mut *tx)
     .await?;
-    let after = serde_json::json!({ "organisation_id": inv.organisation_id, "developer_id": who.me.id, "role": inv.role });
-    change::record(&mut tx, &who.actor(), Change::create("organisation_member", inv.id, after).action("join").audit_only()).await?;
+    let after =
+        serde_json::json!({ "organisation_id": inv.organisation_id, "developer_id": who.me.id, "role": inv.role });
+    change::record(
+        &mut tx,
+        &who.actor(),
+        Change::create("organisation_member", inv.id, after).action("join").audit_only(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Redirect::to("/team?notice=joined").into_response())
 }
@@ -308,7 +341,11 @@ pub struct RemoveForm {
 
 /// `POST /team/remove`: an admin removes a member, or a member removes themself (leaves).
 /// The last admin cannot go.
-pub async fn remove_member(State(state): State<PortalState>, who: SignedIn, Form(form): Form<RemoveForm>) -> Result<Response, UiError> {
+pub async fn remove_member(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Form(form): Form<RemoveForm>,
+) -> Result<Response, UiError> {
     let org = org_id(&form.organisation_id)?;
     let target: Uuid = form.developer_id.parse().map_err(|_| UiError::NotFound)?;
     let mut tx = state.db().begin().await?;
@@ -326,7 +363,9 @@ pub async fn remove_member(State(state): State<PortalState>, who: SignedIn, Form
     .fetch_one(&mut *tx)
     .await?;
     if admins == 0 {
-        return Err(UiError::Conflict("An organisation needs at least one admin: make someone else admin first.".into()));
+        return Err(UiError::Conflict(
+            "An organisation needs at least one admin: make someone else admin first.".into(),
+        ));
     }
     let gone = sqlx::query("DELETE FROM organisation_members WHERE organisation_id = $1 AND developer_id = $2")
         .bind(org)

@@ -62,7 +62,11 @@ pub async fn issue(
 
 /// Uses `token` for `purpose`: the developer and the new e-mail it carries, or `None` when
 /// the token is unknown, used, expired or for something else.
-pub async fn consume(conn: &mut PgConnection, token: &str, purpose: Purpose) -> sqlx::Result<Option<(Uuid, Option<String>)>> {
+pub async fn consume(
+    conn: &mut PgConnection,
+    token: &str,
+    purpose: Purpose,
+) -> sqlx::Result<Option<(Uuid, Option<String>)>> {
     sqlx::query_as(
         "UPDATE developer_tokens SET used_at = now()
          WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()

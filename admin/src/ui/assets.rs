@@ -22,8 +22,16 @@ struct Source {
 }
 
 const SOURCES: &[Source] = &[
-    Source { name: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../../web/static/app.css") },
-    Source { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../../web/static/app.js") },
+    Source {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../../web/static/app.css"),
+    },
+    Source {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/static/app.js"),
+    },
     Source { name: "icon.svg", content_type: "image/svg+xml", body: include_bytes!("../../../web/static/icon.svg") },
 ];
 
@@ -87,7 +95,9 @@ mod tests {
     #[test]
     fn names_carry_the_content_hash() {
         let css = url("app.css");
-        assert!(css.starts_with("/assets/app.") && css.ends_with(".css") && css.len() == "/assets/app.0123456789.css".len());
+        assert!(
+            css.starts_with("/assets/app.") && css.ends_with(".css") && css.len() == "/assets/app.0123456789.css".len()
+        );
         assert_eq!(url("nope.css"), "/assets/missing");
     }
 }

@@ -206,7 +206,10 @@ async fn authenticate(
         && let Some((hash, from_query)) = find_key(auth, headers, upstream_pq)
     {
         let Some(hash) = hash else {
-            return Err(GatewayError::InvalidCredentials { detail: "the API key is mistyped (its checksum does not match)", challenge });
+            return Err(GatewayError::InvalidCredentials {
+                detail: "the API key is mistyped (its checksum does not match)",
+                challenge,
+            });
         };
         let caller = key_caller(call.snapshot, &hash, challenge)?;
         // (A key header to hide was taken out of the map as it was read.)

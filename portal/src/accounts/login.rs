@@ -111,10 +111,15 @@ pub async fn login(
     let mut tx = state.db().begin().await?;
     let actor = Actor::developer(account.id, &account.email, None);
     let after = serde_json::json!({ "client_ip": peer.ip().to_string() });
-    change::record(&mut tx, &actor, Change::create("developer_session", account.id, after).action("login").audit_only())
-        .await?;
+    change::record(
+        &mut tx,
+        &actor,
+        Change::create("developer_session", account.id, after).action("login").audit_only(),
+    )
+    .await?;
     tx.commit().await?;
-    start_session(&state, &visit, Subject::Developer(account.id), &peer, user_agent(&headers), safe_next(&form.next)).await
+    start_session(&state, &visit, Subject::Developer(account.id), &peer, user_agent(&headers), safe_next(&form.next))
+        .await
 }
 
 /// Starts a session (a new id) and redirects to `to` with its cookie.

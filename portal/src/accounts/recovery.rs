@@ -69,7 +69,9 @@ pub async fn forgot(
     });
     Ok(MessagePage {
         chrome: Chrome::new(&visit, "Check your inbox", "login"),
-        message: format!("If {email} has an account, we sent it a link to set a new password. The link works for one hour."),
+        message: format!(
+            "If {email} has an account, we sent it a link to set a new password. The link works for one hour."
+        ),
         log_hint: state.mailer().logs_only(),
         link: None,
     }
@@ -78,10 +80,11 @@ pub async fn forgot(
 
 async fn mail_reset_link(state: &PortalState, email: &str) -> Result<(), UiError> {
     let mut tx = state.db().begin().await?;
-    let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM developers WHERE lower(email) = lower($1) AND status <> 'disabled'")
-        .bind(email)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let found: Option<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM developers WHERE lower(email) = lower($1) AND status <> 'disabled'")
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some((id,)) = found else { return Ok(()) };
     let token = tokens::issue(&mut tx, id, Purpose::ResetPassword, None).await?;
     tx.commit().await?;
@@ -124,7 +127,11 @@ pub async fn show_reset(
 }
 
 /// `POST /reset`.
-pub async fn reset(State(state): State<PortalState>, visit: Visit, Form(form): Form<ResetForm>) -> Result<Response, UiError> {
+pub async fn reset(
+    State(state): State<PortalState>,
+    visit: Visit,
+    Form(form): Form<ResetForm>,
+) -> Result<Response, UiError> {
     let mut errors = FieldErrors::default();
     check_password(&mut errors, "password", &form.password, "");
     if !errors.is_empty() {

@@ -41,11 +41,18 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
-async fn page(state: &PortalState, who: &SignedIn, new_email: String, errors: FieldErrors, notice: Option<&str>) -> Result<Response, UiError> {
-    let (sessions,): (i64,) = sqlx::query_as("SELECT count(*) FROM web_sessions WHERE developer_id = $1 AND expires_at > now()")
-        .bind(who.me.id)
-        .fetch_one(state.db())
-        .await?;
+async fn page(
+    state: &PortalState,
+    who: &SignedIn,
+    new_email: String,
+    errors: FieldErrors,
+    notice: Option<&str>,
+) -> Result<Response, UiError> {
+    let (sessions,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM web_sessions WHERE developer_id = $1 AND expires_at > now()")
+            .bind(who.me.id)
+            .fetch_one(state.db())
+            .await?;
     let (created,): (OffsetDateTime,) =
         sqlx::query_as("SELECT created_at FROM developers WHERE id = $1").bind(who.me.id).fetch_one(state.db()).await?;
     let chrome = Chrome::new(&who.visit, "Your account", "account").with_notice(notice);
@@ -62,7 +69,11 @@ async fn page(state: &PortalState, who: &SignedIn, new_email: String, errors: Fi
 }
 
 /// `GET /account`.
-pub async fn show_account(State(state): State<PortalState>, who: SignedIn, Query(q): Query<NoticeQuery>) -> Result<Response, UiError> {
+pub async fn show_account(
+    State(state): State<PortalState>,
+    who: SignedIn,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response, UiError> {
     page(&state, &who, String::new(), FieldErrors::default(), q.notice.as_deref()).await
 }
 
@@ -76,10 +87,17 @@ pub struct PasswordForm {
 
 /// Checks the current password, throttled like a sign-in (a stolen session must not become
 /// a way to guess it).
-async fn confirm_password(state: &PortalState, who: &SignedIn, peer: &SocketAddr, given: String) -> Result<bool, UiError> {
+async fn confirm_password(
+    state: &PortalState,
+    who: &SignedIn,
+    peer: &SocketAddr,
+    given: String,
+) -> Result<bool, UiError> {
     let reservation = state.logins().reserve(&who.me.email.to_lowercase(), peer.ip()).map_err(UiError::TooMany)?;
-    let (stored,): (Option<String>,) =
-        sqlx::query_as("SELECT password_hash FROM developers WHERE id = $1").bind(who.me.id).fetch_one(state.db()).await?;
+    let (stored,): (Option<String>,) = sqlx::query_as("SELECT password_hash FROM developers WHERE id = $1")
+        .bind(who.me.id)
+        .fetch_one(state.db())
+        .await?;
     let ok = password::verify(Secret::new(given), stored).await?;
     if ok {
         state.logins().succeeded(reservation);
@@ -110,7 +128,8 @@ pub async fn change_password(
         .execute(&mut *tx)
         .await?;
     SessionStore::end_all(&mut tx, Subject::Developer(who.me.id), Some(&who.session.id_hash)).await?;
-    let change = Change::update("developer", who.me.id, serde_json::json!({}), serde_json::json!({"password": "changed"}));
+    let change =
+        Change::update("developer", who.me.id, serde_json::json!({}), serde_json::json!({"password": "changed"}));
     change::record(&mut tx, &who.actor(), change.action("set_password").audit_only()).await?;
     tx.commit().await?;
     Ok(Redirect::to("/account?notice=password-changed").into_response())
@@ -155,29 +174,45 @@ pub async fn change_email(
         format!("Confirm this address for your developer portal account:\n\n{url}\n\nThe link works for 24 hours.\n")
     };
     send_later(&state, Mail { to: new_email.clone(), subject: "Confirm your new e-mail address".into(), body });
-    let note = format!("You asked to change the address of your developer portal account to {new_email}. If this was not you, reset your password: {}\n", link(&state, "/forgot"));
-    send_later(&state, Mail { to: who.me.email.clone(), subject: "Your e-mail address is changing".into(), body: note });
+    let note = format!(
+        "You asked to change the address of your developer portal account to {new_email}. If this was not you, reset your password: {}\n",
+        link(&state, "/forgot")
+    );
+    send_later(
+        &state,
+        Mail { to: who.me.email.clone(), subject: "Your e-mail address is changing".into(), body: note },
+    );
     Ok(Redirect::to("/account?notice=email-change-sent").into_response())
 }
 
 /// `GET /email/confirm?token=`.
-pub async fn show_confirm_email(State(state): State<PortalState>, visit: Visit, Query(q): Query<TokenQuery>) -> Result<Response, UiError> {
+pub async fn show_confirm_email(
+    State(state): State<PortalState>,
+    visit: Visit,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, UiError> {
     let mut conn = state.db().acquire().await?;
     if !tokens::valid(&mut conn, &q.token, Purpose::ChangeEmail).await? {
         return Ok(dead_link(&visit));
     }
     let chrome = Chrome::new(&visit, "Confirm your new address", "account");
     let message = "Use this address for your account from now on.".into();
-    Ok(ConfirmPage { chrome, message, action: "/email/confirm", token: q.token, button: "Use this address" }.into_response())
+    Ok(ConfirmPage { chrome, message, action: "/email/confirm", token: q.token, button: "Use this address" }
+        .into_response())
 }
 
 /// `POST /email/confirm`.
-pub async fn confirm_email(State(state): State<PortalState>, visit: Visit, Form(q): Form<TokenQuery>) -> Result<Response, UiError> {
+pub async fn confirm_email(
+    State(state): State<PortalState>,
+    visit: Visit,
+    Form(q): Form<TokenQuery>,
+) -> Result<Response, UiError> {
     let mut tx = state.db().begin().await?;
     let Some((id, Some(new_email))) = tokens::consume(&mut tx, &q.token, Purpose::ChangeEmail).await? else {
         return Ok(dead_link(&visit));
     };
-    let old: Option<(String,)> = sqlx::query_as("SELECT email FROM developers WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    let old: Option<(String,)> =
+        sqlx::query_as("SELECT email FROM developers WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
     let Some((old,)) = old else { return Ok(dead_link(&visit)) };
     let updated = sqlx::query("UPDATE developers SET email = $2, email_verified_at = now(), version = version + 1, updated_at = now() WHERE id = $1")
         .bind(id)
@@ -191,7 +226,8 @@ pub async fn confirm_email(State(state): State<PortalState>, visit: Visit, Form(
         return Err(e.into());
     }
     let actor = tollgate_admin::change::Actor::developer(id, &new_email, None);
-    let change = Change::update("developer", id, serde_json::json!({"email": old}), serde_json::json!({"email": new_email}));
+    let change =
+        Change::update("developer", id, serde_json::json!({"email": old}), serde_json::json!({"email": new_email}));
     change::record(&mut tx, &actor, change.action("change_email").audit_only()).await?;
     tx.commit().await?;
     let to = if visit.me.is_some() { "/account?notice=email-changed" } else { "/login?notice=email-changed" };

@@ -47,13 +47,22 @@ pub async fn show_signup(State(state): State<PortalState>, visit: Visit) -> Resp
         return Redirect::to("/apps").into_response();
     }
     let chrome = Chrome::new(&visit, "Create your account", "signup");
-    SignupPage { chrome, form: SignupForm::default(), errors: FieldErrors::default(), approval: state.config().signup_approval }
-        .into_response()
+    SignupPage {
+        chrome,
+        form: SignupForm::default(),
+        errors: FieldErrors::default(),
+        approval: state.config().signup_approval,
+    }
+    .into_response()
 }
 
 fn validate(form: &SignupForm) -> FieldErrors {
     let mut e = FieldErrors::default();
-    e.check(!form.name.trim().is_empty() && form.name.chars().count() <= 200, "name", "Enter your name (up to 200 characters)");
+    e.check(
+        !form.name.trim().is_empty() && form.name.chars().count() <= 200,
+        "name",
+        "Enter your name (up to 200 characters)",
+    );
     check_email(&mut e, "email", form.email.trim());
     check_password(&mut e, "password", &form.password, form.email.trim());
     e.check(form.organisation.chars().count() <= 100, "organisation", "Use at most 100 characters");
@@ -83,24 +92,30 @@ pub async fn signup(
     match create_account(&state, &form, &email, hash).await? {
         Some(token) => {
             let url = link(&state, &format!("/verify?token={token}"));
-            send_later(&state, Mail {
-                to: email.clone(),
-                subject: "Confirm your e-mail address".into(),
-                body: format!(
-                    "Hello {},\n\nconfirm your address to start using the developer portal:\n\n{url}\n\nThe link works for 48 hours. If you did not sign up, ignore this mail.\n",
-                    form.name.trim()
-                ),
-            });
+            send_later(
+                &state,
+                Mail {
+                    to: email.clone(),
+                    subject: "Confirm your e-mail address".into(),
+                    body: format!(
+                        "Hello {},\n\nconfirm your address to start using the developer portal:\n\n{url}\n\nThe link works for 48 hours. If you did not sign up, ignore this mail.\n",
+                        form.name.trim()
+                    ),
+                },
+            );
         }
-        None => send_later(&state, Mail {
-            to: email.clone(),
-            subject: "You already have an account".into(),
-            body: format!(
-                "Someone (perhaps you) tried to sign up with this address, which already has an account.\n\nSign in: {}\nForgot your password? {}\n",
-                link(&state, "/login"),
-                link(&state, "/forgot")
-            ),
-        }),
+        None => send_later(
+            &state,
+            Mail {
+                to: email.clone(),
+                subject: "You already have an account".into(),
+                body: format!(
+                    "Someone (perhaps you) tried to sign up with this address, which already has an account.\n\nSign in: {}\nForgot your password? {}\n",
+                    link(&state, "/login"),
+                    link(&state, "/forgot")
+                ),
+            },
+        ),
     }
     Ok(check_inbox(&state, &visit, &email))
 }
@@ -125,7 +140,12 @@ struct DeveloperAudit<'a> {
 
 /// Creates the developer, their organisation and membership, and a confirmation token, in
 /// one transaction; `None` when the address is taken.
-async fn create_account(state: &PortalState, form: &SignupForm, email: &str, hash: String) -> Result<Option<String>, UiError> {
+async fn create_account(
+    state: &PortalState,
+    form: &SignupForm,
+    email: &str,
+    hash: String,
+) -> Result<Option<String>, UiError> {
     let id = Uuid::now_v7();
     let name = form.name.trim();
     let status = if state.config().signup_approval { "pending" } else { "active" };
@@ -188,7 +208,11 @@ pub fn dead_link(visit: &Visit) -> Response {
 }
 
 /// `GET /verify?token=`.
-pub async fn show_verify(State(state): State<PortalState>, visit: Visit, Query(q): Query<TokenQuery>) -> Result<Response, UiError> {
+pub async fn show_verify(
+    State(state): State<PortalState>,
+    visit: Visit,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, UiError> {
     let mut conn = state.db().acquire().await?;
     if !tokens::valid(&mut conn, &q.token, Purpose::VerifyEmail).await? {
         return Ok(dead_link(&visit));
@@ -218,18 +242,34 @@ pub async fn verify(
     .fetch_one(&mut *tx)
     .await?;
     let actor = Actor::developer(id, &email, None);
-    change::record(&mut tx, &actor, Change::update("developer", id, serde_json::json!({}), serde_json::json!({"email_verified": true})).action("verify_email").audit_only()).await?;
+    change::record(
+        &mut tx,
+        &actor,
+        Change::update("developer", id, serde_json::json!({}), serde_json::json!({"email_verified": true}))
+            .action("verify_email")
+            .audit_only(),
+    )
+    .await?;
     tx.commit().await?;
     if status != "active" {
         return Ok(MessagePage {
             chrome: Chrome::new(&visit, "Address confirmed", ""),
-            message: "Thank you. An administrator reviews new accounts; we will e-mail you once yours is approved.".into(),
+            message: "Thank you. An administrator reviews new accounts; we will e-mail you once yours is approved."
+                .into(),
             log_hint: false,
             link: None,
         }
         .into_response());
     }
-    super::login::start_session(&state, &visit, Subject::Developer(id), &peer, user_agent(&headers), "/apps?notice=verified").await
+    super::login::start_session(
+        &state,
+        &visit,
+        Subject::Developer(id),
+        &peer,
+        user_agent(&headers),
+        "/apps?notice=verified",
+    )
+    .await
 }
 
 /// `POST /verify/resend`.
@@ -271,6 +311,11 @@ async fn resend_link(state: &PortalState, email: &str) -> Result<(), UiError> {
     let token = tokens::issue(&mut tx, id, Purpose::VerifyEmail, None).await?;
     tx.commit().await?;
     let url = link(state, &format!("/verify?token={token}"));
-    let body = format!("Confirm your address to start using the developer portal:\n\n{url}\n\nThe link works for 48 hours.\n");
-    state.mailer().send(Mail { to: email.to_owned(), subject: "Confirm your e-mail address".into(), body }).await.map_err(UiError::internal)
+    let body =
+        format!("Confirm your address to start using the developer portal:\n\n{url}\n\nThe link works for 48 hours.\n");
+    state
+        .mailer()
+        .send(Mail { to: email.to_owned(), subject: "Confirm your e-mail address".into(), body })
+        .await
+        .map_err(UiError::internal)
 }

@@ -1,1 +1,11 @@
-//! Portal integration tests.
+//! Portal integration tests: a real portal and admin on a fresh PostgreSQL database each,
+//! driven over HTTP like a browser without JavaScript (cookies, forms, CSRF tokens taken
+//! from the page), mail read from the outbox or from an in-process SMTP server.
+
+mod accounts;
+mod apps;
+mod catalog;
+mod helpers;
+mod mail;
+mod security;
+mod team;
