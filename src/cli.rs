@@ -44,7 +44,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Everything in one process for local development: a private PostgreSQL (unless
     /// DATABASE_URL is set), admin, portal and gateway, with state kept in `.tollgate/`.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// The admin service (REST API); migrates the database first.
     Admin(AdminArgs),
     /// The developer portal.

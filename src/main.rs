@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => dev::run(*args).await,
         Command::Admin(args) => commands::admin(args).await,
         Command::Portal(args) => commands::portal(args).await,
         Command::Gateway(args) => commands::gateway(args).await,

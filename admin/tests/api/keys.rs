@@ -12,7 +12,7 @@ async fn keys_are_shown_once_hashed_and_revocable() {
     assert_eq!(created.status, 201, "{}", created.body);
     let secret = created.body["secret"].as_str().unwrap_or_default().to_owned();
     assert!(secret.starts_with("tg_"), "{secret}");
-    assert!(secret.len() >= 3 + 43, "256 random bits: {secret}");
+    assert_eq!(secret.len(), tollgate_gateway::key_format::KEY_LEN, "238 random bits and a checksum: {secret}");
     assert!(secret.starts_with(created.body["prefix"].as_str().unwrap_or("?")));
 
     let read = admin.get(&format!("/consumers/{consumer}/keys/{}", created.id())).await;
@@ -53,4 +53,34 @@ async fn key_input_is_validated() {
         "not-found",
     );
     assert_eq!(admin.count("api_keys").await, 0);
+}
+
+#[tokio::test]
+async fn rotation_issues_a_successor_and_keeps_the_old_key_for_the_overlap() {
+    let admin = Admin::spawn().await;
+    let consumer = admin.post("/consumers", json!({"name": "acme"})).await.id();
+    let old = admin.post(&format!("/consumers/{consumer}/keys"), json!({"name": "prod"})).await;
+    let path = format!("/consumers/{consumer}/keys/{}/rotate", old.id());
+    let stale = admin.send(reqwest::Method::POST, &path, Some(json!({"overlap_seconds": 60})), Some("\"7\"")).await;
+    assert_eq!(stale.status, 412, "a stale If-Match");
+    let too_long = admin.post(&path, json!({"overlap_seconds": 2_592_001})).await;
+    assert_problem(&too_long, 422, "validation");
+    assert_eq!(admin.count("api_keys").await, 1, "a refused rotation changes nothing");
+    let rotated = admin.post(&path, json!({"overlap_seconds": 3600})).await;
+    assert_eq!(rotated.status, 201, "{}", rotated.body);
+    let new = &rotated.body["new"];
+    assert!(new["secret"].as_str().is_some_and(|s| s.starts_with("tg_")));
+    assert_eq!(new["name"], "prod", "the successor keeps the name");
+    assert_eq!(rotated.body["old"]["replaced_by"], new["id"]);
+    let until = rotated.body["old"]["expires_at"].as_str().unwrap_or_default();
+    let until = time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).expect("expiry");
+    let left = (until - time::OffsetDateTime::now_utc()).whole_seconds();
+    assert!((3590..=3600).contains(&left), "{left}");
+    let twice = admin.post(&path, json!({"overlap_seconds": 0})).await;
+    assert_problem(&twice, 409, "conflict");
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM config_events WHERE entity_kind = 'api_key'")
+        .fetch_one(&admin.app.pool)
+        .await
+        .expect("query");
+    assert_eq!(events, 3, "issue, then the successor and the old key's new expiry");
 }

@@ -10,6 +10,7 @@ mod hardening;
 mod helpers;
 mod keys;
 mod openapi;
+mod outbox;
 mod prune;
 mod subscriptions;
 mod token_bindings;

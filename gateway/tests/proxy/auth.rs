@@ -83,6 +83,32 @@ async fn keys_identify_the_consumer_to_the_upstream() {
 }
 
 #[tokio::test]
+async fn checksummed_keys_work_and_their_typos_are_named() {
+    use tollgate_gateway::key_format;
+    let good = key_format::assemble("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd").unwrap_or_default();
+    let up = Upstream::echo("orders").await;
+    let mut doc = keyed(&up, 100, json!({}));
+    doc["consumers"][0]["keys"] = json!([{"key": KEY}, {"key": good}]);
+    let gw = Gateway::start(doc).await;
+    let client = Client::http1();
+    assert_eq!(client.send(with_key(&gw.url("/orders/1"), &good)).await.status, 200);
+    // One character off (in the body, then in the checksum): refused, and told why.
+    for at in [10, key_format::KEY_LEN - 1] {
+        let mut typo = good.clone().into_bytes();
+        typo[at] = if typo[at] == b'x' { b'y' } else { b'x' };
+        let typo = String::from_utf8(typo).unwrap_or_default();
+        let r = client.send(with_key(&gw.url("/orders/1"), &typo)).await;
+        r.assert_problem(401, "invalid-credentials");
+        assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("mistyped")), "{}", r.text());
+    }
+    // A well-formed key nobody holds is unknown, not mistyped.
+    let stranger = key_format::assemble("0000000000000000000000000000000000000000").unwrap_or_default();
+    let r = client.send(with_key(&gw.url("/orders/1"), &stranger)).await;
+    assert_eq!(r.json()["detail"], "the API key is not valid", "{}", r.text());
+    assert_eq!(up.requests(), 1, "refused calls never reach the upstream");
+}
+
+#[tokio::test]
 async fn plans_limit_at_the_route_cost() {
     let up = Upstream::echo("orders").await;
     let gw = Gateway::start(keyed(&up, 5, json!({}))).await;
