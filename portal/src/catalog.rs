@@ -108,6 +108,8 @@ struct ApiPage {
     plans: Vec<PlanView>,
     apps: Vec<AppRow>,
     mine: Vec<SubscriptionRow>,
+    /// Propagation of the newest change of those subscriptions.
+    live: crate::live::Live,
     gateway_url: String,
     paths: Vec<String>,
     form: SubscribeForm,
@@ -165,7 +167,9 @@ async fn api_page(
     paths.dedup();
     let chrome = Chrome::new(visit, api.name.clone(), "apis").with_notice(notice);
     let gateway_url = state.config().gateway_url.clone();
-    Ok(ApiPage { chrome, api, plans, apps, mine, gateway_url, paths, form, errors }.into_response())
+    let ids: Vec<Uuid> = mine.iter().map(|s: &SubscriptionRow| s.id).collect();
+    let live = crate::live::of_entities(state, &ids).await?;
+    Ok(ApiPage { chrome, api, plans, apps, mine, live, gateway_url, paths, form, errors }.into_response())
 }
 
 /// `?notice=`.

@@ -52,6 +52,15 @@ pub async fn of_entity(state: &PortalState, id: Uuid) -> Result<Live, UiError> {
     of_event(state, event).await
 }
 
+/// Propagation of the newest change of any of `ids`.
+pub async fn of_entities(state: &PortalState, ids: &[Uuid]) -> Result<Live, UiError> {
+    let (event,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM config_events WHERE entity_id = ANY($1)")
+        .bind(ids)
+        .fetch_one(state.db())
+        .await?;
+    of_event(state, event.unwrap_or(0)).await
+}
+
 /// Propagation of the newest change of the app, its keys or its subscriptions.
 pub async fn of_app(state: &PortalState, app: Uuid) -> Result<Live, UiError> {
     let (event,): (Option<i64>,) = sqlx::query_as(

@@ -11,8 +11,11 @@ pub mod signup;
 use axum::http::{HeaderMap, header};
 use tollgate_admin::mail::Mail;
 
+use uuid::Uuid;
+
 use crate::state::PortalState;
-use crate::web::FieldErrors;
+use crate::tokens::{self, Purpose};
+use crate::web::{FieldErrors, UiError};
 
 /// Sends `mail` in the background: the answer to the visitor must not wait for (or reveal)
 /// whether a message went out.
@@ -23,6 +26,25 @@ pub fn send_later(state: &PortalState, mail: Mail) {
             tracing::warn!(error = %err, "portal mail failed");
         }
     });
+}
+
+/// A fresh one-time link (`{path}?token=…`) for the account of `email` that meets `condition`
+/// (an SQL condition on `developers`, written here, never from input); `None` when there is
+/// no such account.
+pub async fn link_for(
+    state: &PortalState,
+    email: &str,
+    condition: &'static str,
+    purpose: Purpose,
+    path: &str,
+) -> Result<Option<String>, UiError> {
+    let mut tx = state.db().begin().await?;
+    let sql = format!("SELECT id FROM developers WHERE lower(email) = lower($1) AND {condition}");
+    let found: Option<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(&mut *tx).await?;
+    let Some((id,)) = found else { return Ok(None) };
+    let token = tokens::issue(&mut tx, id, purpose, None).await?;
+    tx.commit().await?;
+    Ok(Some(link(state, &format!("{path}?token={token}"))))
 }
 
 /// A link to `path` on the portal's public URL.

@@ -15,9 +15,8 @@ use tollgate_admin::auth::password;
 use tollgate_admin::change::{self, Actor, Change};
 use tollgate_admin::mail::Mail;
 use tollgate_admin::ui::session::{SessionStore, Subject};
-use uuid::Uuid;
 
-use super::{check_email, check_password, link, send_later};
+use super::{check_email, check_password, link_for, send_later};
 use crate::state::PortalState;
 use crate::tokens::{self, Purpose};
 use crate::views::MessagePage;
@@ -79,16 +78,9 @@ pub async fn forgot(
 }
 
 async fn mail_reset_link(state: &PortalState, email: &str) -> Result<(), UiError> {
-    let mut tx = state.db().begin().await?;
-    let found: Option<(Uuid,)> =
-        sqlx::query_as("SELECT id FROM developers WHERE lower(email) = lower($1) AND status <> 'disabled'")
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((id,)) = found else { return Ok(()) };
-    let token = tokens::issue(&mut tx, id, Purpose::ResetPassword, None).await?;
-    tx.commit().await?;
-    let url = link(state, &format!("/reset?token={token}"));
+    let Some(url) = link_for(state, email, "status <> 'disabled'", Purpose::ResetPassword, "/reset").await? else {
+        return Ok(());
+    };
     let body = format!(
         "Someone (perhaps you) asked to reset the password of your developer portal account.\n\nSet a new password: {url}\n\nThe link works for one hour. If you did not ask, ignore this mail; your password stays as it is.\n"
     );

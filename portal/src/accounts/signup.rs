@@ -16,7 +16,7 @@ use tollgate_admin::mail::Mail;
 use tollgate_admin::ui::session::Subject;
 use uuid::Uuid;
 
-use super::{check_email, check_password, link, send_later, user_agent};
+use super::{check_email, check_password, link, link_for, send_later, user_agent};
 use crate::state::PortalState;
 use crate::tokens::{self, Purpose};
 use crate::views::MessagePage;
@@ -301,16 +301,9 @@ pub async fn resend(
 }
 
 async fn resend_link(state: &PortalState, email: &str) -> Result<(), UiError> {
-    let mut tx = state.db().begin().await?;
-    let found: Option<(Uuid,)> =
-        sqlx::query_as("SELECT id FROM developers WHERE lower(email) = lower($1) AND email_verified_at IS NULL")
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((id,)) = found else { return Ok(()) };
-    let token = tokens::issue(&mut tx, id, Purpose::VerifyEmail, None).await?;
-    tx.commit().await?;
-    let url = link(state, &format!("/verify?token={token}"));
+    let Some(url) = link_for(state, email, "email_verified_at IS NULL", Purpose::VerifyEmail, "/verify").await? else {
+        return Ok(());
+    };
     let body =
         format!("Confirm your address to start using the developer portal:\n\n{url}\n\nThe link works for 48 hours.\n");
     state

@@ -6,7 +6,10 @@
 mod accounts;
 mod apps;
 mod catalog;
+mod chrome;
 mod helpers;
+mod journey;
 mod mail;
+mod pages;
 mod security;
 mod team;

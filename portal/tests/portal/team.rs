@@ -1,7 +1,17 @@
 //! Organisations: invitations, shared apps, leaving, and the last admin.
 
 use crate::apps::create_app;
-use crate::helpers::Portal;
+use crate::helpers::{Page, Portal};
+
+/// The id of the first organisation on the team page.
+fn first_organisation(team: &Page) -> String {
+    team.html
+        .split("name=\"organisation_id\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
 
 #[tokio::test]
 async fn an_invited_colleague_joins_and_shares_the_apps_and_people_can_leave() {
@@ -9,13 +19,7 @@ async fn an_invited_colleague_joins_and_shares_the_apps_and_people_can_leave() {
     let mut lead = portal.developer("lead@example.com").await;
     let app = create_app(&mut lead, "shared-app").await;
     let team = lead.get("/team").await;
-    let org = team
-        .html
-        .split("name=\"organisation_id\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_default()
-        .to_owned();
+    let org = first_organisation(&team);
     let invited = lead
         .post("/team/invite", &[("organisation_id", &org), ("email", "mate@example.com"), ("role", "member")])
         .await;
@@ -60,13 +64,7 @@ async fn members_cannot_invite_and_strangers_cannot_use_an_organisation() {
     let portal = Portal::spawn().await;
     let mut lead = portal.developer("lead2@example.com").await;
     let team = lead.get("/team").await;
-    let org = team
-        .html
-        .split("name=\"organisation_id\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_default()
-        .to_owned();
+    let org = first_organisation(&team);
     let mut stranger = portal.developer("str@example.com").await;
     stranger.get("/team").await;
     let page = stranger.post("/team/invite", &[("organisation_id", &org), ("email", "x@example.com")]).await;

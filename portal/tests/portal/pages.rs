@@ -1,0 +1,93 @@
+//! Every main page in a real browser, light and dark, laptop and phone: nothing scrolls
+//! sideways, every field has a label, every image a text alternative, dark mode is dark.
+//! `TOLLGATE_SCREENSHOTS=1 cargo test -p tollgate-portal --test portal pages` also writes
+//! the screenshots in `docs/screenshots/`.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::apps::{create_app, issue_key};
+use crate::catalog::published_api;
+use crate::chrome::{self, Chrome};
+use crate::helpers::{PASSWORD, Portal};
+
+/// Checks the page in the browser; returns what failed.
+const AUDIT: &str = r#"
+const problems = [];
+if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+  const wide = [...document.querySelectorAll('body *')].find(e => e.getBoundingClientRect().right > window.innerWidth + 1);
+  problems.push('scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth +
+    (wide ? ' (first: ' + wide.tagName + '.' + wide.className + ')' : ''));
+}
+for (const f of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+  if (!f.labels || f.labels.length === 0) { problems.push('unlabelled field ' + (f.name || f.id)); }
+}
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) { problems.push('image without alt: ' + img.src); }
+}
+if (!document.querySelector('h1')) { problems.push('no h1'); }
+const dark = window.matchMedia('(prefers-color-scheme: dark)').matches;
+const bg = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number);
+const light = (bg[0] + bg[1] + bg[2]) / 3 > 128;
+if (dark === light) { problems.push('colour scheme not applied: dark=' + dark + ' background=' + bg); }
+return problems;
+"#;
+
+fn shots_dir() -> Option<PathBuf> {
+    std::env::var_os("TOLLGATE_SCREENSHOTS")
+        .map(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("docs").join("screenshots"))
+}
+
+async fn check(b: &Chrome, url: &str, name: &str, variant: &str) {
+    b.goto(url).await;
+    b.wait_for("main", 5).await;
+    let problems: Value = b.eval(AUDIT).await;
+    assert_eq!(problems, Value::Array(vec![]), "{name} ({variant}) at {url}");
+    if let Some(dir) = shots_dir() {
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let png = b.client.screenshot().await.expect("screenshot");
+        std::fs::write(dir.join(format!("portal-{name}-{variant}.png")), png).expect("write screenshot");
+    }
+}
+
+#[tokio::test]
+async fn main_pages_work_in_light_and_dark_on_laptops_and_phones() {
+    let portal = Portal::spawn().await;
+    published_api(&portal, "weather").await;
+    let mut dev = portal.developer("pages@example.com").await;
+    let app = create_app(&mut dev, "Weather station").await;
+    issue_key(&mut dev, app).await;
+    for (dark, width, height, variant) in [
+        (false, 1280, 900, "light-laptop"),
+        (true, 1280, 900, "dark-laptop"),
+        (false, 390, 844, "light-phone"),
+        (true, 390, 844, "dark-phone"),
+    ] {
+        let Some(b) = chrome::start(dark, width, height).await else { return };
+        let p = |path: &str| format!("{}{path}", portal.base);
+        check(&b, &p("/"), "home", variant).await;
+        check(&b, &p("/signup"), "signup", variant).await;
+        check(&b, &p("/apis"), "catalog", variant).await;
+        check(&b, &p("/apis/weather"), "api", variant).await;
+        check(&b, &p("/login"), "login", variant).await;
+        b.fill("email", "pages@example.com").await;
+        b.fill("password", PASSWORD).await;
+        b.click("form[action='/login'] button[type=submit]", "/apps").await;
+        check(&b, &p("/apps"), "apps", variant).await;
+        check(&b, &p(&format!("/apps/{app}")), "app", variant).await;
+        check(&b, &p("/account"), "account", variant).await;
+        check(&b, &p("/team"), "team", variant).await;
+        // A form with errors: the summary and the messages next to the fields.
+        b.goto(&p("/apps")).await;
+        b.fill("name", "<no>").await;
+        b.click("form[action='/apps'] button[type=submit]", "/apps").await;
+        b.wait_for(".error-summary", 5).await;
+        let problems: Value = b.eval(AUDIT).await;
+        assert_eq!(problems, Value::Array(vec![]), "form errors ({variant})");
+        if let Some(dir) = shots_dir() {
+            let png = b.client.screenshot().await.expect("screenshot");
+            std::fs::write(dir.join(format!("portal-form-errors-{variant}.png")), png).expect("write screenshot");
+        }
+    }
+}
