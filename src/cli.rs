@@ -156,6 +156,9 @@ pub struct PortalArgs {
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_PORTAL_LISTEN", default_value = "0.0.0.0:8002")]
     pub listen: SocketAddr,
+    /// Redis the gateways count `redis` plans in: read for the quota meters.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
     #[command(flatten)]
     pub portal: PortalFlags,
 }

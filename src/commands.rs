@@ -53,7 +53,8 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the developer portal").await?;
     let pool = connect(&args.database_url).await?;
     let addr = listener.local_addr()?;
-    let config = args.portal.config(format!("http://{addr}"), "http://localhost:8000".to_owned());
+    let mut config = args.portal.config(format!("http://{addr}"), "http://localhost:8000".to_owned());
+    config.redis_url = args.redis_url.clone();
     tracing::info!(%addr, "developer portal listening");
     tollgate_portal::serve(listener, pool.clone(), config, shutdown_signal()).await?;
     pool.close().await;

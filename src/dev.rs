@@ -58,11 +58,18 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     config.usage_retention = args.usage_retention.retention();
     config.validate()?;
     print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
+    if args.portal.smtp_host.is_none() {
+        println!(
+            "  Portal mail is not sent in dev mode: sign-up links are printed to this log (\"mail (log transport\")"
+        );
+        println!("  and listed at GET /admin/v1/outbox.");
+    }
     let gateway_addr = listeners.gateway.local_addr()?;
     let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
     let gateway = commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr);
     let addrs = listeners.addrs()?;
-    let portal = args.portal.config(http_url(addrs.portal), http_url(addrs.gateway));
+    let mut portal = args.portal.config(http_url(addrs.portal), http_url(addrs.gateway));
+    portal.redis_url = args.gateway_limits.redis_url.clone();
     let outcome = serve_all(listeners, pool.clone(), config, portal, gateway).await;
     pool.close().await;
     outcome

@@ -94,7 +94,9 @@ impl Mailer {
     /// Sends `mail` (or logs it) and records the outcome in the outbox.
     pub async fn send(&self, mail: Mail) -> Result<(), MailError> {
         let Some(smtp) = &self.0.smtp else {
-            tracing::info!(to = %mail.to, subject = %mail.subject, body = %mail.body, "mail (log transport, not sent)");
+            let links: Vec<&str> = mail.body.split_whitespace().filter(|w| w.starts_with("http")).collect();
+            let links = links.join(" ");
+            tracing::info!(to = %mail.to, subject = %mail.subject, %links, body = %mail.body, "mail (log transport, not sent)");
             return self.record(&mail, "log", "logged", None).await;
         };
         let outcome = match self.message(&mail) {

@@ -33,12 +33,15 @@ impl AppState {
         Self(Arc::new(Inner { db, config, throttle, redis }))
     }
 
-    /// The state the shared operations (`ops`, `keys`, `subscriptions`) need when they run
-    /// outside the admin service, in the portal: default settings, no Redis, and a random
-    /// login-token key that signs nothing (the portal issues no admin tokens).
-    pub fn for_operations(db: PgPool) -> Self {
+    /// The state the shared operations (`ops`, `keys`, `subscriptions`, usage and quota
+    /// reads) need when they run outside the admin service, in the portal: default settings,
+    /// the gateways' Redis (to read quotas) if any, and a random login-token key that signs
+    /// nothing (the portal issues no admin tokens).
+    pub fn for_operations(db: PgPool, redis_url: Option<crate::Secret>) -> Self {
         let secret = crate::auth::random_token("", 32);
-        Self::new(db, AdminConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), secret.into()))
+        let mut config = AdminConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), secret.into());
+        config.redis_url = redis_url;
+        Self::new(db, config)
     }
 
     /// The gateways' Redis counters (read only), when configured.

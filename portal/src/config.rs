@@ -26,6 +26,8 @@ pub struct PortalConfig {
     /// The `From` of mail (`Tollgate <no-reply@example.com>`).
     pub mail_from: String,
     pub mail_transport: Transport,
+    /// The gateways' Redis, read for the quota meters of plans counted there.
+    pub redis_url: Option<tollgate_admin::Secret>,
 }
 
 impl PortalConfig {
@@ -43,6 +45,7 @@ impl PortalConfig {
             signups_per_hour: 10,
             mail_from: "Tollgate developer portal <no-reply@tollgate.invalid>".to_owned(),
             mail_transport: Transport::Log,
+            redis_url: None,
         }
     }
 

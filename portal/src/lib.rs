@@ -5,12 +5,14 @@
 pub mod accounts;
 pub mod apps;
 pub mod catalog;
+pub mod chart;
 pub mod config;
 pub mod format;
 pub mod live;
 pub mod state;
 pub mod team;
 pub mod tokens;
+pub mod usage;
 pub mod views;
 pub mod web;
 
@@ -92,6 +94,7 @@ pub fn router(state: PortalState) -> Router {
         .route("/invite", get(team::show_invite).post(team::accept_invite))
         .route("/apps", get(apps::show_apps).post(apps::create_app))
         .route("/apps/{id}", get(apps::show_app))
+        .route("/apps/{id}/usage", get(usage::show_usage))
         .route("/apps/{id}/delete", post(apps::delete_app))
         .route("/apps/{id}/keys", post(apps::create_key))
         .route("/apps/{id}/keys/{key}/rotate", post(apps::rotate_key))

@@ -43,7 +43,7 @@ impl PortalState {
             mailer,
             logins: LoginThrottle::new(config.login_max_failures, config.login_lockout),
             signups: LoginThrottle::new(config.signups_per_hour, Duration::from_secs(3600)),
-            ops: AppState::for_operations(db.clone()),
+            ops: AppState::for_operations(db.clone(), config.redis_url.clone()),
             db,
             config,
         })))

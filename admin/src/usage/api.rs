@@ -416,11 +416,16 @@ pub async fn get_usage(
     State(state): State<AppState>,
     Params(q): Params<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
-    let mut plan = Plan::of(&q)?;
+    Ok(Json(report(&state, &q).await?))
+}
+
+/// Usage series over a time range (the `GET /usage` answer), for every face that shows usage.
+pub async fn report(state: &AppState, q: &UsageQuery) -> ApiResult<UsageReport> {
+    let mut plan = Plan::of(q)?;
     let dims = group_by(q.group_by.as_deref())?;
     plan.per_api = plan.filters.iter().all(|(column, _)| *column == "api_id")
         && dims.iter().all(|d| matches!(d, Dimension::Api | Dimension::StatusClass));
-    freshen(&state, plan.granularity).await;
+    freshen(state, plan.granularity).await;
     let group = group_expr(&dims);
 
     let mut qb = QueryBuilder::new(format!(
@@ -475,7 +480,7 @@ pub async fn get_usage(
         series.push(finish_series(&dims, done));
     }
     series.sort_by_key(|s| std::cmp::Reverse(s.total.requests));
-    Ok(Json(UsageReport { granularity: plan.granularity, from: plan.from, to: plan.to, series }))
+    Ok(UsageReport { granularity: plan.granularity, from: plan.from, to: plan.to, series })
 }
 
 fn finish_series(dims: &[Dimension], (g, total, points): (Vec<String>, Acc, Vec<Point>)) -> Series {

@@ -82,6 +82,11 @@ pub async fn get_quota(
     PathIds(ids): PathIds,
 ) -> ApiResult<Json<QuotaReport>> {
     let id = ids.first().copied().ok_or_else(|| ApiError::not_found("subscription"))?;
+    Ok(Json(quota(&state, id).await?))
+}
+
+/// The quota state of subscription `id` (the `GET /subscriptions/{id}/quota` answer).
+pub async fn quota(state: &AppState, id: Uuid) -> ApiResult<QuotaReport> {
     let sub: SubPlan = sqlx::query_as(
         "SELECT s.consumer_id, s.plan_id, p.limit_mode, p.quota_per_day, p.quota_per_month
          FROM subscriptions AS s JOIN plans AS p ON p.id = s.plan_id WHERE s.id = $1",
@@ -143,11 +148,11 @@ pub async fn get_quota(
             nodes,
         });
     }
-    Ok(Json(QuotaReport {
+    Ok(QuotaReport {
         subscription_id: id,
         plan_id: sub.plan_id,
         consumer_id: sub.consumer_id,
         limit_mode: sub.limit_mode,
         quotas,
-    }))
+    })
 }

@@ -67,6 +67,13 @@ async fn subscribing_is_immediate_or_waits_for_approval_and_the_decision_is_show
     let done = b.post("/apis/weather/subscribe", &[("app", &app_s), ("plan", &free), ("comment", "")]).await;
     assert!(done.url.contains("notice=subscribed"), "{}", done.url);
     assert!(done.html.contains("badge active"));
+    let usage = b.get(&format!("/apps/{app}/usage")).await;
+    assert!(
+        usage.shows("weather · free") && usage.shows("0 of 10,000 this month; 10,000 left, resets"),
+        "{}",
+        usage.html
+    );
+    b.get("/apis/weather").await;
     let twice = b.post("/apis/weather/subscribe", &[("app", &app_s), ("plan", &gold), ("comment", "")]).await;
     assert!(twice.field_error("app").is_some(), "one plan per API and app");
 

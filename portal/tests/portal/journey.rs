@@ -43,7 +43,13 @@ fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
         edge: Default::default(),
         limiter: Default::default(),
         allow_private_auth_urls: false,
-        usage: tollgate_gateway::UsageOptions::default(),
+        usage: tollgate_gateway::UsageOptions {
+            flush: tollgate_gateway::usage::flush::FlushConfig {
+                interval: Duration::from_millis(250),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     };
     tokio::spawn(tollgate_gateway::serve(listener, options, std::future::pending()));
 }
@@ -99,9 +105,25 @@ async fn a_new_developer_makes_a_first_call_within_a_minute_then_rotates_and_rev
     b.click("form[action='/apis/weather/subscribe'] button[type=submit]", "notice=subscribed").await;
     b.wait_for(".live.ok", 15).await;
     assert_eq!(call(&gw, &key).await, 200, "the first call succeeds once the page says it is live");
+    let first_call = started.elapsed();
+    // The call shows on the app's usage page (gateways write usage every 250 ms here).
+    let usage = format!("{}{}/usage?range=hour", portal.base, app_page_path(&portal).await);
+    let seen = Instant::now() + Duration::from_secs(20);
+    loop {
+        b.goto(&usage).await;
+        if b.text(".tiles div:first-child dd").await == "1" {
+            break;
+        }
+        assert!(Instant::now() < seen, "the call never showed on the usage page");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let page = b.client.source().await.unwrap_or_default();
+    assert!(page.contains(": 1 successful</title>"), "the bar of that minute names the call");
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(60), "sign-up to first call took {elapsed:?}");
-    eprintln!("journey: sign-up to first successful call in {elapsed:?} (browser, page loads included)");
+    assert!(elapsed < Duration::from_secs(60), "sign-up to the call in the usage chart took {elapsed:?}");
+    eprintln!(
+        "journey: first successful call after {first_call:?}, in the usage chart after {elapsed:?} (browser, page loads included)"
+    );
 
     // Rotate with a one-hour overlap: both keys work.
     let app_page = portal.base.clone() + &app_page_path(&portal).await;

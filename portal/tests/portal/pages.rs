@@ -76,6 +76,7 @@ async fn main_pages_work_in_light_and_dark_on_laptops_and_phones() {
         b.click("form[action='/login'] button[type=submit]", "/apps").await;
         check(&b, &p("/apps"), "apps", variant).await;
         check(&b, &p(&format!("/apps/{app}")), "app", variant).await;
+        check(&b, &p(&format!("/apps/{app}/usage")), "usage", variant).await;
         check(&b, &p("/account"), "account", variant).await;
         check(&b, &p("/team"), "team", variant).await;
         // A form with errors: the summary and the messages next to the fields.
