@@ -47,7 +47,8 @@ async fn dev_with_database_url_serves_all_planes_and_exits_cleanly_on_sigterm() 
     let problem: serde_json::Value = res.json().await?;
     assert_eq!(problem["type"], "urn:tollgate:problem:no-route");
     let portal = dev.field("developer portal").context("no portal URL")?;
-    assert!(client.get(&portal).send().await?.text().await?.contains("coming soon"));
+    let home = client.get(&portal).send().await?.text().await?;
+    assert!(home.contains("Build with our APIs") && home.contains("href=\"/signup\""), "{home}");
 
     let (email,): (String,) = sqlx::query_as("SELECT email FROM admin_users").fetch_one(&db.pool).await?;
     assert_eq!(email, "owner@example.test");
