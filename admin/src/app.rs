@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
-    apis, audit, auth, consumers, developers, keys, nodes, outbox, plans, routes, subscriptions, targets,
+    apis, audit, auth, consumers, developers, documents, keys, nodes, outbox, plans, routes, subscriptions, targets,
     token_bindings, tokens, usage, users,
 };
 
@@ -29,6 +29,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::login::me))
         .routes(routes!(apis::list_apis, apis::create_api))
         .routes(routes!(apis::get_api, apis::patch_api, apis::delete_api))
+        .routes(routes!(documents::list_documents, documents::create_document))
+        .routes(routes!(documents::get_document, documents::patch_document, documents::delete_document))
         .routes(routes!(targets::list_targets, targets::create_target))
         .routes(routes!(targets::get_target, targets::patch_target, targets::delete_target))
         .routes(routes!(routes::list_routes, routes::create_route))

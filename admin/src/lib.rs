@@ -11,6 +11,7 @@ pub mod config;
 pub mod consumers;
 pub mod db;
 pub mod developers;
+pub mod documents;
 pub mod edge_auth;
 pub mod error;
 pub mod extract;

@@ -108,6 +108,8 @@ struct ApiPage {
     plans: Vec<PlanView>,
     apps: Vec<AppRow>,
     mine: Vec<SubscriptionRow>,
+    /// A published OpenAPI document exists.
+    has_reference: bool,
     /// Propagation of the newest change of those subscriptions.
     live: crate::live::Live,
     gateway_url: String,
@@ -169,7 +171,13 @@ async fn api_page(
     let gateway_url = state.config().gateway_url.clone();
     let ids: Vec<Uuid> = mine.iter().map(|s: &SubscriptionRow| s.id).collect();
     let live = crate::live::of_entities(state, &ids).await?;
-    Ok(ApiPage { chrome, api, plans, apps, mine, live, gateway_url, paths, form, errors }.into_response())
+    let (has_reference,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM api_documents WHERE api_id = $1 AND published)")
+            .bind(api.id)
+            .fetch_one(state.db())
+            .await?;
+    Ok(ApiPage { chrome, api, plans, apps, mine, has_reference, live, gateway_url, paths, form, errors }
+        .into_response())
 }
 
 /// `?notice=`.

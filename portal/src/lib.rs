@@ -7,8 +7,11 @@ pub mod apps;
 pub mod catalog;
 pub mod chart;
 pub mod config;
+pub mod docs;
 pub mod format;
 pub mod live;
+pub mod markdown;
+pub mod reference;
 pub mod state;
 pub mod team;
 pub mod tokens;
@@ -102,6 +105,8 @@ pub fn router(state: PortalState) -> Router {
         .route("/apis", get(catalog::show_catalog))
         .route("/apis/{name}", get(catalog::show_api))
         .route("/apis/{name}/subscribe", post(catalog::subscribe))
+        .route("/apis/{name}/reference", get(docs::show_reference))
+        .route("/apis/{name}/reference/try", post(docs::try_call))
         .route("/subscriptions/{id}/cancel", post(catalog::cancel))
         .route("/live/{event}", get(live::get_live))
         .fallback(not_found)

@@ -26,6 +26,7 @@ struct Inner {
     logins: LoginThrottle,
     signups: LoginThrottle,
     ops: AppState,
+    http: reqwest::Client,
 }
 
 impl PortalState {
@@ -44,6 +45,8 @@ impl PortalState {
             logins: LoginThrottle::new(config.login_max_failures, config.login_lockout),
             signups: LoginThrottle::new(config.signups_per_hour, Duration::from_secs(3600)),
             ops: AppState::for_operations(db.clone(), config.redis_url.clone()),
+            // Try-it calls: no redirects followed (the answer is shown as it is).
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
             db,
             config,
         })))
@@ -73,6 +76,11 @@ impl PortalState {
     /// Sign-up attempts per address.
     pub fn signups(&self) -> &LoginThrottle {
         &self.0.signups
+    }
+
+    /// The HTTP client of the try-it console.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.0.http
     }
 
     /// The admin's state, for the shared write operations.

@@ -11,5 +11,6 @@ mod helpers;
 mod journey;
 mod mail;
 mod pages;
+mod reference;
 mod security;
 mod team;

@@ -54,7 +54,10 @@ async fn check(b: &Chrome, url: &str, name: &str, variant: &str) {
 #[tokio::test]
 async fn main_pages_work_in_light_and_dark_on_laptops_and_phones() {
     let portal = Portal::spawn().await;
-    published_api(&portal, "weather").await;
+    let (api, _, _) = published_api(&portal, "weather").await;
+    let doc = serde_json::json!({"label": "v1", "published": true, "content": crate::reference::HOSTILE});
+    let (status, _) = portal.admin_api(reqwest::Method::POST, &format!("/apis/{api}/documents"), Some(doc)).await;
+    assert_eq!(status, 201);
     let mut dev = portal.developer("pages@example.com").await;
     let app = create_app(&mut dev, "Weather station").await;
     issue_key(&mut dev, app).await;
@@ -74,6 +77,7 @@ async fn main_pages_work_in_light_and_dark_on_laptops_and_phones() {
         b.fill("email", "pages@example.com").await;
         b.fill("password", PASSWORD).await;
         b.click("form[action='/login'] button[type=submit]", "/apps").await;
+        check(&b, &p("/apis/weather/reference"), "reference", variant).await;
         check(&b, &p("/apps"), "apps", variant).await;
         check(&b, &p(&format!("/apps/{app}")), "app", variant).await;
         check(&b, &p(&format!("/apps/{app}/usage")), "usage", variant).await;
