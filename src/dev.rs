@@ -50,6 +50,11 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
             .await?
             .with_context(|| format!("cannot write {}", password_file.display()))?;
     }
+    // A fresh installation gets a published sample API, so the portal has something to call.
+    let sample = match &owner {
+        Some(_) => tollgate_admin::sample::ensure_sample_api(&pool, listeners.admin.local_addr()?).await?,
+        None => false,
+    };
     let mut config = AdminConfig::new(listeners.admin.local_addr()?, jwt_secret);
     // The same URL policy for saving (admin) and fetching (gateway).
     config.allow_private_auth_urls = args.gateway_limits.allow_private_auth_urls;
@@ -58,6 +63,12 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     config.usage_retention = args.usage_retention.retention();
     config.validate()?;
     print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
+    if sample {
+        println!(
+            "  A sample API is published: GET {}/hello (subscribe to it in the portal).",
+            http_url(listeners.addrs()?.gateway)
+        );
+    }
     if args.portal.smtp_host.is_none() {
         println!(
             "  Portal mail is not sent in dev mode: sign-up links are printed to this log (\"mail (log transport\")"

@@ -27,6 +27,7 @@ pub mod plans;
 pub mod prune;
 pub mod resource;
 pub mod routes;
+pub mod sample;
 pub mod secret;
 pub mod seed;
 pub mod state;

@@ -261,6 +261,30 @@ struct KeyCreatedPage {
     old_until: String,
     live: Live,
     gateway_url: String,
+    /// A path to call for each API the app is subscribed to: (API, path).
+    calls: Vec<(String, String)>,
+}
+
+/// One example path per API the app may call: its first route's path, a wildcard or
+/// parameter cut off.
+async fn example_calls(state: &PortalState, app: Uuid) -> sqlx::Result<Vec<(String, String)>> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT a.name, (SELECT r.paths[1] FROM routes r WHERE r.api_id = a.id AND cardinality(r.paths) > 0
+                          ORDER BY r.priority DESC, r.name LIMIT 1)
+         FROM subscriptions s JOIN apis a ON a.id = s.api_id
+         WHERE s.consumer_id = $1 AND s.status = 'active' ORDER BY a.name LIMIT 10",
+    )
+    .bind(app)
+    .fetch_all(state.db())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(api, path)| {
+            let path = path?;
+            let cut = path.find(['*', '{']).map_or(path.as_str(), |i| &path[..i]).to_owned();
+            Some((api, cut))
+        })
+        .collect())
 }
 
 async fn key_created(
@@ -273,7 +297,9 @@ async fn key_created(
     let live = crate::live::of_entity(state, created.key.id).await?;
     let expires = created.key.expires_at.map_or_else(|| "never".to_owned(), crate::format::date_time);
     let title = if old.is_some() { "Key rotated" } else { "Key created" };
+    let calls = example_calls(state, app.id).await?;
     Ok(KeyCreatedPage {
+        calls,
         chrome: Chrome::new(&who.visit, title, "apps"),
         expires,
         old_until: old.as_ref().and_then(|k| k.expires_at).map_or_else(String::new, crate::format::date_time),

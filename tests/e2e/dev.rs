@@ -49,6 +49,13 @@ async fn dev_with_database_url_serves_all_planes_and_exits_cleanly_on_sigterm() 
     let portal = dev.field("developer portal").context("no portal URL")?;
     let home = client.get(&portal).send().await?.text().await?;
     assert!(home.contains("Build with our APIs") && home.contains("href=\"/signup\""), "{home}");
+    // A fresh installation publishes a sample API to try: listed, documented, routed.
+    let catalog = client.get(format!("{portal}/apis")).send().await?.text().await?;
+    assert!(catalog.contains("href=\"/apis/hello\""), "{catalog}");
+    let reference = client.get(format!("{portal}/apis/hello/reference")).send().await?;
+    assert_eq!(reference.status(), reqwest::StatusCode::OK);
+    let keyless = deadline_get(&client, &format!("{gateway}/hello"), 401).await?;
+    assert_eq!(keyless, 401, "the sample API's route is live and asks for a key");
 
     let (email,): (String,) = sqlx::query_as("SELECT email FROM admin_users").fetch_one(&db.pool).await?;
     assert_eq!(email, "owner@example.test");
@@ -91,4 +98,17 @@ async fn dev_without_database_url_runs_its_own_postgres_and_keeps_data() -> anyh
     let status = second.stop("TERM").await?;
     assert!(status.success(), "second run exited with {status:?}");
     Ok(())
+}
+
+/// GETs `url` until it answers `want` (the gateway applies new config within milliseconds,
+/// but the test may ask first), for at most 10 s; returns the last status.
+async fn deadline_get(client: &reqwest::Client, url: &str, want: u16) -> anyhow::Result<u16> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = client.get(url).send().await?.status().as_u16();
+        if status == want || std::time::Instant::now() > deadline {
+            return Ok(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -70,9 +70,24 @@ async fn fill(pool: &sqlx::PgPool, developers: i32, apps: i32) -> anyhow::Result
         sqlx::query(sqlx::AssertSqlSafe(*sql)).bind(developers).bind(apps).bind(&hash).execute(pool).await?;
     }
     let active = developers.min(400);
-    let days = sqlx::query(sqlx::AssertSqlSafe(usage("usage_days", "day"))).bind(developers).bind(30).bind(apps).execute(pool).await?;
-    let hours = sqlx::query(sqlx::AssertSqlSafe(usage("usage_hours", "hour"))).bind(active).bind(30 * 24).bind(apps).execute(pool).await?;
-    let minutes = sqlx::query(sqlx::AssertSqlSafe(usage("usage_minutes", "minute"))).bind(active).bind(120).bind(apps).execute(pool).await?;
+    let days = sqlx::query(sqlx::AssertSqlSafe(usage("usage_days", "day")))
+        .bind(developers)
+        .bind(30)
+        .bind(apps)
+        .execute(pool)
+        .await?;
+    let hours = sqlx::query(sqlx::AssertSqlSafe(usage("usage_hours", "hour")))
+        .bind(active)
+        .bind(30 * 24)
+        .bind(apps)
+        .execute(pool)
+        .await?;
+    let minutes = sqlx::query(sqlx::AssertSqlSafe(usage("usage_minutes", "minute")))
+        .bind(active)
+        .bind(120)
+        .bind(apps)
+        .execute(pool)
+        .await?;
     sqlx::raw_sql("ANALYZE").execute(pool).await?;
     println!(
         "portal: {developers} developers, {} apps, usage rows: {} daily, {} hourly, {} per minute, filled in {:.0} s",
@@ -89,7 +104,8 @@ async fn fill(pool: &sqlx::PgPool, developers: i32, apps: i32) -> anyhow::Result
 async fn sign_in(base: &str, d: i32) -> anyhow::Result<reqwest::Client> {
     let http = reqwest::Client::builder().cookie_store(true).build()?;
     let page = http.get(format!("{base}/login")).send().await?.text().await?;
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_owned();
+    let csrf =
+        page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_owned();
     let email = format!("dev{d}@example.com");
     let form = [("csrf", csrf.as_str()), ("email", email.as_str()), ("password", "bench passphrase 1")];
     let res = http.post(format!("{base}/login")).form(&form).send().await?;
@@ -131,9 +147,27 @@ async fn main() -> anyhow::Result<()> {
     let app = move |i: usize| app_ids[i % app_ids.len()].to_string();
     let shapes: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
         ("apps", Box::new(|_| "/apps".to_owned())),
-        ("app (keys, subscriptions)", Box::new({ let app = app.clone(); move |i| format!("/apps/{}", app(i)) })),
-        ("usage, last hour (minutes)", Box::new({ let app = app.clone(); move |i| format!("/apps/{}/usage?range=hour", app(i)) })),
-        ("usage, last day (hours)", Box::new({ let app = app.clone(); move |i| format!("/apps/{}/usage?range=day", app(i)) })),
+        (
+            "app (keys, subscriptions)",
+            Box::new({
+                let app = app.clone();
+                move |i| format!("/apps/{}", app(i))
+            }),
+        ),
+        (
+            "usage, last hour (minutes)",
+            Box::new({
+                let app = app.clone();
+                move |i| format!("/apps/{}/usage?range=hour", app(i))
+            }),
+        ),
+        (
+            "usage, last day (hours)",
+            Box::new({
+                let app = app.clone();
+                move |i| format!("/apps/{}/usage?range=day", app(i))
+            }),
+        ),
         ("usage, 30 days (days)", Box::new(move |i| format!("/apps/{}/usage?range=month", app(i)))),
         ("catalog", Box::new(|_| "/apis".to_owned())),
         ("catalog search", Box::new(|_| "/apis?q=number+1".to_owned())),
@@ -146,7 +180,12 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..per_page {
             let t = Instant::now();
             let res = clients[i % clients.len()].get(format!("{portal}{}", path(i))).send().await?;
-            anyhow::ensure!(res.status().is_success() && res.url().path() != "/login", "{name}: {} at {}", res.status(), res.url());
+            anyhow::ensure!(
+                res.status().is_success() && res.url().path() != "/login",
+                "{name}: {} at {}",
+                res.status(),
+                res.url()
+            );
             let body = res.text().await?;
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             if i == 0 && name.starts_with("usage") {
@@ -154,7 +193,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         ms.sort_by(f64::total_cmp);
-        println!("portal: {name:<28} p50 {:6.1} ms  p95 {:6.1} ms  p99 {:6.1} ms", pct(&ms, 0.5), pct(&ms, 0.95), pct(&ms, 0.99));
+        println!(
+            "portal: {name:<28} p50 {:6.1} ms  p95 {:6.1} ms  p99 {:6.1} ms",
+            pct(&ms, 0.5),
+            pct(&ms, 0.95),
+            pct(&ms, 0.99)
+        );
     }
     pool.close().await;
     Ok(())

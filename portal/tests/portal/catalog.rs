@@ -67,6 +67,14 @@ async fn subscribing_is_immediate_or_waits_for_approval_and_the_decision_is_show
     let done = b.post("/apis/weather/subscribe", &[("app", &app_s), ("plan", &free), ("comment", "")]).await;
     assert!(done.url.contains("notice=subscribed"), "{}", done.url);
     assert!(done.html.contains("badge active"));
+    b.get(&format!("/apps/{app}")).await;
+    let key_page = b.post(&format!("/apps/{app}/keys"), &[("key_name", "")]).await;
+    let key = crate::apps::shown_key(&key_page);
+    assert!(
+        key_page.html.contains(&format!("curl -H &#34;x-api-key: {key}&#34; http://127.0.0.1:9/weather/forecast")),
+        "{}",
+        key_page.html
+    );
     let usage = b.get(&format!("/apps/{app}/usage")).await;
     assert!(
         usage.shows("weather · free") && usage.shows("0 of 10,000 this month; 10,000 left, resets"),
