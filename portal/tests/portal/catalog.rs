@@ -71,7 +71,7 @@ async fn subscribing_is_immediate_or_waits_for_approval_and_the_decision_is_show
     let key_page = b.post(&format!("/apps/{app}/keys"), &[("key_name", "")]).await;
     let key = crate::apps::shown_key(&key_page);
     assert!(
-        key_page.html.contains(&format!("curl -H &#34;x-api-key: {key}&#34; http://127.0.0.1:9/weather/forecast")),
+        key_page.html.contains(&format!("curl -H \"x-api-key: {key}\" http://127.0.0.1:9/weather/forecast")),
         "{}",
         key_page.html
     );
