@@ -69,6 +69,16 @@ pub struct NewSubscription {
     pub comment: String,
 }
 
+/// Why a request is rejected (the developer reads it).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "Tell us more about your use case"}))]
+pub struct Rejection {
+    /// Not blank.
+    #[schema(pattern = r"\S", max_length = 1000)]
+    pub reason: String,
+}
+
 /// An admin's decision on a subscription request.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -263,15 +273,16 @@ pub async fn approve_subscription(
 /// Rejects a pending subscription request with a reason the developer sees.
 #[utoipa::path(post, path = "/subscriptions/{id}/reject", tag = "subscriptions",
     params(("id" = Uuid, Path, description = "Subscription id")),
-    request_body = Decision,
+    request_body = Rejection,
     responses((status = 200, description = "Rejected", body = Subscription), crate::openapi::ApiErrors),
     security(("bearer" = [])))]
 pub async fn reject_subscription(
     Editor(who): Editor,
     State(state): State<AppState>,
     PathIds(ids): PathIds,
-    Body(decision): Body<Decision>,
+    Body(rejection): Body<Rejection>,
 ) -> ApiResult<Tagged<Subscription>> {
+    let decision = Decision { reason: rejection.reason };
     decide_one(&state, &who.actor(), one_id(&ids)?, false, &decision).await
 }
 
