@@ -66,6 +66,9 @@ async fn publish_weather(portal: &Portal, up: SocketAddr) {
     assert_eq!(portal.admin_api(Method::POST, &format!("/apis/{id}/routes"), Some(route)).await.0, 201);
     let plan = json!({"name": "free", "rate_limit_per_minute": 600, "burst": 100});
     assert_eq!(portal.admin_api(Method::POST, &format!("/apis/{id}/plans"), Some(plan)).await.0, 201);
+    let doc = "openapi: 3.1.0\ninfo: {title: Weather, version: '1'}\npaths:\n  /weather/{city}:\n    get:\n      parameters: [{name: city, in: path, required: true}]\n      responses: {'200': {description: ok}}\n";
+    let upload = json!({"label": "v1", "published": true, "content": doc});
+    assert_eq!(portal.admin_api(Method::POST, &format!("/apis/{id}/documents"), Some(upload)).await.0, 201);
 }
 
 async fn call(gateway: &str, key: &str) -> u16 {
@@ -121,6 +124,11 @@ async fn a_new_developer_makes_a_first_call_within_a_minute_then_rotates_and_rev
     assert!(page.contains(": 1 successful</title>"), "the bar of that minute names the call");
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(60), "sign-up to the call in the usage chart took {elapsed:?}");
+    // The reference fills the key just issued (kept in this tab only) into its curl lines.
+    b.goto(&format!("{}/apis/weather/reference", portal.base)).await;
+    b.wait_for("code[data-curl]", 5).await;
+    let curl = b.text("code[data-curl]").await;
+    assert!(curl.contains(&format!("x-api-key: {key}")), "{curl}");
     eprintln!(
         "journey: first successful call after {first_call:?}, in the usage chart after {elapsed:?} (browser, page loads included)"
     );
