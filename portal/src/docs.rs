@@ -209,7 +209,7 @@ impl TryResult {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one call's parts, each from a different place of the form")]
 async fn send(
     state: &PortalState,
     key_header: &str,

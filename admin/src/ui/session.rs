@@ -69,10 +69,6 @@ impl SessionStore {
         Self { db, policy }
     }
 
-    pub fn policy(&self) -> &SessionPolicy {
-        &self.policy
-    }
-
     /// Starts a session for `subject`; returns the cookie value and the session.
     pub async fn start(&self, subject: Subject, client_ip: &str, user_agent: &str) -> sqlx::Result<(String, Session)> {
         let id = random_token("", 32);
