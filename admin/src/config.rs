@@ -34,6 +34,12 @@ pub struct AdminConfig {
     pub usage_retention: crate::usage::Retention,
     /// How often usage is rolled up (`None`: never, for tests that roll up themselves).
     pub usage_rollup_every: Option<Duration>,
+    /// The admin UI's sessions end this long after their last request...
+    pub ui_session_idle: Duration,
+    /// ...and this long after login, whatever happens.
+    pub ui_session_absolute: Duration,
+    /// The admin UI is served over HTTPS (by a proxy in front): `Secure` cookies and HSTS.
+    pub ui_https: bool,
 }
 
 /// Why a configuration was refused.
@@ -62,6 +68,9 @@ impl AdminConfig {
             redis_url: None,
             usage_retention: crate::usage::Retention::default(),
             usage_rollup_every: Some(Duration::from_secs(60)),
+            ui_session_idle: Duration::from_secs(3600),
+            ui_session_absolute: Duration::from_secs(12 * 3600),
+            ui_https: false,
         }
     }
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{Editor, Viewer};
-use crate::change::{self, Change};
+use crate::change::{self, Actor, Change};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, IfMatch, PathIds};
 use crate::ops::{self, Parent, Tagged};
@@ -185,6 +185,15 @@ pub async fn create_document(
     Body(new): Body<NewDocument>,
 ) -> ApiResult<Tagged<ApiDocument>> {
     let (parent, _) = api_parent(&ids)?;
+    let doc = store(&state, &who.actor(), parent.id, &new).await?;
+    let version = doc.version;
+    Ok(Tagged::created(doc, version))
+}
+
+/// Checks and stores a version of API `api_id`'s document, recording the change (the REST
+/// upload and the admin UI's import).
+pub async fn store(state: &AppState, who: &Actor, api_id: Uuid, new: &NewDocument) -> ApiResult<ApiDocument> {
+    let parent = Parent { kind: "api", table: "apis", id: api_id };
     if !valid_label(&new.label) {
         return Err(ApiError::invalid_field(
             "label",
@@ -211,10 +220,9 @@ pub async fn create_document(
         .fetch_one(&mut *tx)
         .await?;
     let change = Change::create("api_document", doc.id, serde_json::to_value(&doc)?).audit_only();
-    change::record(&mut tx, &who.actor(), change).await?;
+    change::record(&mut tx, who, change).await?;
     tx.commit().await?;
-    let version = doc.version;
-    Ok(Tagged::created(doc, version))
+    Ok(doc)
 }
 
 /// The documents of an API, newest first (content left out).

@@ -77,6 +77,15 @@ impl ApiError {
     }
 
     /// Per-field problems (validation, uniqueness), by JSON pointer.
+    /// The message of the error at field `/field`, else the problem's detail.
+    pub fn detail_of(&self, field: &str) -> String {
+        let pointer = format!("/{field}");
+        self.field_errors()
+            .iter()
+            .find(|e| e.pointer == pointer)
+            .map_or_else(|| self.detail().to_owned(), |e| e.detail.clone())
+    }
+
     pub fn field_errors(&self) -> &[FieldError] {
         &self.errors
     }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod change;
 pub mod config;
+pub mod console;
 pub mod consumers;
 pub mod db;
 pub mod developers;

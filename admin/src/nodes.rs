@@ -97,3 +97,39 @@ pub async fn latest_event(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<Option<i6
         sqlx::query_as("SELECT max(id) FROM config_events WHERE entity_id = $1").bind(id).fetch_one(db).await?;
     Ok(max)
 }
+
+/// Propagation of one change, for a page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Live {
+    /// The change's config event (0: none recorded).
+    pub event: i64,
+    pub applied: usize,
+    pub nodes: usize,
+    pub done: bool,
+    /// What to tell the reader.
+    pub text: String,
+}
+
+impl Live {
+    pub fn of(event: i64, applied: usize, nodes: usize) -> Self {
+        let done = nodes > 0 && applied == nodes;
+        let text = match (event, nodes) {
+            (0, _) => "Nothing to propagate yet.".to_owned(),
+            (_, 0) => "No gateway is running right now; the change applies as soon as one starts.".to_owned(),
+            _ if done && nodes == 1 => "Live on the gateway.".to_owned(),
+            _ if done => format!("Live on all {nodes} gateways."),
+            _ => format!("Reaching the gateways: live on {applied} of {nodes}…"),
+        };
+        Self { event, applied, nodes, done, text }
+    }
+
+    /// Propagation of config event `event` (0: none).
+    pub async fn of_event(db: &sqlx::PgPool, event: i64) -> sqlx::Result<Self> {
+        if event == 0 {
+            return Ok(Self::of(0, 0, 0));
+        }
+        let p = propagation(db, event).await?;
+        Ok(Self::of(event, p.applied, p.live))
+    }
+}
+

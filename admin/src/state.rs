@@ -7,6 +7,10 @@ use tollgate_gateway::limits::{LimiterConfig, RedisCounter};
 
 use crate::auth::throttle::LoginThrottle;
 use crate::config::AdminConfig;
+use crate::ui::session::{SessionPolicy, SessionStore};
+
+/// Name of the admin UI's session cookie.
+pub const SESSION_COOKIE: &str = "tg_admin";
 
 /// What every admin handler can reach.
 #[derive(Clone)]
@@ -17,6 +21,7 @@ struct Inner {
     config: AdminConfig,
     throttle: LoginThrottle,
     redis: Option<RedisCounter>,
+    sessions: SessionStore,
 }
 
 impl AppState {
@@ -30,7 +35,14 @@ impl AppState {
                 .map_err(|e| tracing::warn!(error = %e, "the Redis URL cannot be used; quotas of redis plans are unavailable"))
                 .ok()
         });
-        Self(Arc::new(Inner { db, config, throttle, redis }))
+        let policy = SessionPolicy {
+            cookie: SESSION_COOKIE,
+            idle: config.ui_session_idle,
+            absolute: config.ui_session_absolute,
+            secure: config.ui_https,
+        };
+        let sessions = SessionStore::new(db.clone(), policy);
+        Self(Arc::new(Inner { db, config, throttle, redis, sessions }))
     }
 
     /// The state the shared operations (`ops`, `keys`, `subscriptions`, usage and quota
@@ -57,6 +69,11 @@ impl AppState {
     /// The configuration the service was started with.
     pub fn config(&self) -> &AdminConfig {
         &self.0.config
+    }
+
+    /// The admin UI's browser sessions.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.0.sessions
     }
 
     /// Failed-login bookkeeping.

@@ -163,9 +163,9 @@ fn key_view(key: ApiKey, now: OffsetDateTime) -> KeyView {
     };
     KeyView {
         state,
-        created: crate::format::date_time(key.created_at),
-        last_used: key.last_used_at.map_or_else(|| "never".to_owned(), crate::format::date_time),
-        expires: key.expires_at.map_or_else(|| "never".to_owned(), crate::format::date_time),
+        created: tollgate_admin::ui::format::date_time(key.created_at),
+        last_used: key.last_used_at.map_or_else(|| "never".to_owned(), tollgate_admin::ui::format::date_time),
+        expires: key.expires_at.map_or_else(|| "never".to_owned(), tollgate_admin::ui::format::date_time),
         key,
     }
 }
@@ -295,14 +295,14 @@ async fn key_created(
     old: Option<ApiKey>,
 ) -> Result<Response, UiError> {
     let live = crate::live::of_entity(state, created.key.id).await?;
-    let expires = created.key.expires_at.map_or_else(|| "never".to_owned(), crate::format::date_time);
+    let expires = created.key.expires_at.map_or_else(|| "never".to_owned(), tollgate_admin::ui::format::date_time);
     let title = if old.is_some() { "Key rotated" } else { "Key created" };
     let calls = example_calls(state, app.id).await?;
     Ok(KeyCreatedPage {
         calls,
         chrome: Chrome::new(&who.visit, title, "apps"),
         expires,
-        old_until: old.as_ref().and_then(|k| k.expires_at).map_or_else(String::new, crate::format::date_time),
+        old_until: old.as_ref().and_then(|k| k.expires_at).map_or_else(String::new, tollgate_admin::ui::format::date_time),
         old_prefix: old.map(|k| k.prefix),
         created,
         app,

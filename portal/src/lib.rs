@@ -5,10 +5,8 @@
 pub mod accounts;
 pub mod apps;
 pub mod catalog;
-pub mod chart;
 pub mod config;
 pub mod docs;
-pub mod format;
 pub mod live;
 pub mod markdown;
 pub mod reference;

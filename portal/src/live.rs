@@ -4,46 +4,15 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Serialize;
-use tollgate_admin::nodes;
+use tollgate_admin::nodes::{self, Live};
 use uuid::Uuid;
 
 use crate::state::PortalState;
 use crate::web::{SignedIn, UiError};
 
-/// Propagation of one change, for a page.
-#[derive(Debug, Clone, Serialize)]
-pub struct Live {
-    /// The change's config event (0: none recorded).
-    pub event: i64,
-    pub applied: usize,
-    pub nodes: usize,
-    pub done: bool,
-    /// What to tell the developer.
-    pub text: String,
-}
-
-impl Live {
-    fn of(event: i64, applied: usize, nodes: usize) -> Self {
-        let done = nodes > 0 && applied == nodes;
-        let text = match (event, nodes) {
-            (0, _) => "Nothing to propagate yet.".to_owned(),
-            (_, 0) => "No gateway is running right now; the change applies as soon as one starts.".to_owned(),
-            _ if done && nodes == 1 => "Live on the gateway.".to_owned(),
-            _ if done => format!("Live on all {nodes} gateways."),
-            _ => format!("Reaching the gateways: live on {applied} of {nodes}…"),
-        };
-        Self { event, applied, nodes, done, text }
-    }
-}
-
 /// Propagation of config event `event`.
 pub async fn of_event(state: &PortalState, event: i64) -> Result<Live, UiError> {
-    if event == 0 {
-        return Ok(Live::of(0, 0, 0));
-    }
-    let p = nodes::propagation(state.db(), event).await?;
-    Ok(Live::of(event, p.applied, p.live))
+    Ok(Live::of_event(state.db(), event).await?)
 }
 
 /// Propagation of the newest change of entity `id`.

@@ -160,7 +160,7 @@ async fn team_page(
         let invites = invites
             .into_iter()
             .map(|i| {
-                let until = crate::format::date(i.expires_at);
+                let until = tollgate_admin::ui::format::date(i.expires_at);
                 (i, until)
             })
             .collect();

@@ -8,14 +8,13 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use time::{Duration, OffsetDateTime};
-use tollgate_admin::usage::api::{Granularity, UsageQuery, UsageReport, report};
+use tollgate_admin::ui::chart::{self, Bucket, RANGES, Totals, Window, ms, percent};
+use tollgate_admin::ui::format::{date_time, number};
+use tollgate_admin::usage::api::{UsageQuery, UsageReport, report};
 use tollgate_admin::usage::quota::quota;
 use uuid::Uuid;
 
 use crate::apps::owned_app;
-use crate::chart::{self, Bucket};
-use crate::format::{date_time, number};
 use crate::state::PortalState;
 use crate::web::{Chrome, SignedIn, UiError};
 
@@ -25,38 +24,6 @@ use crate::web::{Chrome, SignedIn, UiError};
 pub struct UsageParams {
     pub range: String,
     pub key: String,
-}
-
-/// The ranges offered, with their granularity and bucket count.
-const RANGES: [(&str, &str, Granularity, i32); 3] = [
-    ("hour", "Last hour", Granularity::Minute, 60),
-    ("day", "Last 24 hours", Granularity::Hour, 24),
-    ("month", "Last 30 days", Granularity::Day, 30),
-];
-
-fn step(g: Granularity) -> Duration {
-    match g {
-        Granularity::Minute => Duration::MINUTE,
-        Granularity::Hour => Duration::HOUR,
-        Granularity::Day => Duration::DAY,
-    }
-}
-
-/// The start of the bucket holding `t`.
-fn floor(t: OffsetDateTime, g: Granularity) -> OffsetDateTime {
-    let secs = step(g).whole_seconds();
-    let unix = t.unix_timestamp();
-    OffsetDateTime::from_unix_timestamp(unix - unix.rem_euclid(secs)).unwrap_or(t)
-}
-
-fn label(t: OffsetDateTime, g: Granularity) -> String {
-    use time::macros::format_description;
-    let f = match g {
-        Granularity::Minute => t.format(format_description!("[hour]:[minute]")),
-        Granularity::Hour => t.format(format_description!("[day padding:none] [month repr:short] [hour]:00")),
-        Granularity::Day => t.format(format_description!("[day padding:none] [month repr:short]")),
-    };
-    f.unwrap_or_default()
 }
 
 /// A route's line in the table.
@@ -73,15 +40,6 @@ pub struct Meter {
     pub used: u64,
     pub limit: u64,
     pub text: String,
-}
-
-/// Headline numbers.
-pub struct Totals {
-    pub requests: String,
-    pub error_rate: String,
-    pub p50: String,
-    pub p95: String,
-    pub p99: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -102,29 +60,6 @@ struct UsagePage {
     meters: Vec<Meter>,
 }
 
-fn ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".to_owned(), |v| if v >= 100.0 { format!("{v:.0} ms") } else { format!("{v:.1} ms") })
-}
-
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 { "–".to_owned() } else { format!("{:.1} %", part as f64 * 100.0 / whole as f64) }
-}
-
-fn buckets(r: &UsageReport, g: Granularity, from: OffsetDateTime, n: i32) -> Vec<Bucket> {
-    let mut out: Vec<Bucket> =
-        (0..n).map(|i| Bucket { label: label(from + step(g) * i, g), ..Bucket::default() }).collect();
-    for p in r.series.iter().flat_map(|s| &s.points) {
-        let i = (p.at - from).whole_seconds() / step(g).whole_seconds();
-        let Some(b) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) else { continue };
-        let s = &p.stats;
-        b.client_errors += s.client_errors;
-        b.server_errors += s.server_errors;
-        b.ok += s.requests.saturating_sub(s.client_errors + s.server_errors);
-        (b.p50, b.p95, b.p99) = (s.p50_ms, s.p95_ms, s.p99_ms);
-    }
-    out
-}
-
 /// `GET /apps/{id}/usage`.
 pub async fn show_usage(
     State(state): State<PortalState>,
@@ -133,43 +68,30 @@ pub async fn show_usage(
     Query(params): Query<UsageParams>,
 ) -> Result<Response, UiError> {
     let (app, _) = owned_app(&state, &who, id).await?;
-    let (range, _, g, n) = RANGES.iter().copied().find(|r| r.0 == params.range).unwrap_or(RANGES[1]);
+    let window = Window::pick(&params.range);
     let keys: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT id, prefix FROM api_keys WHERE consumer_id = $1 ORDER BY created_at DESC LIMIT 100")
             .bind(id)
             .fetch_all(state.db())
             .await?;
     let key = keys.iter().find(|(k, _)| k.to_string() == params.key).map(|(k, _)| *k);
-    let to = floor(OffsetDateTime::now_utc(), g) + step(g);
-    let from = to - step(g) * n;
-    let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
     let q = |group_by: Option<&str>| UsageQuery {
-        from: rfc(from),
-        to: rfc(to),
-        granularity: Some(g),
         consumer_id: Some(id),
         key_id: key,
         group_by: group_by.map(str::to_owned),
-        ..UsageQuery::default()
+        ..window.query()
     };
     let all = report(state.ops(), &q(None)).await?;
     let by_route = report(state.ops(), &q(Some("route"))).await?;
-    let buckets = buckets(&all, g, from, n);
-    let total = all.series.first().map(|s| s.total.clone()).unwrap_or_default();
-    let totals = Totals {
-        requests: number(i64::try_from(total.requests).unwrap_or(i64::MAX)),
-        error_rate: percent(total.client_errors + total.server_errors, total.requests),
-        p50: ms(total.p50_ms),
-        p95: ms(total.p95_ms),
-        p99: ms(total.p99_ms),
-    };
+    let buckets = window.buckets(&all);
+    let totals = Totals::of(&all.series.first().map(|s| s.total.clone()).unwrap_or_default());
     let routes = route_rows(&state, &by_route).await?;
     let meters = meters(&state, id).await?;
     Ok(UsagePage {
         chrome: Chrome::new(&who.visit, format!("Usage of {}", app.name), "apps"),
         app_id: id,
         app_name: app.name,
-        range,
+        range: window.range,
         ranges: RANGES.iter().map(|r| (r.0, r.1)).collect(),
         key: key.map(|k| k.to_string()).unwrap_or_default(),
         keys: keys.into_iter().map(|(k, p)| (k.to_string(), p)).collect(),

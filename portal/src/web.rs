@@ -7,10 +7,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use http_body_util::BodyExt;
 use tollgate_admin::error::ApiError;
 use tollgate_admin::ui::session::{Session, Subject};
-use tollgate_admin::ui::{FORM_LIMIT, assets, csrf};
+use tollgate_admin::ui::{FORM_LIMIT, assets, csrf, form};
+pub use tollgate_admin::ui::form::{FieldErrors, encode, safe_next};
 use uuid::Uuid;
 
 use crate::state::PortalState;
@@ -67,17 +67,6 @@ impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
             _ => Err(UiError::Redirect(format!("/login?next={}", encode(&visit.path)))),
         }
     }
-}
-
-/// `s` percent-encoded for a query value.
-pub fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A local path to return to after login: only `/…` paths of this site.
-pub fn safe_next(next: &str) -> &str {
-    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
-    if local && next.len() < 2000 { next } else { "/apps" }
 }
 
 /// Everything around a page's content.
@@ -137,52 +126,6 @@ pub fn notice(code: &str) -> Option<&'static str> {
         "left" => "You left the organisation.",
         _ => return None,
     })
-}
-
-/// Problems with form fields, in field order, shown next to each field and in a summary.
-#[derive(Debug, Default, Clone)]
-pub struct FieldErrors(pub Vec<(&'static str, String)>);
-
-impl FieldErrors {
-    pub fn add(&mut self, field: &'static str, message: impl Into<String>) {
-        if self.get(field).is_none() {
-            self.0.push((field, message.into()));
-        }
-    }
-
-    pub fn check(&mut self, ok: bool, field: &'static str, message: &str) -> &mut Self {
-        if !ok {
-            self.add(field, message);
-        }
-        self
-    }
-
-    /// The message of `field`, or "".
-    pub fn get(&self, field: &str) -> Option<&str> {
-        self.0.iter().find(|(f, _)| *f == field).map(|(_, m)| m.as_str())
-    }
-
-    /// `get` for templates: "" when the field is fine.
-    pub fn of(&self, field: &str) -> &str {
-        self.get(field).unwrap_or("")
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Takes over the field errors of an admin operation's refusal; `None` if it had none
-    /// for the given fields (then it is an error of the whole request).
-    pub fn from_api(err: &ApiError, fields: &[&'static str]) -> Option<Self> {
-        let mut out = Self::default();
-        for e in err.field_errors() {
-            let name = e.pointer.trim_start_matches('/');
-            if let Some(f) = fields.iter().find(|f| **f == name) {
-                out.add(f, e.detail.clone());
-            }
-        }
-        (!out.is_empty()).then_some(out)
-    }
 }
 
 /// A handler's failure, rendered as a page (or a redirect).
@@ -301,21 +244,5 @@ async fn signed_in(state: &PortalState, id: Uuid) -> Result<Option<Me>, UiError>
 }
 
 async fn check_form(req: Request, expected: &str) -> Result<Request, Box<Response>> {
-    let refuse = |status: StatusCode, m: &str| Box::new(error_page(status, m.to_owned()));
-    if csrf::cross_site(req.headers()) {
-        return Err(refuse(StatusCode::FORBIDDEN, "This form was sent from another site; nothing was changed."));
-    }
-    let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, FORM_LIMIT);
-    let bytes = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "This form is too large.")),
-    };
-    if !csrf::matches(csrf::form_token(&bytes).as_deref(), expected) {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "This form has expired or did not come from this site; nothing was changed. Go back, reload the page and try again.",
-        ));
-    }
-    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+    form::check(req, expected, FORM_LIMIT).await.map_err(|r| Box::new(error_page(r.status(), r.message().to_owned())))
 }

@@ -38,7 +38,7 @@
     var tries = 0;
     function poll() {
       tries += 1;
-      fetch("/live/" + encodeURIComponent(event), { credentials: "same-origin" })
+      fetch((el.getAttribute("data-live-base") || "/live/") + encodeURIComponent(event), { credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (live) {
           if (!live) { return; }

@@ -32,10 +32,11 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
 
 /// The `csrf` field of an `application/x-www-form-urlencoded` body.
 pub fn form_token(body: &[u8]) -> Option<String> {
-    form_urlencoded_pairs(body).find(|(k, _)| k == FIELD).map(|(_, v)| v)
+    pairs(body).find(|(k, _)| k == FIELD).map(|(_, v)| v)
 }
 
-fn form_urlencoded_pairs(body: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+/// The name-value pairs of an `application/x-www-form-urlencoded` body.
+pub fn pairs(body: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
     body.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|pair| {
         let mut it = pair.splitn(2, |&b| b == b'=');
         let k = decode(it.next().unwrap_or_default());

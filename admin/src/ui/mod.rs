@@ -3,7 +3,10 @@
 //! headers and the flash message. Templates live in `web/templates`, assets in `web/static`.
 
 pub mod assets;
+pub mod chart;
 pub mod csrf;
+pub mod form;
+pub mod format;
 pub mod headers;
 pub mod session;
 

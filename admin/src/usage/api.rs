@@ -567,6 +567,11 @@ pub async fn get_top(
     State(state): State<AppState>,
     Params(q): Params<TopQuery>,
 ) -> ApiResult<Json<TopReport>> {
+    top(&state, &q).await.map(Json)
+}
+
+/// The ranking `GET /usage/top` answers (also read by the admin UI's dashboard).
+pub async fn top(state: &AppState, q: &TopQuery) -> ApiResult<TopReport> {
     let by = match q.by.unwrap_or(TopBy::Consumer) {
         TopBy::Consumer => Dimension::Consumer,
         TopBy::Route => Dimension::Route,
@@ -587,7 +592,7 @@ pub async fn get_top(
     let filters = filters(q.api_id, q.route_id, q.consumer_id, q.key_id, q.plan_id);
     let per_api = by == Dimension::Api && filters.iter().all(|(column, _)| *column == "api_id");
     let plan = Plan { granularity, from, to, filters, class: None, per_api };
-    freshen(&state, granularity).await;
+    freshen(state, granularity).await;
     let (names, name_col) = match by {
         Dimension::Consumer => ("consumers", "name"),
         Dimension::Route => ("routes", "name"),
@@ -623,5 +628,5 @@ pub async fn get_top(
             response_bytes: as_u64(row.try_get(6)?),
         });
     }
-    Ok(Json(TopReport { by, granularity, from, to, data }))
+    Ok(TopReport { by, granularity, from, to, data })
 }

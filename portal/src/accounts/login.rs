@@ -51,7 +51,7 @@ struct LoginPage {
 /// `GET /login`.
 pub async fn show_login(visit: Visit, Query(q): Query<LoginQuery>) -> Response {
     if visit.me.is_some() {
-        return Redirect::to(safe_next(&q.next)).into_response();
+        return Redirect::to(safe_next(&q.next, "/apps")).into_response();
     }
     let chrome = Chrome::new(&visit, "Sign in", "login").with_notice(q.notice.as_deref());
     LoginPage { chrome, email: String::new(), next: q.next, errors: FieldErrors::default(), unconfirmed: false }
@@ -118,7 +118,7 @@ pub async fn login(
     )
     .await?;
     tx.commit().await?;
-    start_session(&state, &visit, Subject::Developer(account.id), &peer, user_agent(&headers), safe_next(&form.next))
+    start_session(&state, &visit, Subject::Developer(account.id), &peer, user_agent(&headers), safe_next(&form.next, "/apps"))
         .await
 }
 

@@ -62,7 +62,7 @@ async fn page(
         name: who.me.name.clone(),
         new_email,
         sessions,
-        since: crate::format::date(created),
+        since: tollgate_admin::ui::format::date(created),
         errors,
     }
     .into_response())

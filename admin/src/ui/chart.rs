@@ -1,9 +1,14 @@
 //! Charts as server-rendered SVG (no script, no library): stacked bars of requests by
-//! outcome, and latency percentiles as lines. Colours come from the stylesheet's classes, so
+//! outcome, and latency percentiles as lines, for the portal's and the admin UI's usage
+//! pages; and the time windows those pages offer. Colours come from the stylesheet's classes, so
 //! they follow light and dark mode; every bar and point has a `<title>` with its numbers,
 //! and each chart has a table beside it for screen readers and for exact values.
 
 use std::fmt::Write;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::usage::api::{Granularity, Stats, UsageQuery, UsageReport};
 
 /// One time bucket.
 #[derive(Debug, Clone, Default)]
@@ -180,5 +185,118 @@ mod tests {
         let p50 = svg.split(r#"class="line p50" d=""#).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
         assert_eq!(p50.matches('M').count(), 2, "{p50}");
         assert!(svg.contains(" ms</text>"));
+    }
+}
+
+/// The windows offered (`?range=`), with their granularity and bucket count.
+pub const RANGES: [(&str, &str, Granularity, i32); 3] = [
+    ("hour", "Last hour", Granularity::Minute, 60),
+    ("day", "Last 24 hours", Granularity::Hour, 24),
+    ("month", "Last 30 days", Granularity::Day, 30),
+];
+
+/// One of [`RANGES`], anchored at the current time: `n` whole buckets ending with the
+/// current one.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub range: &'static str,
+    pub granularity: Granularity,
+    pub buckets: i32,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+}
+
+impl Window {
+    /// The window named `range` (the last 24 hours when unknown), ending now.
+    pub fn pick(range: &str) -> Self {
+        let (range, _, g, n) = RANGES.iter().copied().find(|r| r.0 == range).unwrap_or(RANGES[1]);
+        let to = floor(OffsetDateTime::now_utc(), g) + step(g);
+        Self { range, granularity: g, buckets: n, from: to - step(g) * n, to }
+    }
+
+    /// A usage query over this window (filters and grouping left to the caller).
+    pub fn query(&self) -> UsageQuery {
+        let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
+        UsageQuery { from: rfc(self.from), to: rfc(self.to), granularity: Some(self.granularity), ..UsageQuery::default() }
+    }
+
+    /// The report's points summed into this window's buckets (all series together).
+    pub fn buckets(&self, r: &UsageReport) -> Vec<Bucket> {
+        let g = self.granularity;
+        let mut out: Vec<Bucket> = (0..self.buckets)
+            .map(|i| Bucket { label: label(self.from + step(g) * i, g), ..Bucket::default() })
+            .collect();
+        for p in r.series.iter().flat_map(|s| &s.points) {
+            let i = (p.at - self.from).whole_seconds() / step(g).whole_seconds();
+            let Some(b) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) else { continue };
+            let s = &p.stats;
+            b.client_errors += s.client_errors;
+            b.server_errors += s.server_errors;
+            b.ok += s.requests.saturating_sub(s.client_errors + s.server_errors);
+            (b.p50, b.p95, b.p99) = (s.p50_ms, s.p95_ms, s.p99_ms);
+        }
+        out
+    }
+}
+
+fn step(g: Granularity) -> Duration {
+    match g {
+        Granularity::Minute => Duration::MINUTE,
+        Granularity::Hour => Duration::HOUR,
+        Granularity::Day => Duration::DAY,
+    }
+}
+
+/// The start of the bucket holding `t`.
+fn floor(t: OffsetDateTime, g: Granularity) -> OffsetDateTime {
+    let secs = step(g).whole_seconds();
+    let unix = t.unix_timestamp();
+    OffsetDateTime::from_unix_timestamp(unix - unix.rem_euclid(secs)).unwrap_or(t)
+}
+
+fn label(t: OffsetDateTime, g: Granularity) -> String {
+    use time::macros::format_description;
+    let f = match g {
+        Granularity::Minute => t.format(format_description!("[hour]:[minute]")),
+        Granularity::Hour => t.format(format_description!("[day padding:none] [month repr:short] [hour]:00")),
+        Granularity::Day => t.format(format_description!("[day padding:none] [month repr:short]")),
+    };
+    f.unwrap_or_default()
+}
+
+/// A latency for people: `4.2 ms`, `120 ms`, or `–` when there were no requests.
+pub fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| if v >= 100.0 { format!("{v:.0} ms") } else { format!("{v:.1} ms") })
+}
+
+/// `part` of `whole` as a percentage with one decimal, `–` for nothing.
+pub fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 { "–".to_owned() } else { format!("{:.1} %", part as f64 * 100.0 / whole as f64) }
+}
+
+/// Headline numbers of a window.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    pub requests: String,
+    pub error_rate: String,
+    pub client_errors: String,
+    pub server_errors: String,
+    pub p50: String,
+    pub p95: String,
+    pub p99: String,
+}
+
+impl Totals {
+    pub fn of(t: &Stats) -> Self {
+        let n = |v: u64| crate::words::number(i64::try_from(v).unwrap_or(i64::MAX));
+        Self {
+            requests: n(t.requests),
+            error_rate: percent(t.client_errors + t.server_errors, t.requests),
+            client_errors: percent(t.client_errors, t.requests),
+            server_errors: percent(t.server_errors, t.requests),
+            p50: ms(t.p50_ms),
+            p95: ms(t.p95_ms),
+            p99: ms(t.p99_ms),
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! How the portal writes dates, durations and numbers for people.
+//! How the portal and the admin UI write dates, durations and numbers for people.
 
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -15,4 +15,4 @@ pub fn date_time(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-pub use tollgate_admin::words::number;
+pub use crate::words::number;

@@ -1,0 +1,59 @@
+//! The admin UI, served by the admin service under `/ui`: server-rendered from
+//! `web/templates/admin`, every page usable without JavaScript, behind the same session,
+//! CSRF and header machinery as the portal. Its handlers call the very operations the REST
+//! handlers call (`ops`, `keys`, `subscriptions`, `documents`, usage reads), with the
+//! signed-in user as the audit actor: one validation, one transaction per change.
+
+pub mod apis;
+pub mod dashboard;
+pub mod fields;
+pub mod import;
+pub mod login;
+pub mod views;
+pub mod web;
+
+use axum::response::Redirect;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+
+use crate::state::AppState;
+use crate::ui::headers;
+
+/// The UI's routes (to be nested under [`web::BASE`]), with the guard and security headers.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let pages = Router::new()
+        .route("/", get(dashboard::show_dashboard))
+        .route("/login", get(login::show_login).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/logout/everywhere", post(login::logout_everywhere))
+        .route("/apis", get(apis::show_apis))
+        .route("/apis/import", get(apis::show_import).post(apis::upload))
+        .route("/apis/import/save", post(apis::save_import))
+        .route("/apis/{id}", get(apis::show_api).post(apis::save_api))
+        .route("/apis/{id}/targets", post(apis::add_target))
+        .route("/apis/{id}/routes", post(apis::add_route))
+        .route("/apis/{id}/{kind}/{child}/delete", post(apis::delete_child))
+        .route("/live/{event}", get(live))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), web::guard));
+    let hsts = state.config().ui_https;
+    Router::new().merge(pages).layer(middleware::from_fn(move |req, next| headers::apply(hsts, req, next)))
+}
+
+/// `GET /`: the UI.
+pub async fn home() -> Redirect {
+    Redirect::to(web::BASE)
+}
+
+async fn not_found() -> axum::response::Response {
+    web::error_page(axum::http::StatusCode::NOT_FOUND, "There is nothing here.".to_owned())
+}
+
+/// `GET /ui/live/{event}`: how far a change has propagated, for the page's script.
+async fn live(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    _: web::Admin,
+    axum::extract::Path(event): axum::extract::Path<i64>,
+) -> Result<axum::Json<crate::nodes::Live>, web::UiError> {
+    Ok(axum::Json(crate::nodes::Live::of_event(state.db(), event).await?))
+}
