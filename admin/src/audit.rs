@@ -34,6 +34,8 @@ pub struct AuditEntry {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub request_id: Option<String>,
+    /// Why, when the actor said (a key revoked from the admin UI).
+    pub reason: Option<String>,
 }
 
 /// One change gateways apply.

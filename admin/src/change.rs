@@ -18,22 +18,31 @@ pub struct Actor {
     pub id: Option<Uuid>,
     pub name: String,
     pub request_id: Option<String>,
+    /// Why the actor made the change, when they said (kept in the audit row).
+    pub reason: Option<String>,
 }
 
 impl Actor {
     /// The platform itself (seeding, migrations).
     pub fn system() -> Self {
-        Self { kind: "system", id: None, name: "system".to_owned(), request_id: None }
+        Self { kind: "system", id: None, name: "system".to_owned(), request_id: None, reason: None }
     }
 
     /// An admin user acting through the admin API.
     pub fn admin(id: Uuid, email: &str, request_id: Option<String>) -> Self {
-        Self { kind: "admin", id: Some(id), name: email.to_owned(), request_id }
+        Self { kind: "admin", id: Some(id), name: email.to_owned(), request_id, reason: None }
     }
 
     /// A developer acting through the portal.
     pub fn developer(id: Uuid, email: &str, request_id: Option<String>) -> Self {
-        Self { kind: "developer", id: Some(id), name: email.to_owned(), request_id }
+        Self { kind: "developer", id: Some(id), name: email.to_owned(), request_id, reason: None }
+    }
+
+    /// The same actor, stating why (an empty reason states nothing).
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        let reason = reason.trim();
+        self.reason = (!reason.is_empty()).then(|| reason.chars().take(1000).collect());
+        self
     }
 }
 
@@ -94,8 +103,8 @@ pub async fn record(
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_LOCK).execute(&mut **tx).await?;
     let (audit_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO audit_log (actor_kind, actor_id, actor_name, action, entity_kind, entity_id, before, after, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        "INSERT INTO audit_log (actor_kind, actor_id, actor_name, action, entity_kind, entity_id, before, after, request_id, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(actor.kind)
     .bind(actor.id)
@@ -106,6 +115,7 @@ pub async fn record(
     .bind(&change.before)
     .bind(&change.after)
     .bind(&actor.request_id)
+    .bind(&actor.reason)
     .fetch_one(&mut **tx)
     .await?;
     if !change.config {

@@ -53,6 +53,11 @@ pub async fn list_outbox(
     State(state): State<AppState>,
     Params(q): Params<OutboxQuery>,
 ) -> ApiResult<Json<LogPage<OutboxMail>>> {
+    page(&state, &q).await.map(Json)
+}
+
+/// One page of the outbox (REST and UI; the caller checks the reader is an owner).
+pub async fn page(state: &AppState, q: &OutboxQuery) -> ApiResult<LogPage<OutboxMail>> {
     let limit = crate::page::checked_limit(q.limit, 100)?;
     let mut data: Vec<OutboxMail> = sqlx::query_as(
         "SELECT * FROM mail_outbox
@@ -67,5 +72,5 @@ pub async fn list_outbox(
     let more = data.len() > limit as usize;
     data.truncate(limit as usize);
     let next_after = if more { data.last().map(|m| m.id) } else { None };
-    Ok(Json(LogPage { data, next_after }))
+    Ok(LogPage { data, next_after })
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{self, PAT_PREFIX, Principal, Viewer};
-use crate::change::{self, Change};
+use crate::change::{self, Actor, Change};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, IfMatch, Params, PathIds};
 use crate::ops::{self, Parent, Tagged};
@@ -103,15 +103,21 @@ pub async fn create_token(
     State(state): State<AppState>,
     Body(input): Body<TokenInput>,
 ) -> ApiResult<Tagged<CreatedToken>> {
-    validate(&input)?;
-    let new = auth::Issued::new(&input, PAT_PREFIX, "token_hash");
+    let created = issue(&state, &who.actor(), who.user_id, &input).await?;
+    let version = created.token.version;
+    Ok(Tagged::created(created, version))
+}
+
+/// Issues a personal access token for admin user `user_id` (REST and UI).
+pub async fn issue(state: &AppState, who: &Actor, user_id: Uuid, input: &TokenInput) -> ApiResult<CreatedToken> {
+    validate(input)?;
+    let new = auth::Issued::new(input, PAT_PREFIX, "token_hash");
     let mut tx = state.db().begin().await?;
-    let token: AccessToken = resource::insert::<AccessToken>(&mut tx, Uuid::now_v7(), Some(who.user_id), &new).await?;
+    let token: AccessToken = resource::insert::<AccessToken>(&mut tx, Uuid::now_v7(), Some(user_id), &new).await?;
     let change = Change::create(AccessToken::KIND, token.id, serde_json::to_value(&token)?).audit_only();
-    change::record(&mut tx, &who.actor(), change).await?;
+    change::record(&mut tx, who, change).await?;
     tx.commit().await?;
-    let version = token.version;
-    Ok(Tagged::created(CreatedToken { token, secret: new.secret }, version))
+    Ok(CreatedToken { token, secret: new.secret })
 }
 
 /// Lists the caller's unrevoked tokens.

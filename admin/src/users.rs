@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Owner, Role, password};
-use crate::change::{self, Change};
+use crate::change::{self, Actor, Change};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, IfMatch, Params, PathIds};
 use crate::ops::{self, Tagged};
@@ -144,6 +144,13 @@ pub async fn create_user(
     State(state): State<AppState>,
     Body(new): Body<NewAdminUser>,
 ) -> ApiResult<Tagged<AdminUser>> {
+    let user = create(&state, &who.actor(), new).await?;
+    let version = user.version;
+    Ok(Tagged::created(user, version))
+}
+
+/// Creates an admin user with its initial password, recording the change (REST and UI).
+pub async fn create(state: &AppState, who: &Actor, new: NewAdminUser) -> ApiResult<AdminUser> {
     let user = new.user();
     validate(&user)?;
     if !password::acceptable(&new.password) {
@@ -154,10 +161,9 @@ pub async fn create_user(
     let row = UserWithHash { user: &user, hash };
     let user: AdminUser = resource::insert::<AdminUser>(&mut tx, Uuid::now_v7(), None, &row).await?;
     let change = Change::create(AdminUser::KIND, user.id, serde_json::to_value(&user)?).audit_only();
-    change::record(&mut tx, &who.actor(), change).await?;
+    change::record(&mut tx, who, change).await?;
     tx.commit().await?;
-    let version = user.version;
-    Ok(Tagged::created(user, version))
+    Ok(user)
 }
 
 /// Lists admin users.
@@ -232,7 +238,12 @@ pub async fn set_password(
     PathIds(ids): PathIds,
     Body(body): Body<SetPassword>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let id = user_id(&ids)?;
+    change_password(&state, &who.actor(), user_id(&ids)?, body).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Sets user `id`'s password, recording the change (REST and UI).
+pub async fn change_password(state: &AppState, who: &Actor, id: Uuid, body: SetPassword) -> ApiResult<()> {
     if !password::acceptable(&body.password) {
         return Err(ApiError::invalid_field("password", "must be 12 to 1024 characters"));
     }
@@ -249,7 +260,7 @@ pub async fn set_password(
         return Err(ApiError::not_found(AdminUser::KIND));
     }
     let change = Change::update(AdminUser::KIND, id, serde_json::Value::Null, serde_json::Value::Null);
-    change::record(&mut tx, &who.actor(), change.action("set_password").audit_only()).await?;
+    change::record(&mut tx, who, change.action("set_password").audit_only()).await?;
     tx.commit().await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    Ok(())
 }

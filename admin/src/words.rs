@@ -1,7 +1,7 @@
 //! Plans and numbers in words, as the portal and the admin UI show them ("600 requests a
 //! minute, 10,000 a month, resets on the 1st, UTC"). One wording for both faces.
 
-use crate::plans::Plan;
+use crate::plans::PlanInput;
 
 /// `1,234,567`.
 pub fn number(n: i64) -> String {
@@ -24,7 +24,7 @@ fn requests(n: i64) -> String {
 }
 
 /// The plan's limits, one sentence each; a plan without limits says so.
-pub fn plan(p: &Plan) -> Vec<String> {
+pub fn plan(p: &PlanInput) -> Vec<String> {
     let burst = i64::from(p.burst);
     let mut out: Vec<String> =
         [(p.rate_limit_per_second, "second"), (p.rate_limit_per_minute, "minute"), (p.rate_limit_per_hour, "hour")]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tollgate_admin::extract::IfMatch;
 use tollgate_admin::ops;
 use tollgate_admin::plans::Plan;
+use tollgate_admin::resource::Resource;
 use tollgate_admin::subscriptions::{self, NewSubscription, Subscription};
 use uuid::Uuid;
 
@@ -148,7 +149,7 @@ async fn api_page(
         .bind(api.id)
         .fetch_all(state.db())
         .await?;
-    let plans = plans.into_iter().map(|plan| PlanView { words: tollgate_admin::words::plan(&plan), plan }).collect();
+    let plans = plans.into_iter().map(|plan| PlanView { words: tollgate_admin::words::plan(&plan.to_input()), plan }).collect();
     let (apps, mine) = match &visit.me {
         Some(me) => {
             let sql = format!(

@@ -441,7 +441,7 @@ async fn api_page(
                 rewrite: r.rewrite_path.unwrap_or_default(),
             })
             .collect(),
-        plans: plans.iter().map(|p| (p.id, p.name.clone(), crate::words::plan(p).join(" "))).collect(),
+        plans: plans.iter().map(|p| (p.id, p.name.clone(), crate::words::plan(&p.to_input()).join(" "))).collect(),
         documents: documents.into_iter().map(|(l, t, p, c)| (l, t, p, date_time(c))).collect(),
         lb_policies: vec![
             ("round_robin", "Weighted round-robin"),

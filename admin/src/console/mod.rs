@@ -5,10 +5,15 @@
 //! signed-in user as the audit actor: one validation, one transaction per change.
 
 pub mod apis;
+pub mod approvals;
+pub mod audit;
 pub mod dashboard;
 pub mod fields;
 pub mod import;
 pub mod login;
+pub mod people;
+pub mod plans;
+pub mod users;
 pub mod views;
 pub mod web;
 
@@ -33,6 +38,23 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/apis/{id}/targets", post(apis::add_target))
         .route("/apis/{id}/routes", post(apis::add_route))
         .route("/apis/{id}/{kind}/{child}/delete", post(apis::delete_child))
+        .route("/apis/{id}/plans/new", get(plans::show_new).post(plans::create_plan))
+        .route("/plans", get(plans::show_plans))
+        .route("/plans/new", get(plans::pick_api))
+        .route("/plans/{id}", get(plans::show_plan).post(plans::update_plan))
+        .route("/approvals", get(approvals::show_approvals).post(approvals::decide))
+        .route("/developers", get(people::show_search))
+        .route("/developers/{id}", get(people::show_developer))
+        .route("/developers/{id}/approve", post(approvals::approve_developer))
+        .route("/consumers/{id}", get(people::show_consumer))
+        .route("/consumers/{id}/keys/{key}/{action}", post(people::key_action))
+        .route("/users", get(users::show_users).post(users::create_user))
+        .route("/users/{id}", post(users::update_user))
+        .route("/users/{id}/password", post(users::reset_password))
+        .route("/tokens", post(users::create_token))
+        .route("/tokens/{id}/delete", post(users::delete_token))
+        .route("/audit", get(audit::show_audit))
+        .route("/outbox", get(audit::show_outbox))
         .route("/live/{event}", get(live))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), web::guard));
