@@ -216,6 +216,7 @@ fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>, passw
     let line = |label: &str, value: &str| println!("  {label:<18}{value}");
     println!();
     println!("Tollgate is running in dev mode");
+    line("admin UI", &format!("{admin}/ui"));
     line("admin API", &admin);
     line("API reference", &format!("{admin}/admin/docs"));
     line("developer portal", &http_url(addrs.portal));

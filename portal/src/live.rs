@@ -4,7 +4,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use tollgate_admin::nodes::{self, Live};
+pub use tollgate_admin::nodes::Live;
+use tollgate_admin::nodes;
 use uuid::Uuid;
 
 use crate::state::PortalState;
