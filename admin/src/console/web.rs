@@ -252,7 +252,9 @@ async fn admit(state: &AppState, req: Request) -> Result<(Request, Option<Header
             .await
             .map_err(|r| Box::new(error_page(r.status(), r.message().to_owned())))?
     };
-    let path = req.uri().path_and_query().map_or(BASE, |p| p.as_str()).to_owned();
+    // Nested under `/ui`, the request's own URI has lost the prefix; the original has it.
+    let uri = req.extensions().get::<axum::extract::OriginalUri>().map_or_else(|| req.uri().clone(), |o| o.0.clone());
+    let path = uri.path_and_query().map_or(BASE, |p| p.as_str()).to_owned();
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut req = req;
     req.extensions_mut().insert(Visit { session, me, csrf: expected, path, request_id });

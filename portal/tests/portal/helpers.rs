@@ -122,6 +122,31 @@ impl Portal {
         b
     }
 
+    /// An admin user with `role` made by the owner over the REST API; returns (e-mail, password).
+    pub async fn admin_user(&self, role: &str) -> (String, String) {
+        let email = format!("{role}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let body = json!({"email": email, "role": role, "password": PASSWORD});
+        let (status, user) = self.admin_api(reqwest::Method::POST, "/users", Some(body)).await;
+        assert_eq!(status, 201, "{user}");
+        (email, PASSWORD.to_owned())
+    }
+
+    /// A browser logged in to the admin UI as `email`.
+    pub async fn admin_ui(&self, email: &str, password: &str) -> Browser {
+        let mut b = Browser::new(&self.admin.base_url);
+        let login = b.get("/ui/login").await;
+        assert_eq!(login.status, 200);
+        let page = b.post("/ui/login", &[("email", email), ("password", password), ("next", "")]).await;
+        assert!(page.url.ends_with("/ui"), "after login: {} {}", page.url, page.html);
+        b
+    }
+
+    /// The admin UI as its owner.
+    pub async fn owner_ui(&self) -> Browser {
+        let (email, password) = (self.admin.owner_email.clone(), self.admin.owner_password.clone());
+        self.admin_ui(&email, &password).await
+    }
+
     /// Counts rows of `table` (for "nothing changed" checks).
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM {table}");
@@ -211,6 +236,20 @@ impl Browser {
             req = req.header(*k, *v);
         }
         let res = req.send().await.expect("POST");
+        self.keep(res).await
+    }
+
+    /// Posts a multipart form (`files`: field, file name, content) with the page's CSRF token.
+    pub async fn post_multipart(&mut self, path: &str, fields: &[(&str, &str)], files: &[(&str, &str, &str)]) -> Page {
+        let mut form = reqwest::multipart::Form::new().text("csrf", self.csrf.clone());
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        for (k, name, content) in files {
+            let part = reqwest::multipart::Part::text(content.to_string()).file_name(name.to_string());
+            form = form.part(k.to_string(), part);
+        }
+        let res = self.http.post(self.url(path)).multipart(form).send().await.expect("POST");
         self.keep(res).await
     }
 

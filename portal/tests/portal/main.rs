@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, reason = "a failed setup step should fail the test loudly")]
 
 mod accounts;
+mod admin_ui;
 mod apps;
 mod catalog;
 mod chrome;
