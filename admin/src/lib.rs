@@ -10,6 +10,7 @@ pub mod change;
 pub mod config;
 pub mod consumers;
 pub mod db;
+pub mod demo;
 pub mod developers;
 pub mod documents;
 pub mod edge_auth;
