@@ -276,11 +276,23 @@ pub enum Outcome {
 /// What a first demo start created.
 #[derive(Debug)]
 pub struct Created {
-    pub login_email: &'static str,
     pub login_password: Secret,
     pub keys: Vec<DemoKey>,
     /// Requests in the synthetic history.
     pub history_requests: u64,
+}
+
+impl Created {
+    /// What was created, in one line; says that the history is made up.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} APIs, {} developers, {} apps; 30 days of SYNTHETIC usage history ({} made-up requests)",
+            APIS.len(),
+            DEVELOPERS.len(),
+            APPS.len(),
+            self.history_requests
+        )
+    }
 }
 
 /// Fills an empty database with the demo data, its APIs' targets at `upstream`; on a
@@ -313,7 +325,7 @@ pub async fn ensure(pool: &PgPool, upstream: SocketAddr, retention: &Retention) 
     }
     streams.extend(created.iter().flat_map(history::Stream::keyless));
     let history_requests = history::write(pool, &streams, retention).await?;
-    Ok(Outcome::Created(Created { login_email: LOGIN_EMAIL, login_password, keys, history_requests }))
+    Ok(Outcome::Created(Created { login_password, keys, history_requests }))
 }
 
 fn op<T>(result: ApiResult<T>) -> anyhow::Result<T> {
