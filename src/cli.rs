@@ -84,7 +84,7 @@ pub struct DevArgs {
     pub config_events_retention_hours: u64,
     /// Fill an empty database with example APIs, developers, apps and keys, 30 days of
     /// synthetic usage, and send live demo traffic through the gateway (docs/demo.md).
-    #[arg(long, env = "TOLLGATE_DEMO")]
+    #[arg(long, env = "TOLLGATE_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: bool,
     #[command(flatten)]
     pub usage_retention: UsageRetention,

@@ -158,7 +158,7 @@ impl Demo {
         };
         let traffic = match keys.is_empty() {
             true => format!("keyless calls only (no keys in {})", keys_file.display()),
-            false => format!("{} calls a second through the gateway, sent by this process", demo::traffic::RATE),
+            false => format!("about {} calls a second through the gateway, sent by this process", demo::traffic::RATE),
         };
         let mut lines = vec![banner_line("demo data", &data), banner_line("demo traffic", &traffic)];
         match password {

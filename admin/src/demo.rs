@@ -52,6 +52,29 @@ pub struct RouteSpec {
     pub latency_ms: f64,
 }
 
+impl RouteSpec {
+    const fn get(
+        name: &'static str,
+        path: &'static str,
+        examples: &'static [&'static str],
+        weight: u32,
+        latency_ms: f64,
+    ) -> Self {
+        Self { name, method: "GET", path, examples, body: None, weight, latency_ms }
+    }
+
+    const fn post(
+        name: &'static str,
+        path: &'static str,
+        examples: &'static [&'static str],
+        body: &'static str,
+        weight: u32,
+        latency_ms: f64,
+    ) -> Self {
+        Self { name, method: "POST", path, examples, body: Some(body), weight, latency_ms }
+    }
+}
+
 /// A demo API: its name, catalog entry, reference and routes.
 pub struct ApiSpec {
     pub name: &'static str,
@@ -69,28 +92,20 @@ pub const APIS: [ApiSpec; 3] = [
         tags: [TAG, "weather"],
         document: include_str!("demo/weather.yaml"),
         routes: &[
-            RouteSpec {
-                name: "current",
-                method: "GET",
-                path: "/weather/current",
-                examples: &[
-                    "/weather/current?city=Lisbon",
-                    "/weather/current?city=Oslo",
-                    "/weather/current?city=Lagos",
-                ],
-                body: None,
-                weight: 3,
-                latency_ms: 18.0,
-            },
-            RouteSpec {
-                name: "forecast",
-                method: "GET",
-                path: "/weather/forecast/{city}",
-                examples: &["/weather/forecast/Lisbon", "/weather/forecast/Tokyo"],
-                body: None,
-                weight: 1,
-                latency_ms: 45.0,
-            },
+            RouteSpec::get(
+                "current",
+                "/weather/current",
+                &["/weather/current?city=Lisbon", "/weather/current?city=Oslo", "/weather/current?city=Lagos"],
+                3,
+                18.0,
+            ),
+            RouteSpec::get(
+                "forecast",
+                "/weather/forecast/{city}",
+                &["/weather/forecast/Lisbon", "/weather/forecast/Tokyo"],
+                1,
+                45.0,
+            ),
         ],
     },
     ApiSpec {
@@ -99,33 +114,28 @@ pub const APIS: [ApiSpec; 3] = [
         tags: [TAG, "catalog"],
         document: include_str!("demo/books.yaml"),
         routes: &[
-            RouteSpec {
-                name: "list-books",
-                method: "GET",
-                path: "/books",
-                examples: &["/books", "/books?q=austen"],
-                body: None,
-                weight: 3,
-                latency_ms: 30.0,
-            },
-            RouteSpec {
-                name: "get-book",
-                method: "GET",
-                path: "/books/{isbn}",
-                examples: &["/books/9780141439518", "/books/9780451524935", "/books/0000000000000"],
-                body: None,
-                weight: 4,
-                latency_ms: 12.0,
-            },
-            RouteSpec {
-                name: "review-book",
-                method: "POST",
-                path: "/books/{isbn}/reviews",
-                examples: &["/books/9780141439518/reviews"],
-                body: Some(r#"{"rating": 5, "text": "Still sharp after two centuries."}"#),
-                weight: 1,
-                latency_ms: 60.0,
-            },
+            RouteSpec::get("list-books", "/books", &["/books", "/books?q=austen"], 3, 30.0),
+            RouteSpec::get(
+                "get-book",
+                "/books/{isbn}",
+                &[
+                    "/books/9780141439518",
+                    "/books/9780451524935",
+                    "/books/9780142437230",
+                    "/books/9780140449266",
+                    "/books/0000000000000",
+                ],
+                4,
+                12.0,
+            ),
+            RouteSpec::post(
+                "review-book",
+                "/books/{isbn}/reviews",
+                &["/books/9780141439518/reviews"],
+                r#"{"rating": 5, "text": "Still sharp after two centuries."}"#,
+                1,
+                60.0,
+            ),
         ],
     },
     ApiSpec {
@@ -134,24 +144,15 @@ pub const APIS: [ApiSpec; 3] = [
         tags: [TAG, "finance"],
         document: include_str!("demo/payments.yaml"),
         routes: &[
-            RouteSpec {
-                name: "create-payment",
-                method: "POST",
-                path: "/payments",
-                examples: &["/payments"],
-                body: Some(r#"{"amount": 1999, "currency": "EUR", "description": "Order 1042"}"#),
-                weight: 1,
-                latency_ms: 140.0,
-            },
-            RouteSpec {
-                name: "get-payment",
-                method: "GET",
-                path: "/payments/{id}",
-                examples: &["/payments/pay_42", "/payments/pay_7"],
-                body: None,
-                weight: 2,
-                latency_ms: 25.0,
-            },
+            RouteSpec::post(
+                "create-payment",
+                "/payments",
+                &["/payments"],
+                r#"{"amount": 1999, "currency": "EUR", "description": "Order 1042"}"#,
+                1,
+                140.0,
+            ),
+            RouteSpec::get("get-payment", "/payments/{id}", &["/payments/pay_42", "/payments/pay_7"], 2, 25.0),
         ],
     },
 ];
@@ -198,8 +199,8 @@ pub struct AppSpec {
     developer: usize,
     description: &'static str,
     pub subscriptions: &'static [(&'static str, &'static str)],
-    /// Calls per hour at the busiest time of day in the synthetic history, and the app's
-    /// share of the live traffic.
+    /// Calls per hour at the busiest time of day in the synthetic history (about what the
+    /// live traffic sends), and the app's share of the live traffic.
     pub per_hour: f64,
 }
 
@@ -210,35 +211,35 @@ pub const APPS: [AppSpec; 5] = [
         developer: 0,
         description: "A home-screen weather widget.",
         subscriptions: &[("weather", "pro"), ("books", "free")],
-        per_hour: 2400.0,
+        per_hour: 7200.0,
     },
     AppSpec {
         name: "checkout",
         developer: 0,
         description: "The web shop's checkout.",
         subscriptions: &[("payments", "sandbox")],
-        per_hour: 500.0,
+        per_hour: 1500.0,
     },
     AppSpec {
         name: "bookworm",
         developer: 1,
         description: "Reading lists for book clubs.",
         subscriptions: &[("books", "free"), ("weather", "free")],
-        per_hour: 1500.0,
+        per_hour: 4500.0,
     },
     AppSpec {
         name: "ledger-sync",
         developer: 2,
         description: "Reconciles payments with the ledger.",
         subscriptions: &[("books", "pro"), ("payments", "partner")],
-        per_hour: 900.0,
+        per_hour: 2700.0,
     },
     AppSpec {
         name: "ledgerly-reports",
         developer: 2,
         description: "Monthly reports.",
         subscriptions: &[("weather", "free")],
-        per_hour: 150.0,
+        per_hour: 450.0,
     },
 ];
 

@@ -26,7 +26,7 @@ const HOURS: i64 = 30 * 24;
 /// Series written per statement.
 const CHUNK: usize = 5_000;
 /// Keyless calls (refused with 401) per API and hour at the busiest time.
-const KEYLESS_PER_HOUR: f64 = 40.0;
+const KEYLESS_PER_HOUR: f64 = 120.0;
 
 /// Calls of one consumer's key on one route (or keyless calls on one route).
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use super::{APIS, APPS, ApiSpec, DemoKey};
 /// Calls per second.
 pub const RATE: u64 = 4;
 /// Weight of keyless calls, in the apps' unit (busiest-hour calls per hour).
-const KEYLESS_WEIGHT: f64 = 300.0;
+const KEYLESS_WEIGHT: f64 = 900.0;
 /// How long a call may take before it is given up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
