@@ -82,6 +82,10 @@ pub struct DevArgs {
     /// Hours config events are kept before pruning (the newest is always kept); 0 keeps all.
     #[arg(long, env = "TOLLGATE_CONFIG_EVENTS_RETENTION_HOURS", default_value_t = 168)]
     pub config_events_retention_hours: u64,
+    /// Fill an empty database with example APIs, developers, apps and keys, 30 days of
+    /// synthetic usage, and send live demo traffic through the gateway (docs/demo.md).
+    #[arg(long, env = "TOLLGATE_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo: bool,
     #[command(flatten)]
     pub usage_retention: UsageRetention,
     #[command(flatten)]

@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tollgate_admin::demo::{self, DemoKey};
 use tollgate_admin::pg_local::{LocalPgOptions, LocalPostgres};
 use tollgate_admin::seed::SeededOwner;
 use tollgate_admin::{AdminConfig, Secret};
@@ -50,6 +51,11 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
             .await?
             .with_context(|| format!("cannot write {}", password_file.display()))?;
     }
+    // Before the sample API: demo data goes only into a database without APIs.
+    let demo = match args.demo {
+        true => Some(Demo::prepare(&pool, args).await?),
+        false => None,
+    };
     // A fresh installation gets a published sample API, so the portal has something to call.
     let sample = match &owner {
         Some(_) => tollgate_admin::sample::ensure_sample_api(&pool, listeners.admin.local_addr()?).await?,
@@ -62,7 +68,8 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     config.redis_url = args.gateway_limits.redis_url.clone();
     config.usage_retention = args.usage_retention.retention();
     config.validate()?;
-    print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file);
+    let demo_lines = demo.as_ref().map_or_else(Vec::new, |d| d.lines.clone());
+    print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file, &demo_lines);
     if sample {
         println!(
             "  A sample API is published: GET {}/hello (subscribe to it in the portal).",
@@ -81,7 +88,8 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     let addrs = listeners.addrs()?;
     let mut portal = args.portal.config(http_url(addrs.portal), http_url(addrs.gateway));
     portal.redis_url = args.gateway_limits.redis_url.clone();
-    let outcome = serve_all(listeners, pool.clone(), config, portal, gateway).await;
+    let demo = demo.and_then(|d| d.live.map(|live| (live, http_url(addrs.gateway))));
+    let outcome = serve_all(listeners, pool.clone(), config, portal, gateway, demo).await;
     pool.close().await;
     outcome
 }
@@ -104,6 +112,74 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<Secret> {
 
 /// Where dev mode keeps the password of the owner it created, inside the state directory.
 const PASSWORD_FILE: &str = "admin-password";
+/// Where `--demo` keeps the demo developer's portal password and the demo apps' keys.
+const DEMO_PASSWORD_FILE: &str = "demo-password";
+const DEMO_KEYS_FILE: &str = "demo-keys";
+
+/// What `--demo` found or made, for the banner, and what it runs.
+struct Demo {
+    lines: Vec<String>,
+    live: Option<DemoLive>,
+}
+
+/// The demo upstream's listener and the keys of the demo traffic.
+struct DemoLive {
+    upstream: TcpListener,
+    keys: Vec<DemoKey>,
+}
+
+impl Demo {
+    /// Binds the demo upstream (loopback, any port) and fills an empty database, keeping
+    /// the new password and keys in the state directory; on a later start reads the keys.
+    async fn prepare(pool: &PgPool, args: &DevArgs) -> anyhow::Result<Self> {
+        let upstream = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let outcome = demo::ensure(pool, upstream.local_addr()?, &args.usage_retention.retention()).await?;
+        let (password_file, keys_file) = (args.state_dir.join(DEMO_PASSWORD_FILE), args.state_dir.join(DEMO_KEYS_FILE));
+        let (data, keys, password) = match outcome {
+            demo::Outcome::Skipped => {
+                let note = "skipped: the database has APIs already (--demo fills only an empty one)";
+                return Ok(Self { lines: vec![banner_line("demo data", note)], live: None });
+            }
+            demo::Outcome::Created(created) => {
+                let (path, password) = (password_file.clone(), created.login_password.clone());
+                let (keys_path, text) = (keys_file.clone(), demo::keys_to_text(&created.keys));
+                tokio::task::spawn_blocking(move || {
+                    write_private(&path, password.expose())?;
+                    write_private(&keys_path, &text)
+                })
+                .await?
+                .context("cannot keep the demo password and keys in the state directory")?;
+                (created.summary(), created.keys, Some(created.login_password))
+            }
+            demo::Outcome::Existing => {
+                let keys = tokio::fs::read_to_string(&keys_file).await.map(|t| demo::keys_from_text(&t));
+                ("there from an earlier start; nothing added".to_owned(), keys.unwrap_or_default(), None)
+            }
+        };
+        let traffic = match keys.is_empty() {
+            true => format!("keyless calls only (no keys in {})", keys_file.display()),
+            false => format!("about {} calls a second through the gateway, sent by this process", demo::traffic::RATE),
+        };
+        let mut lines = vec![banner_line("demo data", &data), banner_line("demo traffic", &traffic)];
+        match password {
+            Some(password) => {
+                lines.push(banner_line("portal login", demo::LOGIN_EMAIL));
+                lines.push(banner_line("portal password", password.expose()));
+                lines.push(format!("  (also saved, readable only by you, in {})", password_file.display()));
+            }
+            None => {
+                let login = format!("{} (password in {})", demo::LOGIN_EMAIL, password_file.display());
+                lines.push(banner_line("portal login", &login));
+            }
+        }
+        Ok(Self { lines, live: Some(DemoLive { upstream, keys }) })
+    }
+}
+
+/// One `label   value` line of the banner.
+fn banner_line(label: &str, value: &str) -> String {
+    format!("  {label:<18}{value}")
+}
 
 /// Writes `contents` to `path`, readable and writable by the owner only (mode 0600).
 fn write_private(path: &Path, contents: &str) -> io::Result<()> {
@@ -211,7 +287,7 @@ impl Database {
 }
 
 /// Prints where everything is. The owner's password appears only when it was just created.
-fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>, password_file: &Path) {
+fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>, password_file: &Path, demo: &[String]) {
     let admin = http_url(addrs.admin);
     let line = |label: &str, value: &str| println!("  {label:<18}{value}");
     println!();
@@ -233,6 +309,9 @@ fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>, passw
         }
         None => line("owner login", "an admin account exists already; its password was shown when it was created"),
     }
+    for demo_line in demo {
+        println!("{demo_line}");
+    }
     println!("Press Ctrl-C to stop.");
 }
 
@@ -252,6 +331,7 @@ async fn serve_all(
     config: AdminConfig,
     portal: tollgate_portal::PortalConfig,
     gateway: tollgate_gateway::GatewayOptions,
+    demo: Option<(DemoLive, String)>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -262,6 +342,12 @@ async fn serve_all(
     servers.spawn(async move { ("admin service", admin.await) });
     let portal = tollgate_portal::serve(listeners.portal, pool, portal, stopped(stop_rx.clone()));
     servers.spawn(async move { ("developer portal", portal.await) });
+    if let Some((live, gateway_url)) = demo {
+        let upstream = demo::upstream::serve(live.upstream, stopped(stop_rx.clone()));
+        servers.spawn(async move { ("demo upstream", upstream.await) });
+        let traffic = demo::traffic::run(gateway_url, live.keys, stopped(stop_rx.clone()));
+        servers.spawn(async move { ("demo traffic", traffic.await) });
+    }
     let gateway = tollgate_gateway::serve(listeners.gateway, gateway, stopped(stop_rx));
     servers.spawn(async move { ("gateway", gateway.await) });
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod consumers;
 pub mod db;
+pub mod demo;
 pub mod developers;
 pub mod documents;
 pub mod edge_auth;

@@ -70,12 +70,13 @@ pub async fn ensure_sample_api(pool: &PgPool, upstream: SocketAddr) -> anyhow::R
     ops::create::<Plan>(&state, &who, parent, serde_json::from_value(plan)?)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    publish_document(pool, &who, api.id).await?;
+    publish_document(pool, &who, api.id, DOCUMENT).await?;
     Ok(true)
 }
 
-async fn publish_document(pool: &PgPool, who: &Actor, api: Uuid) -> anyhow::Result<()> {
-    let checked = crate::documents::check(DOCUMENT).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// Stores `document` as the API's published reference (label `v1`), audited.
+pub(crate) async fn publish_document(pool: &PgPool, who: &Actor, api: Uuid, document: &str) -> anyhow::Result<()> {
+    let checked = crate::documents::check(document).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut tx = pool.begin().await?;
     let id = Uuid::now_v7();
     sqlx::query(
@@ -87,7 +88,7 @@ async fn publish_document(pool: &PgPool, who: &Actor, api: Uuid) -> anyhow::Resu
     .bind(&checked.title)
     .bind(&checked.openapi)
     .bind(checked.format)
-    .bind(DOCUMENT)
+    .bind(document)
     .bind(&checked.document)
     .execute(&mut *tx)
     .await?;

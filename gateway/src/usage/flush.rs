@@ -415,7 +415,7 @@ async fn write_local_quotas(
 
 /// The rows summed per minute, API and status class (other dimensions nil: "all"), in
 /// primary-key order.
-fn per_api(rows: &[(SeriesKey, Counts)]) -> Vec<(SeriesKey, Counts)> {
+pub fn per_api(rows: &[(SeriesKey, Counts)]) -> Vec<(SeriesKey, Counts)> {
     let nil = Uuid::nil();
     let mut sums = Batch::default();
     for (key, counts) in rows {
