@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Browser, PASSWORD, Page, Portal};
 
-const PETS: &str = r#"openapi: 3.0.3
+pub const PETS: &str = r#"openapi: 3.0.3
 info: {title: Pet Store, version: "1.0", description: Pets for everyone.}
 servers: [{url: "http://127.0.0.1:9/v2"}]
 paths:
@@ -46,8 +46,7 @@ fn review_fields(page: &Page) -> Vec<(String, String)> {
         }
         out.push((format!("route.{i}.include"), "on".into()));
     }
-    let content = between(&page.html, "<textarea name=\"content\" hidden aria-hidden=\"true\">", "</textarea>");
-    out.push(("content".into(), unescape(&content)));
+    out.push(("content".into(), value_of(page, "content")));
     out
 }
 

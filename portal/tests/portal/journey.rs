@@ -15,7 +15,7 @@ use crate::chrome;
 use crate::helpers::{PASSWORD, Portal};
 
 /// An upstream answering every request with a small JSON forecast.
-async fn upstream() -> SocketAddr {
+pub async fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
     let addr = listener.local_addr().expect("addr");
     let app = axum::Router::new().fallback(|| async { axum::Json(json!({"forecast": "sunny"})) });
@@ -24,7 +24,7 @@ async fn upstream() -> SocketAddr {
 }
 
 /// A gateway node following the portal's database, on `listener`.
-fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
+pub fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
     let addr = listener.local_addr().expect("addr");
     let options = GatewayOptions {
         source: ConfigSource::Postgres(pool),

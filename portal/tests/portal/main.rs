@@ -5,6 +5,7 @@
 
 mod accounts;
 mod admin_ui;
+mod admin_ui_browser;
 mod apps;
 mod catalog;
 mod chrome;
