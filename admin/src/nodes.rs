@@ -132,4 +132,3 @@ impl Live {
         Ok(Self::of(event, p.applied, p.live))
     }
 }
-

@@ -302,7 +302,10 @@ async fn key_created(
         calls,
         chrome: Chrome::new(&who.visit, title, "apps"),
         expires,
-        old_until: old.as_ref().and_then(|k| k.expires_at).map_or_else(String::new, tollgate_admin::ui::format::date_time),
+        old_until: old
+            .as_ref()
+            .and_then(|k| k.expires_at)
+            .map_or_else(String::new, tollgate_admin::ui::format::date_time),
         old_prefix: old.map(|k| k.prefix),
         created,
         app,

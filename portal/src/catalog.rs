@@ -149,7 +149,8 @@ async fn api_page(
         .bind(api.id)
         .fetch_all(state.db())
         .await?;
-    let plans = plans.into_iter().map(|plan| PlanView { words: tollgate_admin::words::plan(&plan.to_input()), plan }).collect();
+    let plans =
+        plans.into_iter().map(|plan| PlanView { words: tollgate_admin::words::plan(&plan.to_input()), plan }).collect();
     let (apps, mine) = match &visit.me {
         Some(me) => {
             let sql = format!(

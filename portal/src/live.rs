@@ -4,8 +4,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-pub use tollgate_admin::nodes::Live;
 use tollgate_admin::nodes;
+pub use tollgate_admin::nodes::Live;
 use uuid::Uuid;
 
 use crate::state::PortalState;

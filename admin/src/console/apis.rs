@@ -136,8 +136,15 @@ pub async fn upload(who: Admin, mut form: Multipart) -> Result<Response, UiError
     };
     let draft = import::draft(&checked.document);
     let chrome = Chrome::new(&who.visit, "Review the import", "apis");
-    Ok(ReviewPage { chrome, errors: FieldErrors::default(), draft, portal_visible: true, title: checked.title, content }
-        .into_response())
+    Ok(ReviewPage {
+        chrome,
+        errors: FieldErrors::default(),
+        draft,
+        portal_visible: true,
+        title: checked.title,
+        content,
+    }
+    .into_response())
 }
 
 /// The review form's routes, as typed.
@@ -204,7 +211,8 @@ fn check_import(form: &FormData, draft: &Draft) -> Result<Checked, FieldErrors> 
         .map_err(|e| errors.add("upstream", format!("The upstream URL: {}", e.detail_of("host"))));
     let mut routes = Vec::new();
     for (i, r) in draft.routes.iter().enumerate().filter(|(_, r)| r.include) {
-        let methods: Vec<String> = r.methods.split([' ', ',']).filter(|m| !m.is_empty()).map(str::to_uppercase).collect();
+        let methods: Vec<String> =
+            r.methods.split([' ', ',']).filter(|m| !m.is_empty()).map(str::to_uppercase).collect();
         let rewrite = if r.rewrite.is_empty() { Value::Null } else { Value::from(r.rewrite.clone()) };
         let body = json!({"name": r.name, "paths": [r.path], "methods": methods, "rewrite_path": rewrite});
         match parse_json::<crate::routes::RouteInput>(body.to_string().as_bytes())
@@ -255,8 +263,15 @@ pub async fn save_import(State(state): State<AppState>, who: Admin, body: Bytes)
     let review = |errors: FieldErrors, draft: Draft| {
         let chrome = Chrome::new(&who.visit, "Review the import", "apis");
         let title = checked.title.clone();
-        ReviewPage { chrome, errors, draft, portal_visible: form.has("portal_visible"), title, content: content.clone() }
-            .into_response()
+        ReviewPage {
+            chrome,
+            errors,
+            draft,
+            portal_visible: form.has("portal_visible"),
+            title,
+            content: content.clone(),
+        }
+        .into_response()
     };
     let plan = match check_import(&form, &draft) {
         Ok(p) => p,
@@ -419,7 +434,8 @@ async fn api_page(
         targets: targets
             .into_iter()
             .map(|t| {
-                let pool = serde_json::to_value(t.pool).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                let pool =
+                    serde_json::to_value(t.pool).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                 let role = format!("{}, {pool} pool", if t.backup { "backup" } else { "primary" });
                 TargetLine { id: t.id, host: t.host, port: t.port, weight: t.weight, role }
             })
@@ -484,9 +500,11 @@ pub async fn save_api(
     let form = FormData::parse(&body);
     let version: i64 = form.get("version").parse().unwrap_or(-1);
     let outcome = match to_json(&SETTINGS, &form) {
-        Ok(patch) => ops::patch::<Api>(&state, &who.actor(), None, id, IfMatch::Versions(vec![version]), Value::Object(patch))
-            .await
-            .map_err(|e| stale_or_fields(&e, &SETTINGS)),
+        Ok(patch) => {
+            ops::patch::<Api>(&state, &who.actor(), None, id, IfMatch::Versions(vec![version]), Value::Object(patch))
+                .await
+                .map_err(|e| stale_or_fields(&e, &SETTINGS))
+        }
         Err(errors) => Err(errors),
     };
     match outcome {
@@ -558,28 +576,22 @@ async fn create_child<R: Resource>(
     Ok(crate::nodes::latest_event(state.db(), created.id()).await.ok().flatten().unwrap_or(0))
 }
 
-/// `POST /ui/apis/{id}/targets`.
-pub async fn add_target(
+/// `POST /ui/apis/{id}/targets` and `POST /ui/apis/{id}/routes`: the "add" forms of the
+/// API page (their fields are prefixed `target-` and `route-`).
+pub async fn add_child(
     State(state): State<AppState>,
     who: Admin,
-    Path(id): Path<Uuid>,
+    Path((id, kind)): Path<(Uuid, String)>,
     body: Bytes,
 ) -> Result<Response, UiError> {
     who.require(Role::Editor)?;
-    let form = FormData::parse(&body).within("target-");
-    child_outcome(&state, &who, id, create_child::<Target>(&state, &who, id, &TARGET, &form).await, "target").await
-}
-
-/// `POST /ui/apis/{id}/routes`.
-pub async fn add_route(
-    State(state): State<AppState>,
-    who: Admin,
-    Path(id): Path<Uuid>,
-    body: Bytes,
-) -> Result<Response, UiError> {
-    who.require(Role::Editor)?;
-    let form = FormData::parse(&body).within("route-");
-    child_outcome(&state, &who, id, create_child::<Route>(&state, &who, id, &ROUTE, &form).await, "route").await
+    let form = FormData::parse(&body);
+    let (outcome, prefix) = match kind.as_str() {
+        "targets" => (create_child::<Target>(&state, &who, id, &TARGET, &form.within("target-")).await, "target"),
+        "routes" => (create_child::<Route>(&state, &who, id, &ROUTE, &form.within("route-")).await, "route"),
+        _ => return Err(UiError::NotFound),
+    };
+    child_outcome(&state, &who, id, outcome, prefix).await
 }
 
 async fn child_outcome(

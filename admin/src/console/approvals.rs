@@ -60,7 +60,13 @@ pub struct NoticeQuery {
     notice: Option<String>,
 }
 
-async fn page(state: &AppState, who: &Admin, errors: FieldErrors, reason: String, chosen: Vec<Uuid>) -> Result<ApprovalsPage, UiError> {
+async fn page(
+    state: &AppState,
+    who: &Admin,
+    errors: FieldErrors,
+    reason: String,
+    chosen: Vec<Uuid>,
+) -> Result<ApprovalsPage, UiError> {
     let requests: Vec<Request> = sqlx::query_as(
         "SELECT s.id, s.created_at, c.name AS app, c.id AS consumer_id,
                 coalesce(o.name, d.email, 'admin-created') AS owner, a.name AS api, p.name AS plan, s.comment

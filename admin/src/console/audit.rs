@@ -170,8 +170,20 @@ pub async fn show_audit(
         })
         .collect();
     let mut kinds: Vec<String> = [
-        "api", "route", "target", "plan", "consumer", "api_key", "subscription", "developer", "api_document",
-        "token_binding", "organisation", "organisation_member", "organisation_invite", "developer_session",
+        "api",
+        "route",
+        "target",
+        "plan",
+        "consumer",
+        "api_key",
+        "subscription",
+        "developer",
+        "api_document",
+        "token_binding",
+        "organisation",
+        "organisation_member",
+        "organisation_invite",
+        "developer_session",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -257,14 +269,21 @@ mod tests {
 
     #[test]
     fn diffs_show_changed_fields_only() {
-        let d = diff(Some(&json!({"a": 1, "b": "x", "version": 1})), Some(&json!({"a": 2, "b": "x", "c": [1], "version": 2})));
-        let got: Vec<(&str, &str, &str)> = d.iter().map(|c| (c.field.as_str(), c.before.as_str(), c.after.as_str())).collect();
+        let d = diff(
+            Some(&json!({"a": 1, "b": "x", "version": 1})),
+            Some(&json!({"a": 2, "b": "x", "c": [1], "version": 2})),
+        );
+        let got: Vec<(&str, &str, &str)> =
+            d.iter().map(|c| (c.field.as_str(), c.before.as_str(), c.after.as_str())).collect();
         assert_eq!(got, vec![("a", "1", "2"), ("c", "—", "[1]")]);
         assert_eq!(diff(None, Some(&json!({"name": "n"})))[0].after, "n");
     }
 
     #[test]
     fn links_are_found_in_mail_bodies() {
-        assert_eq!(links("Open https://p.example/verify?t=1. Or (http://x.y/z)"), vec!["https://p.example/verify?t=1", "http://x.y/z"]);
+        assert_eq!(
+            links("Open https://p.example/verify?t=1. Or (http://x.y/z)"),
+            vec!["https://p.example/verify?t=1", "http://x.y/z"]
+        );
     }
 }

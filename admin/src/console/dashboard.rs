@@ -88,7 +88,8 @@ pub async fn show_dashboard(
     Query(q): Query<DashboardQuery>,
 ) -> Result<Response, UiError> {
     let window = Window::pick(&q.range);
-    let base = crate::usage::api::UsageQuery { api_id: q.api, consumer_id: q.consumer, key_id: q.key, ..window.query() };
+    let base =
+        crate::usage::api::UsageQuery { api_id: q.api, consumer_id: q.consumer, key_id: q.key, ..window.query() };
     let all = report(&state, &base).await?;
     let buckets = window.buckets(&all);
     let totals = Totals::of(&all.series.first().map(|s| s.total.clone()).unwrap_or_default());

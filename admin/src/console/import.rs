@@ -107,11 +107,8 @@ pub fn draft(doc: &Value) -> Draft {
     let info = doc.get("info");
     let text = |k: &str| info.and_then(|i| i.get(k)).and_then(Value::as_str).unwrap_or("").trim().to_owned();
     let description = [text("summary"), text("description")].into_iter().find(|s| !s.is_empty()).unwrap_or_default();
-    let mut d = Draft {
-        name: slug(&text("title")),
-        description: description.chars().take(2000).collect(),
-        ..Draft::default()
-    };
+    let mut d =
+        Draft { name: slug(&text("title")), description: description.chars().take(2000).collect(), ..Draft::default() };
     let base = match server(doc) {
         Some((origin, base)) => {
             d.upstream = format!("{origin}{base}");
@@ -175,8 +172,11 @@ mod tests {
         assert_eq!(d.name, "pet-store-v2");
         assert_eq!(d.description, "Pets.");
         assert_eq!(d.upstream, "https://pets.example.com:8443/v2");
-        let routes: Vec<(&str, &str, &str, &str)> =
-            d.routes.iter().map(|r| (r.name.as_str(), r.methods.as_str(), r.path.as_str(), r.rewrite.as_str())).collect();
+        let routes: Vec<(&str, &str, &str, &str)> = d
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), r.methods.as_str(), r.path.as_str(), r.rewrite.as_str()))
+            .collect();
         assert_eq!(
             routes,
             vec![

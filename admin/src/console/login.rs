@@ -64,12 +64,11 @@ pub async fn login(
     let form = FormData::parse(&body);
     let (email, next) = (form.get("email").to_owned(), form.get("next").to_owned());
     let reservation = state.throttle().reserve(&email, peer.ip()).map_err(UiError::TooMany)?;
-    let account: Option<Account> = sqlx::query_as(
-        "SELECT id, email, password_hash, disabled FROM admin_users WHERE lower(email) = lower($1)",
-    )
-    .bind(&email)
-    .fetch_optional(state.db())
-    .await?;
+    let account: Option<Account> =
+        sqlx::query_as("SELECT id, email, password_hash, disabled FROM admin_users WHERE lower(email) = lower($1)")
+            .bind(&email)
+            .fetch_optional(state.db())
+            .await?;
     let stored = account.as_ref().map(|a| a.password_hash.clone());
     let password = form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default();
     let right = password::verify(Secret::new(password), stored).await.map_err(UiError::internal)?;

@@ -306,7 +306,8 @@ pub async fn key_action(
     let outcome = match action.as_str() {
         "revoke" => keys::revoke(&mut tx, &actor, id, key, &if_match).await.map(|_| None),
         "rotate" => {
-            let input = RotateInput { overlap_seconds: overlap_hours.saturating_mul(3600), name: None, expires_at: None };
+            let input =
+                RotateInput { overlap_seconds: overlap_hours.saturating_mul(3600), name: None, expires_at: None };
             keys::rotate(&mut tx, &actor, id, key, &if_match, &input).await.map(|r| Some(r.new.secret))
         }
         _ => return Err(UiError::NotFound),

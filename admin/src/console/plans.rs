@@ -82,7 +82,8 @@ pub async fn show_plans(
     .fetch_all(state.db())
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let full: Vec<Plan> = sqlx::query_as("SELECT * FROM plans WHERE id = ANY($1)").bind(&ids).fetch_all(state.db()).await?;
+    let full: Vec<Plan> =
+        sqlx::query_as("SELECT * FROM plans WHERE id = ANY($1)").bind(&ids).fetch_all(state.db()).await?;
     let plans = rows
         .into_iter()
         .map(|r| {
@@ -181,10 +182,13 @@ pub async fn show_new(State(state): State<AppState>, who: Admin, Path(api): Path
     who.require(Role::Editor)?;
     let api = ops::read::<Api>(&state, None, api).await?.into_body();
     let mut values = Values::default();
-    for (k, v) in [("burst", "0"), ("limit_mode", "local"), ("redis_failure_policy", "fail_open"), ("portal_visible", "true")] {
+    for (k, v) in
+        [("burst", "0"), ("limit_mode", "local"), ("redis_failure_policy", "fail_open"), ("portal_visible", "true")]
+    {
         values.set(k, v);
     }
-    let page = plan_page(&state, &who, api, None, values, &BTreeMap::new(), FieldErrors::default(), vec![], false, 0).await?;
+    let page =
+        plan_page(&state, &who, api, None, values, &BTreeMap::new(), FieldErrors::default(), vec![], false, 0).await?;
     Ok(page.into_response())
 }
 
@@ -205,9 +209,19 @@ pub async fn show_plan(
     let values = Values::from_json(&PLAN, &json);
     let costs = plan.route_costs.0.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let words = crate::words::plan(&plan.to_input());
-    let mut page =
-        plan_page(&state, &who, api, Some((id, plan.version)), values, &costs, FieldErrors::default(), words, false, q.event)
-            .await?;
+    let mut page = plan_page(
+        &state,
+        &who,
+        api,
+        Some((id, plan.version)),
+        values,
+        &costs,
+        FieldErrors::default(),
+        words,
+        false,
+        q.event,
+    )
+    .await?;
     page.chrome = page.chrome.with_notice(q.notice.as_deref());
     Ok(page.into_response())
 }
@@ -253,7 +267,7 @@ fn plan_errors(e: &crate::error::ApiError) -> FieldErrors {
         }
     }
     for (f, m) in stale_or_fields(e, &PLAN).0 {
-        if !(f.is_empty() && !out.is_empty()) {
+        if !f.is_empty() || out.is_empty() {
             out.add(f, m);
         }
     }
@@ -298,7 +312,9 @@ async fn save_plan(
     let body = match parsed {
         Ok((b, _)) => b,
         Err(errors) => {
-            return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, show(errors, vec![], false).await?).into_response());
+            return Ok(
+                (axum::http::StatusCode::UNPROCESSABLE_ENTITY, show(errors, vec![], false).await?).into_response()
+            );
         }
     };
     let input = match parse_json::<PlanInput>(body.to_string().as_bytes())
@@ -326,8 +342,10 @@ async fn save_plan(
             let notice = if id.is_some() { "saved" } else { "created" };
             Ok(Redirect::to(&format!("{BASE}/plans/{}?notice={notice}&event={event}", p.id)).into_response())
         }
-        Err(e) => Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, show(plan_errors(&e), vec![], false).await?)
-            .into_response()),
+        Err(e) => {
+            Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, show(plan_errors(&e), vec![], false).await?)
+                .into_response())
+        }
     }
 }
 

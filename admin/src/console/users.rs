@@ -102,7 +102,11 @@ async fn page(state: &AppState, who: &Admin, errors: FieldErrors) -> Result<User
             })
             .collect(),
         errors,
-        roles: vec![("viewer", "Viewer: reads everything"), ("editor", "Editor: also changes APIs, plans, keys"), ("owner", "Owner: also manages users")],
+        roles: vec![
+            ("viewer", "Viewer: reads everything"),
+            ("editor", "Editor: also changes APIs, plans, keys"),
+            ("owner", "Owner: also manages users"),
+        ],
         secret: None,
         new_email: String::new(),
         new_name: String::new(),
@@ -258,7 +262,11 @@ pub async fn create_token(State(state): State<AppState>, who: Admin, body: Bytes
 }
 
 /// `POST /ui/tokens/{id}/delete`: revokes one of the signed-in user's tokens.
-pub async fn delete_token(State(state): State<AppState>, who: Admin, Path(id): Path<Uuid>) -> Result<Response, UiError> {
+pub async fn delete_token(
+    State(state): State<AppState>,
+    who: Admin,
+    Path(id): Path<Uuid>,
+) -> Result<Response, UiError> {
     let parent = Some(Parent { kind: "admin_user", table: "admin_users", id: who.me.id });
     ops::delete::<AccessToken>(&state, &who.actor(), parent, id, IfMatch::Any).await?;
     Ok(Redirect::to(&format!("{BASE}/users?notice=token-revoked")).into_response())

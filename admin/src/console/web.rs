@@ -6,14 +6,14 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::views::ErrorPage;
 use crate::auth::Role;
 use crate::change::Actor;
-use crate::error::ApiError;
 use crate::state::AppState;
+use crate::ui::error::Face;
 use crate::ui::session::{Session, Subject};
 use crate::ui::{assets, csrf, form};
 
@@ -154,61 +154,20 @@ pub fn notice(code: &str) -> Option<&'static str> {
     })
 }
 
-/// A handler's failure, rendered as a page (or a redirect).
+/// The face whose error pages this module renders.
 #[derive(Debug)]
-pub enum UiError {
-    NotFound,
-    Forbidden(&'static str),
-    TooMany(u64),
-    Conflict(String),
-    Redirect(String),
-    Internal(String),
-}
+pub struct AdminFace;
 
-impl UiError {
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
+impl Face for AdminFace {
+    const NAME: &'static str = "admin UI";
 
-impl From<sqlx::Error> for UiError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::internal(e)
-    }
-}
-
-impl From<ApiError> for UiError {
-    fn from(e: ApiError) -> Self {
-        match e.status() {
-            StatusCode::NOT_FOUND => Self::NotFound,
-            StatusCode::FORBIDDEN => Self::Forbidden("You may not do this."),
-            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED | StatusCode::UNPROCESSABLE_ENTITY => {
-                Self::Conflict(e.detail().to_owned())
-            }
-            _ => Self::Internal(e.to_string()),
-        }
-    }
-}
-
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            UiError::Redirect(to) => return Redirect::to(&to).into_response(),
-            UiError::NotFound => (StatusCode::NOT_FOUND, "There is nothing here.".to_owned()),
-            UiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_owned()),
-            UiError::TooMany(secs) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many attempts. Try again in {} minutes.", secs.div_ceil(60).max(1)),
-            ),
-            UiError::Conflict(m) => (StatusCode::CONFLICT, m),
-            UiError::Internal(m) => {
-                tracing::error!(error = %m, "admin UI request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again.".to_owned())
-            }
-        };
+    fn error_page(status: StatusCode, message: String) -> Response {
         error_page(status, message)
     }
 }
+
+/// A handler's failure, rendered as this face's error page (or a redirect).
+pub type UiError = crate::ui::error::UiError<AdminFace>;
 
 /// A plain error page (no account menu: it may be rendered before the guard ran).
 pub fn error_page(status: StatusCode, message: String) -> Response {

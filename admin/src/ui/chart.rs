@@ -217,7 +217,12 @@ impl Window {
     /// A usage query over this window (filters and grouping left to the caller).
     pub fn query(&self) -> UsageQuery {
         let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
-        UsageQuery { from: rfc(self.from), to: rfc(self.to), granularity: Some(self.granularity), ..UsageQuery::default() }
+        UsageQuery {
+            from: rfc(self.from),
+            to: rfc(self.to),
+            granularity: Some(self.granularity),
+            ..UsageQuery::default()
+        }
     }
 
     /// The report's points summed into this window's buckets (all series together).

@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod chart;
 pub mod csrf;
+pub mod error;
 pub mod form;
 pub mod format;
 pub mod headers;

@@ -118,8 +118,15 @@ pub async fn login(
     )
     .await?;
     tx.commit().await?;
-    start_session(&state, &visit, Subject::Developer(account.id), &peer, user_agent(&headers), safe_next(&form.next, "/apps"))
-        .await
+    start_session(
+        &state,
+        &visit,
+        Subject::Developer(account.id),
+        &peer,
+        user_agent(&headers),
+        safe_next(&form.next, "/apps"),
+    )
+    .await
 }
 
 /// Starts a session (a new id) and redirects to `to` with its cookie.

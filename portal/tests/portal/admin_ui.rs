@@ -93,7 +93,8 @@ async fn sign_in_is_checked_throttled_and_ends_everywhere() {
     assert!(to_login.url.contains("/ui/login?next=%2Fui%2Fapis"), "{}", to_login.url);
     let root = anon.get("/").await;
     assert!(root.url.contains("/ui/login"), "/ leads to the UI: {}", root.url);
-    let wrong = anon.post("/ui/login", &[("email", "owner@example.com"), ("password", "not it at all"), ("next", "")]).await;
+    let wrong =
+        anon.post("/ui/login", &[("email", "owner@example.com"), ("password", "not it at all"), ("next", "")]).await;
     assert_eq!(wrong.field_error("email").as_deref(), Some("The e-mail address or the password is not right"));
     assert!(anon.get("/ui").await.url.contains("/ui/login"), "a wrong password opens no session");
 
@@ -128,7 +129,8 @@ async fn a_viewer_sees_no_forms_and_forged_posts_change_nothing() {
 
     let (email, password) = portal.admin_user("viewer").await;
     let mut viewer = portal.admin_ui(&email, &password).await;
-    for path in [format!("/ui/apis/{id}"), "/ui/apis".into(), "/ui/plans".into(), "/ui/approvals".into(), "/ui/users".into()]
+    for path in
+        [format!("/ui/apis/{id}"), "/ui/apis".into(), "/ui/plans".into(), "/ui/approvals".into(), "/ui/users".into()]
     {
         let page = viewer.get(&path).await;
         assert_eq!(page.status, 200, "{path}");
@@ -161,12 +163,17 @@ async fn an_editor_cannot_manage_admin_users() {
     let page = editor.get("/ui/users").await;
     assert!(page.shows("Your account") && !page.shows("Add a user"), "{}", page.html);
     let users_before = portal.count("admin_users").await;
-    let made = editor.post("/ui/users", &[("email", "new@example.com"), ("display_name", "N"), ("role", "owner")]).await;
+    let made =
+        editor.post("/ui/users", &[("email", "new@example.com"), ("display_name", "N"), ("role", "owner")]).await;
     assert_eq!(made.status, 403);
     let (_, users) = portal.admin_api(Method::GET, "/users", None).await;
-    let owner_id = users["data"].as_array().and_then(|u| u.iter().find(|u| u["role"] == "owner")).map(|u| u["id"].clone());
+    let owner_id =
+        users["data"].as_array().and_then(|u| u.iter().find(|u| u["role"] == "owner")).map(|u| u["id"].clone());
     let owner_id = owner_id.and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    assert_eq!(editor.post(&format!("/ui/users/{owner_id}"), &[("version", "1"), ("role", "viewer")]).await.status, 403);
+    assert_eq!(
+        editor.post(&format!("/ui/users/{owner_id}"), &[("version", "1"), ("role", "viewer")]).await.status,
+        403
+    );
     assert_eq!(editor.post(&format!("/ui/users/{owner_id}/password"), &[]).await.status, 403);
     assert_eq!(portal.count("admin_users").await, users_before);
     // Their own tokens they do manage.
@@ -183,7 +190,8 @@ async fn an_owner_manages_users_with_passwords_shown_once() {
     let bad = owner.post("/ui/users", &[("email", "not-an-address"), ("display_name", "X"), ("role", "editor")]).await;
     assert_eq!(bad.status, 422);
     assert!(bad.field_error("email").is_some(), "{}", bad.html);
-    let made = owner.post("/ui/users", &[("email", "ops@example.com"), ("display_name", "Ops"), ("role", "viewer")]).await;
+    let made =
+        owner.post("/ui/users", &[("email", "ops@example.com"), ("display_name", "Ops"), ("role", "viewer")]).await;
     assert!(made.shows("User created"), "{}", made.html);
     let password = between(&made.html, "<code id=\"new-key\">", "</code>");
     assert!(password.len() >= 20, "{password}");
@@ -192,9 +200,13 @@ async fn an_owner_manages_users_with_passwords_shown_once() {
     // The owner makes ops an editor; a second save from the same (now stale) page is refused.
     let page = owner.get("/ui/users").await;
     let (_, users) = portal.admin_api(Method::GET, "/users", None).await;
-    let ops_id = users["data"].as_array().and_then(|u| u.iter().find(|u| u["email"] == "ops@example.com")).map(|u| u["id"].clone());
+    let ops_id = users["data"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["email"] == "ops@example.com"))
+        .map(|u| u["id"].clone());
     let ops_id = ops_id.and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let form_at = page.html.find(&format!("action=\"/ui/users/{ops_id}\"")).unwrap_or_else(|| panic!("no form for ops"));
+    let form_at =
+        page.html.find(&format!("action=\"/ui/users/{ops_id}\"")).unwrap_or_else(|| panic!("no form for ops"));
     let version = between(&page.html[form_at..], "name=\"version\" value=\"", "\"");
     let promoted = owner.post(&format!("/ui/users/{ops_id}"), &[("version", &version), ("role", "editor")]).await;
     assert!(promoted.url.contains("notice=saved"), "{}", promoted.html);
@@ -245,7 +257,10 @@ async fn an_openapi_import_is_reviewed_then_saved_through_the_operations() {
     assert_eq!(names, vec!["list-pets"]);
     assert_eq!(routes["data"][0]["rewrite_path"], "/v2/pets");
     let (_, targets) = portal.admin_api(Method::GET, &format!("/apis/{id}/targets"), None).await;
-    assert_eq!((targets["data"][0]["host"].as_str(), targets["data"][0]["port"].as_i64()), (Some("127.0.0.1"), Some(9)));
+    assert_eq!(
+        (targets["data"][0]["host"].as_str(), targets["data"][0]["port"].as_i64()),
+        (Some("127.0.0.1"), Some(9))
+    );
     let (_, docs) = portal.admin_api(Method::GET, &format!("/apis/{id}/documents"), None).await;
     assert_eq!(docs[0]["published"], true, "the document is the API's published reference: {docs}");
     let (_, audit) = portal.admin_api(Method::GET, &format!("/audit-log?entity_id={id}"), None).await;
@@ -323,8 +338,9 @@ async fn the_plan_editor_speaks_the_portals_words_and_checks_every_field() {
     let portal = Portal::spawn().await;
     let (_, api) = portal.admin_api(Method::POST, "/apis", Some(json!({"name": "orders"}))).await;
     let id = api["id"].as_str().unwrap_or_default().to_owned();
-    let (_, route) =
-        portal.admin_api(Method::POST, &format!("/apis/{id}/routes"), Some(json!({"name": "bulk", "paths": ["/bulk"]}))).await;
+    let (_, route) = portal
+        .admin_api(Method::POST, &format!("/apis/{id}/routes"), Some(json!({"name": "bulk", "paths": ["/bulk"]})))
+        .await;
     let route_id = route["id"].as_str().unwrap_or_default().to_owned();
     let mut owner = portal.owner_ui().await;
     let new = owner.get(&format!("/ui/apis/{id}/plans/new")).await;
@@ -392,7 +408,8 @@ async fn the_queue_decides_several_requests_at_once_and_rejections_need_a_reason
         pending_request(&portal, "orders", &plan, app).await;
     }
     let (_, subs) = portal.admin_api(Method::GET, "/subscriptions?status=pending", None).await;
-    let ids: Vec<String> = subs["data"].as_array().into_iter().flatten().filter_map(|s| s["id"].as_str().map(str::to_owned)).collect();
+    let ids: Vec<String> =
+        subs["data"].as_array().into_iter().flatten().filter_map(|s| s["id"].as_str().map(str::to_owned)).collect();
     assert_eq!(ids.len(), 3, "{subs}");
     let mut owner = portal.owner_ui().await;
     let queue = owner.get("/ui/approvals").await;
@@ -408,10 +425,18 @@ async fn the_queue_decides_several_requests_at_once_and_rejections_need_a_reason
     let approved =
         owner.post("/ui/approvals", &[("id", &ids[0]), ("id", &ids[1]), ("decision", "approve"), ("reason", "")]).await;
     assert!(approved.url.contains("notice=decided"), "{}", approved.html);
-    let rejected = owner.post("/ui/approvals", &[("id", &ids[2]), ("decision", "reject"), ("reason", "Use the free plan")]).await;
+    let rejected =
+        owner.post("/ui/approvals", &[("id", &ids[2]), ("decision", "reject"), ("reason", "Use the free plan")]).await;
     assert!(rejected.url.contains("notice=rejected"), "{}", rejected.html);
     let statuses = |subs: &Value| -> Vec<(String, String)> {
-        subs["data"].as_array().into_iter().flatten().map(|s| (s["id"].as_str().unwrap_or_default().to_owned(), s["status"].as_str().unwrap_or_default().to_owned())).collect()
+        subs["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (s["id"].as_str().unwrap_or_default().to_owned(), s["status"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect()
     };
     let (_, all) = portal.admin_api(Method::GET, "/subscriptions", None).await;
     let st = statuses(&all);
@@ -429,18 +454,25 @@ async fn keys_are_found_by_prefix_and_revoked_with_a_reason_the_audit_keeps() {
     let portal = Portal::spawn().await;
     let (_, c) = portal.admin_api(Method::POST, "/consumers", Some(json!({"name": "acme-app"}))).await;
     let consumer = c["id"].as_str().unwrap_or_default().to_owned();
-    let (_, key) = portal.admin_api(Method::POST, &format!("/consumers/{consumer}/keys"), Some(json!({"name": "prod"}))).await;
-    let (key_id, prefix) = (key["id"].as_str().unwrap_or_default().to_owned(), key["prefix"].as_str().unwrap_or_default().to_owned());
+    let (_, key) =
+        portal.admin_api(Method::POST, &format!("/consumers/{consumer}/keys"), Some(json!({"name": "prod"}))).await;
+    let (key_id, prefix) =
+        (key["id"].as_str().unwrap_or_default().to_owned(), key["prefix"].as_str().unwrap_or_default().to_owned());
     let mut owner = portal.owner_ui().await;
     let found = owner.get(&format!("/ui/developers?q={prefix}")).await;
-    assert!(found.shows(&format!("{prefix}…")) && found.html.contains(&format!("/ui/consumers/{consumer}")), "{}", found.html);
+    assert!(
+        found.shows(&format!("{prefix}…")) && found.html.contains(&format!("/ui/consumers/{consumer}")),
+        "{}",
+        found.html
+    );
     let app = owner.get(&format!("/ui/consumers/{consumer}")).await;
     assert!(app.shows("acme-app"));
     let revoke = format!("/ui/consumers/{consumer}/keys/{key_id}/revoke");
     let no_reason = owner.post(&revoke, &[("version", "1"), ("reason", ""), ("overlap_hours", "24")]).await;
     assert_eq!(no_reason.status, 422);
     assert!(no_reason.field_error(&format!("reason-{key_id}")).is_some(), "{}", no_reason.html);
-    let done = owner.post(&revoke, &[("version", "1"), ("reason", "Leaked in a public repo"), ("overlap_hours", "")]).await;
+    let done =
+        owner.post(&revoke, &[("version", "1"), ("reason", "Leaked in a public repo"), ("overlap_hours", "")]).await;
     assert!(done.url.contains("notice=key-revoked"), "{}", done.html);
     let (_, k) = portal.admin_api(Method::GET, &format!("/consumers/{consumer}/keys/{key_id}"), None).await;
     assert!(k["revoked_at"].is_string());
@@ -451,11 +483,15 @@ async fn keys_are_found_by_prefix_and_revoked_with_a_reason_the_audit_keeps() {
     assert!(log.shows("“Leaked in a public repo”") && log.shows("revoked_at"), "{}", log.html);
 
     // Rotation shows the successor once and keeps the old key for the overlap.
-    let (_, key2) = portal.admin_api(Method::POST, &format!("/consumers/{consumer}/keys"), Some(json!({"name": "next"}))).await;
+    let (_, key2) =
+        portal.admin_api(Method::POST, &format!("/consumers/{consumer}/keys"), Some(json!({"name": "next"}))).await;
     let key2 = key2["id"].as_str().unwrap_or_default().to_owned();
     owner.get(&format!("/ui/consumers/{consumer}")).await;
     let rotated = owner
-        .post(&format!("/ui/consumers/{consumer}/keys/{key2}/rotate"), &[("version", "1"), ("reason", "yearly"), ("overlap_hours", "2")])
+        .post(
+            &format!("/ui/consumers/{consumer}/keys/{key2}/rotate"),
+            &[("version", "1"), ("reason", "yearly"), ("overlap_hours", "2")],
+        )
         .await;
     assert!(rotated.shows("Key rotated") && rotated.html.contains("<code id=\"new-key\">tg_"), "{}", rotated.html);
 }
@@ -495,9 +531,8 @@ async fn pages_carry_strict_headers_and_refuse_cross_site_posts() {
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     let before = audit_rows(&portal).await;
     let csrf = page.csrf();
-    let cross = owner
-        .post_raw("/ui/tokens", &[("csrf", &csrf), ("name", "x")], &[("sec-fetch-site", "cross-site")])
-        .await;
+    let cross =
+        owner.post_raw("/ui/tokens", &[("csrf", &csrf), ("name", "x")], &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!(cross.status, 403);
     let tokenless = owner.post_raw("/ui/tokens", &[("name", "x")], &[]).await;
     assert_eq!(tokenless.status, 403);

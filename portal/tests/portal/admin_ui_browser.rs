@@ -14,7 +14,7 @@ use crate::apps::{create_app, issue_key};
 use crate::chrome::{self, Chrome};
 use crate::helpers::Portal;
 use crate::journey::{gateway, upstream};
-use crate::pages::{audit_here, check};
+use crate::pages::{VARIANTS, audit_here, check};
 
 async fn log_in(b: &Chrome, portal: &Portal, email: &str, password: &str) {
     b.goto(&format!("{}/ui/login", portal.admin.base_url)).await;
@@ -77,9 +77,18 @@ async fn an_owner_publishes_an_openapi_file_and_approves_the_first_developer() {
     let (_, plans) = portal.admin_api(reqwest::Method::GET, "/subscriptions", None).await;
     assert_eq!(plans["data"].as_array().map(Vec::len), Some(0));
     let page = dev.get("/apis/forecasts").await;
-    let plan_id = page.html.split("name=\"plan\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_owned();
+    let plan_id = page
+        .html
+        .split("name=\"plan\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
     let asked = dev
-        .post("/apis/forecasts/subscribe", &[("app", &app.to_string()), ("plan", &plan_id), ("comment", "For our farm planner")])
+        .post(
+            "/apis/forecasts/subscribe",
+            &[("app", &app.to_string()), ("plan", &plan_id), ("comment", "For our farm planner")],
+        )
         .await;
     assert!(asked.url.contains("notice=requested"), "{}", asked.html);
     let call = || async {
@@ -128,12 +137,7 @@ async fn admin_pages_work_in_light_and_dark_on_laptops_and_phones() {
     let plan = plans["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let (_, consumers) = portal.admin_api(reqwest::Method::GET, "/consumers", None).await;
     let consumer = consumers["data"][0]["id"].as_str().unwrap_or_default().to_owned();
-    for (dark, width, height, variant) in [
-        (false, 1280, 900, "light-laptop"),
-        (true, 1280, 900, "dark-laptop"),
-        (false, 390, 844, "light-phone"),
-        (true, 390, 844, "dark-phone"),
-    ] {
+    for (dark, width, height, variant) in VARIANTS {
         let Some(b) = chrome::start(dark, width, height).await else { return };
         let p = |path: &str| format!("{}{path}", portal.admin.base_url);
         check(&b, &p("/ui/login"), "admin-login", variant).await;

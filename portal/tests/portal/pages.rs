@@ -42,6 +42,14 @@ fn shots_dir() -> Option<PathBuf> {
         .map(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("docs").join("screenshots"))
 }
 
+/// Light and dark, laptop and phone.
+pub const VARIANTS: [(bool, u32, u32, &str); 4] = [
+    (false, 1280, 900, "light-laptop"),
+    (true, 1280, 900, "dark-laptop"),
+    (false, 390, 844, "light-phone"),
+    (true, 390, 844, "dark-phone"),
+];
+
 pub async fn check(b: &Chrome, url: &str, name: &str, variant: &str) {
     b.goto(url).await;
     b.wait_for("main", 5).await;
@@ -70,12 +78,7 @@ async fn main_pages_work_in_light_and_dark_on_laptops_and_phones() {
     let mut dev = portal.developer("pages@example.com").await;
     let app = create_app(&mut dev, "Weather station").await;
     issue_key(&mut dev, app).await;
-    for (dark, width, height, variant) in [
-        (false, 1280, 900, "light-laptop"),
-        (true, 1280, 900, "dark-laptop"),
-        (false, 390, 844, "light-phone"),
-        (true, 390, 844, "dark-phone"),
-    ] {
+    for (dark, width, height, variant) in VARIANTS {
         let Some(b) = chrome::start(dark, width, height).await else { return };
         let p = |path: &str| format!("{}{path}", portal.base);
         check(&b, &p("/"), "portal-home", variant).await;
