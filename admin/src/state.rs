@@ -22,6 +22,7 @@ struct Inner {
     throttle: LoginThrottle,
     redis: Option<RedisCounter>,
     sessions: SessionStore,
+    dashboard: crate::console::dashboard::Cache,
 }
 
 impl AppState {
@@ -42,7 +43,8 @@ impl AppState {
             secure: config.ui_https,
         };
         let sessions = SessionStore::new(db.clone(), policy);
-        Self(Arc::new(Inner { db, config, throttle, redis, sessions }))
+        let dashboard = crate::console::dashboard::Cache::default();
+        Self(Arc::new(Inner { db, config, throttle, redis, sessions, dashboard }))
     }
 
     /// The state the shared operations (`ops`, `keys`, `subscriptions`, usage and quota
@@ -74,6 +76,11 @@ impl AppState {
     /// The admin UI's browser sessions.
     pub fn sessions(&self) -> &SessionStore {
         &self.0.sessions
+    }
+
+    /// The admin UI dashboard's recent numbers.
+    pub fn dashboard_cache(&self) -> &crate::console::dashboard::Cache {
+        &self.0.dashboard
     }
 
     /// Failed-login bookkeeping.

@@ -82,7 +82,7 @@ fn per_api(table: &str, api_table: &str) -> String {
          SELECT bucket, api_id, '00000000-0000-0000-0000-000000000000', '00000000-0000-0000-0000-000000000000',
                 '00000000-0000-0000-0000-000000000000', '00000000-0000-0000-0000-000000000000', status_class,
                 -- One row's histogram stands for the sum: page latency, not percentiles, is measured here.
-                sum(requests), sum(request_bytes), sum(response_bytes), sum(latency_us_sum), (array_agg(hist))[1]
+                sum(requests), sum(request_bytes), sum(response_bytes), sum(latency_us_sum), min(hist)
          FROM {table} GROUP BY bucket, api_id, status_class"
     )
 }
@@ -130,7 +130,9 @@ pub async fn fill(pool: &sqlx::PgPool, s: Sizes) -> anyhow::Result<()> {
 pub async fn fresh_database(server_url: &str, name: &str) -> anyhow::Result<sqlx::PgPool> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(server_url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
     conn.close().await?;
     let base = server_url.rsplit_once('/').map_or(server_url, |(b, _)| b);
@@ -141,7 +143,13 @@ pub async fn fresh_database(server_url: &str, name: &str) -> anyhow::Result<sqlx
 
 /// Signs in through a login form at `{base}{login}` (CSRF token from the page); the client
 /// keeps the session cookie. Fails unless the sign-in lands on a path starting with `lands`.
-pub async fn sign_in(base: &str, login: &str, email: &str, password: &str, lands: &str) -> anyhow::Result<reqwest::Client> {
+pub async fn sign_in(
+    base: &str,
+    login: &str,
+    email: &str,
+    password: &str,
+    lands: &str,
+) -> anyhow::Result<reqwest::Client> {
     let http = reqwest::Client::builder().cookie_store(true).build()?;
     let page = http.get(format!("{base}{login}")).send().await?.text().await?;
     let csrf =

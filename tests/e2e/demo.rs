@@ -117,6 +117,7 @@ async fn demo_fills_an_empty_database_once_and_sends_live_traffic() -> anyhow::R
     })
     .await?;
     assert!(live >= 10);
+    dashboard_shows_live_traffic(&dev).await?;
 
     let before: Counts = sqlx::query_as(COUNTS).fetch_one(&db.pool).await?;
     let history = history_before(&db.pool, started).await?;
@@ -202,4 +203,22 @@ async fn gateway_call(dev: &DevProcess, state: &std::path::Path) -> anyhow::Resu
     .await?;
     assert_eq!(body["city"], "Lisbon", "{body}");
     Ok(key.to_owned())
+}
+
+/// The owner logs in to the admin UI the banner names; the dashboard's last hour shows the
+/// live demo calls and the dev process's gateway node in sync.
+async fn dashboard_shows_live_traffic(dev: &DevProcess) -> anyhow::Result<()> {
+    let ui = dev.field("admin UI").context("no admin UI in the banner")?;
+    let password = dev.field("owner password").context("no owner password")?;
+    let http = reqwest::Client::builder().cookie_store(true).build()?;
+    let login = http.get(format!("{ui}/login")).send().await?.text().await?;
+    let csrf = login.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
+    let form = [("csrf", csrf), ("email", "admin@localhost"), ("password", password.as_str()), ("next", "")];
+    let res = http.post(format!("{ui}/login")).form(&form).send().await?;
+    anyhow::ensure!(res.url().path() == "/ui", "not logged in: {}", res.url());
+    let page = http.get(format!("{ui}?range=hour")).send().await?.text().await?;
+    let requests = page.split("<dt>Requests</dt><dd>").nth(1).and_then(|r| r.split('<').next()).unwrap_or("0");
+    anyhow::ensure!(requests != "0", "the dashboard shows no live traffic");
+    anyhow::ensure!(page.contains("in sync"), "the dev gateway is not listed in sync");
+    Ok(())
 }

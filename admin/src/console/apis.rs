@@ -359,7 +359,11 @@ pub struct TargetLine {
     pub host: String,
     pub port: i32,
     pub weight: i32,
+    pub backup: bool,
+    /// `stable` or `canary`.
+    pub pool: String,
     pub role: String,
+    pub version: i64,
 }
 
 /// A route's line on the API page.
@@ -390,6 +394,8 @@ struct ApiPage {
     protocols: Vec<(&'static str, &'static str)>,
     pools: Vec<(&'static str, &'static str)>,
     plan_options: Vec<(String, String)>,
+    /// The "add a route" form's values.
+    rv: Values,
 }
 
 /// `?notice=&event=`.
@@ -437,7 +443,17 @@ async fn api_page(
                 let pool =
                     serde_json::to_value(t.pool).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                 let role = format!("{}, {pool} pool", if t.backup { "backup" } else { "primary" });
-                TargetLine { id: t.id, host: t.host, port: t.port, weight: t.weight, role }
+                let pool = pool.to_owned();
+                TargetLine {
+                    id: t.id,
+                    host: t.host,
+                    port: t.port,
+                    weight: t.weight,
+                    backup: t.backup,
+                    pool,
+                    role,
+                    version: t.version,
+                }
             })
             .collect(),
         methods: vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -467,6 +483,7 @@ async fn api_page(
         protocols: vec![("http", "HTTP"), ("https", "HTTPS")],
         pools: vec![("stable", "Stable"), ("canary", "Canary")],
         plan_options,
+        rv: route_defaults(),
         api,
     })
 }
@@ -632,4 +649,148 @@ pub async fn delete_child(
     };
     let event = crate::nodes::latest_event(state.db(), child).await?.unwrap_or(0);
     Ok(Redirect::to(&format!("{BASE}/apis/{id}?notice=deleted&event={event}")).into_response())
+}
+
+/// What a new route's form starts with.
+fn route_defaults() -> Values {
+    let mut v = Values::default();
+    v.set("priority", "0");
+    v.set("cost", "1");
+    v
+}
+
+/// `POST /ui/apis/{id}/targets/{target}`: weight, backup and pool of a target, as a merge
+/// patch with the version the row showed.
+pub async fn save_target(
+    State(state): State<AppState>,
+    who: Admin,
+    Path((id, target)): Path<(Uuid, Uuid)>,
+    body: Bytes,
+) -> Result<Response, UiError> {
+    who.require(Role::Editor)?;
+    let form = FormData::parse(&body);
+    let version: i64 = form.get("version").parse().unwrap_or(-1);
+    let specs = [Spec("weight", Kind::Int), Spec("backup", Kind::Bool), Spec("pool", Kind::Text)];
+    let parent = Some(Parent { kind: "api", table: "apis", id });
+    let outcome = match to_json(&specs, &form) {
+        Ok(patch) => ops::patch::<Target>(
+            &state,
+            &who.actor(),
+            parent,
+            target,
+            IfMatch::Versions(vec![version]),
+            Value::Object(patch),
+        )
+        .await
+        .map_err(|e| stale_or_fields(&e, &specs)),
+        Err(errors) => Err(errors),
+    };
+    match outcome {
+        Ok(_) => {
+            let event = crate::nodes::latest_event(state.db(), target).await?.unwrap_or(0);
+            Ok(Redirect::to(&format!("{BASE}/apis/{id}?notice=saved&event={event}")).into_response())
+        }
+        Err(errors) => {
+            let mut shown = FieldErrors::default();
+            for (f, m) in errors.0 {
+                shown.add(format!("target-{target}"), if f.is_empty() { m } else { format!("{f}: {m}") });
+            }
+            let api = ops::read::<Api>(&state, None, id).await?.into_body();
+            let page = api_page(&state, &who, api, None, shown, 0).await?;
+            Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/route.html")]
+struct RoutePage {
+    chrome: Chrome,
+    api: Api,
+    route: Route,
+    version: i64,
+    rv: Values,
+    errors: FieldErrors,
+    methods: Vec<&'static str>,
+    live: Live,
+}
+
+async fn route_page(
+    state: &AppState,
+    who: &Admin,
+    id: Uuid,
+    route: Uuid,
+    form: Option<(&FormData, i64)>,
+    errors: FieldErrors,
+) -> Result<RoutePage, UiError> {
+    let api = ops::read::<Api>(state, None, id).await?.into_body();
+    let parent = Some(Parent { kind: "api", table: "apis", id });
+    let current = ops::read::<Route>(state, parent, route).await?.into_body();
+    let (rv, version) = match form {
+        Some((f, v)) => (Values::from_form(&ROUTE, f), v),
+        None => {
+            (Values::from_json(&ROUTE, &serde_json::to_value(&current).map_err(UiError::internal)?), current.version)
+        }
+    };
+    let event = crate::nodes::latest_event(state.db(), route).await?.unwrap_or(0);
+    Ok(RoutePage {
+        chrome: Chrome::new(&who.visit, format!("Route {}", current.name), "apis"),
+        api,
+        route: current,
+        version,
+        rv,
+        errors,
+        methods: vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        live: Live::of_event(state.db(), event).await?,
+    })
+}
+
+/// `GET /ui/apis/{id}/routes/{route}`.
+pub async fn show_route(
+    State(state): State<AppState>,
+    who: Admin,
+    Path((id, route)): Path<(Uuid, Uuid)>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Response, UiError> {
+    let mut page = route_page(&state, &who, id, route, None, FieldErrors::default()).await?;
+    page.chrome = page.chrome.with_notice(q.notice.as_deref());
+    Ok(page.into_response())
+}
+
+/// `POST /ui/apis/{id}/routes/{route}`: the route's fields as a merge patch with the version
+/// the form was rendered from.
+pub async fn save_route(
+    State(state): State<AppState>,
+    who: Admin,
+    Path((id, route)): Path<(Uuid, Uuid)>,
+    body: Bytes,
+) -> Result<Response, UiError> {
+    who.require(Role::Editor)?;
+    let form = FormData::parse(&body).within("route-");
+    let version: i64 = FormData::parse(&body).get("version").parse().unwrap_or(-1);
+    let parent = Some(Parent { kind: "api", table: "apis", id });
+    let outcome = match to_json(&ROUTE, &form) {
+        Ok(patch) => ops::patch::<Route>(
+            &state,
+            &who.actor(),
+            parent,
+            route,
+            IfMatch::Versions(vec![version]),
+            Value::Object(patch),
+        )
+        .await
+        .map_err(|e| stale_or_fields(&e, &ROUTE)),
+        Err(errors) => Err(errors),
+    };
+    match outcome {
+        Ok(_) => Ok(Redirect::to(&format!("{BASE}/apis/{id}/routes/{route}?notice=saved")).into_response()),
+        Err(errors) => {
+            let mut prefixed = FieldErrors::default();
+            for (f, m) in errors.0 {
+                prefixed.add(if f.is_empty() { f } else { format!("route-{f}") }, m);
+            }
+            let page = route_page(&state, &who, id, route, Some((&form, version)), prefixed).await?;
+            Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
 }

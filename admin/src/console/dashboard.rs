@@ -3,6 +3,10 @@
 //! nodes with the config event each has applied. Read through the usage operations the
 //! REST API answers with, so the UI shows the numbers `GET /usage` gives.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
@@ -30,6 +34,7 @@ pub struct DashboardQuery {
 }
 
 /// One line of a "top" table.
+#[derive(Debug, Clone)]
 pub struct TopRow {
     pub name: String,
     pub link: String,
@@ -88,12 +93,52 @@ pub async fn show_dashboard(
     Query(q): Query<DashboardQuery>,
 ) -> Result<Response, UiError> {
     let window = Window::pick(&q.range);
+    let top_by = if q.consumer.is_some() { TopBy::Key } else { TopBy::Consumer };
+    let scope = scope(&q);
+    let key = format!("{}{scope}", window.range);
+    let numbers = match state.dashboard_cache().get(&key) {
+        Some(n) => n,
+        None => {
+            let n = Arc::new(numbers(&state, &q, &window, top_by).await?);
+            state.dashboard_cache().put(key, n.clone());
+            n
+        }
+    };
+    let crumbs = crumbs(&state, &q, window.range).await?;
+    let (nodes, latest_event) = nodes(&state).await?;
+    let chrome = Chrome::new(&who.visit, "Dashboard", "dashboard").with_notice(q.notice.as_deref());
+    Ok(DashboardPage {
+        chrome,
+        range: window.range,
+        ranges: RANGES.iter().map(|r| (r.0, r.1)).collect(),
+        scope,
+        crumbs,
+        totals: numbers.totals.clone(),
+        requests_svg: chart::requests(&numbers.buckets),
+        latency_svg: chart::latency(&numbers.buckets),
+        buckets: numbers.buckets.clone(),
+        top_title: if top_by == TopBy::Key { "Busiest keys" } else { "Busiest consumers" },
+        top: numbers.top.clone(),
+        routes: numbers.routes.clone(),
+        nodes,
+        latest_event,
+    }
+    .into_response())
+}
+
+/// The usage numbers of one view of the dashboard.
+#[derive(Debug, Clone)]
+pub struct Numbers {
+    buckets: Vec<Bucket>,
+    totals: Totals,
+    top: Vec<TopRow>,
+    routes: Vec<TopRow>,
+}
+
+async fn numbers(state: &AppState, q: &DashboardQuery, window: &Window, top_by: TopBy) -> Result<Numbers, UiError> {
     let base =
         crate::usage::api::UsageQuery { api_id: q.api, consumer_id: q.consumer, key_id: q.key, ..window.query() };
-    let all = report(&state, &base).await?;
-    let buckets = window.buckets(&all);
-    let totals = Totals::of(&all.series.first().map(|s| s.total.clone()).unwrap_or_default());
-    let top_by = if q.consumer.is_some() { TopBy::Key } else { TopBy::Consumer };
+    let all = report(state, &base).await?;
     let ranking = |by| TopQuery {
         by: Some(by),
         limit: Some(10),
@@ -104,33 +149,42 @@ pub async fn show_dashboard(
         key_id: q.key,
         ..TopQuery::default()
     };
-    let scope = scope(&q);
     let drill = |e: &TopEntry| match top_by {
-        TopBy::Key => format!("?range={}{}&key={}", window.range, scope_without_key(&q), e.id),
-        _ => format!("?range={}{}&consumer={}", window.range, api_scope(&q), e.id),
+        TopBy::Key => format!("?range={}{}&key={}", window.range, scope_without_key(q), e.id),
+        _ => format!("?range={}{}&consumer={}", window.range, api_scope(q), e.id),
     };
-    let top_rows = top(&state, &ranking(top_by)).await?.data.iter().map(|e| row(e, drill(e))).collect();
-    let routes = top(&state, &ranking(TopBy::Route)).await?.data.iter().map(|e| row(e, String::new())).collect();
-    let crumbs = crumbs(&state, &q, window.range).await?;
-    let (nodes, latest_event) = nodes(&state).await?;
-    let chrome = Chrome::new(&who.visit, "Dashboard", "dashboard").with_notice(q.notice.as_deref());
-    Ok(DashboardPage {
-        chrome,
-        range: window.range,
-        ranges: RANGES.iter().map(|r| (r.0, r.1)).collect(),
-        scope,
-        crumbs,
-        totals,
-        requests_svg: chart::requests(&buckets),
-        latency_svg: chart::latency(&buckets),
-        buckets,
-        top_title: if top_by == TopBy::Key { "Busiest keys" } else { "Busiest consumers" },
-        top: top_rows,
-        routes,
-        nodes,
-        latest_event,
+    Ok(Numbers {
+        buckets: window.buckets(&all),
+        totals: Totals::of(&all.series.first().map(|s| s.total.clone()).unwrap_or_default()),
+        top: top(state, &ranking(top_by)).await?.data.iter().map(|e| row(e, drill(e))).collect(),
+        routes: top(state, &ranking(TopBy::Route)).await?.data.iter().map(|e| row(e, String::new())).collect(),
+    })
+}
+
+/// How long the dashboard's numbers are reused: gateways report usage every 10 seconds,
+/// so a view newer than that would show nothing newer.
+const FRESH: Duration = Duration::from_secs(10);
+/// Views kept (one per range and drill-down).
+const VIEWS: usize = 256;
+
+/// The dashboard's recent numbers by view, so a reload or a second user within
+/// [`FRESH`] does not scan the usage tables again.
+#[derive(Default)]
+pub struct Cache(Mutex<HashMap<String, (Instant, Arc<Numbers>)>>);
+
+impl Cache {
+    fn get(&self, key: &str) -> Option<Arc<Numbers>> {
+        let map = self.0.lock().ok()?;
+        map.get(key).filter(|(at, _)| at.elapsed() < FRESH).map(|(_, n)| n.clone())
     }
-    .into_response())
+
+    fn put(&self, key: String, numbers: Arc<Numbers>) {
+        let Ok(mut map) = self.0.lock() else { return };
+        map.retain(|_, (at, _)| at.elapsed() < FRESH);
+        if map.len() < VIEWS {
+            map.insert(key, (Instant::now(), numbers));
+        }
+    }
 }
 
 fn row(e: &TopEntry, link: String) -> TopRow {

@@ -36,6 +36,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/apis/import/save", post(apis::save_import))
         .route("/apis/{id}", get(apis::show_api).post(apis::save_api))
         .route("/apis/{id}/{kind}", post(apis::add_child))
+        .route("/apis/{id}/targets/{target}", post(apis::save_target))
+        .route("/apis/{id}/routes/{route}", get(apis::show_route).post(apis::save_route))
         .route("/apis/{id}/{kind}/{child}/delete", post(apis::delete_child))
         .route("/apis/{id}/plans/new", get(plans::show_new).post(plans::create_plan))
         .route("/plans", get(plans::show_plans))

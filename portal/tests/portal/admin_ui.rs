@@ -542,3 +542,60 @@ async fn pages_carry_strict_headers_and_refuse_cross_site_posts() {
     let list = owner.get("/ui/apis").await;
     assert!(!list.html.contains("<script>alert(1)") && list.shows("<script>alert(1)</script>"));
 }
+
+#[tokio::test]
+async fn targets_and_routes_are_edited_in_place() {
+    let portal = Portal::spawn().await;
+    let (_, api) = portal.admin_api(Method::POST, "/apis", Some(json!({"name": "orders"}))).await;
+    let id = api["id"].as_str().unwrap_or_default().to_owned();
+    let (_, target) = portal
+        .admin_api(Method::POST, &format!("/apis/{id}/targets"), Some(json!({"host": "10.0.0.1", "port": 80})))
+        .await;
+    let target = target["id"].as_str().unwrap_or_default().to_owned();
+    let (_, route) = portal
+        .admin_api(Method::POST, &format!("/apis/{id}/routes"), Some(json!({"name": "all", "paths": ["/orders/*"]})))
+        .await;
+    let route = route["id"].as_str().unwrap_or_default().to_owned();
+    let mut owner = portal.owner_ui().await;
+
+    owner.get(&format!("/ui/apis/{id}")).await;
+    let path = format!("/ui/apis/{id}/targets/{target}");
+    let bad = owner.post(&path, &[("version", "1"), ("weight", "-5"), ("pool", "stable")]).await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.html.contains(&format!("id=\"target-{target}\"")), "{}", bad.html);
+    let saved = owner.post(&path, &[("version", "1"), ("weight", "25"), ("backup", "on"), ("pool", "canary")]).await;
+    assert!(saved.url.contains("notice=saved"), "{}", saved.html);
+    let (_, t) = portal.admin_api(Method::GET, &format!("/apis/{id}/targets/{target}"), None).await;
+    assert_eq!(
+        (t["weight"].as_i64(), t["backup"].as_bool(), t["pool"].as_str()),
+        (Some(25), Some(true), Some("canary"))
+    );
+
+    let edit = owner.get(&format!("/ui/apis/{id}/routes/{route}")).await;
+    assert_eq!(value_of(&edit, "route-name"), "all");
+    let route_path = format!("/ui/apis/{id}/routes/{route}");
+    let fields = |paths: &str, version: &str| -> Vec<(String, String)> {
+        vec![
+            ("version".into(), version.into()),
+            ("route-name".into(), "all".into()),
+            ("route-paths".into(), paths.into()),
+            ("route-methods".into(), "GET".into()),
+            ("route-methods".into(), "HEAD".into()),
+            ("route-priority".into(), "5".into()),
+            ("route-cost".into(), "2".into()),
+        ]
+    };
+    let refused = post_fields(&mut owner, &route_path, &fields("no-slash", "1")).await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.field_error("route-paths").is_some(), "{}", refused.html);
+    let saved = post_fields(&mut owner, &route_path, &fields("/orders/*\n/v2/orders/*", "1")).await;
+    assert!(saved.url.contains("notice=saved"), "{}", saved.html);
+    let (_, r) = portal.admin_api(Method::GET, &format!("/apis/{id}/routes/{route}"), None).await;
+    assert_eq!(r["paths"], json!(["/orders/*", "/v2/orders/*"]));
+    assert_eq!(
+        (r["methods"].clone(), r["priority"].as_i64(), r["cost"].as_i64()),
+        (json!(["GET", "HEAD"]), Some(5), Some(2))
+    );
+    let stale = post_fields(&mut owner, &route_path, &fields("/stale/*", "1")).await;
+    assert!(stale.shows("Someone else saved this since you opened it"), "{}", stale.html);
+}
