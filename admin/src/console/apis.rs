@@ -64,7 +64,7 @@ pub async fn show_apis(
     who: Admin,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, UiError> {
-    let pattern = format!("%{}%", q.q.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let pattern = format!("%{}%", crate::ui::form::escape_like(q.q.trim()));
     let apis: Vec<ApiRow> = sqlx::query_as(
         "SELECT a.id, a.name, a.description, a.enabled, a.portal_visible,
                 (SELECT count(*) FROM routes r WHERE r.api_id = a.id) AS routes,

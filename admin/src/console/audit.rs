@@ -123,7 +123,7 @@ pub async fn show_audit(
         qb.push(" AND entity_kind <> ALL(").push_bind(hidden.to_vec()).push(")");
     }
     if !q.who.trim().is_empty() {
-        let like = format!("%{}%", q.who.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let like = format!("%{}%", crate::ui::form::escape_like(q.who.trim()));
         qb.push(" AND actor_name ILIKE ").push_bind(like);
     }
     if !q.entity.is_empty() {

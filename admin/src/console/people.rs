@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::fields::FormData;
 use super::web::{Admin, BASE, Chrome, FieldErrors, UiError};
+use crate::ui::form::escape_like;
 use crate::auth::Role;
 use crate::extract::IfMatch;
 use crate::keys::{self, RotateInput};
@@ -46,9 +47,6 @@ struct SearchPage {
     recent: Vec<Hit>,
 }
 
-fn like(q: &str) -> String {
-    format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
-}
 
 /// `GET /ui/developers?q=`: organisations, developers, apps and keys matching `q`; without
 /// `q`, the newest developers.
@@ -60,6 +58,17 @@ pub async fn show_search(
     let term = q.q.trim().to_owned();
     let hits: Vec<Hit> = if term.is_empty() {
         Vec::new()
+    } else if term.starts_with(tollgate_gateway::key_format::PREFIX) {
+        // Keys all start with `tg_`: a key prefix, looked up by its index.
+        sqlx::query_as(
+            "SELECT 'key' AS kind, k.id, k.prefix || '…' AS title,
+                    c.name || CASE WHEN k.revoked_at IS NOT NULL THEN ' · revoked' ELSE '' END AS detail, c.id AS app
+             FROM api_keys k JOIN consumers c ON c.id = k.consumer_id
+             WHERE k.prefix LIKE $1 ORDER BY k.prefix, k.created_at DESC LIMIT 50",
+        )
+        .bind(format!("{}%", escape_like(&term)))
+        .fetch_all(state.db())
+        .await?
     } else {
         sqlx::query_as(
             "(SELECT 'organisation' AS kind, o.id, o.name AS title,
@@ -73,14 +82,9 @@ pub async fn show_search(
              (SELECT 'app', c.id, c.name, coalesce(o.name, d.email, 'admin-created'), c.id
               FROM consumers c LEFT JOIN organisations o ON o.id = c.organisation_id
                    LEFT JOIN developers d ON d.id = c.developer_id
-              WHERE c.name ILIKE $1 ORDER BY c.name LIMIT 25)
-             UNION ALL
-             (SELECT 'key', k.id, k.prefix || '…', c.name || CASE WHEN k.revoked_at IS NOT NULL THEN ' · revoked' ELSE '' END, c.id
-              FROM api_keys k JOIN consumers c ON c.id = k.consumer_id
-              WHERE k.prefix LIKE $2 ORDER BY k.created_at DESC LIMIT 25)",
+              WHERE c.name ILIKE $1 ORDER BY c.name LIMIT 25)",
         )
-        .bind(like(&term))
-        .bind(format!("{}%", term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
+        .bind(format!("%{}%", escape_like(&term)))
         .fetch_all(state.db())
         .await?
     };

@@ -2,7 +2,7 @@
 //! per-route costs, limit mode, failure policy, visibility and approval, which shows the
 //! plan in the words the portal uses (also as a preview before saving).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -42,7 +42,6 @@ const PLAN: [Spec; 12] = [
 ];
 
 /// A plan's line in the list.
-#[derive(sqlx::FromRow)]
 pub struct PlanRow {
     pub id: Uuid,
     pub api_id: Uuid,
@@ -74,23 +73,33 @@ pub async fn show_plans(
     who: Admin,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response, UiError> {
-    let rows: Vec<PlanRow> = sqlx::query_as(
-        "SELECT p.id, p.api_id, a.name AS api, p.name, p.approval_required, p.portal_visible,
-                (SELECT count(*) FROM subscriptions s WHERE s.plan_id = p.id AND s.status = 'active') AS subscriptions
-         FROM plans p JOIN apis a ON a.id = p.api_id ORDER BY a.name, p.name LIMIT 1000",
+    let full: Vec<Plan> =
+        sqlx::query_as("SELECT * FROM plans ORDER BY api_id, name LIMIT 1000").fetch_all(state.db()).await?;
+    let names: HashMap<Uuid, String> =
+        sqlx::query_as("SELECT id, name FROM apis").fetch_all(state.db()).await?.into_iter().collect();
+    let counts: HashMap<Uuid, i64> = sqlx::query_as(
+        "SELECT plan_id, count(*) FROM subscriptions WHERE status = 'active' GROUP BY plan_id",
     )
     .fetch_all(state.db())
-    .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let full: Vec<Plan> =
-        sqlx::query_as("SELECT * FROM plans WHERE id = ANY($1)").bind(&ids).fetch_all(state.db()).await?;
-    let plans = rows
-        .into_iter()
-        .map(|r| {
-            let words = full.iter().find(|p| p.id == r.id).map(|p| crate::words::plan(&p.to_input()).join("; "));
-            (r, words.unwrap_or_default())
+    .await?
+    .into_iter()
+    .collect();
+    let mut plans: Vec<(PlanRow, String)> = full
+        .iter()
+        .map(|p| {
+            let row = PlanRow {
+                id: p.id,
+                api_id: p.api_id,
+                api: names.get(&p.api_id).cloned().unwrap_or_default(),
+                name: p.name.clone(),
+                approval_required: p.approval_required,
+                portal_visible: p.portal_visible,
+                subscriptions: counts.get(&p.id).copied().unwrap_or(0),
+            };
+            (row, crate::words::plan(&p.to_input()).join("; "))
         })
         .collect();
+    plans.sort_by(|a, b| (&a.0.api, &a.0.name).cmp(&(&b.0.api, &b.0.name)));
     let apis: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT id, name FROM apis ORDER BY name LIMIT 1000").fetch_all(state.db()).await?;
     let chrome = Chrome::new(&who.visit, "Plans", "plans").with_notice(q.notice.as_deref());

@@ -10,6 +10,11 @@ use http_body_util::BodyExt;
 use crate::error::ApiError;
 use crate::ui::csrf;
 
+/// `q` with the wildcards of SQL `LIKE` escaped, for a search term.
+pub fn escape_like(q: &str) -> String {
+    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 /// `s` percent-encoded for a query value.
 pub fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()

@@ -135,6 +135,8 @@ async fn admin_pages_work_in_light_and_dark_on_laptops_and_phones() {
     let api = apis["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let (_, plans) = portal.admin_api(reqwest::Method::GET, &format!("/apis/{api}/plans"), None).await;
     let plan = plans["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let (_, routes) = portal.admin_api(reqwest::Method::GET, &format!("/apis/{api}/routes"), None).await;
+    let route = routes["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let (_, consumers) = portal.admin_api(reqwest::Method::GET, "/consumers", None).await;
     let consumer = consumers["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     for (dark, width, height, variant) in VARIANTS {
@@ -145,6 +147,7 @@ async fn admin_pages_work_in_light_and_dark_on_laptops_and_phones() {
         check(&b, &p("/ui?range=month"), "admin-dashboard", variant).await;
         check(&b, &p("/ui/apis"), "admin-apis", variant).await;
         check(&b, &p(&format!("/ui/apis/{api}")), "admin-api", variant).await;
+        check(&b, &p(&format!("/ui/apis/{api}/routes/{route}")), "admin-route", variant).await;
         check(&b, &p("/ui/apis/import"), "admin-import", variant).await;
         b.fill("content", crate::admin_ui::PETS).await;
         b.click("form[action='/ui/apis/import'] button[type=submit]", "/ui/apis/import").await;
