@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::fields::FormData;
 use super::web::{Admin, BASE, Chrome, FieldErrors, UiError};
-use crate::ui::form::escape_like;
 use crate::auth::Role;
 use crate::extract::IfMatch;
 use crate::keys::{self, RotateInput};
 use crate::state::AppState;
+use crate::ui::form::escape_like;
 use crate::ui::format::date_time;
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,7 +47,6 @@ struct SearchPage {
     recent: Vec<Hit>,
 }
 
-
 /// `GET /ui/developers?q=`: organisations, developers, apps and keys matching `q`; without
 /// `q`, the newest developers.
 pub async fn show_search(
@@ -70,23 +69,28 @@ pub async fn show_search(
         .fetch_all(state.db())
         .await?
     } else {
-        sqlx::query_as(
-            "(SELECT 'organisation' AS kind, o.id, o.name AS title,
-                     (SELECT count(*) FROM organisation_members m WHERE m.organisation_id = o.id) || ' members' AS detail,
-                     NULL::uuid AS app
-              FROM organisations o WHERE o.name ILIKE $1 ORDER BY o.name LIMIT 25)
-             UNION ALL
-             (SELECT 'developer', d.id, d.name, d.email || ' · ' || d.status, NULL
-              FROM developers d WHERE d.email ILIKE $1 OR d.name ILIKE $1 ORDER BY d.email LIMIT 25)
-             UNION ALL
-             (SELECT 'app', c.id, c.name, coalesce(o.name, d.email, 'admin-created'), c.id
-              FROM consumers c LEFT JOIN organisations o ON o.id = c.organisation_id
-                   LEFT JOIN developers d ON d.id = c.developer_id
-              WHERE c.name ILIKE $1 ORDER BY c.name LIMIT 25)",
-        )
-        .bind(format!("%{}%", escape_like(&term)))
-        .fetch_all(state.db())
-        .await?
+        // Three scans at once on three connections: the page waits for the slowest, not the sum.
+        let like = format!("%{}%", escape_like(&term));
+        let search = |sql: &'static str| sqlx::query_as::<_, Hit>(sql).bind(like.clone()).fetch_all(state.db());
+        let (orgs, devs, apps) = tokio::try_join!(
+            search(
+                "SELECT 'organisation' AS kind, o.id, o.name AS title,
+                        (SELECT count(*) FROM organisation_members m WHERE m.organisation_id = o.id) || ' members' AS detail,
+                        NULL::uuid AS app
+                 FROM organisations o WHERE o.name ILIKE $1 ORDER BY o.name LIMIT 25"
+            ),
+            search(
+                "SELECT 'developer' AS kind, d.id, d.name AS title, d.email || ' · ' || d.status AS detail, NULL::uuid AS app
+                 FROM developers d WHERE d.email ILIKE $1 OR d.name ILIKE $1 ORDER BY d.email LIMIT 25"
+            ),
+            search(
+                "SELECT 'app' AS kind, c.id, c.name AS title, coalesce(o.name, d.email, 'admin-created') AS detail, c.id AS app
+                 FROM consumers c LEFT JOIN organisations o ON o.id = c.organisation_id
+                      LEFT JOIN developers d ON d.id = c.developer_id
+                 WHERE c.name ILIKE $1 ORDER BY c.name LIMIT 25"
+            ),
+        )?;
+        orgs.into_iter().chain(devs).chain(apps).collect()
     };
     let recent: Vec<Hit> = if term.is_empty() {
         sqlx::query_as(

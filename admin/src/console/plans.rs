@@ -77,13 +77,12 @@ pub async fn show_plans(
         sqlx::query_as("SELECT * FROM plans ORDER BY api_id, name LIMIT 1000").fetch_all(state.db()).await?;
     let names: HashMap<Uuid, String> =
         sqlx::query_as("SELECT id, name FROM apis").fetch_all(state.db()).await?.into_iter().collect();
-    let counts: HashMap<Uuid, i64> = sqlx::query_as(
-        "SELECT plan_id, count(*) FROM subscriptions WHERE status = 'active' GROUP BY plan_id",
-    )
-    .fetch_all(state.db())
-    .await?
-    .into_iter()
-    .collect();
+    let counts: HashMap<Uuid, i64> =
+        sqlx::query_as("SELECT plan_id, count(*) FROM subscriptions WHERE status = 'active' GROUP BY plan_id")
+            .fetch_all(state.db())
+            .await?
+            .into_iter()
+            .collect();
     let mut plans: Vec<(PlanRow, String)> = full
         .iter()
         .map(|p| {
