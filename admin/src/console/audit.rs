@@ -52,7 +52,17 @@ pub struct Entry {
     pub entity: String,
     pub entity_id: String,
     pub reason: String,
+    /// What the entity is called (its name, e-mail or key prefix), if its record says.
+    pub label: String,
     pub changes: Vec<FieldChange>,
+}
+
+/// The name people know an entity by, from its record after (or before) the change.
+fn label(before: Option<&Value>, after: Option<&Value>) -> String {
+    ["name", "email", "prefix", "label"]
+        .iter()
+        .find_map(|k| after.or(before)?.get(*k)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[derive(Template, WebTemplate)]
@@ -160,6 +170,7 @@ pub async fn show_audit(
         .into_iter()
         .map(|r| Entry {
             changes: diff(r.before.as_ref(), r.after.as_ref()),
+            label: label(r.before.as_ref(), r.after.as_ref()),
             id: r.id,
             at: date_time(r.at),
             actor: format!("{} ({})", r.actor_name, r.actor_kind),
