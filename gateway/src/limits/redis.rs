@@ -18,26 +18,30 @@ use super::calendar;
 use super::decision::{self, Backend, Decision, Denial, Outcome};
 use super::plan::{PlanLimits, QuotaPeriod};
 
-/// The GCRA + quota script. ARGV: cost, number of rate keys, then (interval µs, tolerance µs)
-/// per rate key, then (limit, ttl s) per quota key. Returns {admitted, now µs, TAT before per
-/// rate key, count before per quota key}.
+/// The GCRA + quota script. ARGV: cost, number of rate keys, the time in µs (0: the server's
+/// `TIME`; tests drive a clock of their own), then (interval µs, tolerance µs) per rate key,
+/// then (limit, ttl s) per quota key. Returns {admitted, now µs, TAT before per rate key, count
+/// before per quota key}.
 const SCRIPT: &str = r"
 local cost = tonumber(ARGV[1])
 local nr = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = tonumber(ARGV[3])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local ok = 1
 local out = {0, now}
 local new = {}
 for i = 1, nr do
-  local interval = tonumber(ARGV[1 + 2 * i])
-  local tolerance = tonumber(ARGV[2 + 2 * i])
+  local interval = tonumber(ARGV[2 + 2 * i])
+  local tolerance = tonumber(ARGV[3 + 2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i])) or 0
   out[#out + 1] = tat
   new[i] = math.max(tat, now) + cost * interval
-  if new[i] - now > tolerance then ok = 0 end
+  if new[i] - now > math.max(tolerance, cost * interval) then ok = 0 end
 end
-local base = 2 + 2 * nr
+local base = 3 + 2 * nr
 for j = 1, #KEYS - nr do
   local used = tonumber(redis.call('GET', KEYS[nr + j])) or 0
   out[#out + 1] = used
@@ -87,7 +91,7 @@ impl std::fmt::Debug for RedisCounter {
 struct Call {
     keys: SmallVec<[String; 5]>,
     args: SmallVec<[String; 12]>,
-    quotas: SmallVec<[(u64, u64); 2]>,
+    quotas: SmallVec<[(QuotaPeriod, u64, u64); 2]>,
 }
 
 impl RedisCounter {
@@ -112,13 +116,25 @@ impl RedisCounter {
         cost: u32,
         utc: OffsetDateTime,
     ) -> Result<Decision, CounterError> {
+        self.check_at(key, plan, cost, utc, 0).await
+    }
+
+    /// [`Self::check`] at `now_us` microseconds on the rate windows' clock (0: Redis's).
+    pub(crate) async fn check_at(
+        &self,
+        key: &str,
+        plan: &PlanLimits,
+        cost: u32,
+        utc: OffsetDateTime,
+        now_us: u64,
+    ) -> Result<Decision, CounterError> {
         let cost = u64::from(cost);
         let call = self.build(key, plan, utc);
         let mut inv = self.script.prepare_invoke();
         for k in &call.keys {
             inv.key(k);
         }
-        inv.arg(cost).arg(call.keys.len() - call.quotas.len());
+        inv.arg(cost).arg(call.keys.len() - call.quotas.len()).arg(now_us);
         for a in &call.args {
             inv.arg(a);
         }
@@ -154,7 +170,7 @@ impl RedisCounter {
             call.args.push(limit.to_string());
             // A minute of slack so a slow clock on this node never expires a live count.
             call.args.push((left_ns / 1_000_000_000 + 60).to_string());
-            call.quotas.push((limit, left_ns));
+            call.quotas.push((period, limit, left_ns));
         }
         call
     }
@@ -183,8 +199,8 @@ fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Resul
         let tat_ns = values.next().unwrap_or(0).saturating_mul(1000);
         outs.push(decision::gcra(tat_ns, now_ns, cost, &w).0);
     }
-    for (limit, left_ns) in &call.quotas {
-        outs.push(decision::quota(values.next().unwrap_or(0), cost, *limit, *left_ns));
+    for (period, limit, left_ns) in &call.quotas {
+        outs.push(decision::quota(*period, values.next().unwrap_or(0), cost, *limit, *left_ns));
     }
     let mut d = Decision::tightest(&outs, Backend::Redis);
     if d.allowed != admitted {

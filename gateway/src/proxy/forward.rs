@@ -131,6 +131,7 @@ impl Pipeline {
             route_methods,
             peer: conn.peer.ip(),
             trusted_proxies: &self.edge.trusted_proxies,
+            rate_limit_headers: self.edge.rate_limit_headers,
         };
         let edge::Admitted { identity, decision } =
             edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq, &mut seen.who).await?;
