@@ -191,9 +191,10 @@ impl Limiter {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Sets how many nodes share the limits (e.g. the number of live nodes).
-    pub fn set_node_share(&self, nodes: u32) {
-        self.node_share.store(nodes.max(1), Ordering::Relaxed);
+    /// Sets how many nodes share the limits (e.g. the number of live nodes); returns the
+    /// number before.
+    pub fn set_node_share(&self, nodes: u32) -> u32 {
+        self.node_share.swap(nodes.max(1), Ordering::Relaxed)
     }
 
     /// How many nodes share the limits.
