@@ -28,7 +28,7 @@ fn requests(n: i64) -> String {
 fn spacing(ns: u64) -> String {
     let tenths = |unit: u64| {
         let t = ns.div_ceil(unit / 10);
-        if t % 10 == 0 { format!("{}", t / 10) } else { format!("{}.{}", t / 10, t % 10) }
+        if t.is_multiple_of(10) { format!("{}", t / 10) } else { format!("{}.{}", t / 10, t % 10) }
     };
     match ns {
         0..1_000_000 => format!("{} µs", ns.div_ceil(1_000)),
