@@ -16,6 +16,7 @@
 //! The clock is explicit: every decision takes a [`Now`] (from [`Limiter::now`] in
 //! production), so tests can drive windows and calendar boundaries.
 
+mod batch;
 mod calendar;
 mod decision;
 mod local;
