@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use smallvec::SmallVec;
 
 use super::plan::{PlanLimits, QuotaPeriod, RateWindow, Window};
 
@@ -172,7 +171,8 @@ impl Decision {
     /// plan's `RateLimit-Policy` and `RateLimit: "<window>";r=<remaining>;t=<seconds>` (on
     /// denial `t` is the `Retry-After` value), and/or the legacy fields. Nothing for an
     /// unlimited plan; only `Retry-After` while the counter is unavailable (no limit to claim).
-    fn fields(&self, mut field: impl FnMut(&HeaderName, &[u8])) {
+    /// (Each value is given in parts, written one after the other.)
+    fn fields(&self, mut field: impl FnMut(&HeaderName, &[&[u8]])) {
         if self.backend == Backend::Unlimited {
             return;
         }
@@ -181,16 +181,11 @@ impl Decision {
             let reset = retry.unwrap_or_else(|| ceil_secs(self.reset));
             if self.style != HeaderStyle::Legacy {
                 if let Some(policy) = &self.policy {
-                    field(&NAMES[0], policy.as_bytes());
+                    field(&NAMES[0], &[policy.as_bytes()]);
                 }
-                let mut text = SmallVec::<[u8; 64]>::new();
                 let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
-                for part in [b"\"", self.window.name().as_bytes(), b"\";r=", r.format(self.remaining).as_bytes()] {
-                    text.extend_from_slice(part);
-                }
-                text.extend_from_slice(b";t=");
-                text.extend_from_slice(t.format(reset).as_bytes());
-                field(&NAMES[1], &text);
+                let (r, t) = (r.format(self.remaining).as_bytes(), t.format(reset).as_bytes());
+                field(&NAMES[1], &[b"\"", self.window.name().as_bytes(), b"\";r=", r, b";t=", t]);
             }
             if self.style != HeaderStyle::Ietf {
                 let values = [self.limit, self.remaining, reset];
@@ -198,14 +193,14 @@ impl Decision {
                     let mut text = itoa::Buffer::new();
                     let text = text.format(value).as_bytes();
                     for name in names {
-                        field(name, text);
+                        field(name, &[text]);
                     }
                 }
             }
         }
         if let Some(retry) = retry {
             let mut text = itoa::Buffer::new();
-            field(&NAMES[8], text.format(retry).as_bytes());
+            field(&NAMES[8], &[text.format(retry).as_bytes()]);
         }
     }
 
@@ -228,8 +223,8 @@ impl Decision {
             }
         }
         headers.reserve(4);
-        self.fields(|name, value| {
-            if let Ok(v) = HeaderValue::from_bytes(value) {
+        self.fields(|name, parts| {
+            if let Ok(v) = HeaderValue::from_bytes(&parts.concat()) {
                 headers.insert(name.clone(), v);
             }
         });
@@ -237,7 +232,16 @@ impl Decision {
 
     /// Writes the fields (see [`Self::fields`]) as HTTP/1.1 header lines.
     pub fn write_lines(&self, out: &mut Vec<u8>) {
-        self.fields(|name, value| crate::wire::codec::put(out, &[name.as_str().as_bytes(), b": ", value, b"\r\n"]));
+        self.fields(|name, parts| {
+            let name = name.as_str().as_bytes();
+            out.reserve(name.len() + 4 + parts.iter().map(|p| p.len()).sum::<usize>());
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+            out.extend_from_slice(b"\r\n");
+        });
     }
 }
 
@@ -273,7 +277,10 @@ fn ceil_secs(d: Duration) -> u64 {
 
 impl crate::wire::ExtraFields for Decision {
     fn each(&self, field: &mut dyn FnMut(&HeaderName, &[u8])) {
-        self.fields(field);
+        self.fields(|name, parts| match parts {
+            [one] => field(name, one),
+            _ => field(name, &parts.concat()),
+        });
     }
 
     fn write_lines(&self, out: &mut Vec<u8>) {
