@@ -60,12 +60,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         "fleet: {NODES} nodes, {NODES} clients at {RATE} req/s for {secs} s each run; load average at start: {load}"
     );
 
-    let fleet = Fleet::start(&server).await?;
+    let mut fleet = Fleet::start(&server).await?;
     let share_follow = fleet.wait_shares().await?;
     let stop_at = Duration::from_secs(secs) / 3;
     let stop_for = Duration::from_secs(secs) / 6;
     let mut runs = Vec::new();
-    let mut fleet = fleet;
     for (name, key, disturb) in [
         ("redis, Redis healthy", 0, Disturb::None),
         ("redis, Redis SIGSTOP", 1, Disturb::Stop),
@@ -357,7 +356,7 @@ fn report(runs: &[Run], stop_for: Duration, (listed, shared): (f64, f64)) -> boo
             broken.push(format!("{}: {fivexx} 5xx, {} without an answer", r.name, r.count(|s| s.status == 0)));
         }
     }
-    let stop_bound = stop_for.as_secs() * PER_MINUTE / 60 + BURST;
+    let stop_bound = (stop_for.as_secs_f64() / T).ceil() as u64 + BURST;
     println!(
         "\n| run | stop | admitted overlapping the stop | entirely inside it | 5xx or no answer in it | admitted as long before it | in the 2 s after it |"
     );
@@ -367,7 +366,7 @@ fn report(runs: &[Run], stop_for: Duration, (listed, shared): (f64, f64)) -> boo
             continue;
         };
         let over = check(&mut broken, format!("{}: admitted during the stop", r.name), over, Some(stop_bound));
-        println!("| {} | {from:.0}–{to:.0} s | {over} | {inside} | {failed} | {before} | {after} |", r.name);
+        println!("| {} | {from:.1}–{to:.1} s | {over} | {inside} | {failed} | {before} | {after} |", r.name);
     }
     if broken.is_empty() {
         println!("\nevery bound held");
