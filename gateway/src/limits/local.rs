@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 use super::calendar;
 use super::decision::{self, Backend, Decision, Outcome};
 use super::plan::{PlanLimits, QuotaPeriod, RateWindow};
+use super::redis::Fleet;
 use super::{LimitKey, Now};
 
 /// Bits of a packed quota word holding the count; the upper bits hold the window id (days
@@ -31,6 +32,8 @@ pub(crate) struct Cell {
     tats: [AtomicU64; 3],
     /// Packed (window id, count) per quota (day, month).
     quotas: [AtomicU64; 2],
+    /// Units admitted here that the shared counter has not been told of (Redis fallback).
+    owed: AtomicU64,
 }
 
 /// Counters of every key seen by this node, hashed with foldhash: a fraction of SipHash's
@@ -53,31 +56,50 @@ impl LocalCounter {
         Decision::tightest(&outcomes, backend)
     }
 
-    /// Records `cost` units that another counter admitted (Redis, for this node's fallback):
-    /// every window and quota takes them, never beyond full (a rate window's TAT at most its
-    /// tolerance ahead, a quota at most its limit), so a later local decision continues from
-    /// what this node spent instead of a fresh allowance.
-    pub fn charge(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now) {
-        let cost = u64::from(cost);
-        let charge_cell = |cell: &Cell| {
-            for w in plan.rate_windows() {
-                let _ = cell.tats[w.slot].fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                    let full = now.mono_ns.saturating_add(w.tolerance_ns);
-                    Some(tat.max(now.mono_ns).saturating_add(cost.saturating_mul(w.interval_ns)).min(full))
-                });
+    /// Sets this node's share of `plan` (split `nodes` ways) for `key` from the fleet's
+    /// counters as Redis holds them: each rate window keeps ⌊its units available fleet-wide ÷
+    /// nodes⌋ (at most the share's), each quota ⌊what is left ÷ nodes⌋. So a node that goes
+    /// into an outage (or a slow answer) holds its share of what the fleet has left — no
+    /// more, whichever node spent it.
+    pub(crate) fn sync(&self, key: &LimitKey, plan: &PlanLimits, nodes: u32, fleet: &Fleet, now: Now) {
+        let share = plan.share(nodes);
+        let n = u64::from(nodes.max(1));
+        let sync_cell = |cell: &Cell| {
+            for (whole, part) in plan.rate_windows().zip(share.rate_windows()) {
+                let Some(ahead) = fleet.ahead_ns[whole.slot] else { continue };
+                let available = whole.tolerance_ns.saturating_sub(ahead) / whole.interval_ns;
+                let at_once = part.tolerance_ns / part.interval_ns;
+                let mine = (available / n).min(at_once);
+                let tat = now.mono_ns.saturating_add((at_once - mine).saturating_mul(part.interval_ns));
+                cell.tats[part.slot].store(tat, Ordering::Release);
             }
-            for (period, limit) in plan.quotas() {
-                let Some((id, _)) = window_id(period, now) else { continue };
-                let _ = cell.quotas[period as usize].fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                    let used = if cur >> COUNT_BITS == id { cur & COUNT_MASK } else { 0 };
-                    Some((id << COUNT_BITS) | used.saturating_add(cost).min(limit).min(COUNT_MASK))
-                });
+            for ((period, limit), (_, part)) in plan.quotas().zip(share.quotas()) {
+                let (Some(used), Some((id, _))) = (fleet.used[period as usize], window_id(period, now)) else {
+                    continue;
+                };
+                let mine = limit.saturating_sub(used) / n;
+                let used_here = part.saturating_sub(mine).min(COUNT_MASK);
+                cell.quotas[period as usize].store((id << COUNT_BITS) | used_here, Ordering::Release);
             }
         };
         match self.cells.get(key) {
-            Some(cell) => charge_cell(&cell),
-            None => charge_cell(&self.cells.entry(key.clone()).or_default()),
+            Some(cell) => sync_cell(&cell),
+            None => sync_cell(&self.cells.entry(key.clone()).or_default()),
         }
+    }
+
+    /// Notes `cost` units this node admitted on its own for `key` (while Redis was away).
+    pub(crate) fn owe(&self, key: &LimitKey, cost: u64) {
+        if let Some(cell) = self.cells.get(key) {
+            cell.owed.fetch_add(cost, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes the units owed for `key` (see [`Self::owe`]).
+    pub(crate) fn take_owed(&self, key: &LimitKey) -> u64 {
+        self.cells.get(key).map_or(0, |cell| {
+            if cell.owed.load(Ordering::Relaxed) == 0 { 0 } else { cell.owed.swap(0, Ordering::AcqRel) }
+        })
     }
 
     /// Drops keys whose counters equal a fresh key's: every TAT in the past and no count in
@@ -87,6 +109,9 @@ impl LocalCounter {
         let ids = [QuotaPeriod::Day, QuotaPeriod::Month].map(|p| window_id(p, now).map(|(id, _)| id));
         let before = self.cells.len();
         self.cells.retain(|_, cell| {
+            if cell.owed.load(Ordering::Relaxed) > 0 {
+                return true;
+            }
             let rate_live = cell.tats.iter().any(|t| t.load(Ordering::Relaxed) > now.mono_ns);
             let quota_live = cell.quotas.iter().zip(ids).any(|(q, id)| {
                 let v = q.load(Ordering::Relaxed);

@@ -5,10 +5,12 @@
 //! The promise of a plan is in [`plan`]: at most N + B units in any window of length W.
 //! - `local` plans are split among the live nodes (each counts its share, see
 //!   [`PlanLimits::share`]); the share follows the node count each heartbeat reports.
-//! - `redis` plans count exactly in one Lua script per decision. While Redis fails, a
-//!   fail-open node counts its share in a fallback counter that has been charged with every
-//!   unit Redis admitted on this node, so an outage (or a slow moment) continues from what
-//!   the node spent instead of handing out a fresh allowance. One timeout is not an outage:
+//! - `redis` plans count exactly in one Lua script per batch of decisions ([`batch`]). While
+//!   Redis fails, a fail-open node counts its share in a fallback counter that each Redis
+//!   answer set to the node's share of what the fleet had left, so an outage (or a slow
+//!   moment) continues from what the fleet spent instead of handing out a fresh allowance;
+//!   what the fallback admits is owed, and charged to Redis (uncapped) with the key's next
+//!   decision there — also to a restarted, empty Redis. One timeout is not an outage:
 //!   the circuit opens after [`FAILURES_TO_OPEN`] failures in a row (that request alone is
 //!   decided by the fallback), then one probe at a time tries Redis every
 //!   `circuit_open_for`, and the first answer closes it.
@@ -38,6 +40,7 @@ use uuid::Uuid;
 pub use decision::{Backend, Decision, Denial, HeaderStyle, policy_header};
 pub use local::LocalCounter;
 pub use plan::{FailurePolicy, Mode, PlanLimits, QuotaPeriod, Window};
+use redis::Fleet;
 pub use redis::{CounterError, RedisCounter};
 
 /// The calendar window of `period` containing `utc`: its start (Unix seconds) and the
@@ -223,8 +226,10 @@ impl Limiter {
         let Some(redis) = self.redis.as_ref().filter(|_| self.may_call_redis(now)) else {
             return self.degraded(key, plan, cost, now);
         };
-        match self.count_shared(redis, &key.to_string(), plan, cost, now).await {
-            Ok(d) => {
+        let fail_open = plan.failure_policy == FailurePolicy::FailOpen;
+        let debt = if fail_open { self.fallback.take_owed(key) } else { 0 };
+        match self.count_shared(redis, &key.to_string(), plan, cost, now, debt).await {
+            Ok((d, fleet)) => {
                 // Read first: a store on every decision would bounce the line between cores.
                 if self.failures.load(Ordering::Relaxed) != 0 {
                     self.failures.store(0, Ordering::Relaxed);
@@ -233,12 +238,15 @@ impl Limiter {
                 {
                     tracing::info!("rate-limit counter reachable again, counting in Redis");
                 }
-                if d.allowed && plan.failure_policy == FailurePolicy::FailOpen {
-                    self.fallback.charge(key, &plan.share(self.node_share()), cost, now);
+                if let Some(fleet) = fleet.filter(|_| fail_open) {
+                    self.fallback.sync(key, plan, self.node_share(), &fleet, now);
                 }
                 d
             }
             Err(error) => {
+                if debt > 0 {
+                    self.fallback.owe(key, debt);
+                }
                 if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_OPEN {
                     let next = now.mono_ns.saturating_add(self.circuit_open_ns).max(1);
                     if self.circuit_until.swap(next, Ordering::Relaxed) == 0 {
@@ -264,7 +272,8 @@ impl Limiter {
         self.circuit_until.compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
-    /// Counts in Redis, through this node's reserved units when reservation is on.
+    /// Counts in Redis (first charging `debt`), through this node's reserved units when
+    /// reservation is on; the fleet's counters after it when Redis answered this decision.
     async fn count_shared(
         &self,
         redis: &RedisCounter,
@@ -272,26 +281,35 @@ impl Limiter {
         plan: &PlanLimits,
         cost: u32,
         now: Now,
-    ) -> Result<Decision, CounterError> {
+        debt: u64,
+    ) -> Result<(Decision, Option<Fleet>), CounterError> {
+        let exact = |cost| async move {
+            let (d, fleet) = redis.check_at(key, plan, cost, now.utc, 0, debt).await?;
+            Ok::<_, CounterError>((d, Some(fleet)))
+        };
         if self.reserve_batch <= 1 {
-            return redis.check(key, plan, cost, now.utc).await;
+            return exact(cost).await;
         }
-        if let Some(d) = self.leases.spend(key, u64::from(cost)) {
-            return Ok(d);
+        if debt == 0
+            && let Some(d) = self.leases.spend(key, u64::from(cost))
+        {
+            return Ok((d, None));
         }
         let batch = reserve::batch_for(plan, self.reserve_batch, self.node_share.load(Ordering::Relaxed));
         if let Ok(take) = u32::try_from(batch).map(|b| b.max(cost))
             && take > cost
         {
-            let d = redis.check(key, plan, take, now.utc).await?;
+            let (d, fleet) = exact(take).await?;
             if d.allowed {
                 let extra = u64::from(take - cost);
                 self.leases.store(key, extra, &d, now.mono_ns);
-                return Ok(Decision { remaining: d.remaining.saturating_add(extra), ..d });
+                return Ok((Decision { remaining: d.remaining.saturating_add(extra), ..d }, fleet));
             }
+            // The debt was charged by that call.
+            return redis.check_at(key, plan, cost, now.utc, 0, 0).await.map(|(d, f)| (d, Some(f)));
         }
         // Too close to the limit for a batch: count exactly this request.
-        redis.check(key, plan, cost, now.utc).await
+        exact(cost).await
     }
 
     /// Redis is unreachable: the plan's failure policy decides.
@@ -304,7 +322,12 @@ impl Limiter {
                 )
             }
             FailurePolicy::FailOpen => {
-                self.fallback.check(key, &plan.share(self.node_share()), cost, now, Backend::Fallback)
+                let d = self.fallback.check(key, &plan.share(self.node_share()), cost, now, Backend::Fallback);
+                if d.allowed {
+                    // Told to Redis with this key's next decision there.
+                    self.fallback.owe(key, u64::from(cost));
+                }
+                d
             }
         }
     }

@@ -22,8 +22,9 @@ use super::plan::{PlanLimits, QuotaPeriod};
 /// The GCRA + quota script, for a batch of decisions evaluated one after the other (exactly
 /// as separate calls in that order would be). ARGV: the number of decisions, then per
 /// decision: cost, number of rate keys, number of quota keys, the time in µs (0: the server's
-/// `TIME`; tests drive a clock of their own), (interval µs, tolerance µs) per rate key, (limit,
-/// ttl s) per quota key. KEYS: each decision's rate keys then quota keys. Returns, per
+/// `TIME`; tests drive a clock of their own), a debt (units a node admitted on its own while
+/// Redis was unreachable: taken first, whatever the decision, and never capped), (interval
+/// µs, tolerance µs) per rate key, (limit, ttl s) per quota key. KEYS: each decision's rate keys then quota keys. Returns, per
 /// decision, {admitted, now µs, TAT before per rate key, count before per quota key}. A key
 /// read once is kept in a table for the rest of the batch and written once at the end.
 const SCRIPT: &str = r"
@@ -44,7 +45,21 @@ for d = 1, tonumber(ARGV[1]) do
   local cost, nr, nq = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local now = tonumber(ARGV[a + 3])
   if now == 0 then now = server_now end
-  a = a + 4
+  local debt = tonumber(ARGV[a + 4])
+  a = a + 5
+  if debt > 0 then
+    for i = 1, nr do
+      local key = KEYS[k + i - 1]
+      cache[key] = math.max(get(key), now) + debt * tonumber(ARGV[a + 2 * i - 2])
+      ttl[key] = -1
+      nows[key] = now
+    end
+    for j = 1, nq do
+      local key = KEYS[k + nr + j - 1]
+      cache[key] = get(key) + debt
+      ttl[key] = tonumber(ARGV[a + 2 * nr + 2 * j - 1])
+    end
+  end
   local ok, seen, new = 1, {}, {}
   for i = 1, nr do
     local interval, tolerance = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -149,10 +164,11 @@ impl RedisCounter {
         cost: u32,
         utc: OffsetDateTime,
     ) -> Result<Decision, CounterError> {
-        self.check_at(key, plan, cost, utc, 0).await
+        Ok(self.check_at(key, plan, cost, utc, 0, 0).await?.0)
     }
 
-    /// [`Self::check`] at `now_us` microseconds on the rate windows' clock (0: Redis's).
+    /// [`Self::check`] at `now_us` microseconds on the rate windows' clock (0: Redis's), first
+    /// charging `debt` units (see [`SCRIPT`]); also returns the fleet's state after it.
     pub(crate) async fn check_at(
         &self,
         key: &str,
@@ -160,11 +176,12 @@ impl RedisCounter {
         cost: u32,
         utc: OffsetDateTime,
         now_us: u64,
-    ) -> Result<Decision, CounterError> {
+        debt: u64,
+    ) -> Result<(Decision, Fleet), CounterError> {
         let cost = u64::from(cost);
         let mut call = self.build(key, plan, utc);
         let rates = call.keys.len() - call.quotas.len();
-        let head = [cost, rates as u64, call.quotas.len() as u64, now_us].map(|n| n.to_string());
+        let head = [cost, rates as u64, call.quotas.len() as u64, now_us, debt].map(|n| n.to_string());
         call.args.insert_many(0, head);
         let (keys, args) = (std::mem::take(&mut call.keys), std::mem::take(&mut call.args));
         let reply = tokio::time::timeout(self.timeout, self.batch.decide(keys, args))
@@ -214,8 +231,16 @@ fn micros(ns: u64) -> String {
     format!("{}.{:03}", ns / 1000, ns % 1000)
 }
 
+/// The shared counters of one key after a decision, as Redis holds them: how far each rate
+/// window's TAT runs ahead of now (by slot), and each quota's count (day, month).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Fleet {
+    pub ahead_ns: [Option<u64>; 3],
+    pub used: [Option<u64>; 2],
+}
+
 /// Rebuilds the outcomes from the state the script saw; the script's verdict is final.
-fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Result<Decision, CounterError> {
+fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Result<(Decision, Fleet), CounterError> {
     let expected = 2 + plan.rate_windows().count() + call.quotas.len();
     if reply.len() != expected {
         return Err(CounterError::Reply(reply.len(), expected));
@@ -224,12 +249,17 @@ fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Resul
     let now_ns = u64::try_from(reply[1]).unwrap_or(0).saturating_mul(1000);
     let mut values = reply[2..].iter().map(|v| u64::try_from(*v).unwrap_or(0));
     let mut outs: SmallVec<[Outcome; 5]> = SmallVec::new();
+    let mut fleet = Fleet::default();
     for w in plan.rate_windows() {
         let tat_ns = values.next().unwrap_or(0).saturating_mul(1000);
-        outs.push(decision::gcra(tat_ns, now_ns, cost, &w).0);
+        let (out, new_tat) = decision::gcra(tat_ns, now_ns, cost, &w);
+        fleet.ahead_ns[w.slot] = Some(if admitted { new_tat } else { tat_ns }.saturating_sub(now_ns));
+        outs.push(out);
     }
     for (period, limit, left_ns) in &call.quotas {
-        outs.push(decision::quota(*period, values.next().unwrap_or(0), cost, *limit, *left_ns));
+        let used = values.next().unwrap_or(0);
+        fleet.used[*period as usize] = Some(if admitted { used + cost } else { used });
+        outs.push(decision::quota(*period, used, cost, *limit, *left_ns));
     }
     let mut d = Decision::tightest(&outs, Backend::Redis);
     if d.allowed != admitted {
@@ -239,5 +269,5 @@ fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Resul
         d.retry_after = (!admitted).then_some(Duration::from_millis(1));
         d.denied_by = (!admitted).then_some(Denial::Rate);
     }
-    Ok(d)
+    Ok((d, fleet))
 }

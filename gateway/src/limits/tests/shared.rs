@@ -115,7 +115,9 @@ async fn redis_down_falls_back_to_the_node_share_and_recovers() {
     server.stop();
     let (ok, seen) = round(&nodes, &k, &p, 20).await;
     assert_eq!(seen, vec![Backend::Fallback], "no error surfaces, the fallback counts");
-    assert_eq!(ok, 18, "each of the 3 nodes admits what is left of its share: 10 at once, 4 spent");
+    // Each node holds its third of what the fleet had left when it last asked Redis: after
+    // node 0's four calls 26 were left (8 each), after node 1's 22 (7), after node 2's 18 (6).
+    assert_eq!(ok, 8 + 7 + 6, "each node holds its share of what the fleet had left");
 
     server.restart();
     // Each node counts in Redis again once a probe gets through (one per node, at most every
@@ -136,7 +138,8 @@ async fn redis_down_falls_back_to_the_node_share_and_recovers() {
     }
     let (ok, seen) = round(&nodes, &k, &p, 20).await;
     admitted += ok;
-    assert_eq!((admitted, seen), (30, vec![Backend::Redis]), "shared counting resumed across nodes");
+    // The restarted Redis starts empty, and is charged the 21 the nodes admitted on their own.
+    assert_eq!((admitted, seen), (30 - 21, vec![Backend::Redis]), "shared counting resumed across nodes");
 }
 
 #[tokio::test]
@@ -254,4 +257,36 @@ async fn concurrent_decisions_share_round_trips_and_stay_exact() {
     let calls = script_calls(&server.url()) - before;
     assert!(calls <= 300, "{calls} script calls for 600 concurrent decisions");
     println!("600 concurrent decisions on 3 nodes: {calls} script calls, {admitted} admitted");
+}
+
+/// What a node admits on its own while Redis is away is charged to Redis when it answers
+/// again (also to a restarted, empty one), so an outage does not renew the plan.
+#[tokio::test]
+async fn units_admitted_during_an_outage_are_owed_to_redis() {
+    let mut server = RedisServer::start();
+    let l = node(&server.url(), &namespace(), 1);
+    // 360 an hour, burst 9: 10 at once, then one every 10 s (no refill within the test).
+    let p = PlanLimits { per_hour: Some(360), burst: 9, mode: Mode::Redis, ..PlanLimits::default() };
+    let k = key("owed");
+    let (ok, _) = round(std::slice::from_ref(&l), &k, &p, 4).await;
+    assert_eq!(ok, 4);
+    server.stop();
+    let (ok, seen) = round(std::slice::from_ref(&l), &k, &p, 10).await;
+    assert_eq!((ok, seen), (6, vec![Backend::Fallback]), "the fallback holds what the fleet had left");
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = 0;
+    loop {
+        let d = l.check(&k, &p, 1, l.now()).await;
+        if d.backend == Backend::Redis {
+            admitted += usize::from(d.allowed);
+            break;
+        }
+        assert!(!d.allowed, "the fallback has nothing left: {d:?}");
+        assert!(Instant::now() < deadline, "shared counting did not resume");
+        tokio::time::sleep(ms(50)).await;
+    }
+    let (ok, _) = round(std::slice::from_ref(&l), &k, &p, 10).await;
+    // The restarted Redis forgot the 4 it had counted, but is charged the 6 owed: 4 left, not 10.
+    assert_eq!(admitted + ok, 4, "the 6 admitted during the outage were charged to Redis");
 }
