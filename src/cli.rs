@@ -148,7 +148,8 @@ pub struct AdminArgs {
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
     #[command(flatten)]
-    pub usage_retention: UsageRetention,    /// Hours a gateway node that stopped reporting still counts in propagation reports
+    pub usage_retention: UsageRetention,
+    /// Hours a gateway node that stopped reporting still counts in propagation reports
     /// ("live on 2 of 3"), named as unreachable; older nodes are dropped and pruned.
     #[arg(long, env = "TOLLGATE_NODE_RETENTION_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..=24 * 365))]

@@ -126,6 +126,7 @@ async fn a_partitioned_node_is_reported_behind_and_refuses_credentials_once_stal
 
     // The partition: the node's role may no longer log in, and its sessions are ended.
     sqlx::query("ALTER ROLE gw_cut NOLOGIN").execute(&superuser).await?;
+    let cut_at = std::time::Instant::now();
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
         .bind(CUT_ROLE)
         .execute(&superuser)
@@ -140,6 +141,11 @@ async fn a_partitioned_node_is_reported_behind_and_refuses_credentials_once_stal
 
     // Past the staleness bound it refuses credentials and says why; anonymous calls go on.
     let refused = answers(&cut, "/keyed", &with_key, 503, STALENESS + PROPAGATION).await?;
+    // Not before the bound: the node confirms every quarter of it, so at the earliest 3/4 of
+    // the bound after the cut.
+    let waited = cut_at.elapsed();
+    eprintln!("the cut node refused credentials {waited:?} after the partition (bound {STALENESS:?})");
+    assert!(waited >= STALENESS * 3 / 4, "refused after {waited:?}, before the bound");
     ensure!(refused.problem_type().as_deref() == Some("urn:tollgate:problem:config-stale"), "{refused:?}");
     assert_eq!(cut.get("/open").await?, (200, upstream.body_for("/open")), "anonymous routes keep working");
     let ready = cut.request(tollgate_gateway::READY_PATH, &[]).await?;
@@ -159,7 +165,10 @@ async fn a_partitioned_node_is_reported_behind_and_refuses_credentials_once_stal
     check_behind(&report, &cut.node_id, "unreachable", 2)?;
     let live = tollgate_admin::nodes::Live::of_event(&admin.pool, &admin_windows(), later).await?;
     assert!(!live.done, "{live:?}");
-    assert!(live.text.starts_with("Live on 1 of 2 gateways; ") && live.text.contains(" unreachable since "), "{live:?}");
+    assert!(
+        live.text.starts_with("Live on 1 of 2 gateways; ") && live.text.contains(" unreachable since "),
+        "{live:?}"
+    );
 
     // Healed: it catches up, accepts calls again (and refuses the revoked key as such).
     sqlx::query("ALTER ROLE gw_cut LOGIN").execute(&superuser).await?;
@@ -200,9 +209,7 @@ fn admin_windows() -> tollgate_admin::nodes::NodeWindows {
 /// Creates the partitioned node's own login role (reads and writes what a gateway does) and
 /// returns the database URL for it.
 async fn node_role(superuser: &PgPool, url: &str) -> anyhow::Result<String> {
-    sqlx::query("CREATE ROLE gw_cut LOGIN IN ROLE pg_read_all_data, pg_write_all_data")
-        .execute(superuser)
-        .await?;
+    sqlx::query("CREATE ROLE gw_cut LOGIN IN ROLE pg_read_all_data, pg_write_all_data").execute(superuser).await?;
     let (scheme, rest) = url.split_once("://").context("no scheme")?;
     let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     Ok(format!("{scheme}://{CUT_ROLE}@{host}"))

@@ -37,7 +37,12 @@ async fn propagation_names_pending_and_unreachable_nodes_until_they_are_removed(
 
     let p = admin.get(&format!("/config-events/{event}/propagation")).await;
     assert_eq!(p.status, 200, "{}", p.body);
-    assert_eq!((&p.body["applied"], &p.body["nodes"], &p.body["live"]), (&json!(1), &json!(3), &json!(3)), "{}", p.body);
+    assert_eq!(
+        (&p.body["applied"], &p.body["nodes"], &p.body["live"]),
+        (&json!(1), &json!(3), &json!(3)),
+        "{}",
+        p.body
+    );
     assert_eq!(p.body["complete"], false);
     assert_eq!(p.body["pending_nodes"], json!([pending, unreachable]));
     let states: Vec<(&str, &str)> = p.body["behind"]

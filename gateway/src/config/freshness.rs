@@ -71,7 +71,11 @@ impl Freshness {
         if self.stale.swap(stale, Ordering::Relaxed) != stale {
             let (since_ms, max_ms) = (since.as_millis() as u64, max.as_millis() as u64);
             if stale {
-                tracing::warn!(since_ms, max_ms, "configuration not confirmed with PostgreSQL within --max-config-staleness; refusing credentialed calls");
+                tracing::warn!(
+                    since_ms,
+                    max_ms,
+                    "configuration not confirmed with PostgreSQL within --max-config-staleness; refusing credentialed calls"
+                );
             } else {
                 tracing::info!(since_ms, "configuration confirmed current again; credentialed calls accepted");
             }
@@ -131,6 +135,9 @@ mod tests {
         f.check();
         assert!(!f.is_stale());
         assert_eq!(f.confirm_every(Duration::from_secs(5)), Duration::from_secs(5));
-        assert_eq!(Freshness::new(Some(Duration::from_secs(2))).confirm_every(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(
+            Freshness::new(Some(Duration::from_secs(2))).confirm_every(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
     }
 }

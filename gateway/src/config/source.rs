@@ -11,9 +11,9 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
+use super::freshness::Freshness;
 use super::model::ConfigData;
 use super::pg::{self, CatchUp, Changed};
-use super::freshness::Freshness;
 use super::{disk, node::NodeInfo};
 
 /// Channel the admin notifies on; the payload is the event id.
@@ -96,8 +96,15 @@ impl PgSource {
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let started_at = time::OffsetDateTime::now_utc();
-        let mut f =
-            Follower { src: self, sink, data: Arc::default(), loaded: false, last_save: None, dirty: false, started_at };
+        let mut f = Follower {
+            src: self,
+            sink,
+            data: Arc::default(),
+            loaded: false,
+            last_save: None,
+            dirty: false,
+            started_at,
+        };
         match tokio::time::timeout(initial_timeout, pg::load_full(&f.src.pool)).await {
             Ok(Ok(data)) => {
                 f.replace(data);

@@ -212,7 +212,7 @@ mod admission {
             let mut h = HeaderMap::new();
             h.insert(name, HeaderValue::from_static(value));
             let refused = admit_on(&store, &stale, (api, route), &mut h, &mut pq()).await;
-            let e = refused.err().expect("refused");
+            let e = refused.expect_err("refused");
             assert!(matches!(e, GatewayError::ConfigStale), "{name}: {e:?}");
             assert_eq!(e.status(), 503);
             assert!(e.problem_json().contains("urn:tollgate:problem:config-stale"), "{}", e.problem_json());
