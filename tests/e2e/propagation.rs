@@ -37,12 +37,17 @@ async fn a_restarted_gateway_keeps_its_id_and_is_listed_once() -> anyhow::Result
     let db = test_database().await;
     let admin = Admin::start(&db.url).await?;
     let scratch = ScratchDir::new()?;
+    let upstream = Upstream::start("restart").await?;
+    admin.publish("restart", upstream.addr, &["/r"]).await?;
     let dir = scratch.path().join("node");
     let first = Gateway::start(&db.url, &dir).await?;
     let id = first.node_id.clone();
     let before = the_only_node(&admin, &id, |_| true).await?;
+    first.wait_routed("/r", &upstream.body_for("/r"), PROPAGATION).await?;
     let status = first.stop("TERM").await?;
     assert!(status.success(), "exit {status:?}");
+    let counted = flushed_requests(&admin.pool, &id).await?;
+    assert!(counted >= 1, "the first process wrote its usage at shutdown");
 
     let second = Gateway::start(&db.url, &dir).await?;
     assert_eq!(second.node_id, id, "the id is kept in the state directory");
@@ -66,9 +71,24 @@ async fn a_restarted_gateway_keeps_its_id_and_is_listed_once() -> anyhow::Result
         if n > 0 { Ok(()) } else { Err("none".to_owned()) }
     })
     .await?;
+    // Same id, new process: its usage batches are new ones, not retries of the old ones.
+    for _ in 0..3 {
+        assert_eq!(second.get("/r").await?.0, 200);
+    }
     let status = second.stop("TERM").await?;
     assert!(status.success(), "exit {status:?}");
+    assert_eq!(flushed_requests(&admin.pool, &id).await?, counted + 3, "the restarted node's usage counts");
     Ok(())
+}
+
+/// Requests in the usage batches node `id` has written.
+async fn flushed_requests(pool: &PgPool, id: &str) -> anyhow::Result<i64> {
+    let (n,): (Option<i64>,) =
+        sqlx::query_as("SELECT sum(requests)::bigint FROM usage_flushes WHERE node_id = $1::uuid")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    Ok(n.unwrap_or(0))
 }
 
 /// Waits until `/nodes` lists exactly one node, `id`, in a state `ready` accepts; returns it.
