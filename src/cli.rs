@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tollgate_admin::Secret;
+use tollgate_gateway::limits::HeaderStyle;
 
 /// Tollgate API management platform: admin service, developer portal and gateway in one binary.
 #[derive(Debug, Parser)]
@@ -314,9 +315,14 @@ pub struct GatewayLimits {
     /// they apply their failure policy.
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
-    /// Milliseconds to wait for Redis before a plan's failure policy applies.
-    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    /// Milliseconds to wait for Redis before a plan's failure policy applies to that request
+    /// (three failures in a row apply it to every request until Redis answers a probe).
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 100)]
     pub redis_timeout_ms: u64,
+    /// Which rate-limit fields responses carry: `ietf` (`RateLimit-Policy` and `RateLimit`),
+    /// `legacy` (`RateLimit-Limit/-Remaining/-Reset` and `X-RateLimit-*`) or `both`.
+    #[arg(long, env = "TOLLGATE_RATE_LIMIT_HEADERS", default_value = "ietf", value_parser = header_style)]
+    pub rate_limit_headers: HeaderStyle,
     /// Units of a Redis-counted limit a node may reserve per round trip (0: count each request).
     #[arg(long, env = "TOLLGATE_LIMIT_RESERVE_BATCH", default_value_t = 0)]
     pub limit_reserve_batch: u32,
@@ -369,6 +375,15 @@ pub fn retention(hours: u64) -> Option<std::time::Duration> {
 /// Parsed `--trusted-proxies`.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+fn header_style(s: &str) -> Result<HeaderStyle, String> {
+    match s {
+        "ietf" => Ok(HeaderStyle::Ietf),
+        "legacy" => Ok(HeaderStyle::Legacy),
+        "both" => Ok(HeaderStyle::Both),
+        _ => Err(format!("`{s}` is not one of ietf, legacy, both")),
+    }
+}
 
 fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
     tollgate_gateway::edge::client_ip::parse_trusted(s).map(TrustedProxies)

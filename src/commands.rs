@@ -137,7 +137,7 @@ pub fn gateway_options(
         limits: Limits { max_body_bytes: l.max_body_bytes, max_header_bytes: l.max_header_bytes },
         initial_load_timeout: secs(5),
         metrics_listener: l.metrics_listen.0,
-        edge: EdgeOptions { trusted_proxies: l.trusted_proxies.0.clone() },
+        edge: EdgeOptions { trusted_proxies: l.trusted_proxies.0.clone(), rate_limit_headers: l.rate_limit_headers },
         limiter: LimiterConfig {
             redis_url: l.redis_url.as_ref().map(|u| u.expose().to_owned()),
             redis_timeout: std::time::Duration::from_millis(l.redis_timeout_ms),

@@ -79,7 +79,9 @@ pub struct PlanInput {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub rate_limit_per_hour: Option<i32>,
-    /// Requests allowed above the rate in a burst.
+    /// Requests allowed at once beyond one. The promise of a rate of N per window with burst
+    /// B: one request every window / N, up to B + 1 at once, and never more than N + B in
+    /// any interval of the window's length.
     #[serde(default)]
     #[schema(minimum = 0, maximum = 1000000)]
     pub burst: i32,

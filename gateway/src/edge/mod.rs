@@ -25,7 +25,7 @@ pub use crate::auth::settings::{
 use crate::config::freshness::Freshness;
 use crate::config::model::KeyHash;
 use crate::error::{Challenge, GatewayError, Refusal};
-use crate::limits::{Decision, Denial, LimitKey, Limiter};
+use crate::limits::{Decision, Denial, HeaderStyle, LimitKey, Limiter};
 pub use crate::snapshot::identities::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt};
 pub use crate::snapshot::sharded::Sharded;
 use crate::snapshot::{ApiRuntime, Snapshot};
@@ -36,6 +36,8 @@ use crate::usage::Attribution;
 pub struct EdgeOptions {
     /// Proxies whose `X-Forwarded-For` is believed (client IP for anonymous limits).
     pub trusted_proxies: Vec<IpNet>,
+    /// Which rate-limit fields responses carry.
+    pub rate_limit_headers: HeaderStyle,
 }
 
 pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
@@ -61,6 +63,8 @@ pub struct Call<'a> {
     /// resolved from them only when an anonymous call is counted.
     pub peer: IpAddr,
     pub trusted_proxies: &'a [IpNet],
+    /// Which rate-limit fields the response carries.
+    pub rate_limit_headers: HeaderStyle,
     /// A stale node (`--max-config-staleness`) refuses every call that presents credentials.
     pub freshness: &'a Freshness,
 }
@@ -166,7 +170,9 @@ pub async fn admit(
     let decision = match (&plan, key) {
         (Some(plan), Some(key)) => {
             let cost = plan.cost(call.route_id, call.route_cost);
-            let decision = limiter.check(&key, &plan.limits, cost, limiter.now_for(&plan.limits)).await;
+            let mut decision = limiter.check(&key, &plan.limits, cost, limiter.now_for(&plan.limits)).await;
+            decision.policy.clone_from(&plan.policy);
+            decision.style = call.rate_limit_headers;
             match decision.denied_by {
                 None => Some(decision),
                 Some(Denial::CounterUnavailable) => return Err(GatewayError::LimitUnavailable(Box::new(decision))),

@@ -106,7 +106,7 @@ mod admission {
                 rate_limit_per_second: None,
                 rate_limit_per_minute: Some(2),
                 rate_limit_per_hour: None,
-                burst: 0,
+                burst: 1,
                 quota_per_day: None,
                 quota_per_month: None,
                 limit_mode: "local".into(),
@@ -153,6 +153,7 @@ mod admission {
             route_methods: None,
             peer: "192.0.2.1".parse().expect("ip"),
             trusted_proxies: &[],
+            rate_limit_headers: crate::limits::HeaderStyle::Ietf,
             freshness,
         };
         admit(&call, &store.limiter, headers, pq, &mut crate::usage::Attribution::default()).await
@@ -175,6 +176,8 @@ mod admission {
         let Admitted { identity, decision } = admit_with(&store, api, route, &mut h, &mut pq).await.expect("admitted");
         let decision = decision.expect("counted");
         assert_eq!((decision.limit, decision.remaining), (2, 1));
+        let policy = decision.policy.as_ref().and_then(|p| p.to_str().ok());
+        assert_eq!(policy, Some("\"minute\";q=3;w=60"), "the plan's promise: 2 a minute + a burst of 1");
         let consumer = d.consumers.values().next().expect("consumer");
         let key = d.keys.values().next().expect("key");
         let mut sent = HeaderMap::new();

@@ -1,12 +1,12 @@
 //! The answer to "may this request pass?": the tightest applicable limit, the pure GCRA and
 //! quota arithmetic shared by the local and Redis counters, and the response headers.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
-use super::plan::RateWindow;
+use super::plan::{PlanLimits, QuotaPeriod, RateWindow, Window};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +30,25 @@ pub enum Backend {
     Fallback,
 }
 
+/// Which rate-limit fields a response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderStyle {
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+    #[default]
+    Ietf,
+    /// The older `RateLimit-Limit`, `-Remaining`, `-Reset` and their `X-RateLimit-*` twins.
+    Legacy,
+    /// Both sets.
+    Both,
+}
+
 /// The decision for one request, describing the tightest applicable limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
+    /// The plan's N of the tightest window or quota.
     pub limit: u64,
+    /// Units that could pass right now (for a rate window: before the tolerance is used up).
     pub remaining: u64,
     /// Until the tightest limit is fully available again.
     pub reset: Duration,
@@ -42,6 +56,11 @@ pub struct Decision {
     pub retry_after: Option<Duration>,
     pub denied_by: Option<Denial>,
     pub backend: Backend,
+    /// The tightest window or quota.
+    pub window: Window,
+    /// The plan's `RateLimit-Policy` value (set by the caller that knows the plan).
+    pub policy: Option<HeaderValue>,
+    pub style: HeaderStyle,
 }
 
 /// The outcome of one window or quota, before the tightest one is picked.
@@ -53,28 +72,36 @@ pub(crate) struct Outcome {
     pub reset_ns: u64,
     pub retry_ns: u64,
     pub denial: Denial,
+    pub window: Window,
 }
 
 /// GCRA for one window: the outcome and the new theoretical arrival time if admitted.
+///
+/// A request costing more than the units admitted at once passes when the window is fully
+/// available (its TAT not ahead of now), so every route stays callable; such a window then
+/// holds at most N + cost − 1 units instead of N + B.
 pub(crate) fn gcra(tat: u64, now: u64, cost: u64, w: &RateWindow) -> (Outcome, u64) {
     let base = tat.max(now);
-    let new_tat = base.saturating_add(cost.saturating_mul(w.interval_ns));
+    let needed = cost.saturating_mul(w.interval_ns);
+    let new_tat = base.saturating_add(needed);
     let ahead = new_tat - now;
-    let allowed = ahead <= w.tolerance_ns;
+    let tolerance = w.tolerance_ns.max(needed);
+    let allowed = ahead <= tolerance;
     let used = if allowed { ahead } else { base - now };
     let out = Outcome {
         allowed,
         limit: w.limit,
-        remaining: (w.tolerance_ns.saturating_sub(used) / w.interval_ns).min(w.limit),
+        remaining: w.tolerance_ns.saturating_sub(used) / w.interval_ns,
         reset_ns: used,
-        retry_ns: if allowed { 0 } else { ahead - w.tolerance_ns },
+        retry_ns: if allowed { 0 } else { ahead - tolerance },
         denial: Denial::Rate,
+        window: Window::of_slot(w.slot),
     };
     (out, new_tat)
 }
 
 /// A calendar quota with `used` units spent before this request, the window ending in `left_ns`.
-pub(crate) fn quota(used: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
+pub(crate) fn quota(period: QuotaPeriod, used: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
     let allowed = used.saturating_add(cost) <= limit;
     let after = if allowed { used + cost } else { used };
     Outcome {
@@ -84,6 +111,7 @@ pub(crate) fn quota(used: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
         reset_ns: left_ns,
         retry_ns: if allowed { 0 } else { left_ns },
         denial: Denial::Quota,
+        window: if period == QuotaPeriod::Day { Window::Day } else { Window::Month },
     }
 }
 
@@ -98,6 +126,9 @@ impl Decision {
             retry_after: None,
             denied_by: None,
             backend: Backend::Unlimited,
+            window: Window::Second,
+            policy: None,
+            style: HeaderStyle::Ietf,
         }
     }
 
@@ -111,6 +142,9 @@ impl Decision {
             retry_after: Some(retry),
             denied_by: Some(Denial::CounterUnavailable),
             backend: Backend::Redis,
+            window: Window::Second,
+            policy: None,
+            style: HeaderStyle::Ietf,
         }
     }
 
@@ -128,63 +162,108 @@ impl Decision {
             retry_after: denied.map(|d| Duration::from_nanos(d.retry_ns)),
             denied_by: denied.map(|d| d.denial),
             backend,
+            window: o.window,
+            policy: None,
+            style: HeaderStyle::Ietf,
         }
     }
 
-    /// Calls `fields` with each value and the names it goes under: `RateLimit-*` (IETF draft)
-    /// with `X-RateLimit-*`, and on denial `Retry-After`. Nothing for an unlimited plan.
-    fn fields(&self, mut fields: impl FnMut(&'static [HeaderName], u64)) {
+    /// Calls `field` with each rate-limit field of the response, in the chosen style: the
+    /// plan's `RateLimit-Policy` and `RateLimit: "<window>";r=<remaining>;t=<seconds>` (on
+    /// denial `t` is the `Retry-After` value), and/or the legacy fields. Nothing for an
+    /// unlimited plan; only `Retry-After` while the counter is unavailable (no limit to claim).
+    fn fields(&self, mut field: impl FnMut(&HeaderName, &[u8])) {
         if self.backend == Backend::Unlimited {
             return;
         }
-        // Names built once (a runtime `from_static` validates the name on every call).
-        static NAMES: [HeaderName; 7] = [
-            HeaderName::from_static("ratelimit-limit"),
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderName::from_static("ratelimit-remaining"),
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderName::from_static("ratelimit-reset"),
-            HeaderName::from_static("x-ratelimit-reset"),
-            http::header::RETRY_AFTER,
-        ];
-        let values = [self.limit, self.remaining, ceil_secs(self.reset)];
-        for (names, value) in NAMES[..6].chunks_exact(2).zip(values) {
-            fields(names, value);
-        }
-        if let Some(retry) = self.retry_after {
-            fields(&NAMES[6..], ceil_secs(retry).max(1));
-        }
-    }
-
-    /// Sets the fields (see [`Self::fields`]) in a header map.
-    pub fn write_headers(&self, headers: &mut HeaderMap) {
-        headers.reserve(7);
-        self.fields(|names, value| {
-            for name in names {
-                headers.insert(name.clone(), number(value));
+        let retry = self.retry_after.map(|r| ceil_secs(r).max(1));
+        if self.denied_by != Some(Denial::CounterUnavailable) {
+            let reset = retry.unwrap_or_else(|| ceil_secs(self.reset));
+            if self.style != HeaderStyle::Legacy {
+                if let Some(policy) = &self.policy {
+                    field(&NAMES[0], policy.as_bytes());
+                }
+                let mut text = SmallVec::<[u8; 64]>::new();
+                let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+                for part in [b"\"", self.window.name().as_bytes(), b"\";r=", r.format(self.remaining).as_bytes()] {
+                    text.extend_from_slice(part);
+                }
+                text.extend_from_slice(b";t=");
+                text.extend_from_slice(t.format(reset).as_bytes());
+                field(&NAMES[1], &text);
             }
-        });
-    }
-
-    /// Writes the fields (see [`Self::fields`]) as HTTP/1.1 header lines, each number formatted
-    /// once for all its names.
-    pub fn write_lines(&self, out: &mut Vec<u8>) {
-        self.fields(|names, value| {
+            if self.style != HeaderStyle::Ietf {
+                let values = [self.limit, self.remaining, reset];
+                for (names, value) in NAMES[2..8].chunks_exact(2).zip(values) {
+                    let mut text = itoa::Buffer::new();
+                    let text = text.format(value).as_bytes();
+                    for name in names {
+                        field(name, text);
+                    }
+                }
+            }
+        }
+        if let Some(retry) = retry {
             let mut text = itoa::Buffer::new();
-            let text = text.format(value).as_bytes();
-            for name in names {
-                crate::wire::codec::put(out, &[name.as_str().as_bytes(), b": ", text, b"\r\n"]);
+            field(&NAMES[8], text.format(retry).as_bytes());
+        }
+    }
+
+    /// Whether a field `name` from the upstream gives way to the gateway's: every rate-limit
+    /// field of either style (one account of the limits, the plan's), and `Retry-After` when
+    /// this decision sets one.
+    fn replaces(&self, name: &HeaderName) -> bool {
+        if name == http::header::RETRY_AFTER {
+            return self.retry_after.is_some();
+        }
+        NAMES[..8].contains(name)
+    }
+
+    /// Sets the fields (see [`Self::fields`]) in a header map, after removing the rate-limit
+    /// fields already there (see [`Self::replaces`]).
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        if self.backend != Backend::Unlimited {
+            for name in &NAMES[..8] {
+                headers.remove(name);
+            }
+        }
+        headers.reserve(4);
+        self.fields(|name, value| {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                headers.insert(name.clone(), v);
             }
         });
+    }
+
+    /// Writes the fields (see [`Self::fields`]) as HTTP/1.1 header lines.
+    pub fn write_lines(&self, out: &mut Vec<u8>) {
+        self.fields(|name, value| crate::wire::codec::put(out, &[name.as_str().as_bytes(), b": ", value, b"\r\n"]));
     }
 }
 
-/// `n` as a header value. Values below 4096 come from a table built once: a clone of a shared
-/// value is a reference count, where formatting a number allocates.
-fn number(n: u64) -> HeaderValue {
-    static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    let table = SMALL.get_or_init(|| (0..4096u64).map(HeaderValue::from).collect());
-    usize::try_from(n).ok().and_then(|i| table.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
+/// Names built once (a runtime `from_static` validates the name on every call).
+static NAMES: [HeaderName; 9] = [
+    HeaderName::from_static("ratelimit-policy"),
+    HeaderName::from_static("ratelimit"),
+    HeaderName::from_static("ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("ratelimit-reset"),
+    HeaderName::from_static("x-ratelimit-reset"),
+    http::header::RETRY_AFTER,
+];
+
+/// The `RateLimit-Policy` value of a plan: one item per window and quota, named like the
+/// `RateLimit` field's, with its promise (`q` units in any `w` seconds; for quotas the UTC
+/// calendar day or month). `None` for a plan without limits.
+pub fn policy_header(plan: &PlanLimits) -> Option<HeaderValue> {
+    let items: Vec<String> =
+        plan.promises().map(|(window, q, w)| format!("\"{}\";q={q};w={w}", window.name())).collect();
+    if items.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&items.join(", ")).ok()
 }
 
 /// Whole seconds, rounded up: a client waiting that long is never early.
@@ -194,13 +273,7 @@ fn ceil_secs(d: Duration) -> u64 {
 
 impl crate::wire::ExtraFields for Decision {
     fn each(&self, field: &mut dyn FnMut(&HeaderName, &[u8])) {
-        self.fields(|names, value| {
-            let mut text = itoa::Buffer::new();
-            let text = text.format(value).as_bytes();
-            for name in names {
-                field(name, text);
-            }
-        });
+        self.fields(field);
     }
 
     fn write_lines(&self, out: &mut Vec<u8>) {
@@ -209,5 +282,9 @@ impl crate::wire::ExtraFields for Decision {
 
     fn write_headers(&self, headers: &mut HeaderMap) {
         Decision::write_headers(self, headers);
+    }
+
+    fn replaces(&self, name: &HeaderName) -> bool {
+        self.backend != Backend::Unlimited && Decision::replaces(self, name)
     }
 }

@@ -53,6 +53,33 @@ impl LocalCounter {
         Decision::tightest(&outcomes, backend)
     }
 
+    /// Records `cost` units that another counter admitted (Redis, for this node's fallback):
+    /// every window and quota takes them, never beyond full (a rate window's TAT at most its
+    /// tolerance ahead, a quota at most its limit), so a later local decision continues from
+    /// what this node spent instead of a fresh allowance.
+    pub fn charge(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now) {
+        let cost = u64::from(cost);
+        let charge_cell = |cell: &Cell| {
+            for w in plan.rate_windows() {
+                let _ = cell.tats[w.slot].fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                    let full = now.mono_ns.saturating_add(w.tolerance_ns);
+                    Some(tat.max(now.mono_ns).saturating_add(cost.saturating_mul(w.interval_ns)).min(full))
+                });
+            }
+            for (period, limit) in plan.quotas() {
+                let Some((id, _)) = window_id(period, now) else { continue };
+                let _ = cell.quotas[period as usize].fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                    let used = if cur >> COUNT_BITS == id { cur & COUNT_MASK } else { 0 };
+                    Some((id << COUNT_BITS) | used.saturating_add(cost).min(limit).min(COUNT_MASK))
+                });
+            }
+        };
+        match self.cells.get(key) {
+            Some(cell) => charge_cell(&cell),
+            None => charge_cell(&self.cells.entry(key.clone()).or_default()),
+        }
+    }
+
     /// Drops keys whose counters equal a fresh key's: every TAT in the past and no count in
     /// the current quota windows. Exact, so memory stays bounded by the keys active within the
     /// longest window. Returns how many keys were dropped.
@@ -101,7 +128,7 @@ fn take(cell: &Cell, plan: &PlanLimits, cost: u64, now: Now) -> Outcomes {
     for (period, limit) in plan.quotas() {
         let slot = period as usize;
         let Some((id, left)) = window_id(period, now) else { continue };
-        let o = take_quota(&cell.quotas[slot], id, cost, limit, left);
+        let o = take_quota(period, &cell.quotas[slot], id, cost, limit, left);
         if o.allowed {
             taken_q.push((slot, id));
         }
@@ -145,11 +172,11 @@ fn take_rate(tat: &AtomicU64, now: u64, cost: u64, w: &RateWindow) -> Outcome {
     }
 }
 
-fn take_quota(word: &AtomicU64, id: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
+fn take_quota(period: QuotaPeriod, word: &AtomicU64, id: u64, cost: u64, limit: u64, left_ns: u64) -> Outcome {
     let mut cur = word.load(Ordering::Acquire);
     loop {
         let used = if cur >> COUNT_BITS == id { cur & COUNT_MASK } else { 0 };
-        let out = decision::quota(used, cost, limit, left_ns);
+        let out = decision::quota(period, used, cost, limit, left_ns);
         if !out.allowed {
             return out;
         }

@@ -2,9 +2,21 @@
 //! UTC calendar quotas (day, month), counted per node ([`LocalCounter`]) or shared in Redis
 //! ([`RedisCounter`]), with the plan's failure policy while Redis is unreachable.
 //!
+//! The promise of a plan is in [`plan`]: at most N + B units in any window of length W.
+//! - `local` plans are split among the live nodes (each counts its share, see
+//!   [`PlanLimits::share`]); the share follows the node count each heartbeat reports.
+//! - `redis` plans count exactly in one Lua script per decision. While Redis fails, a
+//!   fail-open node counts its share in a fallback counter that has been charged with every
+//!   unit Redis admitted on this node, so an outage (or a slow moment) continues from what
+//!   the node spent instead of handing out a fresh allowance. One timeout is not an outage:
+//!   the circuit opens after [`FAILURES_TO_OPEN`] failures in a row (that request alone is
+//!   decided by the fallback), then one probe at a time tries Redis every
+//!   `circuit_open_for`, and the first answer closes it.
+//!
 //! The clock is explicit: every decision takes a [`Now`] (from [`Limiter::now`] in
 //! production), so tests can drive windows and calendar boundaries.
 
+mod batch;
 mod calendar;
 mod decision;
 mod local;
@@ -23,9 +35,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use decision::{Backend, Decision, Denial};
+pub use decision::{Backend, Decision, Denial, HeaderStyle, policy_header};
 pub use local::LocalCounter;
-pub use plan::{FailurePolicy, Mode, PlanLimits, QuotaPeriod};
+pub use plan::{FailurePolicy, Mode, PlanLimits, QuotaPeriod, Window};
 pub use redis::{CounterError, RedisCounter};
 
 /// The calendar window of `period` containing `utc`: its start (Unix seconds) and the
@@ -33,6 +45,10 @@ pub use redis::{CounterError, RedisCounter};
 pub fn quota_window(period: QuotaPeriod, utc: OffsetDateTime) -> Option<(i64, u64)> {
     calendar::window(period, utc)
 }
+
+/// Failed Redis calls in a row that open the circuit (fewer are a slow moment: the request
+/// that failed is decided by the fallback, the next ones try Redis again).
+pub const FAILURES_TO_OPEN: u32 = 3;
 
 /// Reserved units unused this long are given up at the next sweep.
 const LEASE_IDLE_NS: u64 = 60_000_000_000;
@@ -103,7 +119,7 @@ impl Default for LimiterConfig {
         LimiterConfig {
             redis_url: None,
             namespace: "tg".to_owned(),
-            redis_timeout: Duration::from_millis(50),
+            redis_timeout: Duration::from_millis(100),
             circuit_open_for: Duration::from_secs(1),
             node_share: 1,
             reserve_batch: 0,
@@ -118,8 +134,10 @@ pub struct Limiter {
     fallback: LocalCounter,
     redis: Option<RedisCounter>,
     node_share: AtomicU32,
-    /// Monotonic nanoseconds until which Redis is skipped (0: closed).
+    /// Monotonic nanoseconds until which Redis is skipped (0: closed; past: one probe may go).
     circuit_until: AtomicU64,
+    /// Redis calls that failed in a row.
+    failures: AtomicU32,
     circuit_open_ns: u64,
     leases: reserve::Leases,
     reserve_batch: u32,
@@ -150,6 +168,7 @@ impl Limiter {
             redis,
             node_share: AtomicU32::new(config.node_share.max(1)),
             circuit_until: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
             circuit_open_ns: u64::try_from(config.circuit_open_for.as_nanos()).unwrap_or(u64::MAX),
             leases: reserve::Leases::default(),
             reserve_batch: config.reserve_batch,
@@ -173,9 +192,15 @@ impl Limiter {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Sets how many nodes share the limits (e.g. the number of live nodes).
-    pub fn set_node_share(&self, nodes: u32) {
-        self.node_share.store(nodes.max(1), Ordering::Relaxed);
+    /// Sets how many nodes share the limits (e.g. the number of live nodes); returns the
+    /// number before.
+    pub fn set_node_share(&self, nodes: u32) -> u32 {
+        self.node_share.swap(nodes.max(1), Ordering::Relaxed)
+    }
+
+    /// How many nodes share the limits.
+    pub fn node_share(&self) -> u32 {
+        self.node_share.load(Ordering::Relaxed)
     }
 
     /// Counts a request of `cost` units (1 for most routes) for `key` under `plan`.
@@ -184,7 +209,10 @@ impl Limiter {
             return Decision::unlimited();
         }
         match plan.mode {
-            Mode::Local => self.local.check(key, plan, cost, now, Backend::Local),
+            Mode::Local => match self.node_share() {
+                1 => self.local.check(key, plan, cost, now, Backend::Local),
+                n => self.local.check(key, &plan.share(n), cost, now, Backend::Local),
+            },
             // Boxed: the Redis exchange's future would enlarge every request's (local and
             // unlimited plans too); one allocation is nothing next to the round trip.
             Mode::Redis => Box::pin(self.check_shared(key, plan, cost, now)).await,
@@ -192,21 +220,48 @@ impl Limiter {
     }
 
     async fn check_shared(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now) -> Decision {
-        let until = self.circuit_until.load(Ordering::Relaxed);
-        let redis = match &self.redis {
-            Some(r) if now.mono_ns >= until => r,
-            _ => return self.degraded(key, plan, cost, now),
+        let Some(redis) = self.redis.as_ref().filter(|_| self.may_call_redis(now)) else {
+            return self.degraded(key, plan, cost, now);
         };
         match self.count_shared(redis, &key.to_string(), plan, cost, now).await {
-            Ok(d) => d,
+            Ok(d) => {
+                // Read first: a store on every decision would bounce the line between cores.
+                if self.failures.load(Ordering::Relaxed) != 0 {
+                    self.failures.store(0, Ordering::Relaxed);
+                }
+                if self.circuit_until.load(Ordering::Relaxed) != 0 && self.circuit_until.swap(0, Ordering::Relaxed) != 0
+                {
+                    tracing::info!("rate-limit counter reachable again, counting in Redis");
+                }
+                if d.allowed && plan.failure_policy == FailurePolicy::FailOpen {
+                    self.fallback.charge(key, &plan.share(self.node_share()), cost, now);
+                }
+                d
+            }
             Err(error) => {
-                let next = now.mono_ns.saturating_add(self.circuit_open_ns);
-                if self.circuit_until.swap(next, Ordering::Relaxed) <= now.mono_ns {
-                    tracing::warn!(%error, "rate-limit counter unreachable, applying failure policies");
+                if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_OPEN {
+                    let next = now.mono_ns.saturating_add(self.circuit_open_ns).max(1);
+                    if self.circuit_until.swap(next, Ordering::Relaxed) == 0 {
+                        tracing::warn!(%error, "rate-limit counter unreachable, applying failure policies");
+                    }
                 }
                 self.degraded(key, plan, cost, now)
             }
         }
+    }
+
+    /// Whether this request may use Redis: always while the circuit is closed; while it is
+    /// open only the one request that claims the probe once its time has come.
+    fn may_call_redis(&self, now: Now) -> bool {
+        let until = self.circuit_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now.mono_ns < until {
+            return false;
+        }
+        let next = now.mono_ns.saturating_add(self.circuit_open_ns).max(1);
+        self.circuit_until.compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Counts in Redis, through this node's reserved units when reservation is on.
@@ -249,8 +304,7 @@ impl Limiter {
                 )
             }
             FailurePolicy::FailOpen => {
-                let share = plan.share(self.node_share.load(Ordering::Relaxed));
-                self.fallback.check(key, &share, cost, now, Backend::Fallback)
+                self.fallback.check(key, &plan.share(self.node_share()), cost, now, Backend::Fallback)
             }
         }
     }

@@ -14,46 +14,79 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use smallvec::SmallVec;
 use time::OffsetDateTime;
 
+use super::batch;
 use super::calendar;
 use super::decision::{self, Backend, Decision, Denial, Outcome};
 use super::plan::{PlanLimits, QuotaPeriod};
 
-/// The GCRA + quota script. ARGV: cost, number of rate keys, then (interval µs, tolerance µs)
-/// per rate key, then (limit, ttl s) per quota key. Returns {admitted, now µs, TAT before per
-/// rate key, count before per quota key}.
+/// The GCRA + quota script, for a batch of decisions evaluated one after the other (exactly
+/// as separate calls in that order would be). ARGV: the number of decisions, then per
+/// decision: cost, number of rate keys, number of quota keys, the time in µs (0: the server's
+/// `TIME`; tests drive a clock of their own), (interval µs, tolerance µs) per rate key, (limit,
+/// ttl s) per quota key. KEYS: each decision's rate keys then quota keys. Returns, per
+/// decision, {admitted, now µs, TAT before per rate key, count before per quota key}. A key
+/// read once is kept in a table for the rest of the batch and written once at the end.
 const SCRIPT: &str = r"
-local cost = tonumber(ARGV[1])
-local nr = tonumber(ARGV[2])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local ok = 1
-local out = {0, now}
-local new = {}
-for i = 1, nr do
-  local interval = tonumber(ARGV[1 + 2 * i])
-  local tolerance = tonumber(ARGV[2 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
-  out[#out + 1] = tat
-  new[i] = math.max(tat, now) + cost * interval
-  if new[i] - now > tolerance then ok = 0 end
+local server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cache, ttl, nows = {}, {}, {}
+local function get(key)
+  local v = cache[key]
+  if v == nil then
+    v = tonumber(redis.call('GET', key)) or 0
+    cache[key] = v
+  end
+  return v
 end
-local base = 2 + 2 * nr
-for j = 1, #KEYS - nr do
-  local used = tonumber(redis.call('GET', KEYS[nr + j])) or 0
-  out[#out + 1] = used
-  if used + cost > tonumber(ARGV[base + 2 * j - 1]) then ok = 0 end
-end
-if ok == 1 then
+local out = {}
+local a, k = 2, 1
+for d = 1, tonumber(ARGV[1]) do
+  local cost, nr, nq = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local now = tonumber(ARGV[a + 3])
+  if now == 0 then now = server_now end
+  a = a + 4
+  local ok, seen, new = 1, {}, {}
   for i = 1, nr do
-    local ttl = math.ceil((new[i] - now) / 1000) + 1
-    redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl)
+    local interval, tolerance = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    local tat = get(KEYS[k + i - 1])
+    seen[#seen + 1] = tat
+    new[i] = math.max(tat, now) + cost * interval
+    if new[i] - now > math.max(tolerance, cost * interval) then ok = 0 end
   end
-  for j = 1, #KEYS - nr do
-    redis.call('INCRBY', KEYS[nr + j], cost)
-    redis.call('EXPIRE', KEYS[nr + j], ARGV[base + 2 * j])
+  local quota_args = a
+  for j = 1, nq do
+    local used = get(KEYS[k + nr + j - 1])
+    seen[#seen + 1] = used
+    if used + cost > tonumber(ARGV[a]) then ok = 0 end
+    a = a + 2
+  end
+  if ok == 1 then
+    for i = 1, nr do
+      local key = KEYS[k + i - 1]
+      cache[key] = new[i]
+      ttl[key] = -1
+      nows[key] = now
+    end
+    for j = 1, nq do
+      local key = KEYS[k + nr + j - 1]
+      cache[key] = cache[key] + cost
+      ttl[key] = tonumber(ARGV[quota_args + 2 * j - 1])
+    end
+  end
+  out[#out + 1] = ok
+  out[#out + 1] = now
+  for _, v in ipairs(seen) do out[#out + 1] = v end
+  k = k + nr + nq
+end
+for key, secs in pairs(ttl) do
+  if secs < 0 then
+    local ms = math.ceil((cache[key] - nows[key]) / 1000) + 1
+    redis.call('SET', key, string.format('%.0f', cache[key]), 'PX', ms)
+  else
+    redis.call('SET', key, string.format('%.0f', cache[key]), 'EX', secs)
   end
 end
-out[1] = ok
 return out
 ";
 
@@ -66,13 +99,16 @@ pub enum CounterError {
     Timeout(Duration),
     #[error("redis answered {0} values, expected {1}")]
     Reply(usize, usize),
+    #[error("redis batch: {0}")]
+    Batch(String),
 }
 
-/// A Redis-backed counter shared by every node.
+/// A Redis-backed counter shared by every node. Concurrent decisions are coalesced: one
+/// script call at a time carries every decision queued meanwhile ([`batch`]).
 #[derive(Clone)]
 pub struct RedisCounter {
     conn: ConnectionManager,
-    script: Script,
+    batch: batch::Sender,
     namespace: String,
     timeout: Duration,
 }
@@ -86,8 +122,8 @@ impl std::fmt::Debug for RedisCounter {
 /// The keys and arguments of one script call, and what is needed to read its reply.
 struct Call {
     keys: SmallVec<[String; 5]>,
-    args: SmallVec<[String; 12]>,
-    quotas: SmallVec<[(u64, u64); 2]>,
+    args: SmallVec<[String; 16]>,
+    quotas: SmallVec<[(QuotaPeriod, u64, u64); 2]>,
 }
 
 impl RedisCounter {
@@ -101,7 +137,8 @@ impl RedisCounter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisCounter { conn, script: Script::new(SCRIPT), namespace: namespace.to_owned(), timeout })
+        let batch = batch::spawn(conn.clone(), Script::new(SCRIPT));
+        Ok(RedisCounter { conn, batch, namespace: namespace.to_owned(), timeout })
     }
 
     /// Counts `cost` units for `key` under `plan`; quota windows follow `utc`.
@@ -112,18 +149,25 @@ impl RedisCounter {
         cost: u32,
         utc: OffsetDateTime,
     ) -> Result<Decision, CounterError> {
+        self.check_at(key, plan, cost, utc, 0).await
+    }
+
+    /// [`Self::check`] at `now_us` microseconds on the rate windows' clock (0: Redis's).
+    pub(crate) async fn check_at(
+        &self,
+        key: &str,
+        plan: &PlanLimits,
+        cost: u32,
+        utc: OffsetDateTime,
+        now_us: u64,
+    ) -> Result<Decision, CounterError> {
         let cost = u64::from(cost);
-        let call = self.build(key, plan, utc);
-        let mut inv = self.script.prepare_invoke();
-        for k in &call.keys {
-            inv.key(k);
-        }
-        inv.arg(cost).arg(call.keys.len() - call.quotas.len());
-        for a in &call.args {
-            inv.arg(a);
-        }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+        let mut call = self.build(key, plan, utc);
+        let rates = call.keys.len() - call.quotas.len();
+        let head = [cost, rates as u64, call.quotas.len() as u64, now_us].map(|n| n.to_string());
+        call.args.insert_many(0, head);
+        let (keys, args) = (std::mem::take(&mut call.keys), std::mem::take(&mut call.args));
+        let reply = tokio::time::timeout(self.timeout, self.batch.decide(keys, args))
             .await
             .map_err(|_| CounterError::Timeout(self.timeout))??;
         read_reply(&reply, plan, cost, &call)
@@ -154,7 +198,7 @@ impl RedisCounter {
             call.args.push(limit.to_string());
             // A minute of slack so a slow clock on this node never expires a live count.
             call.args.push((left_ns / 1_000_000_000 + 60).to_string());
-            call.quotas.push((limit, left_ns));
+            call.quotas.push((period, limit, left_ns));
         }
         call
     }
@@ -172,8 +216,9 @@ fn micros(ns: u64) -> String {
 
 /// Rebuilds the outcomes from the state the script saw; the script's verdict is final.
 fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Result<Decision, CounterError> {
-    if reply.len() != 2 + call.keys.len() {
-        return Err(CounterError::Reply(reply.len(), 2 + call.keys.len()));
+    let expected = 2 + plan.rate_windows().count() + call.quotas.len();
+    if reply.len() != expected {
+        return Err(CounterError::Reply(reply.len(), expected));
     }
     let admitted = reply[0] == 1;
     let now_ns = u64::try_from(reply[1]).unwrap_or(0).saturating_mul(1000);
@@ -183,8 +228,8 @@ fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Resul
         let tat_ns = values.next().unwrap_or(0).saturating_mul(1000);
         outs.push(decision::gcra(tat_ns, now_ns, cost, &w).0);
     }
-    for (limit, left_ns) in &call.quotas {
-        outs.push(decision::quota(values.next().unwrap_or(0), cost, *limit, *left_ns));
+    for (period, limit, left_ns) in &call.quotas {
+        outs.push(decision::quota(*period, values.next().unwrap_or(0), cost, *limit, *left_ns));
     }
     let mut d = Decision::tightest(&outs, Backend::Redis);
     if d.allowed != admitted {

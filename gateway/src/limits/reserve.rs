@@ -8,14 +8,15 @@
 //! quarter of this node's share of the tightest limit, and near the limit a refused batch is
 //! retried as a single exact request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
 use std::time::Duration;
 
-use super::decision::{Backend, Decision};
+use super::decision::{Backend, Decision, HeaderStyle};
 use super::plan::PlanLimits;
+use super::plan::Window;
 
 /// Units reserved per key on this node.
 #[derive(Debug, Default)]
@@ -26,7 +27,8 @@ pub(crate) struct Leases {
 #[derive(Debug, Default)]
 struct Lease {
     tokens: AtomicU64,
-    /// The limit, remaining count and reset of the last shared decision, for the headers.
+    /// The window, limit, remaining count and reset of the last shared decision, for the headers.
+    window: AtomicU8,
     limit: AtomicU64,
     remaining: AtomicU64,
     reset_ns: AtomicU64,
@@ -47,6 +49,9 @@ impl Leases {
             retry_after: None,
             denied_by: None,
             backend: Backend::Redis,
+            window: Window::ALL[usize::from(lease.window.load(Ordering::Relaxed))],
+            policy: None,
+            style: HeaderStyle::Ietf,
         })
     }
 
@@ -54,6 +59,7 @@ impl Leases {
     pub(crate) fn store(&self, key: &str, extra: u64, d: &Decision, now_ns: u64) {
         let update = |lease: &Lease| {
             lease.tokens.fetch_add(extra, Ordering::AcqRel);
+            lease.window.store(d.window as u8, Ordering::Relaxed);
             lease.limit.store(d.limit, Ordering::Relaxed);
             lease.remaining.store(d.remaining, Ordering::Relaxed);
             lease.reset_ns.store(u64::try_from(d.reset.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);

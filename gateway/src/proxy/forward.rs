@@ -167,6 +167,7 @@ impl Pipeline {
             route_methods,
             peer: conn.peer.ip(),
             trusted_proxies: &self.edge.trusted_proxies,
+            rate_limit_headers: self.edge.rate_limit_headers,
             freshness: &self.freshness,
         };
         let edge::Admitted { identity, decision } =

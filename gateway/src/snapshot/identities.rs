@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::sharded::Sharded;
 use crate::config::model::{ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
 use crate::fx::FxBuildHasher;
-use crate::limits::PlanLimits;
+use crate::limits::{PlanLimits, policy_header};
 use crate::wire::headers::uuid_value;
 
 /// A consumer as the request path needs it.
@@ -37,6 +37,8 @@ pub struct PlanRt {
     pub api_id: Uuid,
     pub name_header: Option<HeaderValue>,
     pub limits: PlanLimits,
+    /// The `RateLimit-Policy` value of its limits.
+    pub policy: Option<HeaderValue>,
     /// Per-route cost overrides (route ids come from the configuration, not from clients:
     /// Fx-hashed like the other identity tables).
     pub(crate) route_costs: HashMap<Uuid, u32, FxBuildHasher>,
@@ -110,6 +112,7 @@ fn plan_rt(p: &PlanDef) -> Arc<PlanRt> {
         api_id: p.api_id,
         name_header: header(&p.name),
         limits: PlanLimits::from(p),
+        policy: policy_header(&PlanLimits::from(p)),
         route_costs: p.route_costs.iter().filter_map(|(r, c)| Some((*r, u32::try_from(*c).ok()?))).collect(),
     })
 }

@@ -186,7 +186,10 @@ impl Sink for ConfigStore {
     }
 
     fn live_nodes(&self, nodes: u32) {
-        self.limiter.set_node_share(nodes);
+        let before = self.limiter.set_node_share(nodes);
+        if before != nodes.max(1) {
+            tracing::info!(nodes, before, "live gateway nodes changed: local limits split {nodes} ways");
+        }
     }
 }
 

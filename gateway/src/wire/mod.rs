@@ -82,6 +82,12 @@ pub trait ExtraFields: Send + Sync + std::fmt::Debug {
         });
     }
 
+    /// Whether a field `name` from the message's source gives way to these (by default: when
+    /// these have a field of that name).
+    fn replaces(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
     /// The value of field `name`, when there is one.
     fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
         self.find(name)

@@ -149,7 +149,7 @@ impl Fields {
         for (name, value) in lines(&self.block) {
             has_id |= name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes());
             let replaced = self.extra.as_ref().is_some_and(|e| {
-                HeaderName::from_bytes(name).is_ok_and(|n| Field::of(name) == Field::GatewaySet && e.get(&n).is_some())
+                HeaderName::from_bytes(name).is_ok_and(|n| Field::of(name) == Field::GatewaySet && e.replaces(&n))
             });
             if !replaced {
                 put(out, &[name, b": ", value, b"\r\n"]);

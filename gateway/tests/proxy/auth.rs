@@ -21,7 +21,7 @@ mod jwt_helpers;
 const KEY: &str = "tg_proxy_test_key_0123456789abcdef";
 
 /// An API `orders` with key auth (header `x-api-key` or `?api_key=`), a plan of `per_minute`
-/// with `burst`, an expensive route costing 3, and a consumer `acme` holding KEY.
+/// with a burst of 9, an expensive route costing 3, and a consumer `acme` holding KEY.
 fn keyed(up: &Upstream, per_minute: u32, status_extra: Value) -> Value {
     let mut orders = api(
         "orders",
@@ -30,7 +30,7 @@ fn keyed(up: &Upstream, per_minute: u32, status_extra: Value) -> Value {
         json!({
             "auth_methods": ["key_auth"],
             "key_query_param": "api_key",
-            "plans": [{"name": "free", "rate_limit_per_minute": per_minute, "burst": 0}],
+            "plans": [{"name": "free", "rate_limit_per_minute": per_minute, "burst": 9}],
         }),
     );
     if let (Some(o), Some(extra)) = (orders.as_object_mut(), status_extra.as_object()) {
@@ -67,8 +67,9 @@ async fn keys_identify_the_consumer_to_the_upstream() {
     assert_ne!(h["x-consumer-id"], json!(["forged"]));
     assert!(h["x-credential-id"][0].as_str().is_some_and(|id| id.len() == 36), "{h}");
     assert!(h.get("x-api-key").is_none(), "the key is not forwarded: {h}");
-    assert_eq!(ok.header("ratelimit-limit"), Some("100"));
-    assert_eq!(ok.header("x-ratelimit-remaining"), Some("99"));
+    assert_eq!(ok.header("ratelimit-policy"), Some("\"minute\";q=109;w=60"), "100 a minute + a burst of 9");
+    assert_eq!(ok.header("ratelimit"), Some("\"minute\";r=9;t=1"), "9 more at once, all back within 1 s");
+    assert_eq!(ok.header("x-ratelimit-remaining"), None, "the legacy fields only when asked for");
 
     // The query parameter works too and is removed before proxying.
     let ok = client.get(&gw.url(&format!("/orders/2?x=1&api_key={KEY}"))).await;
@@ -113,17 +114,22 @@ async fn plans_limit_at_the_route_cost() {
     let up = Upstream::echo("orders").await;
     let gw = Gateway::start(keyed(&up, 5, json!({}))).await;
     let client = Client::http1();
-    // The report costs 3 of the 5 per minute; one more (cost 1) fits, then 1 left < 3.
-    assert_eq!(client.send(with_key(&gw.url("/report"), KEY)).await.status, 200);
-    let one = client.send(with_key(&gw.url("/orders/1"), KEY)).await;
-    assert_eq!((one.status.as_u16(), one.header("ratelimit-remaining")), (200, Some("1")));
+    // 10 units at once (burst 9); each report takes 3: three fit, then one unit is left.
+    for _ in 0..3 {
+        assert_eq!(client.send(with_key(&gw.url("/report"), KEY)).await.status, 200);
+    }
     let denied = client.send(with_key(&gw.url("/report"), KEY)).await;
     denied.assert_problem(429, "rate-limited");
     let retry: u64 = denied.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
-    assert!((1..=60).contains(&retry), "retry after {retry}");
-    assert_eq!(denied.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(client.send(with_key(&gw.url("/orders/1"), KEY)).await.status, 200, "cost 1 still fits");
-    assert_eq!(up.requests(), 3);
+    assert!((23..=24).contains(&retry), "two more units free in 24 s (one per 12 s), retry after {retry}");
+    assert_eq!(denied.header("ratelimit"), Some(format!("\"minute\";r=0;t={retry}").as_str()));
+    let one = client.send(with_key(&gw.url("/orders/1"), KEY)).await;
+    assert_eq!(
+        (one.status.as_u16(), one.header("ratelimit")),
+        (200, Some("\"minute\";r=0;t=120")),
+        "cost 1 still fits"
+    );
+    assert_eq!(up.requests(), 4);
 }
 
 #[tokio::test]
@@ -286,7 +292,7 @@ async fn anonymous_limits_follow_the_client_ip_behind_trusted_proxies() {
         "public",
         &[&up],
         json!([{"name": "all", "paths": ["/*"]}]),
-        json!({"anonymous_plan": "anon", "plans": [{"name": "anon", "rate_limit_per_minute": 2}]}),
+        json!({"anonymous_plan": "anon", "plans": [{"name": "anon", "rate_limit_per_minute": 2, "burst": 1}]}),
     )]);
     let from = |gw: &Gateway, ip: &str| get(&gw.url("/x")).header("x-forwarded-for", ip).body(empty()).unwrap();
     let client = Client::http1();
@@ -294,6 +300,7 @@ async fn anonymous_limits_follow_the_client_ip_behind_trusted_proxies() {
     // The test client connects from 127.0.0.1: trusted, so each forwarded address counts alone.
     let trusted = tollgate_gateway::edge::EdgeOptions {
         trusted_proxies: tollgate_gateway::edge::client_ip::parse_trusted("127.0.0.1").unwrap(),
+        ..Default::default()
     };
     let gw = Gateway::start_with(doc.clone(), Options { edge: trusted, ..Options::default() }).await;
     for ip in ["198.51.100.1", "198.51.100.2"] {
@@ -331,11 +338,11 @@ async fn rate_limit_fields_are_the_gateways_even_when_the_upstream_sends_some() 
         let r = raw.response().await;
         let count = |name: &str| r.headers.iter().filter(|(n, _)| n == name).count();
         assert_eq!(r.status, 200, "{}", r.text());
-        for name in ["ratelimit-limit", "x-ratelimit-limit", "ratelimit-remaining", "x-request-id"] {
+        for name in ["ratelimit-policy", "ratelimit", "x-request-id"] {
             assert_eq!(count(name), 1, "{name} once (upstream sends its own: {upstream_sends}): {:?}", r.headers);
         }
-        assert_eq!(r.header("ratelimit-limit"), Some("100"));
-        assert_eq!(r.header("x-ratelimit-remaining"), Some("99"));
+        assert_eq!(count("ratelimit-limit"), 0, "the upstream's legacy field gives way to the plan's");
+        assert_eq!(r.header("ratelimit"), Some("\"minute\";r=9;t=1"));
         if upstream_sends {
             assert_eq!(r.header("x-upstream"), Some("kept"));
         }
@@ -352,6 +359,7 @@ async fn upstream_fields_of_the_gateways_names_follow_one_rule_on_both_protocols
             ("x-request-id", "theirs"),
             ("ratelimit-remaining", "999"),
             ("x-ratelimit-limit", "5"),
+            ("ratelimit", "\"theirs\";r=1;t=1"),
             ("x-other", "kept"),
         ] {
             res.headers_mut().insert(name, http::HeaderValue::from_static(value));
@@ -366,10 +374,12 @@ async fn upstream_fields_of_the_gateways_names_follow_one_rule_on_both_protocols
         let all =
             |name: &str| -> Vec<&str> { ok.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect() };
         assert_eq!(all("x-request-id"), ["theirs"], "{protocol}: {:?}", ok.headers);
-        assert_eq!(all("x-ratelimit-limit"), ["100"], "{protocol}: {:?}", ok.headers);
-        assert_eq!(all("ratelimit-limit"), ["100"], "{protocol}: {:?}", ok.headers);
-        let remaining = all("ratelimit-remaining");
-        assert!(remaining.len() == 1 && remaining[0] != "999", "{protocol}: {:?}", ok.headers);
+        assert_eq!(all("ratelimit-policy"), ["\"minute\";q=109;w=60"], "{protocol}: {:?}", ok.headers);
+        assert_eq!(all("ratelimit").len(), 1, "{protocol}: {:?}", ok.headers);
+        assert_ne!(all("ratelimit"), ["\"theirs\";r=1;t=1"], "{protocol}");
+        for legacy in ["x-ratelimit-limit", "ratelimit-remaining"] {
+            assert!(all(legacy).is_empty(), "{protocol}: the upstream's {legacy} gives way: {:?}", ok.headers);
+        }
         assert_eq!(all("x-other"), ["kept"], "{protocol}");
     }
     // Without a plan the gateway adds only its request id, and keeps the upstream's.

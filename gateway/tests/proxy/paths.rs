@@ -66,7 +66,7 @@ async fn setup(app: &Upstream) -> Gateway {
         "internal",
         &[app],
         json!([{ "name": "private", "paths": ["/private/*"] }]),
-        json!({ "auth_methods": ["key_auth"], "plans": [{ "name": "p", "rate_limit_per_minute": 10000 }] }),
+        json!({ "auth_methods": ["key_auth"], "plans": [{ "name": "p", "rate_limit_per_minute": 10000, "burst": 1000 }] }),
     );
     let mut doc = config(vec![public, private]);
     doc["consumers"] =

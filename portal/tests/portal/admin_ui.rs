@@ -369,7 +369,8 @@ async fn the_plan_editor_speaks_the_portals_words_and_checks_every_field() {
     assert_eq!(portal.count("plans").await, plans_before);
 
     let preview = post_fields(&mut owner, &format!("/ui/apis/{id}/plans/new"), &fields("100", "5", "preview")).await;
-    assert!(preview.shows("600 requests a minute, with bursts of up to 100 more"), "{}", preview.html);
+    let promise = "600 requests a minute: one every 100 ms, up to 101 at once, never more than 700 in any minute";
+    assert!(preview.shows(promise), "{}", preview.html);
     assert!(preview.shows("10,000 requests a day, resets at midnight UTC"));
     assert_eq!(portal.count("plans").await, plans_before, "a preview saves nothing");
     let saved = post_fields(&mut owner, &format!("/ui/apis/{id}/plans/new"), &fields("100", "5", "save")).await;
@@ -382,7 +383,7 @@ async fn the_plan_editor_speaks_the_portals_words_and_checks_every_field() {
     let mut dev = portal.browser();
     let (_, _) = portal.admin_api(Method::PATCH, &format!("/apis/{id}"), Some(json!({"portal_visible": true}))).await;
     let api_page = dev.get("/apis/orders").await;
-    assert!(api_page.shows("600 requests a minute, with bursts of up to 100 more"), "{}", api_page.html);
+    assert!(api_page.shows(promise), "{}", api_page.html);
 }
 
 /// A developer's app `app` subscribed (pending) to plan `plan`; returns the app id.

@@ -48,7 +48,8 @@ async fn plans_are_described_in_words() {
     let portal = Portal::spawn().await;
     published_api(&portal, "weather").await;
     let page = portal.browser().get("/apis/weather").await;
-    assert!(page.shows("600 requests a minute, with bursts of up to 100 more"), "{}", page.html);
+    let promise = "600 requests a minute: one every 100 ms, up to 101 at once, never more than 700 in any minute";
+    assert!(page.shows(promise), "{}", page.html);
     assert!(page.shows("10,000 requests a month, resets on the 1st, UTC"));
     assert!(page.shows("50 requests a second"));
     assert!(page.shows("1,000,000 requests a day, resets at midnight UTC"));

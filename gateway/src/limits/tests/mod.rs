@@ -2,6 +2,7 @@
 //! against a real Redis (private servers where a test stops one).
 
 mod local;
+mod promise;
 mod redis_server;
 mod shared;
 

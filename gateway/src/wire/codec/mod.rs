@@ -61,7 +61,7 @@ pub enum Field {
     /// The rest of the fixed hop-by-hop set (RFC 9110 §7.6.1, and `Keep-Alive`,
     /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization` by practice).
     HopByHop,
-    /// A response field the gateway sets itself: `X-Request-ID`, `Retry-After`,
+    /// A response field the gateway sets itself: `X-Request-ID`, `Retry-After`, `RateLimit`,
     /// `RateLimit-*`, `X-RateLimit-*`.
     GatewaySet,
     Other,
@@ -79,6 +79,7 @@ impl Field {
             6 if is(b"expect") => Self::Expect,
             7 if is(b"upgrade") => Self::Upgrade,
             7 if is(b"trailer") => Self::HopByHop,
+            9 if is(b"ratelimit") => Self::GatewaySet,
             10 if is(b"connection") => Self::Connection,
             10 if is(b"keep-alive") => Self::HopByHop,
             11 if is(b"retry-after") => Self::GatewaySet,

@@ -1,0 +1,199 @@
+//! The promise of a plan, checked over random arrival patterns: for a rate of N per window W
+//! with burst B, the units admitted in any half-open interval of length W never exceed N + B
+//! (N + cost − 1 when a single request costs more than B + 1), and a client that keeps to
+//! the rate is never refused. Local counting is driven by an explicit clock; Redis counting by
+//! the script's clock argument, against a real Redis. Bounded: well under a few seconds.
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+
+use super::redis_server;
+use super::*;
+use crate::limits::{Limiter, LimiterConfig, RedisCounter};
+
+/// One arrival pattern: the plan's N, B and window (seconds), each request's gap after the
+/// previous one (in hundredths of the emission interval) and its cost.
+#[derive(Debug, Clone)]
+struct Pattern {
+    n: u32,
+    burst: u32,
+    window: u64,
+    requests: Vec<(u64, u32)>,
+}
+
+fn pattern() -> impl Strategy<Value = Pattern> {
+    (1u32..40, 0u32..12, prop::sample::select(vec![1u64, 60]), prop::collection::vec((0u64..250, 1u32..4), 1..160))
+        .prop_map(|(n, burst, window, requests)| Pattern { n, burst, window, requests })
+}
+
+impl Pattern {
+    fn plan(&self, mode: Mode) -> PlanLimits {
+        let rate = Some(self.n);
+        let (per_second, per_minute) = if self.window == 1 { (rate, None) } else { (None, rate) };
+        PlanLimits { per_second, per_minute, burst: self.burst, mode, ..PlanLimits::default() }
+    }
+
+    /// The arrival times (ns) and costs.
+    fn arrivals(&self) -> Vec<(u64, u32)> {
+        let interval = (self.window * SEC).div_ceil(u64::from(self.n));
+        let mut t = SEC;
+        self.requests
+            .iter()
+            .map(|&(gap, cost)| {
+                t += interval * gap / 100;
+                (t, cost)
+            })
+            .collect()
+    }
+
+    /// The promise: the most units any interval [t, t + W) may hold, given the costs seen.
+    fn bound(&self) -> u64 {
+        let dearest = self.requests.iter().map(|r| u64::from(r.1)).max().unwrap_or(1);
+        u64::from(self.n) + u64::from(self.burst).max(dearest - 1)
+    }
+}
+
+/// The largest number of units admitted inside any [t, t + W), t an admission time.
+fn busiest(admitted: &[(u64, u32)], window_ns: u64) -> u64 {
+    let mut most = 0;
+    for (i, &(start, _)) in admitted.iter().enumerate() {
+        let inside: u64 =
+            admitted[i..].iter().take_while(|(t, _)| *t < start + window_ns).map(|(_, c)| u64::from(*c)).sum();
+        most = most.max(inside);
+    }
+    most
+}
+
+fn check_promise(p: &Pattern, admitted: &[(u64, u32)]) -> Result<(), TestCaseError> {
+    let most = busiest(admitted, p.window * SEC);
+    prop_assert!(most <= p.bound(), "{most} units in one window, promised at most {}", p.bound());
+    Ok(())
+}
+
+fn runner() -> TestRunner {
+    TestRunner::new(Config { cases: 200, failure_persistence: None, ..Config::default() })
+}
+
+#[test]
+fn local_counting_keeps_the_promise_for_any_arrivals() {
+    runner()
+        .run(&pattern(), |p| {
+            let l = Limiter::local();
+            let (k, plan) = (key("promise"), p.plan(Mode::Local));
+            let mut admitted = Vec::new();
+            for (t, cost) in p.arrivals() {
+                let d = l.local.check(&k, &plan, cost, at(t), crate::limits::Backend::Local);
+                if d.allowed {
+                    admitted.push((t, cost));
+                }
+            }
+            check_promise(&p, &admitted)
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_client_keeping_to_the_rate_is_never_refused() {
+    let strategy = (1u32..1000, 0u32..20, prop::sample::select(vec![1u64, 60, 3600]));
+    runner()
+        .run(&strategy, |(n, burst, window)| {
+            let l = Limiter::local();
+            let p = Pattern { n, burst, window, requests: Vec::new() };
+            let (k, plan) = (key("steady"), p.plan(Mode::Local));
+            let plan = if window == 3600 { PlanLimits { per_minute: None, per_hour: Some(n), ..plan } } else { plan };
+            let interval = (window * SEC).div_ceil(u64::from(n));
+            // B + 1 at once, then one per interval, for three windows.
+            let mut t = SEC;
+            for i in 0..(u64::from(burst) + 1 + 3 * u64::from(n)).min(3000) {
+                if i > u64::from(burst) {
+                    t += interval;
+                }
+                let d = l.local.check(&k, &plan, 1, at(t), crate::limits::Backend::Local);
+                prop_assert!(d.allowed, "request {i} at {t} refused: {d:?}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_plan_split_among_nodes_keeps_the_promise_together() {
+    let strategy = (pattern(), 2u32..5);
+    runner()
+        .run(&strategy, |(p, nodes)| {
+            let plan = p.plan(Mode::Local).share(nodes);
+            let limiters: Vec<Limiter> = (0..nodes).map(|_| Limiter::local()).collect();
+            let k = key("split");
+            let mut admitted = Vec::new();
+            // Every node sees every arrival pattern at once: the worst case for the fleet.
+            for (t, cost) in p.arrivals() {
+                for l in &limiters {
+                    if l.local.check(&k, &plan, cost, at(t), crate::limits::Backend::Local).allowed {
+                        admitted.push((t, cost));
+                    }
+                }
+            }
+            let most = busiest(&admitted, p.window * SEC);
+            // Each node admits at least one at once, so with more nodes than B + 1 the
+            // fleet may admit one per node; costs above a node's allowance likewise.
+            let dearest = p.requests.iter().map(|r| u64::from(r.1)).max().unwrap_or(1);
+            let at_once = (u64::from(p.burst) + 1).max(u64::from(nodes) * dearest);
+            prop_assert!(most < u64::from(p.n) + at_once, "{most} units in one window across {nodes} nodes");
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn redis_counting_keeps_the_promise_for_any_arrivals() {
+    let (url, _server) = redis_server::shared();
+    let counter = RedisCounter::new(&url, &format!("tgtest-{}", uuid::Uuid::new_v4()), ms(2000)).unwrap();
+    let mut runner = TestRunner::new(Config { cases: 40, failure_persistence: None, ..Config::default() });
+    let cases: Vec<Pattern> = (0..40).map(|_| pattern().new_tree(&mut runner).unwrap().current()).collect();
+    // Virtual time starts near the server's own so the keys' expiry (in real time) is never
+    // earlier than the virtual one: the test's clock runs faster than the wall clock.
+    let base_us = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap() * 1_000_000;
+    for p in cases {
+        let (k, plan) = (key("redis-promise"), p.plan(Mode::Redis));
+        let mut admitted = Vec::new();
+        for (t, cost) in p.arrivals() {
+            let d = counter.check_at(&k.to_string(), &plan, cost, at(t).utc, base_us + t / 1000).await.unwrap();
+            if d.allowed {
+                admitted.push((t, cost));
+            }
+        }
+        let most = busiest(&admitted, p.window * SEC);
+        assert!(most <= p.bound(), "{most} units in one window, promised at most {}: {p:?}", p.bound());
+    }
+}
+
+/// The Redis fallback continues from what the node spent: the units Redis admitted on this
+/// node were charged to its share, so the first requests after Redis goes away find it spent.
+#[tokio::test]
+async fn the_fallback_continues_from_what_redis_admitted() {
+    let mut server = redis_server::RedisServer::start();
+    let config = LimiterConfig {
+        redis_url: Some(server.url()),
+        namespace: format!("tgtest-{}", uuid::Uuid::new_v4()),
+        redis_timeout: ms(300),
+        circuit_open_for: ms(200),
+        node_share: 2,
+        reserve_batch: 0,
+    };
+    let l = Limiter::new(config).unwrap();
+    let (k, p) = (key("continue"), redis_plan(60, 9, FailurePolicy::FailOpen));
+    let mut ok = 0;
+    for _ in 0..10 {
+        ok += usize::from(l.check(&k, &p, 1, l.now()).await.allowed);
+    }
+    assert_eq!(ok, 10, "B + 1 at once through Redis");
+    server.stop();
+    let mut fallback = 0;
+    for _ in 0..10 {
+        let d = l.check(&k, &p, 1, l.now()).await;
+        assert_eq!(d.backend, crate::limits::Backend::Fallback);
+        fallback += usize::from(d.allowed);
+    }
+    assert_eq!(fallback, 0, "this node's share (5 at once) was spent through Redis already");
+}
