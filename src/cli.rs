@@ -150,6 +150,11 @@ pub struct AdminArgs {
     pub redis_url: Option<Secret>,
     #[command(flatten)]
     pub usage_retention: UsageRetention,
+    /// Hours a gateway node that stopped reporting still counts in propagation reports
+    /// ("live on 2 of 3"), named as unreachable; older nodes are dropped and pruned.
+    #[arg(long, env = "TOLLGATE_NODE_RETENTION_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
+    pub node_retention_hours: u64,
 }
 
 /// Flags of `tollgate portal`.
@@ -164,6 +169,11 @@ pub struct PortalArgs {
     /// Redis the gateways count `redis` plans in: read for the quota meters.
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
+    /// Hours a gateway node that stopped reporting still counts in propagation reports
+    /// ("live on 2 of 3"), named as unreachable; older nodes are dropped and pruned.
+    #[arg(long, env = "TOLLGATE_NODE_RETENTION_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
+    pub node_retention_hours: u64,
     #[command(flatten)]
     pub portal: PortalFlags,
 }
@@ -252,6 +262,15 @@ pub struct GatewayArgs {
     /// `/metrics`, per API).
     #[arg(long, env = "TOLLGATE_USAGE_DATABASE_URL", hide_env_values = true, requires = "config")]
     pub usage_database_url: Option<Secret>,
+    /// This node's id in `/nodes` and propagation reports (default: kept in `node-id` in the
+    /// state directory, created on first start).
+    #[arg(long, env = "TOLLGATE_NODE_ID")]
+    pub node_id: Option<uuid::Uuid>,
+    /// Past this long without a confirmed sync with PostgreSQL (e.g. `30s`, `5m`), refuse
+    /// calls with credentials (503) and report not ready; `off` (the default) trusts the
+    /// last configuration for as long as the outage lasts.
+    #[arg(long, env = "TOLLGATE_MAX_CONFIG_STALENESS", default_value = "off", conflicts_with = "config")]
+    pub max_config_staleness: Staleness,
     #[command(flatten)]
     pub limits: GatewayLimits,
 }
@@ -342,6 +361,12 @@ fn on_off(s: &str) -> Result<bool, String> {
     }
 }
 
+/// The `--node-retention-hours` value as the admin and the portal take it.
+pub fn node_windows(hours: u64) -> tollgate_admin::nodes::NodeWindows {
+    let retention = std::time::Duration::from_secs(hours.saturating_mul(3600));
+    tollgate_admin::nodes::NodeWindows { retention, ..Default::default() }
+}
+
 /// The `--config-events-retention-hours` value as the admin takes it.
 pub fn retention(hours: u64) -> Option<std::time::Duration> {
     (hours > 0).then(|| std::time::Duration::from_secs(hours.saturating_mul(3600)))
@@ -362,6 +387,33 @@ fn header_style(s: &str) -> Result<HeaderStyle, String> {
 
 fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
     tollgate_gateway::edge::client_ip::parse_trusted(s).map(TrustedProxies)
+}
+
+/// Parsed `--max-config-staleness`: `off`, or a whole number with `ms`, `s`, `m` or `h`.
+#[derive(Debug, Clone, Copy)]
+pub struct Staleness(pub Option<std::time::Duration>);
+
+impl std::str::FromStr for Staleness {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let n: u64 = number.parse().map_err(|_| format!("expected e.g. 30s, 5m or off, not {s:?}"))?;
+        let ms = match unit {
+            "ms" => n,
+            "s" => n.saturating_mul(1000),
+            "m" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            _ => return Err(format!("unit of {s:?} must be ms, s, m or h")),
+        };
+        if ms < 100 {
+            return Err("the staleness bound must be at least 100ms".to_owned());
+        }
+        Ok(Self(Some(std::time::Duration::from_millis(ms))))
+    }
 }
 
 /// Where the metrics endpoint listens, if anywhere.
@@ -388,6 +440,18 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn staleness_bounds_parse_or_explain() {
+        let parse = |s: &str| s.parse::<Staleness>().map(|b| b.0);
+        assert_eq!(parse("off"), Ok(None));
+        assert_eq!(parse("30s"), Ok(Some(std::time::Duration::from_secs(30))));
+        assert_eq!(parse("2m"), Ok(Some(std::time::Duration::from_secs(120))));
+        assert_eq!(parse("500ms"), Ok(Some(std::time::Duration::from_millis(500))));
+        for bad in ["", "30", "s", "-1s", "1.5s", "10ms", "3d"] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn flags_are_consistent() {

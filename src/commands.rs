@@ -35,6 +35,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     config.config_events_retention = crate::cli::retention(args.config_events_retention_hours);
     config.redis_url = args.redis_url.clone();
     config.usage_retention = args.usage_retention.retention();
+    config.nodes = crate::cli::node_windows(args.node_retention_hours);
     config.validate()?;
     let pool = connect(&args.database_url).await?;
     migrate_pool(&pool).await?;
@@ -55,6 +56,7 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut config = args.portal.config(format!("http://{addr}"), "http://localhost:8000".to_owned());
     config.redis_url = args.redis_url.clone();
+    config.nodes = crate::cli::node_windows(args.node_retention_hours);
     tracing::info!(%addr, "developer portal listening");
     tollgate_portal::serve(listener, pool.clone(), config, shutdown_signal()).await?;
     pool.close().await;
@@ -64,28 +66,43 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
 /// `tollgate gateway`.
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the gateway").await?;
+    let node = node_id(&args.state_dir, args.node_id).await?;
+    let app_name = tollgate_gateway::config::node_id::application_name(node);
     let source = match (&args.config, &args.database_url) {
         (Some(path), _) => ConfigSource::File(path.clone()),
-        (None, Some(url)) => ConfigSource::Postgres(lazy_pool(url)?),
+        (None, Some(url)) => ConfigSource::Postgres(lazy_pool(url, &app_name)?),
         (None, None) => anyhow::bail!("give --database-url (DATABASE_URL) or --config"),
     };
-    let mut opts = gateway_options(source, Some(args.state_dir), &args.limits, listener.local_addr()?);
+    let mut opts = gateway_options(source, Some(args.state_dir), &args.limits, listener.local_addr()?, node);
+    opts.max_config_staleness = args.max_config_staleness.0;
     if let Some(url) = &args.usage_database_url {
-        opts.usage.database = Some(lazy_pool(url)?);
+        opts.usage.database = Some(lazy_pool(url, &app_name)?);
     }
     tracing::info!(addr = %listener.local_addr()?, node = %opts.node.id, "gateway listening");
     tollgate_gateway::serve(listener, opts, shutdown_signal()).await
 }
 
+/// The node's id: `explicit` (`--node-id`), else the one kept in `state_dir` (created on
+/// first start), so a restarted node is the same node to the control plane.
+pub async fn node_id(state_dir: &std::path::Path, explicit: Option<uuid::Uuid>) -> anyhow::Result<uuid::Uuid> {
+    if let Some(id) = explicit {
+        return Ok(id);
+    }
+    let dir = state_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || tollgate_gateway::config::node_id::load_or_create(&dir))
+        .await?
+        .with_context(|| format!("cannot keep the node id in {}", state_dir.display()))
+}
+
 /// A pool that connects on first use, so a gateway starts (from its last-known-good
-/// configuration) even while PostgreSQL is down.
-pub fn lazy_pool(url: &Secret) -> anyhow::Result<PgPool> {
+/// configuration) even while PostgreSQL is down. Its connections show `application_name`.
+pub fn lazy_pool(url: &Secret, application_name: &str) -> anyhow::Result<PgPool> {
     let options: sqlx::postgres::PgConnectOptions =
         url.expose().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
     Ok(sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy_with(options.application_name("tollgate-gateway")))
+        .connect_lazy_with(options.application_name(application_name)))
 }
 
 /// Typed gateway options from the command-line limits.
@@ -94,13 +111,14 @@ pub fn gateway_options(
     state_dir: Option<PathBuf>,
     l: &GatewayLimits,
     listen: SocketAddr,
+    node: uuid::Uuid,
 ) -> GatewayOptions {
     let secs = std::time::Duration::from_secs;
     GatewayOptions {
         source,
         state_dir,
         node: NodeInfo {
-            id: uuid::Uuid::new_v4(),
+            id: node,
             hostname: std::env::var("HOSTNAME").unwrap_or_default(),
             listen: listen.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -137,6 +155,7 @@ pub fn gateway_options(
             },
             database: None,
         },
+        max_config_staleness: None,
     }
 }
 

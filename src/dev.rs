@@ -84,7 +84,9 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     }
     let gateway_addr = listeners.gateway.local_addr()?;
     let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
-    let gateway = commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr);
+    let node = commands::node_id(&args.state_dir, None).await?;
+    let gateway =
+        commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr, node);
     let addrs = listeners.addrs()?;
     let mut portal = args.portal.config(http_url(addrs.portal), http_url(addrs.gateway));
     portal.redis_url = args.gateway_limits.redis_url.clone();

@@ -68,6 +68,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::list_config_events))
         .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::delete_node))
         .routes(routes!(nodes::get_propagation))
         .routes(routes!(usage::api::get_usage))
         .routes(routes!(usage::api::get_top))

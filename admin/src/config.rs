@@ -40,6 +40,9 @@ pub struct AdminConfig {
     pub ui_session_absolute: Duration,
     /// The admin UI is served over HTTPS (by a proxy in front): `Secure` cookies and HSTS.
     pub ui_https: bool,
+    /// Which gateway nodes count as live, and which count at all in propagation reports
+    /// (older ones are pruned hourly).
+    pub nodes: crate::nodes::NodeWindows,
 }
 
 /// Why a configuration was refused.
@@ -51,6 +54,8 @@ pub enum ConfigError {
     TokenTtl,
     #[error("the body limit must be between 1 KiB and 64 MiB")]
     BodyLimit,
+    #[error("the node retention must be at least the live window (30 s by default)")]
+    NodeRetention,
 }
 
 impl AdminConfig {
@@ -71,6 +76,7 @@ impl AdminConfig {
             ui_session_idle: Duration::from_secs(3600),
             ui_session_absolute: Duration::from_secs(12 * 3600),
             ui_https: false,
+            nodes: crate::nodes::NodeWindows::default(),
         }
     }
 
@@ -84,6 +90,9 @@ impl AdminConfig {
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.body_limit) {
             return Err(ConfigError::BodyLimit);
+        }
+        if self.nodes.retention < self.nodes.live || self.nodes.live.is_zero() {
+            return Err(ConfigError::NodeRetention);
         }
         Ok(())
     }

@@ -67,7 +67,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let pruner = config.config_events_retention.map(|retention| prune::spawn(pool.clone(), retention, PRUNE_EVERY));
+    let pruner = Some(prune::spawn(pool.clone(), config.config_events_retention, config.nodes.retention, PRUNE_EVERY));
     let rollups =
         config.usage_rollup_every.map(|every| usage::rollup::spawn(pool.clone(), config.usage_retention, every));
     let app = app::router(AppState::new(pool, config));

@@ -38,6 +38,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("the gateway has no configuration yet")]
     NotReady,
+    #[error("the configuration is stale: not confirmed with the control plane within --max-config-staleness")]
+    ConfigStale,
     #[error("no credentials")]
     MissingCredentials(Challenge),
     #[error("invalid credentials: {detail}")]
@@ -159,6 +161,12 @@ impl GatewayError {
                 "not-ready",
                 "Not ready",
                 "the gateway has not loaded its configuration yet",
+            ),
+            ConfigStale => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "config-stale",
+                "Configuration stale",
+                "this gateway node could not confirm its configuration with the control plane within its staleness bound; credentials are not accepted until it can (retry, possibly on another node)",
             ),
             MissingCredentials(_) => {
                 (StatusCode::UNAUTHORIZED, "credentials-missing", "Unauthorized", "this API requires credentials")

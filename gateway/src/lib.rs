@@ -33,10 +33,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+use crate::config::freshness::Freshness;
 use crate::config::node::NodeInfo;
 use crate::config::source::{PgSource, Sink};
 pub use crate::listener::ListenerOptions;
-pub use crate::proxy::{HEALTH_PATH, Limits};
+pub use crate::proxy::{HEALTH_PATH, Limits, READY_PATH};
 use crate::snapshot::ConfigStore;
 
 /// How often idle rate-limit keys are dropped from memory.
@@ -72,6 +73,9 @@ pub struct GatewayOptions {
     pub allow_private_auth_urls: bool,
     /// Usage recording and where it is written.
     pub usage: UsageOptions,
+    /// PostgreSQL mode: past this long without a confirmed sync with the control plane,
+    /// credentialed calls are refused (503) and readiness fails. `None`: no bound.
+    pub max_config_staleness: Option<Duration>,
 }
 
 /// Usage recording of a node (see [`usage`]).
@@ -100,10 +104,15 @@ pub async fn serve(
     opts: GatewayOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if matches!(opts.source, ConfigSource::File(_)) && opts.max_config_staleness.is_some() {
+        anyhow::bail!("--max-config-staleness needs a PostgreSQL configuration source (a file has no control plane)");
+    }
     let limiter = Arc::new(limits::Limiter::new(opts.limiter.clone())?);
     let sweeper = limiter.spawn_sweeper(LIMIT_SWEEP_EVERY);
     let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
     let store = Arc::new(ConfigStore::new(limiter, policy));
+    let freshness = Arc::new(Freshness::new(opts.max_config_staleness));
+    let watchdog = freshness.spawn_watchdog();
     let sink: Arc<dyn Sink> = store.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let usage_db = match (&opts.source, opts.usage.database) {
@@ -128,12 +137,13 @@ pub async fn serve(
     let mut source_task = match opts.source {
         ConfigSource::Postgres(pool) => {
             let state_file = opts.state_dir.map(|d| d.join("gateway-config.json"));
-            let src = PgSource { pool, state_file, node: opts.node };
+            let src = PgSource { pool, state_file, node: opts.node, freshness: freshness.clone() };
             src.start(sink, opts.initial_load_timeout, stop_rx).await
         }
         ConfigSource::File(path) => config::file::watch(path, sink, stop_rx).await?,
     };
-    let pipeline = Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge, usage: recorder });
+    let pipeline =
+        Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge, usage: recorder, freshness });
     listener::serve(listener, pipeline, opts.listener, shutdown).await;
     // The PostgreSQL follower saves its configuration and ends; the file watcher just ends;
     // the usage writer writes what the drained requests recorded.
@@ -148,5 +158,8 @@ pub async fn serve(
         t.abort();
     }
     sweeper.abort();
+    if let Some(t) = watchdog {
+        t.abort();
+    }
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct PortalConfig {
     pub mail_transport: Transport,
     /// The gateways' Redis, read for the quota meters of plans counted there.
     pub redis_url: Option<tollgate_admin::Secret>,
+    /// Which gateway nodes count in "live on all gateways" (as the admin's setting).
+    pub nodes: tollgate_admin::nodes::NodeWindows,
 }
 
 impl PortalConfig {
@@ -46,6 +48,7 @@ impl PortalConfig {
             mail_from: "Tollgate developer portal <no-reply@tollgate.invalid>".to_owned(),
             mail_transport: Transport::Log,
             redis_url: None,
+            nodes: tollgate_admin::nodes::NodeWindows::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::web::{SignedIn, UiError};
 
 /// Propagation of config event `event`.
 pub async fn of_event(state: &PortalState, event: i64) -> Result<Live, UiError> {
-    Ok(Live::of_event(state.db(), event).await?)
+    Ok(Live::of_event(state.db(), &state.config().nodes, event).await?)
 }
 
 /// Propagation of the newest change of entity `id`.

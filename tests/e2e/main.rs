@@ -6,6 +6,7 @@ mod dev;
 mod live_config;
 mod outage;
 mod plans;
+mod propagation;
 mod shutdown;
 mod support;
 mod usage;

@@ -426,7 +426,7 @@ async fn api_page(
     .fetch_all(state.db())
     .await?;
     let event = if event > 0 { event } else { crate::nodes::latest_event(state.db(), id).await?.unwrap_or(0) };
-    let live = Live::of_event(state.db(), event).await?;
+    let live = Live::of_event(state.db(), &state.config().nodes, event).await?;
     let json = serde_json::to_value(&api).map_err(UiError::internal)?;
     let values = values.unwrap_or_else(|| Values::from_json(&SETTINGS, &json));
     let mut plan_options = vec![(String::new(), "None: anonymous calls are refused".to_owned())];
@@ -741,7 +741,7 @@ async fn route_page(
         rv,
         errors,
         methods: vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        live: Live::of_event(state.db(), event).await?,
+        live: Live::of_event(state.db(), &state.config().nodes, event).await?,
     })
 }
 

@@ -16,7 +16,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::web::{Admin, Chrome, UiError};
-use crate::nodes::LIVE_SECONDS;
 use crate::state::AppState;
 use crate::ui::chart::{self, Bucket, RANGES, Totals, Window, percent};
 use crate::ui::format::{date_time, number};
@@ -245,17 +244,18 @@ struct Node {
     live: bool,
 }
 
-/// The nodes seen in the last day, live first, and the newest config event.
+/// The nodes seen within the retention window (a day by default), live first, and the newest config event.
 async fn nodes(state: &AppState) -> Result<(Vec<NodeRow>, i64), UiError> {
     let (latest,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM config_events").fetch_one(state.db()).await?;
     let latest = latest.unwrap_or(0);
     let rows: Vec<Node> = sqlx::query_as(
         "SELECT hostname, listen, version, config_source, applied_event_id, last_seen_at,
                 last_seen_at > now() - make_interval(secs => $1) AS live
-         FROM gateway_nodes WHERE last_seen_at > now() - interval '1 day'
+         FROM gateway_nodes WHERE last_seen_at > now() - make_interval(secs => $2)
          ORDER BY live DESC, last_seen_at DESC LIMIT 100",
     )
-    .bind(f64::from(LIVE_SECONDS))
+    .bind(state.config().nodes.live.as_secs_f64())
+    .bind(state.config().nodes.retention.as_secs_f64())
     .fetch_all(state.db())
     .await?;
     let nodes = rows

@@ -78,5 +78,5 @@ async fn live(
     _: web::Admin,
     axum::extract::Path(event): axum::extract::Path<i64>,
 ) -> Result<axum::Json<crate::nodes::Live>, web::UiError> {
-    Ok(axum::Json(crate::nodes::Live::of_event(state.db(), event).await?))
+    Ok(axum::Json(crate::nodes::Live::of_event(state.db(), &state.config().nodes, event).await?))
 }

@@ -179,7 +179,7 @@ async fn plan_page(
         costs,
         words,
         previewed,
-        live: crate::nodes::Live::of_event(state.db(), event).await?,
+        live: crate::nodes::Live::of_event(state.db(), &state.config().nodes, event).await?,
         modes: vec![("local", "Per gateway node (in memory)"), ("redis", "Shared by all nodes (Redis)")],
         policies: vec![("fail_open", "Fail open: count locally"), ("fail_closed", "Fail closed: refuse calls")],
     })

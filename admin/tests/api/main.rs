@@ -9,6 +9,7 @@ mod gateway_config;
 mod hardening;
 mod helpers;
 mod keys;
+mod nodes;
 mod openapi;
 mod outbox;
 mod prune;

@@ -136,10 +136,15 @@ async fn flushed_usage_is_exact_and_a_retried_batch_counts_once() {
     assert_eq!(r.body["granularity"], "hour");
     assert_eq!(r.body["series"][0]["total"]["requests"], 1_000, "{}", r.body);
 
-    // The same node's batch 1 again (a retry after a commit whose answer was lost): nothing added.
+    // The same node's batch again (a retry after a commit whose answer was lost): nothing added.
     let again = Arc::new(Recorder::new(10_000));
     record(&again);
-    let mut retry = flusher(&again, pool.clone(), node, 1_000_000);
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM usage_flushes WHERE node_id = $1")
+        .bind(node)
+        .fetch_one(&pool)
+        .await
+        .expect("the batch's number");
+    let mut retry = flusher(&again, pool.clone(), node, 1_000_000).numbered_from(seq);
     assert!(retry.flush().await);
     assert_eq!(total(&pool, "usage_minutes").await, 1_000, "a batch is counted once");
     // Another node's batch adds up.

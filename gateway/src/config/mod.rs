@@ -2,8 +2,10 @@
 //! file, the last-known-good copy on disk) and the node heartbeat.
 pub mod disk;
 pub mod file;
+pub mod freshness;
 pub mod model;
 pub mod node;
+pub mod node_id;
 pub mod pg;
 pub mod rules;
 pub mod source;

@@ -16,12 +16,20 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// Records that this node enforces config event `applied` and is alive.
-    pub async fn heartbeat(&self, pool: &PgPool, applied: i64) -> Result<(), sqlx::Error> {
+    /// Records that this node, running since `started_at`, enforces config event `applied`
+    /// and is alive. A restarted node (same id) updates its row: one row per node.
+    pub async fn heartbeat(
+        &self,
+        pool: &PgPool,
+        applied: i64,
+        started_at: time::OffsetDateTime,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO gateway_nodes (id, hostname, listen, version, config_source, applied_event_id)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO UPDATE SET applied_event_id = EXCLUDED.applied_event_id, last_seen_at = now()",
+            "INSERT INTO gateway_nodes (id, hostname, listen, version, config_source, applied_event_id, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET applied_event_id = EXCLUDED.applied_event_id, last_seen_at = now(),
+                 hostname = EXCLUDED.hostname, listen = EXCLUDED.listen, version = EXCLUDED.version,
+                 config_source = EXCLUDED.config_source, started_at = EXCLUDED.started_at",
         )
         .bind(self.id)
         .bind(&self.hostname)
@@ -29,6 +37,7 @@ impl NodeInfo {
         .bind(&self.version)
         .bind(&self.source)
         .bind(applied)
+        .bind(started_at)
         .execute(pool)
         .await
         .map(|_| ())

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
+use super::freshness::Freshness;
 use super::model::ConfigData;
 use super::pg::{self, CatchUp, Changed};
 use super::{disk, node::NodeInfo};
@@ -46,6 +47,8 @@ pub struct PgSource {
     pub pool: PgPool,
     pub state_file: Option<PathBuf>,
     pub node: NodeInfo,
+    /// Confirmed after every successful sync (see `--max-config-staleness`).
+    pub freshness: Arc<Freshness>,
 }
 
 struct Follower {
@@ -56,6 +59,24 @@ struct Follower {
     loaded: bool,
     last_save: Option<Instant>,
     dirty: bool,
+    /// When this process started following, reported in the heartbeat.
+    started_at: time::OffsetDateTime,
+}
+
+/// The next tick of `interval`, or never without one.
+async fn next_tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// How long ago `path` was written (zero when unknown).
+fn age(path: &std::path::Path) -> Duration {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified());
+    modified.ok().and_then(|t| t.elapsed().ok()).unwrap_or_default()
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -74,9 +95,21 @@ impl PgSource {
         initial_timeout: Duration,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        let mut f = Follower { src: self, sink, data: Arc::default(), loaded: false, last_save: None, dirty: false };
+        let started_at = time::OffsetDateTime::now_utc();
+        let mut f = Follower {
+            src: self,
+            sink,
+            data: Arc::default(),
+            loaded: false,
+            last_save: None,
+            dirty: false,
+            started_at,
+        };
         match tokio::time::timeout(initial_timeout, pg::load_full(&f.src.pool)).await {
-            Ok(Ok(data)) => f.replace(data),
+            Ok(Ok(data)) => {
+                f.replace(data);
+                f.src.freshness.confirm();
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "PostgreSQL unavailable at start; trying the last-known-good configuration")
             }
@@ -105,11 +138,14 @@ impl Follower {
 
     async fn load_from_disk(&mut self) {
         let Some(path) = self.src.state_file.clone() else { return };
-        match tokio::task::spawn_blocking(move || disk::load(&path)).await {
-            Ok(Ok(data)) => {
+        match tokio::task::spawn_blocking(move || disk::load(&path).map(|d| (d, age(&path)))).await {
+            Ok(Ok((data, age))) => {
                 tracing::info!(event_id = data.event_id, "serving the last-known-good configuration from disk");
                 self.replace(data);
                 self.dirty = false;
+                // The copy was current when written, not now: a node restarted in an outage
+                // is as stale as its copy (a crash loop must not reset the clock).
+                self.src.freshness.confirmed_ago(age);
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "no usable configuration on disk"),
             Err(e) => tracing::warn!(error = %e, "reading the configuration from disk failed"),
@@ -164,8 +200,12 @@ impl Follower {
         self.sync().await?;
         *backoff = FIRST_RETRY;
         let mut tick = tokio::time::interval(TICK);
+        // Only when a staleness bound needs confirmations more often than the heartbeat.
+        let every = self.src.freshness.confirm_every(TICK);
+        let mut confirm = (every < TICK).then(|| tokio::time::interval(every));
         loop {
             tokio::select! {
+                () = next_tick(&mut confirm) => self.sync().await?,
                 n = listener.try_recv() => {
                     if n?.is_none() {
                         return Err(sqlx::Error::Protocol("notification connection lost".into()));
@@ -175,7 +215,7 @@ impl Follower {
                 }
                 _ = tick.tick() => {
                     self.sync().await?;
-                    self.src.node.heartbeat(&self.src.pool, self.data.event_id).await?;
+                    self.src.node.heartbeat(&self.src.pool, self.data.event_id, self.started_at).await?;
                     let live = self.src.node.live_nodes(&self.src.pool, LIVE_WITHIN).await?;
                     self.sink.live_nodes(live);
                 }
@@ -195,7 +235,7 @@ impl Follower {
                 self.sink.publish(&self.data, changed);
                 self.dirty = true;
                 tracing::debug!(events, event_id = self.data.event_id, "configuration changes applied");
-                self.src.node.heartbeat(&self.src.pool, self.data.event_id).await?;
+                self.src.node.heartbeat(&self.src.pool, self.data.event_id, self.started_at).await?;
             }
             CatchUp::ReloadNeeded => {
                 let data = pg::load_full(&self.src.pool).await?;
@@ -203,6 +243,7 @@ impl Follower {
             }
         }
         self.save_if_due();
+        self.src.freshness.confirm();
         Ok(())
     }
 

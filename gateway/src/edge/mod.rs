@@ -22,6 +22,7 @@ use uuid::Uuid;
 pub use crate::auth::settings::{
     ApiAuth, JwtAuth, JwtKeySetting, JwtSettings, Methods, valid_key_header, valid_key_query_param,
 };
+use crate::config::freshness::Freshness;
 use crate::config::model::KeyHash;
 use crate::error::{Challenge, GatewayError, Refusal};
 use crate::limits::{Decision, Denial, HeaderStyle, LimitKey, Limiter};
@@ -64,6 +65,8 @@ pub struct Call<'a> {
     pub trusted_proxies: &'a [IpNet],
     /// Which rate-limit fields the response carries.
     pub rate_limit_headers: HeaderStyle,
+    /// A stale node (`--max-config-staleness`) refuses every call that presents credentials.
+    pub freshness: &'a Freshness,
 }
 
 /// Who is calling.
@@ -211,6 +214,7 @@ async fn authenticate(
     if methods.has(Methods::KEY_AUTH)
         && let Some((hash, from_query)) = find_key(auth, headers, upstream_pq)
     {
+        fresh(call)?;
         let Some(hash) = hash else {
             return Err(GatewayError::InvalidCredentials {
                 detail: "the API key is mistyped (its checksum does not match)",
@@ -230,6 +234,7 @@ async fn authenticate(
     if (methods.has(Methods::JWT) || methods.has(Methods::INTROSPECTION))
         && let Some(token) = bearer(headers)
     {
+        fresh(call)?;
         // Boxed: token validation (JWKS fetch, introspection call) needs a large future that
         // would otherwise enlarge every request's, key-auth and anonymous ones too.
         let caller = Box::pin(token_caller(call, methods, &token, challenge)).await?;
@@ -242,6 +247,12 @@ async fn authenticate(
         return Ok(Caller::Anonymous);
     }
     Err(GatewayError::MissingCredentials(challenge))
+}
+
+/// Credentials are judged only against a configuration known current within the bound:
+/// a revoked key must not pass on a node cut off from the control plane.
+fn fresh(call: &Call<'_>) -> Result<(), GatewayError> {
+    if call.freshness.is_stale() { Err(GatewayError::ConfigStale) } else { Ok(()) }
 }
 
 /// The SHA-256 of the API key in the header or, failing that, the query parameter (`None`

@@ -132,6 +132,17 @@ mod admission {
         headers: &mut HeaderMap,
         pq: &mut String,
     ) -> Result<Admitted, GatewayError> {
+        admit_on(store, &Freshness::default(), (api_id, route_id), headers, pq).await
+    }
+
+    /// [`admit_with`] on a node whose configuration is as fresh as `freshness` says.
+    async fn admit_on(
+        store: &ConfigStore,
+        freshness: &Freshness,
+        (api_id, route_id): (Uuid, Uuid),
+        headers: &mut HeaderMap,
+        pq: &mut String,
+    ) -> Result<Admitted, GatewayError> {
         let snapshot = store.load_full();
         let api = snapshot.apis.get(&api_id).expect("api compiled").clone();
         let call = Call {
@@ -143,6 +154,7 @@ mod admission {
             peer: "192.0.2.1".parse().expect("ip"),
             trusted_proxies: &[],
             rate_limit_headers: crate::limits::HeaderStyle::Ietf,
+            freshness,
         };
         admit(&call, &store.limiter, headers, pq, &mut crate::usage::Attribution::default()).await
     }
@@ -187,6 +199,34 @@ mod admission {
             Err(GatewayError::RateLimited(d)) => assert!(d.retry_after.is_some_and(|r| r.as_secs() <= 60)),
             other => panic!("expected 429, got {other:?}"),
         }
+    }
+
+    /// Past `--max-config-staleness`, keys and tokens get 503 config-stale (a revoked key
+    /// must not pass on an old configuration); callers without credentials are served.
+    #[tokio::test]
+    async fn a_stale_node_refuses_credentials_but_serves_anonymous_calls() {
+        let (d, api, route) = data(&["key_auth", "jwt", "anonymous"], "active");
+        let store = store_with(&d);
+        let stale = Freshness::new(Some(std::time::Duration::from_secs(30)));
+        stale.confirmed_ago(std::time::Duration::from_secs(31));
+        stale.check();
+        let pq = || "/orders".to_owned();
+        for (name, value) in [("x-api-key", KEY), ("authorization", "Bearer a.b.c")] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            let refused = admit_on(&store, &stale, (api, route), &mut h, &mut pq()).await;
+            let e = refused.expect_err("refused");
+            assert!(matches!(e, GatewayError::ConfigStale), "{name}: {e:?}");
+            assert_eq!(e.status(), 503);
+            assert!(e.problem_json().contains("urn:tollgate:problem:config-stale"), "{}", e.problem_json());
+        }
+        let anonymous = admit_on(&store, &stale, (api, route), &mut HeaderMap::new(), &mut pq()).await;
+        assert!(anonymous.is_ok_and(|a| a.identity.get(&X_ANONYMOUS_CONSUMER).is_some()));
+        stale.confirm();
+        stale.check();
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static(KEY));
+        admit_on(&store, &stale, (api, route), &mut h, &mut pq()).await.expect("fresh again: admitted");
     }
 
     #[tokio::test]

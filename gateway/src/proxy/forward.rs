@@ -13,6 +13,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
 
+use crate::config::freshness::Freshness;
 use crate::edge::{self, EdgeOptions};
 use crate::error::GatewayError;
 use crate::router::{RequestView, normalize_path};
@@ -26,6 +27,9 @@ use crate::wire::{ClientBody, ConnInfo, Handler, Reject, Reply, upgrade};
 
 /// Path of the gateway's own liveness endpoint; answered before any routing.
 pub const HEALTH_PATH: &str = "/__tollgate/health";
+/// Path of the readiness endpoint: like [`HEALTH_PATH`], and also not ready while the
+/// configuration is stale (`--max-config-staleness`), saying why.
+pub const READY_PATH: &str = "/__tollgate/ready";
 
 /// Request limits enforced before anything is forwarded.
 #[derive(Debug, Clone)]
@@ -49,6 +53,8 @@ pub struct Pipeline {
     pub edge: EdgeOptions,
     /// Usage recording (off: `None`).
     pub usage: Option<Arc<Recorder>>,
+    /// Whether the configuration is known current (credentialed calls need it).
+    pub freshness: Arc<Freshness>,
 }
 
 /// What the phases learnt about a request, for its metrics and usage (also when refused).
@@ -69,8 +75,12 @@ struct Ctx {
 impl Pipeline {
     /// Handles one request; never fails (errors become problem responses).
     pub async fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> Reply {
-        if req.uri().path() == HEALTH_PATH {
-            return self.health();
+        if req.uri().path().starts_with("/__tollgate/") {
+            match req.uri().path() {
+                HEALTH_PATH => return self.health(),
+                READY_PATH => return self.ready(),
+                _ => {}
+            }
         }
         let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers());
@@ -101,10 +111,36 @@ impl Pipeline {
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned())
         };
-        let mut res = Response::new(Full::new(Bytes::from(body)));
-        *res.status_mut() = status;
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Reply::made(res)
+        json_reply(status, body)
+    }
+
+    /// The node's readiness answer: as [`Self::health`], and 503 with the reason while the
+    /// configuration is stale (credentialed calls are refused then; anonymous ones are not).
+    fn ready(&self) -> Reply {
+        if !self.store.is_loaded() {
+            return json_reply(StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned());
+        }
+        let event_id = self.store.load().event_id;
+        let since = self.freshness.since_confirmed().as_secs();
+        let (status, body) = match self.freshness.max_staleness().filter(|_| self.freshness.is_stale()) {
+            Some(max) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({
+                    "status": "stale",
+                    "reason": format!(
+                        "no confirmed sync with PostgreSQL for {since} s (--max-config-staleness {} s); credentialed calls are refused",
+                        max.as_secs_f64()
+                    ),
+                    "config_event_id": event_id,
+                    "seconds_since_sync": since,
+                }),
+            ),
+            None => (
+                StatusCode::OK,
+                serde_json::json!({"status": "ready", "config_event_id": event_id, "seconds_since_sync": since}),
+            ),
+        };
+        json_reply(status, body.to_string())
     }
 
     async fn forward(
@@ -132,6 +168,7 @@ impl Pipeline {
             peer: conn.peer.ip(),
             trusted_proxies: &self.edge.trusted_proxies,
             rate_limit_headers: self.edge.rate_limit_headers,
+            freshness: &self.freshness,
         };
         let edge::Admitted { identity, decision } =
             edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq, &mut seen.who).await?;
@@ -180,6 +217,15 @@ impl Handler for Pipeline {
     fn reject(&self, why: Reject) -> Reply {
         Reply::made(GatewayError::from(why).to_response(None))
     }
+}
+
+/// A JSON answer of the gateway's own endpoints.
+fn json_reply(status: StatusCode, body: String) -> Reply {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Reply::made(res)
 }
 
 /// Logs a request the pipeline refused or failed and renders its problem response. Out of

@@ -2,4 +2,4 @@
 pub mod forward;
 
 pub use crate::wire::{ConnInfo, GwBody};
-pub use forward::{HEALTH_PATH, Limits, Pipeline};
+pub use forward::{HEALTH_PATH, Limits, Pipeline, READY_PATH};

@@ -93,6 +93,15 @@ pub enum Written {
     AlreadyApplied,
 }
 
+/// The first sequence number of this process: microseconds since the epoch. A node keeps its
+/// id across restarts, so numbering from 1 again would make the new process's batches look
+/// like retries of the old one's (and drop them); one batch per interval never catches up
+/// with the clock.
+fn first_seq() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX / 2)
+}
+
 impl Flusher {
     pub fn new(
         recorder: Arc<Recorder>,
@@ -107,11 +116,18 @@ impl Flusher {
             node,
             config,
             quotas,
-            next_seq: 1,
+            next_seq: first_seq(),
             inflight: None,
             pending: Batch::default(),
             failing: false,
         }
+    }
+
+    /// Numbers this writer's batches from `seq` on: a writer resuming another's numbering
+    /// (tests use it to replay a batch as a retry after a lost commit answer).
+    pub fn numbered_from(mut self, seq: i64) -> Self {
+        self.next_seq = seq;
+        self
     }
 
     /// Flushes every interval until `stop` turns true, then writes what is left.

@@ -43,6 +43,7 @@ pub fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
         edge: Default::default(),
         limiter: Default::default(),
         allow_private_auth_urls: false,
+        max_config_staleness: None,
         usage: tollgate_gateway::UsageOptions {
             flush: tollgate_gateway::usage::flush::FlushConfig {
                 interval: Duration::from_millis(250),

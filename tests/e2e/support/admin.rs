@@ -28,6 +28,11 @@ impl Admin {
     /// Migrates the database at `database_url`, creates the owner, serves the admin API on
     /// 127.0.0.1:0 and logs in.
     pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(database_url, |_| {}).await
+    }
+
+    /// [`Admin::start`] with settings changed by `configure` (e.g. the node windows).
+    pub async fn start_with(database_url: &str, configure: impl FnOnce(&mut AdminConfig)) -> anyhow::Result<Self> {
         install_crypto_provider();
         let pool = tollgate_admin::db::connect(database_url).await.context("admin: connecting")?;
         tollgate_admin::db::migrate(&pool).await.context("admin: migrating")?;
@@ -37,7 +42,8 @@ impl Admin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let config = AdminConfig::new(addr, Secret::new(secret));
+        let mut config = AdminConfig::new(addr, Secret::new(secret));
+        configure(&mut config);
         let server_pool = pool.clone();
         let task = tokio::spawn(async move {
             if let Err(err) = tollgate_admin::serve(listener, server_pool, config, std::future::pending()).await {

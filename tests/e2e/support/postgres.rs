@@ -54,7 +54,7 @@ pub async fn listen_backend(pool: &PgPool, not: Option<i32>, within: Duration) -
     eventually("one LISTEN connection of a gateway", within, || async {
         let pids: Vec<(i32,)> = sqlx::query_as(
             "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND application_name = 'tollgate-gateway' AND query LIKE 'LISTEN%'",
+             WHERE datname = current_database() AND application_name LIKE 'tollgate-gateway%' AND query LIKE 'LISTEN%'",
         )
         .fetch_all(pool)
         .await

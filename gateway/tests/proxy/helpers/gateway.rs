@@ -72,6 +72,7 @@ impl Gateway {
             limiter: opts.limiter,
             allow_private_auth_urls: opts.allow_private_auth_urls,
             usage: tollgate_gateway::UsageOptions::default(),
+            max_config_staleness: None,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
