@@ -5,7 +5,7 @@
 //! Usage: `scale <database-url> <routes> <keys> [consumers]` (default 1,000 consumers, each
 //! with one subscription; `bench/run` gives it a fresh database and drops it afterwards).
 //!
-//! With `TOLLGATE_BIN=<path to tollgate>` it then measures the real gateway process on that
+//! With `TOLLGATE_BIN=<path to tollgate>` (or `"old=<path> new=<path>"`) it then measures the real gateway process on that
 //! data: started from PostgreSQL, then from its last-known-good copy with PostgreSQL
 //! refusing (a closed port) and with PostgreSQL silent (a listener that never answers) —
 //! time from spawn to the first routed 200, RSS then and 10 s later, the peak RSS, the
@@ -185,8 +185,11 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("RSS at end: {:.0} MiB", rss_mib());
     drop((store, data));
-    if let Ok(bin) = std::env::var("TOLLGATE_BIN") {
-        gateway_process(Path::new(&bin), &url, &pool).await?;
+    // `TOLLGATE_BIN="path"` or several builds: `TOLLGATE_BIN="old=/path/a new=/path/b"`.
+    for build in std::env::var("TOLLGATE_BIN").unwrap_or_default().split_whitespace() {
+        let (label, bin) = build.split_once('=').unwrap_or(("", build));
+        println!("== the gateway process {label} ({bin}) ==");
+        gateway_process(Path::new(bin), &url, &pool).await?;
     }
     Ok(())
 }

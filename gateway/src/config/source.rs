@@ -281,6 +281,11 @@ impl Follower {
             let data = pg::load_full(&self.src.pool).await?;
             self.replace(data);
         }
+        // A disk save in progress shares `data`: applying would copy all of it (1M keys:
+        // ~130 MiB, kept by the allocator afterwards), so only when there is something new.
+        if Arc::strong_count(&self.data) > 1 && !pg::has_events_after(&self.src.pool, self.data.event_id).await? {
+            return Ok(());
+        }
         match pg::catch_up(&self.src.pool, Arc::make_mut(&mut self.data)).await? {
             CatchUp::Current => {}
             CatchUp::Applied { events, changed } => {
