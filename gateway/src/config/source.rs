@@ -72,7 +72,8 @@ impl PgSource {
     ///
     /// PostgreSQL and the disk copy are read concurrently. PostgreSQL's answer wins if it
     /// comes within `grace`; otherwise, or as soon as PostgreSQL refuses, the disk copy is
-    /// served once read, and replaced by PostgreSQL's load when that arrives. When `stop`
+    /// served once read, and brought up to date from the change log once PostgreSQL
+    /// answers (as after any reconnection: nothing committed meanwhile is lost). When `stop`
     /// turns true the task saves the configuration to disk (if it changed since the last
     /// save) and ends.
     pub async fn start(
