@@ -135,7 +135,7 @@ pub fn gateway_options(
             max_head_bytes: l.max_header_bytes.saturating_mul(2),
         },
         limits: Limits { max_body_bytes: l.max_body_bytes, max_header_bytes: l.max_header_bytes },
-        initial_load_timeout: secs(5),
+        initial_load_timeout: std::time::Duration::from_millis(250),
         metrics_listener: l.metrics_listen.0,
         edge: EdgeOptions { trusted_proxies: l.trusted_proxies.0.clone(), rate_limit_headers: l.rate_limit_headers },
         limiter: LimiterConfig {

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+pub mod process;
+
 /// An integer from the environment, or `default`.
 pub fn env_or(name: &str, default: i32) -> i32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -61,7 +61,9 @@ pub struct GatewayOptions {
     pub node: NodeInfo,
     pub listener: ListenerOptions,
     pub limits: Limits,
-    /// How long to wait for PostgreSQL at start before serving from disk.
+    /// How long PostgreSQL's answer is preferred at start over a disk copy already read
+    /// (a refusal ends the wait at once); also the longest wait before accepting
+    /// connections (answered 503 until a configuration is loaded).
     pub initial_load_timeout: Duration,
     /// Listener of the Prometheus `/metrics` endpoint, kept off the traffic port.
     pub metrics_listener: Option<std::net::SocketAddr>,

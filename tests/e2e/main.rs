@@ -1,6 +1,7 @@
 //! End-to-end tests of the whole platform: the real `tollgate` binary, real PostgreSQL, real
 //! HTTP. One test binary (modules below) so the link step happens once.
 
+mod cold_start;
 mod demo;
 mod dev;
 mod live_config;

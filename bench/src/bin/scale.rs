@@ -4,11 +4,21 @@
 //!
 //! Usage: `scale <database-url> <routes> <keys> [consumers]` (default 1,000 consumers, each
 //! with one subscription; `bench/run` gives it a fresh database and drops it afterwards).
+//!
+//! With `TOLLGATE_BIN=<path to tollgate>` (or `"old=<path> new=<path>"`) it then measures the real gateway process on that
+//! data: started from PostgreSQL, then from its last-known-good copy with PostgreSQL
+//! refusing (a closed port) and with PostgreSQL silent (a listener that never answers) —
+//! time from spawn to the first routed 200, RSS then and 10 s later, the peak RSS, the
+//! copy's size, and the peak RSS while a change is applied and the copy rewritten.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::path::Path;
+use std::time::Duration;
+
 use sqlx::PgPool;
+use tollgate_bench::process::{self, Gateway};
 use tollgate_gateway::config::pg::{self, CatchUp};
 use tollgate_gateway::config::source::Sink;
 use tollgate_gateway::snapshot::ConfigStore;
@@ -174,5 +184,84 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("RSS at end: {:.0} MiB", rss_mib());
+    drop((store, data));
+    // `TOLLGATE_BIN="path"` or several builds: `TOLLGATE_BIN="old=/path/a new=/path/b"`.
+    for build in std::env::var("TOLLGATE_BIN").unwrap_or_default().split_whitespace() {
+        let (label, bin) = build.split_once('=').unwrap_or(("", build));
+        println!("== the gateway process {label} ({bin}) ==");
+        gateway_process(Path::new(bin), &url, &pool).await?;
+    }
+    Ok(())
+}
+
+/// Longest wait for a start or a save at this scale.
+const SLOW: Duration = Duration::from_secs(60);
+/// The copy the gateway keeps in its state directory.
+const COPY: &str = "gateway-config.json";
+
+/// The real process: from PostgreSQL, then from the copy with PostgreSQL refusing and silent.
+async fn gateway_process(bin: &Path, url: &str, pool: &PgPool) -> anyhow::Result<()> {
+    let upstream = process::tiny_upstream().await?;
+    // Route `/svc3/*` (route r-3) goes to the tiny upstream, anonymously.
+    sqlx::query("UPDATE targets SET port = $1 WHERE api_id = (SELECT api_id FROM routes WHERE name = 'r-3')")
+        .bind(i32::from(upstream))
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "UPDATE apis SET auth_methods = '{anonymous}' WHERE id = (SELECT api_id FROM routes WHERE name = 'r-3')",
+    )
+    .execute(pool)
+    .await?;
+    let dir = std::env::temp_dir().join(format!("tollgate-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    println!("| start | first routed 200 | RSS then | RSS +10 s | peak RSS |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let gw = measured_start(bin, url, &dir, "from PostgreSQL").await?;
+    let copy = dir.join(COPY);
+    wait_for(|| copy.exists(), "the first save").await?;
+    let (peak, took) = save_peak(&gw, pool, &copy).await?;
+    gw.stop().await?;
+    let size = std::fs::metadata(&copy)?.len() as f64 / 1e6;
+    let refusing = "postgres://postgres@127.0.0.1:1/postgres".to_owned();
+    measured_start(bin, &refusing, &dir, "from the copy, PostgreSQL refusing").await?.stop().await?;
+    let silent = format!("postgres://postgres@127.0.0.1:{}/postgres", process::silent_listener().await?);
+    measured_start(bin, &silent, &dir, "from the copy, PostgreSQL silent").await?.stop().await?;
+    println!(
+        "copy: {size:.1} MB; one change applied and the copy rewritten in {took:.1} s, peak RSS meanwhile {peak:.0} MiB"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Starts the gateway, prints its row, and returns it running.
+async fn measured_start(bin: &Path, url: &str, dir: &Path, label: &str) -> anyhow::Result<Gateway> {
+    let gw = Gateway::spawn(bin, url, dir).await?;
+    let first = gw.first_routed("/svc3/x", SLOW).await?;
+    let rss = process::status_mib(gw.pid, "VmRSS");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (later, peak) = (process::status_mib(gw.pid, "VmRSS"), process::status_mib(gw.pid, "VmHWM"));
+    println!("| {label} | {:.2} s | {rss:.0} MiB | {later:.0} MiB | {peak:.0} MiB |", first.as_secs_f64());
+    Ok(gw)
+}
+
+/// Peak RSS while the gateway applies one change and rewrites its copy (the follower's
+/// 5 s safety tick or the notification picks the change up; the save follows).
+async fn save_peak(gw: &Gateway, pool: &PgPool, copy: &Path) -> anyhow::Result<(f64, f64)> {
+    let before = std::fs::metadata(copy)?.modified()?;
+    process::reset_peak(gw.pid)?;
+    let t = Instant::now();
+    one_change(pool, "UPDATE routes SET priority = 9 WHERE name = 'r-5' RETURNING id", "route").await?;
+    sqlx::query("SELECT pg_notify('tollgate_config', '0')").execute(pool).await?;
+    wait_for(|| std::fs::metadata(copy).and_then(|m| m.modified()).is_ok_and(|m| m > before), "the save").await?;
+    Ok((process::status_mib(gw.pid, "VmHWM"), t.elapsed().as_secs_f64()))
+}
+
+async fn wait_for(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while !done() {
+        anyhow::ensure!(t.elapsed() < SLOW, "{what} did not happen within {SLOW:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }

@@ -138,6 +138,16 @@ pub enum CatchUp {
     ReloadNeeded,
 }
 
+/// Whether the change log holds an event after `event_id` (a cheap look before copying a
+/// configuration that a disk save still shares).
+pub async fn has_events_after(pool: &PgPool, event_id: i64) -> Result<bool, sqlx::Error> {
+    let (any,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM config_events WHERE id > $1)")
+        .bind(event_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(any)
+}
+
 /// Applies every event after `data.event_id`: changed entities are re-read (their state as
 /// of the same snapshot), deleted ones removed with what cascades from them.
 pub async fn catch_up(pool: &PgPool, data: &mut ConfigData) -> Result<CatchUp, sqlx::Error> {

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -85,18 +86,25 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 impl PgSource {
-    /// Loads the initial configuration (from PostgreSQL, else from disk) and publishes it;
-    /// then follows changes in a background task for as long as the runtime lives.
-    /// When `stop` turns true the task saves the configuration to disk (if it changed since
-    /// the last save) and ends.
+    /// Starts following PostgreSQL in a background task that lives as long as the runtime,
+    /// and returns once the node has a configuration to serve, once neither PostgreSQL nor
+    /// the disk copy can give one yet, or after `grace` — whichever comes first (until a
+    /// configuration is loaded the node answers 503).
+    ///
+    /// PostgreSQL and the disk copy are read concurrently. PostgreSQL's answer wins if it
+    /// comes within `grace`; otherwise, or as soon as PostgreSQL refuses, the disk copy is
+    /// served once read, and brought up to date from the change log once PostgreSQL
+    /// answers (as after any reconnection: nothing committed meanwhile is lost). When `stop`
+    /// turns true the task saves the configuration to disk (if it changed since the last
+    /// save) and ends.
     pub async fn start(
         self,
         sink: Arc<dyn Sink>,
-        initial_timeout: Duration,
+        grace: Duration,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let started_at = time::OffsetDateTime::now_utc();
-        let mut f = Follower {
+        let f = Follower {
             src: self,
             sink,
             data: Arc::default(),
@@ -105,24 +113,126 @@ impl PgSource {
             dirty: false,
             started_at,
         };
-        match tokio::time::timeout(initial_timeout, pg::load_full(&f.src.pool)).await {
-            Ok(Ok(data)) => {
-                f.replace(data);
-                f.src.freshness.confirm();
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "PostgreSQL unavailable at start; trying the last-known-good configuration")
-            }
-            Err(_) => tracing::warn!("PostgreSQL did not answer in time; trying the last-known-good configuration"),
+        let (settled_tx, mut settled) = watch::channel(false);
+        let task = tokio::spawn(f.start(grace, settled_tx, stop));
+        let _ = tokio::time::timeout(grace, settled.wait_for(|s| *s)).await;
+        task
+    }
+}
+
+/// Reads the disk copy and how long ago it was written; `None` (logged) when there is none
+/// or it cannot be used.
+async fn read_disk(path: Option<PathBuf>, cancel: Arc<AtomicBool>) -> Option<(ConfigData, Duration)> {
+    let path = path?;
+    match tokio::task::spawn_blocking(move || disk::load_unless(&path, &cancel).map(|d| (d, age(&path)))).await {
+        Ok(Ok(loaded)) => Some(loaded),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!("no configuration on disk yet");
+            None
         }
-        if !f.loaded {
-            f.load_from_disk().await;
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the configuration on disk cannot be used; waiting for PostgreSQL");
+            None
         }
-        tokio::spawn(async move { f.run(stop).await })
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the configuration from disk failed");
+            None
+        }
+    }
+}
+
+/// Where the first load stands.
+#[derive(Default)]
+struct Initial {
+    /// PostgreSQL answered (with a configuration or an error).
+    pg_done: bool,
+    /// The disk copy was read (or found missing or unusable).
+    disk_done: bool,
+    /// One direct connection attempt was made.
+    probed: bool,
+    /// PostgreSQL refused or missed its grace period: a disk copy may be served.
+    disk_allowed: bool,
+    copy: Option<(ConfigData, Duration)>,
+}
+
+impl Initial {
+    fn refused(&mut self, e: &sqlx::Error) {
+        if !self.disk_allowed {
+            tracing::warn!(error = %e, "PostgreSQL unavailable at start; serving the last-known-good configuration if there is one");
+        }
+        self.disk_allowed = true;
     }
 }
 
 impl Follower {
+    async fn start(mut self, grace: Duration, settled: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+        if self.initial(grace, &settled, &mut stop).await {
+            self.run(stop).await;
+        }
+    }
+
+    /// The first load: PostgreSQL and the disk copy concurrently (see [`PgSource::start`]).
+    /// Ends once either is served (a served copy is brought up to date by [`Follower::run`]
+    /// from the change log, as after any reconnection) or neither can be. Returns false if
+    /// stopped meanwhile.
+    async fn initial(
+        &mut self,
+        grace: Duration,
+        settled: &watch::Sender<bool>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let pool = self.src.pool.clone();
+        let pg_load = pg::load_full(&pool);
+        // The pool retries refused connections until its acquire timeout; one direct attempt
+        // tells a refusal at once.
+        let options = pool.connect_options();
+        let probe = sqlx::ConnectOptions::connect(&*options);
+        let disk_read = read_disk(self.src.state_file.clone(), Arc::clone(&cancel));
+        let grace_over = tokio::time::sleep(grace);
+        tokio::pin!(pg_load, probe, disk_read, grace_over);
+        let mut st = Initial { disk_done: self.src.state_file.is_none(), ..Initial::default() };
+        while !(self.loaded || (st.pg_done && st.disk_done)) {
+            tokio::select! {
+                r = &mut pg_load, if !st.pg_done => {
+                    st.pg_done = true;
+                    match r {
+                        Ok(data) => {
+                            self.replace(data);
+                            self.src.freshness.confirm();
+                        }
+                        Err(e) => st.refused(&e),
+                    }
+                }
+                r = &mut probe, if !st.probed => {
+                    st.probed = true;
+                    match r {
+                        Ok(conn) => drop(conn),
+                        Err(e) => st.refused(&e),
+                    }
+                }
+                copy = &mut disk_read, if !st.disk_done => (st.disk_done, st.copy) = (true, copy),
+                () = &mut grace_over, if !st.disk_allowed => {
+                    tracing::warn!("PostgreSQL did not answer in time; serving the last-known-good configuration if there is one");
+                    st.disk_allowed = true;
+                }
+                () = stopped(stop) => return false,
+            }
+            if let Some((copy, age)) = st.copy.take_if(|_| st.disk_allowed) {
+                tracing::info!(event_id = copy.event_id, "serving the last-known-good configuration from disk");
+                self.replace(copy);
+                self.dirty = false;
+                // The copy was current when written, not now: a node restarted in an outage
+                // is as stale as its copy (a crash loop must not reset the clock).
+                self.src.freshness.confirmed_ago(age);
+            }
+        }
+        let _ = settled.send(true);
+        // PostgreSQL's load won: a disk read still under way stops early.
+        cancel.store(true, Ordering::Relaxed);
+        true
+    }
+
     fn replace(&mut self, data: ConfigData) {
         self.data = Arc::new(data);
         self.loaded = true;
@@ -134,22 +244,6 @@ impl Follower {
             routes = self.data.routes.len(),
             "configuration loaded"
         );
-    }
-
-    async fn load_from_disk(&mut self) {
-        let Some(path) = self.src.state_file.clone() else { return };
-        match tokio::task::spawn_blocking(move || disk::load(&path).map(|d| (d, age(&path)))).await {
-            Ok(Ok((data, age))) => {
-                tracing::info!(event_id = data.event_id, "serving the last-known-good configuration from disk");
-                self.replace(data);
-                self.dirty = false;
-                // The copy was current when written, not now: a node restarted in an outage
-                // is as stale as its copy (a crash loop must not reset the clock).
-                self.src.freshness.confirmed_ago(age);
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "no usable configuration on disk"),
-            Err(e) => tracing::warn!(error = %e, "reading the configuration from disk failed"),
-        }
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -228,6 +322,11 @@ impl Follower {
         if !self.loaded {
             let data = pg::load_full(&self.src.pool).await?;
             self.replace(data);
+        }
+        // A disk save in progress shares `data`: applying would copy all of it (1M keys:
+        // ~130 MiB, kept by the allocator afterwards), so only when there is something new.
+        if Arc::strong_count(&self.data) > 1 && !pg::has_events_after(&self.src.pool, self.data.event_id).await? {
+            return Ok(());
         }
         match pg::catch_up(&self.src.pool, Arc::make_mut(&mut self.data)).await? {
             CatchUp::Current => {}

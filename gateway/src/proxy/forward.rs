@@ -22,6 +22,7 @@ use crate::upstream::{Outcome, Upstream};
 use crate::usage::{Attribution, Recorder, StatusClass};
 use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use crate::wire::headers::{self, Forwarding};
+use crate::wire::reclaim;
 use crate::wire::reply::switches_to_websocket;
 use crate::wire::{ClientBody, ConnInfo, Handler, Reject, Reply, upgrade};
 
@@ -337,10 +338,17 @@ async fn proxy(
     let mut body = Some(limit_body(body, max_body));
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut attempt = 0;
+    let mut next = pool.pick(hash, &tried);
     loop {
-        let pick = pool.pick(hash, &tried).ok_or(GatewayError::NoHealthyTarget)?;
+        let pick = next.take().ok_or(GatewayError::NoHealthyTarget)?;
         tried.push(pick.index);
-        let attempt_body = body.take().unwrap_or_else(empty_body);
+        let (attempt_body, reclaim) = match body.take() {
+            Some(b) if !body_empty => {
+                let (lent, reclaim) = reclaim::lend(b);
+                (lent, Some(reclaim))
+            }
+            b => (b.unwrap_or_else(empty_body), None),
+        };
         let result = api.client.send(api.https, &pick.target.authority, &out, attempt_body, api.read_timeout).await;
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
@@ -349,6 +357,16 @@ async fn proxy(
             pool.report(pick.index, outcome);
         }
         drop(pick);
+        // Nothing was sent: whatever the method and `retries`, the next untried target gets it.
+        if matches!(&result, Err(e) if e.is_connect()) {
+            let unread = if body_empty { Some(empty_body()) } else { reclaim.and_then(reclaim::Reclaim::take_unread) };
+            next = unread.as_ref().and_then(|_| pool.pick_untried(hash, &tried));
+            if next.is_some() {
+                api.metrics.retried();
+                body = unread;
+                continue;
+            }
+        }
         // Only an empty body can be sent again (a non-empty one has been consumed).
         let retry =
             if body_empty { pool.retry_policy().should_retry(attempt, out.method, &outcome, true) } else { None };
@@ -356,6 +374,7 @@ async fn proxy(
             api.metrics.retried();
             attempt += 1;
             tokio::time::sleep(wait).await;
+            next = pool.pick(hash, &tried);
             continue;
         }
         permit.record(!outcome.is_failure());

@@ -9,7 +9,9 @@
 //! 1. `upstream.admit()` — the breaker's permit, or answer its fallback / 503;
 //! 2. `upstream.pick(upstream.hash_key(&headers, identity, ip), &tried)` — a target and its in-flight guard;
 //! 3. send, then `upstream.report(pick.index, outcome)` and `permit.record(!outcome.is_failure())`;
-//! 4. on failure, `upstream.retry_policy().should_retry(...)` says whether and when to try again.
+//! 4. on a connect failure (nothing sent) the request goes to `upstream.pick_untried(...)`, each
+//!    target at most once; on other failures `upstream.retry_policy().should_retry(...)` says
+//!    whether and when to try again.
 
 mod active;
 mod balance;
@@ -145,6 +147,16 @@ impl Upstream {
         let untried = |i: usize| !exclude.contains(&i) && available(i);
         let chosen = self.choose(hash, untried);
         let index = if exclude.is_empty() { chosen } else { chosen.or_else(|| self.choose(hash, available)) }?;
+        let target = self.targets.get(index)?;
+        Some(Pick { index, target, in_flight: target.begin() })
+    }
+
+    /// Like [`Upstream::pick`], but only a target not in `exclude`: where a request goes
+    /// after a connect failure (each target at most once).
+    pub fn pick_untried(&self, hash: Option<u64>, exclude: &[usize]) -> Option<Pick<'_>> {
+        let now = self.now();
+        let untried = |i: usize| !exclude.contains(&i) && self.targets.get(i).is_some_and(|t| t.is_available(now));
+        let index = self.choose(hash, untried)?;
         let target = self.targets.get(index)?;
         Some(Pick { index, target, in_flight: target.begin() })
     }

@@ -12,6 +12,7 @@ pub mod h1;
 pub mod headers;
 pub(crate) mod net;
 pub mod pool;
+pub mod reclaim;
 pub mod reply;
 pub mod server;
 pub mod upgrade;

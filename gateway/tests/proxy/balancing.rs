@@ -158,3 +158,36 @@ async fn idempotent_requests_keep_succeeding_when_a_target_dies_under_load() {
     assert!(late.is_empty(), "after the kill only a serves: {late:?}");
     assert!(results.iter().filter(|(after, _, _)| *after).count() >= 300);
 }
+
+/// A target that refuses connections costs no request, whatever the method and with
+/// `retries: 0`: nothing was sent, so the request (body included) goes to the next target;
+/// passive health still ejects the refusing one.
+#[tokio::test]
+async fn a_refusing_target_fails_over_for_every_method_without_retries() {
+    let (a, mut b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let b_port = b.port();
+    b.kill().await;
+    let passive = json!({ "consecutive_failures": 3, "base_ejection_ms": 60000, "max_ejection_ms": 60000 });
+    let gw =
+        Gateway::start(config(vec![api("pair", &[&a, &b], all_routes(), json!({ "passive_health": passive }))])).await;
+    let (c, url) = (Client::http1(), gw.url("/fail-over"));
+    for i in 0..1000 {
+        let r = if i % 2 == 0 {
+            c.get(&url).await
+        } else {
+            c.send_body(http::Method::POST, &url, format!("payload {i}")).await
+        };
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "a".to_owned()), "request {i}: {}", r.text());
+        if i % 2 == 1 {
+            assert_eq!(r.json()["body"], format!("payload {i}"), "the body arrives whole");
+        }
+    }
+    assert_eq!(a.requests(), 1000);
+    // Ejected: b listening again on its port gets nothing for the ejection's minute.
+    let back = tokio::net::TcpListener::bind(("127.0.0.1", b_port)).await.expect("rebind b's port");
+    for _ in 0..20 {
+        assert_eq!(c.get(&url).await.upstream(), "a");
+    }
+    let accepted = tokio::time::timeout(std::time::Duration::from_millis(100), back.accept()).await;
+    assert!(accepted.is_err(), "the ejected target was tried");
+}

@@ -53,6 +53,9 @@ async fn a_refused_connection_is_a_502_without_retries() {
     let r = Client::http1().get(&gw.url("/x")).await;
     r.assert_problem(502, "upstream-unreachable");
     assert!(!r.text().contains(&port.to_string()), "no internals leak: {}", r.text());
+    // With a body too: no other target to fail over to, so the refusal is the answer.
+    let r = Client::http1().send_body(http::Method::POST, &gw.url("/x"), "payload").await;
+    r.assert_problem(502, "upstream-unreachable");
 }
 
 fn breaker(fallback: Option<Value>) -> Value {

@@ -43,6 +43,22 @@ impl Gateway {
         state_dir: &Path,
         configure: impl FnOnce(&mut Command),
     ) -> anyhow::Result<Self> {
+        let gateway = Self::launch(database_url, state_dir, configure).await?;
+        // It listens at once and answers 503 until its first load lands.
+        eventually("a configuration", STARTUP_TIMEOUT, || async {
+            gateway.config_event_id().await.map_err(|e| format!("{e:#}"))
+        })
+        .await
+        .with_context(|| format!("stderr:\n{}", gateway.stderr()))?;
+        Ok(gateway)
+    }
+
+    /// Starts a node and waits until it listens, with or without a configuration.
+    pub async fn launch(
+        database_url: &str,
+        state_dir: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.arg("gateway").args(["--listen", "127.0.0.1:0", "--database-url", database_url]);
         cmd.arg("--state-dir").arg(state_dir);
@@ -65,9 +81,7 @@ impl Gateway {
             Err(err) => bail!("{err:#}; exit status: {:?}", child.try_wait()),
         };
         let http = reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build()?;
-        let gateway = Self { child, addr, node_id, state_dir: state_dir.to_path_buf(), stderr, http };
-        gateway.config_event_id().await.with_context(|| format!("no configuration; stderr:\n{}", gateway.stderr()))?;
-        Ok(gateway)
+        Ok(Self { child, addr, node_id, state_dir: state_dir.to_path_buf(), stderr, http })
     }
 
     pub fn url(&self, path: &str) -> String {

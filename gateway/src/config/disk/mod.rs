@@ -1,36 +1,73 @@
 //! The last-known-good configuration on local disk, so a node can start and serve while
-//! PostgreSQL is unreachable. Written atomically (temporary file, fsync, rename). Files
-//! written by older versions are read too: fields added since then take their defaults.
+//! PostgreSQL is unreachable. Written atomically (temporary file, fsync, rename) in the
+//! compact [`binary`] format. Copies written by older versions, one JSON document, are read
+//! too (told apart by their first byte): fields added since then take their defaults.
 
-use std::io::Write;
+mod binary;
+mod field;
+
+use std::io::BufRead;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
 use super::model::ConfigData;
 
+/// Read and write buffer: large enough that a 1M-key copy moves in big system calls.
+const BUFFER: usize = 1 << 20;
+
 /// Saves `data` to `path` atomically. Blocking: call from `spawn_blocking`.
 pub fn save(path: &Path, data: &ConfigData) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = tmp_path(path);
     // Owner-only: the file holds API key hashes, upstream addresses, and the secrets of JWT
     // (HMAC keys) and token introspection settings.
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    serde_json::to_writer(std::io::BufWriter::new(&mut file), data).map_err(std::io::Error::other)?;
-    file.flush()?;
+    binary::write(std::io::BufWriter::with_capacity(BUFFER, &mut file), data)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is durable once the directory is.
+    std::fs::File::open(dir.unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
 }
 
-/// Loads a configuration saved by [`save`]. Blocking.
+/// Loads a configuration saved by [`save`] (or by an older version). Blocking.
 pub fn load(path: &Path) -> std::io::Result<ConfigData> {
+    load_unless(path, &AtomicBool::new(false))
+}
+
+/// [`load`], giving up (with an `Interrupted` error) once `cancel` is set. A damaged or
+/// unknown file is an `InvalidData` error naming the file and what is wrong.
+pub fn load_unless(path: &Path, cancel: &AtomicBool) -> std::io::Result<ConfigData> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(std::io::ErrorKind::Interrupted.into());
+    }
     let file = std::fs::File::open(path)?;
-    let mut value: Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+    let size = file.metadata()?.len();
+    let mut input = std::io::BufReader::with_capacity(BUFFER, file);
+    let first = input.fill_buf()?.first().copied();
+    let loaded = match first {
+        Some(b) if b == binary::MAGIC[0] => binary::read(input, size, cancel),
+        Some(b'{') => load_json(input),
+        None => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the copy is empty")),
+        Some(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a Tollgate configuration copy")),
+    };
+    loaded.map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        _ => e,
+    })
+}
+
+/// A copy written by a version before the binary format: one JSON document.
+fn load_json(input: impl std::io::Read) -> std::io::Result<ConfigData> {
+    let invalid = |e: serde_json::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut value: Value = serde_json::from_reader(input).map_err(invalid)?;
     upgrade(&mut value);
-    serde_json::from_value(value).map_err(std::io::Error::other)
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// Fills in the fields a file from an older version lacks (those that have no `None` to
@@ -104,3 +141,6 @@ mod tests {
         std::fs::remove_dir_all(dir)
     }
 }
+
+#[cfg(test)]
+mod format_tests;
