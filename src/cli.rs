@@ -334,7 +334,7 @@ pub struct GatewayLimits {
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
     pub allow_private_auth_urls: bool,
     /// Record usage per consumer, key and route (`on`) or not (`off`).
-    #[arg(long, env = "TOLLGATE_USAGE", default_value = "on", value_parser = on_off)]
+    #[arg(long, env = "TOLLGATE_USAGE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub usage: bool,
     /// Seconds between writes of recorded usage to PostgreSQL.
     #[arg(long, env = "TOLLGATE_USAGE_FLUSH_INTERVAL_SECS", default_value_t = 10,
@@ -451,6 +451,23 @@ mod tests {
         for bad in ["", "30", "s", "-1s", "1.5s", "10ms", "3d"] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// `--usage on|off` takes its value (a bool flag would be a switch without one).
+    #[test]
+    fn usage_takes_on_or_off() {
+        let usage = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["tollgate", "gateway", "--config", "x.yaml"][..], args].concat())
+                .map_err(|e| e.to_string())?;
+            match cli.command {
+                Command::Gateway(g) => Ok(g.limits.usage),
+                _ => Err("not the gateway".to_owned()),
+            }
+        };
+        assert_eq!(usage(&["--usage", "off"]), Ok(false));
+        assert_eq!(usage(&["--usage", "on"]), Ok(true));
+        assert_eq!(usage(&[]), Ok(true));
+        assert!(usage(&["--usage", "maybe"]).is_err());
     }
 
     #[test]
