@@ -457,8 +457,9 @@ mod tests {
     #[test]
     fn usage_takes_on_or_off() {
         let usage = |args: &[&str]| {
-            let cli = Cli::try_parse_from([&["tollgate", "gateway", "--config", "x.yaml"][..], args].concat())
-                .map_err(|e| e.to_string())?;
+            // (`--database-url` given, so a `DATABASE_URL` in the environment changes nothing.)
+            let base = ["tollgate", "gateway", "--database-url", "postgres://db.invalid/x"];
+            let cli = Cli::try_parse_from([&base[..], args].concat()).map_err(|e| e.to_string())?;
             match cli.command {
                 Command::Gateway(g) => Ok(g.limits.usage),
                 _ => Err("not the gateway".to_owned()),
