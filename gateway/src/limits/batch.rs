@@ -38,10 +38,8 @@ pub(crate) struct Sender(mpsc::Sender<Job>);
 
 impl Sender {
     /// Queues one decision (`args` as the script reads them: cost, rate keys, quota keys,
-    /// time, then the windows' and quotas' arguments) and waits for its values.
-    pub(crate) async fn decide(&self, keys: Keys, args: Args) -> Result<Vec<i64>, CounterError> {
-        let count = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok()).unwrap_or(0);
-        let len = 2 + count(1) + count(2);
+    /// time, debt, then the windows' and quotas' arguments) and waits for its `len` values.
+    pub(crate) async fn decide(&self, keys: Keys, args: Args, len: usize) -> Result<Vec<i64>, CounterError> {
         let (reply, answer) = oneshot::channel();
         self.0.try_send(Job { keys, args, len, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CounterError::Batch("too many decisions waiting".into()),

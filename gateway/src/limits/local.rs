@@ -49,11 +49,17 @@ type Outcomes = SmallVec<[Outcome; 5]>;
 impl LocalCounter {
     /// Counts `cost` units for `key` under `plan` at `now`.
     pub fn check(&self, key: &LimitKey, plan: &PlanLimits, cost: u32, now: Now, backend: Backend) -> Decision {
-        let outcomes = match self.cells.get(key) {
-            Some(cell) => take(&cell, plan, u64::from(cost), now),
-            None => take(&self.cells.entry(key.clone()).or_default(), plan, u64::from(cost), now),
-        };
+        let outcomes = self.with_cell(key, |cell| take(cell, plan, u64::from(cost), now));
         Decision::tightest(&outcomes, backend)
+    }
+
+    /// Runs `f` on `key`'s counters, made fresh on first use (a shared lock on the shard for
+    /// a known key; the write lock only for a new one).
+    fn with_cell<T>(&self, key: &LimitKey, f: impl FnOnce(&Cell) -> T) -> T {
+        match self.cells.get(key) {
+            Some(cell) => f(&cell),
+            None => f(&self.cells.entry(key.clone()).or_default()),
+        }
     }
 
     /// Sets this node's share of `plan` (split `nodes` ways) for `key` from the fleet's
@@ -64,7 +70,7 @@ impl LocalCounter {
     pub(crate) fn sync(&self, key: &LimitKey, plan: &PlanLimits, nodes: u32, fleet: &Fleet, now: Now) {
         let share = plan.share(nodes);
         let n = u64::from(nodes.max(1));
-        let sync_cell = |cell: &Cell| {
+        self.with_cell(key, |cell| {
             for (whole, part) in plan.rate_windows().zip(share.rate_windows()) {
                 let Some(ahead) = fleet.ahead_ns[whole.slot] else { continue };
                 let available = whole.tolerance_ns.saturating_sub(ahead) / whole.interval_ns;
@@ -81,11 +87,7 @@ impl LocalCounter {
                 let used_here = part.saturating_sub(mine).min(COUNT_MASK);
                 cell.quotas[period as usize].store((id << COUNT_BITS) | used_here, Ordering::Release);
             }
-        };
-        match self.cells.get(key) {
-            Some(cell) => sync_cell(&cell),
-            None => sync_cell(&self.cells.entry(key.clone()).or_default()),
-        }
+        });
     }
 
     /// Notes `cost` units this node admitted on its own for `key` (while Redis was away).

@@ -184,7 +184,7 @@ impl RedisCounter {
         let head = [cost, rates as u64, call.quotas.len() as u64, now_us, debt].map(|n| n.to_string());
         call.args.insert_many(0, head);
         let (keys, args) = (std::mem::take(&mut call.keys), std::mem::take(&mut call.args));
-        let reply = tokio::time::timeout(self.timeout, self.batch.decide(keys, args))
+        let reply = tokio::time::timeout(self.timeout, self.batch.decide(keys, args, 2 + rates + call.quotas.len()))
             .await
             .map_err(|_| CounterError::Timeout(self.timeout))??;
         read_reply(&reply, plan, cost, &call)
