@@ -10,7 +10,9 @@
 //!   answer set to the node's share of what the fleet had left, so an outage (or a slow
 //!   moment) continues from what the fleet spent instead of handing out a fresh allowance;
 //!   what the fallback admits is owed, and charged to Redis (uncapped) with the key's next
-//!   decision there — also to a restarted, empty Redis. One timeout is not an outage:
+//!   decision there — also to a restarted, empty Redis. A decision Redis runs after its
+//!   node stopped waiting (a stalled server resuming) is skipped ([`batch`]), so nothing
+//!   the fallback decided counts twice. One timeout is not an outage:
 //!   the circuit opens after [`FAILURES_TO_OPEN`] failures in a row (that request alone is
 //!   decided by the fallback), then one probe at a time tries Redis every
 //!   `circuit_open_for`, and the first answer closes it.

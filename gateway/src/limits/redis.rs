@@ -23,10 +23,13 @@ use super::plan::{PlanLimits, QuotaPeriod};
 /// as separate calls in that order would be). ARGV: the number of decisions, then per
 /// decision: cost, number of rate keys, number of quota keys, the time in µs (0: the server's
 /// `TIME`; tests drive a clock of their own), a debt (units a node admitted on its own while
-/// Redis was unreachable: taken first, whatever the decision, and never capped), (interval
-/// µs, tolerance µs) per rate key, (limit, ttl s) per quota key. KEYS: each decision's rate keys then quota keys. Returns, per
-/// decision, {admitted, now µs, TAT before per rate key, count before per quota key}. A key
-/// read once is kept in a table for the rest of the batch and written once at the end.
+/// Redis was unreachable: taken first, whatever the decision, and never capped), a deadline
+/// on the server's clock in µs (0: none; past it the decision and its debt are skipped, as its
+/// requester has given up — see [`batch`]), (interval µs, tolerance µs) per rate key, (limit,
+/// ttl s) per quota key. KEYS: each decision's rate keys then quota keys. Returns the server's
+/// `TIME` in µs, then per decision {admitted (1, 0, or -1 when skipped), now µs, TAT before
+/// per rate key, count before per quota key}. A key read once is kept in a table for the rest
+/// of the batch and written once at the end.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -39,14 +42,21 @@ local function get(key)
   end
   return v
 end
-local out = {}
+local out = {server_now}
 local a, k = 2, 1
 for d = 1, tonumber(ARGV[1]) do
   local cost, nr, nq = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local now = tonumber(ARGV[a + 3])
   if now == 0 then now = server_now end
-  local debt = tonumber(ARGV[a + 4])
-  a = a + 5
+  local debt, deadline = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  a = a + 6
+  if deadline > 0 and server_now > deadline then
+    out[#out + 1] = -1
+    out[#out + 1] = now
+    for _ = 1, nr + nq do out[#out + 1] = 0 end
+    a = a + 2 * (nr + nq)
+    k = k + nr + nq
+  else
   if debt > 0 then
     for i = 1, nr do
       local key = KEYS[k + i - 1]
@@ -93,6 +103,7 @@ for d = 1, tonumber(ARGV[1]) do
   out[#out + 1] = now
   for _, v in ipairs(seen) do out[#out + 1] = v end
   k = k + nr + nq
+  end
 end
 for key, secs in pairs(ttl) do
   if secs < 0 then
@@ -116,6 +127,8 @@ pub enum CounterError {
     Reply(usize, usize),
     #[error("redis batch: {0}")]
     Batch(String),
+    #[error("redis ran the decision after its deadline")]
+    Late,
 }
 
 /// A Redis-backed counter shared by every node. Concurrent decisions are coalesced: one
@@ -152,7 +165,7 @@ impl RedisCounter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        let batch = batch::spawn(conn.clone(), Script::new(SCRIPT));
+        let batch = batch::spawn(conn.clone(), Script::new(SCRIPT), batch::Clock::new(timeout));
         Ok(RedisCounter { conn, batch, namespace: namespace.to_owned(), timeout })
     }
 
@@ -181,7 +194,8 @@ impl RedisCounter {
         let cost = u64::from(cost);
         let mut call = self.build(key, plan, utc);
         let rates = call.keys.len() - call.quotas.len();
-        let head = [cost, rates as u64, call.quotas.len() as u64, now_us, debt].map(|n| n.to_string());
+        let deadline = self.batch.clock().deadline_us(self.timeout);
+        let head = [cost, rates as u64, call.quotas.len() as u64, now_us, debt, deadline].map(|n| n.to_string());
         call.args.insert_many(0, head);
         let (keys, args) = (std::mem::take(&mut call.keys), std::mem::take(&mut call.args));
         let reply = tokio::time::timeout(self.timeout, self.batch.decide(keys, args, 2 + rates + call.quotas.len()))
@@ -244,6 +258,9 @@ fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Resul
     let expected = 2 + plan.rate_windows().count() + call.quotas.len();
     if reply.len() != expected {
         return Err(CounterError::Reply(reply.len(), expected));
+    }
+    if reply[0] < 0 {
+        return Err(CounterError::Late);
     }
     let admitted = reply[0] == 1;
     let now_ns = u64::try_from(reply[1]).unwrap_or(0).saturating_mul(1000);

@@ -40,6 +40,14 @@ impl RedisServer {
         }
     }
 
+    /// Stops (`STOP`) or resumes (`CONT`) the server process: a stalled Redis keeps its
+    /// connections, and what was sent meanwhile runs when it resumes.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Kills the server (SIGKILL) and reaps it.
     pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

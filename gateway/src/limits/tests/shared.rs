@@ -290,3 +290,55 @@ async fn units_admitted_during_an_outage_are_owed_to_redis() {
     // The restarted Redis forgot the 4 it had counted, but is charged the 6 owed: 4 left, not 10.
     assert_eq!(admitted + ok, 4, "the 6 admitted during the outage were charged to Redis");
 }
+
+/// A stalled Redis (SIGSTOP) runs, when it resumes, every call the nodes sent meanwhile —
+/// decisions they stopped waiting for and decided on their own, and probes carrying what they
+/// owed. Those must not count again: after the stall the fleet has left exactly what it had
+/// minus what the fallback admitted.
+#[tokio::test]
+async fn a_stalled_redis_does_not_count_the_calls_it_resumes_with() {
+    let server = RedisServer::start();
+    let config = LimiterConfig {
+        redis_timeout: ms(100),
+        circuit_open_for: ms(100),
+        ..config_for(&server.url(), &namespace(), 1)
+    };
+    let l = Limiter::new(config).unwrap();
+    // 3,600 an hour, burst 59: 60 at once, then one a second.
+    let p = PlanLimits { per_hour: Some(3600), burst: 59, mode: Mode::Redis, ..PlanLimits::default() };
+    let k = key("stalled");
+    let started = Instant::now();
+    let (ok, _) = round(std::slice::from_ref(&l), &k, &p, 10).await;
+    assert_eq!(ok, 10);
+    server.signal("STOP");
+    // Twenty requests over two seconds: the first ones time out in Redis, then probes (each
+    // carrying the units owed so far) every 100 ms; the fallback admits them all.
+    let mut during = 0;
+    for _ in 0..20 {
+        let d = l.check(&k, &p, 1, l.now()).await;
+        assert_eq!(d.backend, Backend::Fallback, "{d:?}");
+        during += usize::from(d.allowed);
+        tokio::time::sleep(ms(100)).await;
+    }
+    assert_eq!(during, 20);
+    server.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = 0;
+    loop {
+        let d = l.check(&k, &p, 1, l.now()).await;
+        if d.backend == Backend::Redis {
+            admitted += usize::from(d.allowed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "shared counting did not resume");
+        tokio::time::sleep(ms(50)).await;
+    }
+    let (ok, _) = round(std::slice::from_ref(&l), &k, &p, 60).await;
+    admitted += ok;
+    // 60 − 10 − 20 = 30 were left, plus one a second since the start.
+    let refilled = usize::try_from(started.elapsed().as_secs()).unwrap() + 1;
+    assert!(
+        (30..=30 + refilled).contains(&admitted),
+        "after the stall {admitted} were admitted, expected 30 (+ up to {refilled} refilled)"
+    );
+}
