@@ -22,6 +22,10 @@ async fn keys_are_shown_once_hashed_and_revocable() {
     let want: (Vec<u8>,) =
         sqlx::query_as("SELECT sha256($1::text::bytea)").bind(&secret).fetch_one(&admin.app.pool).await.expect("query");
     assert_eq!(hash, want.0);
+    // Gateways replace a key's entry by its hash: the schema keeps the hash as written.
+    let rewrite = sqlx::query("UPDATE api_keys SET key_hash = sha256('other'::bytea)").execute(&admin.app.pool).await;
+    let error = rewrite.expect_err("a key's hash cannot be rewritten in place").to_string();
+    assert!(error.contains("cannot change"), "{error}");
 
     let revoked = admin.post(&format!("/consumers/{consumer}/keys/{}/revoke", created.id()), json!({})).await;
     assert_eq!(revoked.status, 200, "{}", revoked.body);

@@ -384,7 +384,7 @@ fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
             _ => anyhow::bail!("key {i} of consumer {:?} needs exactly one of key and key_hash", c.name),
         };
         let kid = id(&["key", &c.name, &i.to_string()]);
-        data.keys.insert(kid, KeyDef { id: kid, consumer_id: cid, key_hash: hash, expires_at: None, revoked: false });
+        data.keys.insert(&KeyDef { id: kid, consumer_id: cid, key_hash: hash, expires_at: None, revoked: false });
     }
     for s in &c.subscriptions {
         let api_id = id(&["api", &s.api]);

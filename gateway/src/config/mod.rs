@@ -3,6 +3,7 @@
 pub mod disk;
 pub mod file;
 pub mod freshness;
+pub mod keys;
 pub mod model;
 pub mod node;
 pub mod node_id;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::keys::KeyIndex;
+
 /// Everything a gateway enforces, keyed by entity id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConfigData {
@@ -19,7 +21,8 @@ pub struct ConfigData {
     pub plans: BTreeMap<Uuid, PlanDef>,
     pub developers: BTreeMap<Uuid, DeveloperDef>,
     pub consumers: BTreeMap<Uuid, ConsumerDef>,
-    pub keys: BTreeMap<Uuid, KeyDef>,
+    /// Held once, by hash, and shared with every snapshot (see [`KeyIndex`]).
+    pub keys: KeyIndex,
     pub subscriptions: BTreeMap<Uuid, SubscriptionDef>,
     /// Token issuer + subject → consumer, for JWT and introspection.
     #[serde(default)]

@@ -9,8 +9,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::keys::{Builder, KeyIndex};
+
 use super::model::{
-    ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
+    ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef, SubscriptionDef, TargetDef,
     TokenBindingDef,
 };
 
@@ -51,11 +53,6 @@ pub struct Changed {
     /// Unless `everything`: the routes added, modified or removed (also by deleting their
     /// API), so the router recompiles only those.
     pub route_ids: Vec<Uuid>,
-    /// Unless `everything`: keys added or modified (ids, to read from the data) ...
-    pub key_ids: Vec<Uuid>,
-    /// ... and the hashes whose index entries must go first (old hashes of changed keys,
-    /// and keys removed directly or with their consumer).
-    pub gone_key_hashes: Vec<KeyHash>,
 }
 
 impl Changed {
@@ -70,8 +67,6 @@ impl Changed {
             identity_ids: Vec::new(),
             everything: true,
             route_ids: Vec::new(),
-            key_ids: Vec::new(),
-            gone_key_hashes: Vec::new(),
         }
     }
 }
@@ -87,6 +82,18 @@ where
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(conn).await
         }
     }
+}
+
+/// Every key, streamed into the index (1M rows never sit in a vector beside it).
+async fn fetch_keys(conn: &mut PgConnection) -> Result<KeyIndex, sqlx::Error> {
+    use futures_util::TryStreamExt;
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys").fetch_one(&mut *conn).await?;
+    let mut keys = Builder::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut rows = sqlx::query_as::<_, KeyDef>(KEYS).fetch(conn);
+    while let Some(k) = rows.try_next().await? {
+        keys.push(&k);
+    }
+    Ok(keys.finish())
 }
 
 fn by_id<T>(rows: Vec<T>, id: impl Fn(&T) -> Uuid) -> BTreeMap<Uuid, T> {
@@ -112,7 +119,7 @@ pub async fn load_full(pool: &PgPool) -> Result<ConfigData, sqlx::Error> {
         plans: by_id(fetch::<PlanDef>(&mut tx, PLANS, None).await?, |r| r.id),
         developers: by_id(fetch::<DeveloperDef>(&mut tx, DEVELOPERS, None).await?, |r| r.id),
         consumers: by_id(fetch::<ConsumerDef>(&mut tx, CONSUMERS, None).await?, |r| r.id),
-        keys: by_id(fetch::<KeyDef>(&mut tx, KEYS, None).await?, |r| r.id),
+        keys: fetch_keys(&mut tx).await?,
         subscriptions: by_id(fetch::<SubscriptionDef>(&mut tx, SUBSCRIPTIONS, None).await?, |r| r.id),
         token_bindings: by_id(fetch::<TokenBindingDef>(&mut tx, TOKEN_BINDINGS, None).await?, |r| r.id),
     };
@@ -216,21 +223,24 @@ async fn refresh(
         "developer" => {
             replace(&mut data.developers, ids, fetch::<DeveloperDef>(conn, DEVELOPERS, Some(ids)).await?, |r| r.id);
             changed.identity_ids.extend_from_slice(ids);
-            let gone = cascade_developers(data, ids, &mut changed.identity_ids);
-            changed.gone_key_hashes.extend(gone);
+            cascade_developers(data, ids, &mut changed.identity_ids);
             (changed.credentials, changed.identities) = (true, true);
         }
         "consumer" => {
             replace(&mut data.consumers, ids, fetch::<ConsumerDef>(conn, CONSUMERS, Some(ids)).await?, |r| r.id);
             changed.identity_ids.extend_from_slice(ids);
-            let gone = cascade_consumers(data, ids, &mut changed.identity_ids);
-            changed.gone_key_hashes.extend(gone);
+            cascade_consumers(data, ids, &mut changed.identity_ids);
             (changed.credentials, changed.identities) = (true, true);
         }
         "api_key" => {
-            changed.gone_key_hashes.extend(ids.iter().filter_map(|id| data.keys.get(id).map(|k| k.key_hash)));
-            replace(&mut data.keys, ids, fetch::<KeyDef>(conn, KEYS, Some(ids)).await?, |r| r.id);
-            changed.key_ids.extend(ids.iter().filter(|id| data.keys.contains_key(id)));
+            let rows = fetch::<KeyDef>(conn, KEYS, Some(ids)).await?;
+            // A row that is gone was deleted; the others replace their entry by hash (a key's
+            // hash never changes).
+            let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !rows.iter().any(|r| r.id == **id)).copied().collect();
+            if !gone.is_empty() {
+                data.keys.remove_where(|k| gone.contains(&k.key_id));
+            }
+            rows.iter().for_each(|k| data.keys.insert(k));
             changed.credentials = true;
         }
         "subscription" => {
@@ -309,7 +319,7 @@ fn remove_noting<T>(map: &mut BTreeMap<Uuid, T>, gone: impl Fn(&T) -> bool, remo
 }
 
 /// Deleting a developer removes their consumers, and so their keys and subscriptions.
-fn cascade_developers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) -> Vec<KeyHash> {
+fn cascade_developers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.developers.contains_key(id)).copied().collect();
     let consumers: Vec<Uuid> =
         data.consumers.values().filter(|c| c.developer_id.is_some_and(|d| gone.contains(&d))).map(|c| c.id).collect();
@@ -321,16 +331,12 @@ fn cascade_developers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Ve
 }
 
 /// Deleting a consumer removes its keys, subscriptions and token bindings.
-/// Returns the hashes of the keys removed.
-fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) -> Vec<KeyHash> {
+fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.consumers.contains_key(id)).copied().collect();
     if gone.is_empty() {
-        return Vec::new();
+        return;
     }
-    let removed: Vec<KeyHash> =
-        data.keys.values().filter(|k| gone.contains(&k.consumer_id)).map(|k| k.key_hash).collect();
-    data.keys.retain(|_, k| !gone.contains(&k.consumer_id));
+    data.keys.remove_where(|k| gone.contains(&k.consumer_id));
     remove_noting(&mut data.subscriptions, |s| gone.contains(&s.consumer_id), identity_ids);
     remove_noting(&mut data.token_bindings, |b| gone.contains(&b.consumer_id), identity_ids);
-    removed
 }

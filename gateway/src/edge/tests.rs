@@ -119,7 +119,7 @@ mod admission {
             ConsumerDef { id: consumer_id, name: "acme".into(), developer_id: None, custom_id: None, enabled: true },
         );
         let key_hash = KeyHash(Sha256::digest(KEY.as_bytes()).into());
-        d.keys.insert(key_id, KeyDef { id: key_id, consumer_id, key_hash, expires_at: None, revoked: false });
+        d.keys.insert(&KeyDef { id: key_id, consumer_id, key_hash, expires_at: None, revoked: false });
         let sub = Uuid::new_v4();
         d.subscriptions.insert(sub, SubscriptionDef { id: sub, consumer_id, plan_id, api_id, status: status.into() });
         (d, api_id, route_id)
@@ -276,15 +276,17 @@ mod admission {
         let err = admit_with(&store, api, route, &mut attempt(KEY), &mut pq).await.expect_err("disabled");
         assert!(matches!(err, GatewayError::Forbidden(Refusal::ConsumerDisabled)));
 
-        for k in d.keys.values_mut() {
+        for mut k in d.keys.clone().values() {
             k.expires_at = Some(unix_now() - 1);
+            d.keys.insert(&k);
         }
         store.publish(&d, Changed::all());
         let err = admit_with(&store, api, route, &mut attempt(KEY), &mut pq).await.expect_err("expired");
         assert!(matches!(err, GatewayError::InvalidCredentials { .. }));
 
-        for k in d.keys.values_mut() {
+        for mut k in d.keys.clone().values() {
             (k.expires_at, k.revoked) = (None, true);
+            d.keys.insert(&k);
         }
         store.publish(&d, Changed::all());
         let err = admit_with(&store, api, route, &mut attempt(KEY), &mut pq).await.expect_err("revoked");

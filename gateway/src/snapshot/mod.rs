@@ -21,10 +21,10 @@ use uuid::Uuid;
 use self::identities::Identities;
 use crate::auth::settings::ApiAuth;
 use crate::auth::ssrf::UrlPolicy;
+use crate::config::keys::KeyIndex;
 use crate::config::model::{ApiDef, ConfigData, TargetDef};
 use crate::config::pg::Changed;
 use crate::config::source::Sink;
-use crate::credentials::KeyIndex;
 use crate::limits::Limiter;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
@@ -167,7 +167,8 @@ impl Sink for ConfigStore {
         } else {
             prev.apis.clone()
         };
-        let keys = compile_keys(&prev.keys, data, &changed);
+        // The configuration's own index: shared, not copied.
+        let keys = data.keys.clone();
         let identities = if changed.everything {
             Arc::new(Identities::build(data))
         } else if changed.identities {
@@ -210,17 +211,6 @@ fn retire(old: Arc<Snapshot>) {
 
 /// How long a replaced snapshot is kept for requests still using it.
 const RETIRE_AFTER: Duration = Duration::from_secs(2);
-
-/// The key index for `data`: built whole on a full load, else only the touched shards.
-fn compile_keys(prev: &KeyIndex, data: &ConfigData, changed: &Changed) -> KeyIndex {
-    if changed.everything {
-        return KeyIndex::build(data.keys.values());
-    }
-    if changed.key_ids.is_empty() && changed.gone_key_hashes.is_empty() {
-        return prev.clone();
-    }
-    prev.update(&changed.gone_key_hashes, changed.key_ids.iter().filter_map(|id| data.keys.get(id)))
-}
 
 /// The router for `data`: built whole on a full load, else derived from `prev` by
 /// recompiling only the changed routes (the rest is shared with `prev`). The router logs
@@ -469,27 +459,25 @@ mod tests {
         let store = ConfigStore::default();
         let (a, b) = (key(1), key(2));
         let mut data = ConfigData::default();
-        data.keys.insert(a.id, a.clone());
-        data.keys.insert(b.id, b.clone());
+        data.keys.insert(&a);
+        data.keys.insert(&b);
         store.publish(&data, Changed::all());
-        assert_eq!(store.load().keys.len(), 2);
+        let before = store.load();
+        assert_eq!(before.keys.len(), 2);
 
-        // Key a revoked and re-hashed (rotated in place), key b deleted.
-        let mut rotated = a.clone();
-        rotated.key_hash = KeyHash([3; 32]);
-        rotated.revoked = true;
-        data.keys.insert(a.id, rotated.clone());
-        data.keys.remove(&b.id);
-        let changed = Changed {
-            credentials: true,
-            key_ids: vec![a.id],
-            gone_key_hashes: vec![a.key_hash, b.key_hash],
-            ..Changed::default()
-        };
-        store.publish(&data, changed);
+        // Key a revoked, key b deleted, key c added.
+        let mut revoked = a.clone();
+        revoked.revoked = true;
+        data.keys.insert(&revoked);
+        data.keys.remove_where(|e| e.key_id == b.id);
+        let c = key(3);
+        data.keys.insert(&c);
+        store.publish(&data, Changed { credentials: true, ..Changed::default() });
         let snap = store.load();
-        assert_eq!(snap.keys.len(), 1);
-        assert!(snap.keys.get(&a.key_hash).is_none() && snap.keys.get(&b.key_hash).is_none());
-        assert_eq!(snap.keys.get(&rotated.key_hash).map(|e| e.revoked), Some(true));
+        assert_eq!(snap.keys.len(), 2);
+        assert!(snap.keys.get(&b.key_hash).is_none());
+        assert_eq!(snap.keys.get(&a.key_hash).map(|e| e.revoked), Some(true));
+        assert_eq!(snap.keys.get(&c.key_hash).map(|e| e.key_id), Some(c.id));
+        assert_eq!(before.keys.get(&a.key_hash).map(|e| e.revoked), Some(false), "the old snapshot is unchanged");
     }
 }

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use uuid::Uuid;
 
 use super::field::{Dec, Row};
-use crate::config::model::ConfigData;
+use crate::config::keys::{Builder, KeyIndex};
+use crate::config::model::{ConfigData, KeyDef};
 
 /// First bytes of a file in this format (a JSON copy starts with `{`). The line ending and
 /// the DOS end-of-file character catch a copy mangled as text, as PNG's signature does.
@@ -81,7 +82,7 @@ pub fn write(out: impl Write, data: &ConfigData) -> io::Result<()> {
     write_table(&mut w, &mut row, &data.plans)?;
     write_table(&mut w, &mut row, &data.developers)?;
     write_table(&mut w, &mut row, &data.consumers)?;
-    write_table(&mut w, &mut row, &data.keys)?;
+    write_rows::<KeyDef>(&mut w, &mut row, data.keys.len(), data.keys.values())?;
     write_table(&mut w, &mut row, &data.subscriptions)?;
     write_table(&mut w, &mut row, &data.token_bindings)?;
     w.write_all(&END)?;
@@ -91,15 +92,29 @@ pub fn write(out: impl Write, data: &ConfigData) -> io::Result<()> {
 }
 
 fn write_table<T: Row>(w: &mut impl Write, row: &mut Vec<u8>, rows: &BTreeMap<Uuid, T>) -> io::Result<()> {
-    w.write_all(&(rows.len() as u64).to_le_bytes())?;
-    for r in rows.values() {
+    write_rows::<T>(w, row, rows.len(), rows.values())
+}
+
+fn write_rows<T: Row>(
+    w: &mut impl Write,
+    row: &mut Vec<u8>,
+    len: usize,
+    rows: impl Iterator<Item = impl std::borrow::Borrow<T>>,
+) -> io::Result<()> {
+    w.write_all(&(len as u64).to_le_bytes())?;
+    let mut written = 0;
+    for r in rows {
+        written += 1;
         row.clear();
-        r.put(row);
+        r.borrow().put(row);
         if row.len() > MAX_ROW {
             return Err(invalid(format!("a row of {} bytes is over the limit of {MAX_ROW}", row.len())));
         }
         w.write_all(&(row.len() as u32).to_le_bytes())?;
         w.write_all(row)?;
+    }
+    if written != len {
+        return Err(invalid(format!("a table of {len} rows gave {written}")));
     }
     Ok(())
 }
@@ -123,7 +138,7 @@ pub fn read(input: impl Read, size: u64, cancel: &AtomicBool) -> io::Result<Conf
         plans: r.table()?,
         developers: r.table()?,
         consumers: r.table()?,
-        keys: r.table()?,
+        keys: r.keys()?,
         subscriptions: r.table()?,
         token_bindings: r.table()?,
     };
@@ -176,6 +191,21 @@ impl<R: Read> Reader<'_, R> {
             rows.push((row.id(), row));
         }
         Ok(rows.into_iter().collect())
+    }
+
+    /// The keys table, read straight into the index (no vector of rows beside it).
+    fn keys(&mut self) -> io::Result<KeyIndex> {
+        let count = u64::from_le_bytes(self.array()?);
+        // A key row takes well over 64 bytes: a damaged count cannot reserve more.
+        let mut keys = Builder::with_capacity(usize::try_from(count.min(self.size / 64)).unwrap_or(0));
+        for _ in 0..count {
+            self.rows += 1;
+            if self.rows.is_multiple_of(CANCEL_EVERY) && self.cancel.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            keys.push(&self.row::<KeyDef>()?);
+        }
+        Ok(keys.finish())
     }
 
     fn row<T: Row>(&mut self) -> io::Result<T> {

@@ -108,7 +108,7 @@ fn everything() -> ConfigData {
                 enabled: true,
             },
         )]),
-        keys: BTreeMap::from([(key.id, key)]),
+        keys: [key].into_iter().collect(),
         subscriptions: BTreeMap::from([(
             id(8),
             SubscriptionDef { id: id(8), consumer_id: id(6), plan_id: id(4), api_id: id(1), status: "active".into() },
@@ -293,11 +293,10 @@ fn api() -> impl Strategy<Value = ApiDef> {
 }
 
 fn config() -> impl Strategy<Value = ConfigData> {
-    let by_id = |v: Vec<KeyDef>| v.into_iter().map(|k| (k.id, k)).collect();
     (any::<i64>(), vec(key(), 0..20), vec(route(), 0..5), vec(api(), 0..3)).prop_map(
         move |(event_id, keys, routes, apis)| ConfigData {
             event_id,
-            keys: by_id(keys),
+            keys: keys.into_iter().collect(),
             routes: routes.into_iter().map(|r| (r.id, r)).collect(),
             apis: apis.into_iter().map(|a| (a.id, a)).collect(),
             ..everything()
