@@ -16,6 +16,8 @@
 //! and the script skips a decision (its debt too) that runs past it: what the node decided
 //! without Redis is not counted twice.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,13 +35,45 @@ pub(crate) const MAX_BATCH: usize = 256;
 pub(crate) const QUEUE: usize = 16_384;
 
 pub(crate) type Keys = SmallVec<[String; 5]>;
-pub(crate) type Args = SmallVec<[String; 16]>;
+pub(crate) type Args = SmallVec<[String; 10]>;
+
+/// One decision as the script reads it (see `SCRIPT` in [`super::redis`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Decide {
+    /// Rate keys, then quota keys.
+    pub keys: Keys,
+    pub cost: u64,
+    pub rates: usize,
+    pub quotas: usize,
+    /// The clock (0: Redis's `TIME`).
+    pub now_us: u64,
+    pub debt: u64,
+    /// On Redis's clock (0: none).
+    pub deadline_us: u64,
+    /// (interval, tolerance) per rate key, (limit, ttl) per quota key.
+    pub args: Args,
+}
+
+impl Decide {
+    /// The values of this decision in the script's reply.
+    fn len(&self) -> usize {
+        2 + self.rates + self.quotas
+    }
+
+    /// Whether `other` is the same decision for the script (so both can travel as one
+    /// entry): everything but the deadline, and neither carries a debt.
+    fn same_as(&self, other: &Decide) -> bool {
+        self.debt == 0
+            && other.debt == 0
+            && (self.cost, self.rates, self.quotas, self.now_us)
+                == (other.cost, other.rates, other.quotas, other.now_us)
+            && self.keys == other.keys
+            && self.args == other.args
+    }
+}
 
 struct Job {
-    keys: Keys,
-    args: Args,
-    /// Values of this decision in the script's reply.
-    len: usize,
+    decide: Decide,
     reply: oneshot::Sender<Result<Vec<i64>, CounterError>>,
 }
 
@@ -96,11 +130,10 @@ impl Sender {
         &self.1
     }
 
-    /// Queues one decision (`args` as the script reads them: cost, rate keys, quota keys,
-    /// time, debt, deadline, then the windows' and quotas' arguments) and waits for its `len` values.
-    pub(crate) async fn decide(&self, keys: Keys, args: Args, len: usize) -> Result<Vec<i64>, CounterError> {
+    /// Queues one decision and waits for its values in the script's reply.
+    pub(crate) async fn decide(&self, decide: Decide) -> Result<Vec<i64>, CounterError> {
         let (reply, answer) = oneshot::channel();
-        self.0.try_send(Job { keys, args, len, reply }).map_err(|e| match e {
+        self.0.try_send(Job { decide, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CounterError::Batch("too many decisions waiting".into()),
             mpsc::error::TrySendError::Closed(_) => CounterError::Batch("the batch task has stopped".into()),
         })?;
@@ -118,47 +151,94 @@ pub(crate) fn spawn(conn: ConnectionManager, script: Script, clock: Clock) -> Se
 
 async fn run(mut rx: mpsc::Receiver<Job>, mut conn: ConnectionManager, script: Script, clock: Arc<Clock>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut entries: Vec<Entry> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         jobs.retain(|job: &Job| !job.reply.is_closed());
         if jobs.is_empty() {
             continue;
         }
+        group(&jobs, &mut entries);
         let mut call = script.prepare_invoke();
-        call.arg(jobs.len());
-        for job in &jobs {
-            for key in &job.keys {
-                call.key(key);
-            }
-            for arg in &job.args {
+        call.arg(entries.len());
+        for entry in &entries {
+            let Some(first) = entry.jobs.first().and_then(|&j| jobs.get(j)) else { continue };
+            let d = &first.decide;
+            call.arg(entry.jobs.len()).arg(d.cost).arg(d.rates).arg(d.quotas).arg(d.now_us).arg(d.debt);
+            call.arg(entry.deadline_us);
+            for arg in &d.args {
                 call.arg(arg);
+            }
+            for key in &d.keys {
+                call.key(key);
             }
         }
         let sent = clock.local_us();
         let result: Result<Vec<i64>, redis::RedisError> = call.invoke_async(&mut conn).await;
         // The reply starts with Redis's TIME when the script ran.
-        let result = result.map(|values| match values.split_first() {
-            Some((&server_us, _)) => {
-                clock.measure(sent, server_us);
-                values
-            }
-            None => values,
-        });
-        answer(jobs.drain(..), result);
+        if let Ok(&[server_us, ..]) = result.as_deref() {
+            clock.measure(sent, server_us);
+        }
+        let mut slots: Vec<Option<Job>> = jobs.drain(..).map(Some).collect();
+        let in_order = entries.drain(..).flat_map(|e| e.jobs).filter_map(|j| slots.get_mut(j).and_then(Option::take));
+        answer(in_order, result);
     }
 }
 
-/// Hands each job its part of the reply (or the error).
-fn answer(jobs: impl ExactSizeIterator<Item = Job>, result: Result<Vec<i64>, redis::RedisError>) {
+/// Decisions that travel as one entry: indexes into the batch, in queue order.
+struct Entry {
+    jobs: SmallVec<[usize; 8]>,
+    /// The earliest of their deadlines (0 when one has none): the entry is skipped once the
+    /// first of its requesters gives up.
+    deadline_us: u64,
+}
+
+/// Groups the batch's decisions into entries of identical decisions. Decisions of one batch
+/// were all waiting at once, so any order of them is one in which separate calls could have
+/// run; identical ones are put next to each other.
+fn group(jobs: &[Job], entries: &mut Vec<Entry>) {
+    let hasher = foldhash::fast::FixedState::default();
+    let mut by_decision: HashMap<u64, SmallVec<[usize; 2]>> = HashMap::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let d = &job.decide;
+        let candidates = by_decision.entry(hasher.hash_one((&d.keys, &d.args, d.cost))).or_default();
+        let same = candidates.iter().copied().find(|&e| {
+            entries.get(e).and_then(|e| e.jobs.first()).and_then(|&j| jobs.get(j)).is_some_and(|j| j.decide.same_as(d))
+        });
+        match same.and_then(|e| entries.get_mut(e)) {
+            Some(entry) => {
+                entry.jobs.push(i);
+                entry.deadline_us = earliest(entry.deadline_us, d.deadline_us);
+            }
+            None => {
+                candidates.push(entries.len());
+                entries.push(Entry { jobs: smallvec::smallvec![i], deadline_us: d.deadline_us });
+            }
+        }
+    }
+}
+
+/// The earlier of two deadlines, 0 meaning none.
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
+}
+
+/// Hands each job its part of the reply (or the error), in the order the script evaluated
+/// them.
+fn answer(jobs: impl Iterator<Item = Job>, result: Result<Vec<i64>, redis::RedisError>) {
     match result {
         Ok(values) => {
             let mut rest = values.get(1..).unwrap_or_default();
             for job in jobs {
-                let part = match rest.split_at_checked(job.len) {
+                let len = job.decide.len();
+                let part = match rest.split_at_checked(len) {
                     Some((mine, after)) => {
                         rest = after;
                         Ok(mine.to_vec())
                     }
-                    None => Err(CounterError::Reply(rest.len(), job.len)),
+                    None => Err(CounterError::Reply(rest.len(), len)),
                 };
                 let _ = job.reply.send(part);
             }
@@ -169,5 +249,45 @@ fn answer(jobs: impl ExactSizeIterator<Item = Job>, result: Result<Vec<i64>, red
                 let _ = job.reply.send(Err(CounterError::Batch(text.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(key: &str, cost: u64, debt: u64, deadline_us: u64) -> Job {
+        let decide = Decide {
+            keys: smallvec::smallvec![key.to_owned()],
+            cost,
+            rates: 1,
+            quotas: 0,
+            now_us: 0,
+            debt,
+            deadline_us,
+            args: smallvec::smallvec!["100.000".to_owned(), "1000.000".to_owned()],
+        };
+        Job { decide, reply: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn identical_decisions_travel_as_one_entry_and_debts_alone() {
+        let jobs = [
+            job("a", 1, 0, 500),
+            job("b", 1, 0, 0),
+            job("a", 1, 0, 400),
+            job("a", 2, 0, 0),
+            job("a", 1, 7, 0),
+            job("a", 1, 0, 0),
+            job("b", 1, 0, 300),
+        ];
+        let mut entries = Vec::new();
+        group(&jobs, &mut entries);
+        let shape: Vec<(Vec<usize>, u64)> = entries.iter().map(|e| (e.jobs.to_vec(), e.deadline_us)).collect();
+        assert_eq!(
+            shape,
+            [(vec![0, 2, 5], 400), (vec![1, 6], 300), (vec![3], 0), (vec![4], 0)],
+            "same key, cost and arguments share an entry (the earliest deadline); another cost, or a debt, does not"
+        );
     }
 }

@@ -20,16 +20,20 @@ use super::decision::{self, Backend, Decision, Denial, Outcome};
 use super::plan::{PlanLimits, QuotaPeriod};
 
 /// The GCRA + quota script, for a batch of decisions evaluated one after the other (exactly
-/// as separate calls in that order would be). ARGV: the number of decisions, then per
-/// decision: cost, number of rate keys, number of quota keys, the time in µs (0: the server's
-/// `TIME`; tests drive a clock of their own), a debt (units a node admitted on its own while
-/// Redis was unreachable: taken first, whatever the decision, and never capped), a deadline
-/// on the server's clock in µs (0: none; past it the decision and its debt are skipped, as its
-/// requester has given up — see [`batch`]), (interval µs, tolerance µs) per rate key, (limit,
-/// ttl s) per quota key. KEYS: each decision's rate keys then quota keys. Returns the server's
-/// `TIME` in µs, then per decision {admitted (1, 0, or -1 when skipped), now µs, TAT before
-/// per rate key, count before per quota key}. A key read once is kept in a table for the rest
-/// of the batch and written once at the end.
+/// as separate calls in that order would be). Decisions are sent in entries: identical
+/// decisions of concurrent requests (same keys, cost, clock and arguments) travel as one entry
+/// with a count, so a busy key costs Redis one parse per batch, not one per request.
+///
+/// ARGV: the number of entries, then per entry: the count of decisions, cost, number of rate
+/// keys, number of quota keys, the time in µs (0: the server's `TIME`; tests drive a clock of
+/// their own), a debt (units a node admitted on its own while Redis was unreachable: taken
+/// first, whatever the decisions, and never capped), a deadline on the server's clock in µs
+/// (0: none; past it the entry's decisions and its debt are skipped, as their requesters have
+/// given up — see [`batch`]), (interval µs, tolerance µs) per rate key, (limit, ttl s) per
+/// quota key. KEYS: each entry's rate keys then quota keys. Returns the server's `TIME` in µs,
+/// then per decision {admitted (1, 0, or -1 when skipped), now µs, TAT before per rate key,
+/// count before per quota key}. A key read once is kept in a table for the rest of the batch
+/// and written once at the end.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -44,73 +48,78 @@ local function get(key)
 end
 local out = {server_now}
 local a, k = 2, 1
-for d = 1, tonumber(ARGV[1]) do
-  local cost, nr, nq = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local now = tonumber(ARGV[a + 3])
+for e = 1, tonumber(ARGV[1]) do
+  local m, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local nr, nq = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local now = tonumber(ARGV[a + 4])
   if now == 0 then now = server_now end
-  local debt, deadline = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  a = a + 6
-  if deadline > 0 and server_now > deadline then
-    out[#out + 1] = -1
-    out[#out + 1] = now
-    for _ = 1, nr + nq do out[#out + 1] = 0 end
-    a = a + 2 * (nr + nq)
-    k = k + nr + nq
-  else
-  if debt > 0 then
-    for i = 1, nr do
-      local key = KEYS[k + i - 1]
-      cache[key] = math.max(get(key), now) + debt * tonumber(ARGV[a + 2 * i - 2])
-      ttl[key] = -1
-      nows[key] = now
-    end
-    for j = 1, nq do
-      local key = KEYS[k + nr + j - 1]
-      cache[key] = get(key) + debt
-      ttl[key] = tonumber(ARGV[a + 2 * nr + 2 * j - 1])
-    end
-  end
-  local ok, seen, new = 1, {}, {}
+  local debt, deadline = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  a = a + 7
+  local rk, iv, tol, qk, lim, secs = {}, {}, {}, {}, {}, {}
   for i = 1, nr do
-    local interval, tolerance = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    a = a + 2
-    local tat = get(KEYS[k + i - 1])
-    seen[#seen + 1] = tat
-    new[i] = math.max(tat, now) + cost * interval
-    if new[i] - now > math.max(tolerance, cost * interval) then ok = 0 end
+    rk[i], iv[i], tol[i] = KEYS[k + i - 1], tonumber(ARGV[a + 2 * i - 2]), tonumber(ARGV[a + 2 * i - 1])
   end
-  local quota_args = a
   for j = 1, nq do
-    local used = get(KEYS[k + nr + j - 1])
-    seen[#seen + 1] = used
-    if used + cost > tonumber(ARGV[a]) then ok = 0 end
-    a = a + 2
+    local b = a + 2 * nr + 2 * j - 2
+    qk[j], lim[j], secs[j] = KEYS[k + nr + j - 1], tonumber(ARGV[b]), tonumber(ARGV[b + 1])
   end
-  if ok == 1 then
-    for i = 1, nr do
-      local key = KEYS[k + i - 1]
-      cache[key] = new[i]
-      ttl[key] = -1
-      nows[key] = now
-    end
-    for j = 1, nq do
-      local key = KEYS[k + nr + j - 1]
-      cache[key] = cache[key] + cost
-      ttl[key] = tonumber(ARGV[quota_args + 2 * j - 1])
-    end
-  end
-  out[#out + 1] = ok
-  out[#out + 1] = now
-  for _, v in ipairs(seen) do out[#out + 1] = v end
+  a = a + 2 * (nr + nq)
   k = k + nr + nq
+  if deadline > 0 and server_now > deadline then
+    for _ = 1, m do
+      out[#out + 1] = -1
+      out[#out + 1] = now
+      for _ = 1, nr + nq do out[#out + 1] = 0 end
+    end
+  else
+    if debt > 0 then
+      for i = 1, nr do
+        cache[rk[i]] = math.max(get(rk[i]), now) + debt * iv[i]
+        ttl[rk[i]] = -1
+        nows[rk[i]] = now
+      end
+      for j = 1, nq do
+        cache[qk[j]] = get(qk[j]) + debt
+        ttl[qk[j]] = secs[j]
+      end
+    end
+    for _ = 1, m do
+      local ok, new = 1, {}
+      out[#out + 1] = 0
+      local at = #out
+      out[#out + 1] = now
+      for i = 1, nr do
+        local tat = get(rk[i])
+        out[#out + 1] = tat
+        new[i] = math.max(tat, now) + cost * iv[i]
+        if new[i] - now > math.max(tol[i], cost * iv[i]) then ok = 0 end
+      end
+      for j = 1, nq do
+        local used = get(qk[j])
+        out[#out + 1] = used
+        if used + cost > lim[j] then ok = 0 end
+      end
+      if ok == 1 then
+        for i = 1, nr do
+          cache[rk[i]] = new[i]
+          ttl[rk[i]] = -1
+          nows[rk[i]] = now
+        end
+        for j = 1, nq do
+          cache[qk[j]] = cache[qk[j]] + cost
+          ttl[qk[j]] = secs[j]
+        end
+      end
+      out[at] = ok
+    end
   end
 end
-for key, secs in pairs(ttl) do
-  if secs < 0 then
+for key, s in pairs(ttl) do
+  if s < 0 then
     local ms = math.ceil((cache[key] - nows[key]) / 1000) + 1
     redis.call('SET', key, string.format('%.0f', cache[key]), 'PX', ms)
   else
-    redis.call('SET', key, string.format('%.0f', cache[key]), 'EX', secs)
+    redis.call('SET', key, string.format('%.0f', cache[key]), 'EX', s)
   end
 end
 return out
@@ -149,8 +158,8 @@ impl std::fmt::Debug for RedisCounter {
 
 /// The keys and arguments of one script call, and what is needed to read its reply.
 struct Call {
-    keys: SmallVec<[String; 5]>,
-    args: SmallVec<[String; 16]>,
+    keys: batch::Keys,
+    args: batch::Args,
     quotas: SmallVec<[(QuotaPeriod, u64, u64); 2]>,
 }
 
@@ -194,11 +203,17 @@ impl RedisCounter {
         let cost = u64::from(cost);
         let mut call = self.build(key, plan, utc);
         let rates = call.keys.len() - call.quotas.len();
-        let deadline = self.batch.clock().deadline_us(self.timeout);
-        let head = [cost, rates as u64, call.quotas.len() as u64, now_us, debt, deadline].map(|n| n.to_string());
-        call.args.insert_many(0, head);
-        let (keys, args) = (std::mem::take(&mut call.keys), std::mem::take(&mut call.args));
-        let reply = tokio::time::timeout(self.timeout, self.batch.decide(keys, args, 2 + rates + call.quotas.len()))
+        let decide = batch::Decide {
+            keys: std::mem::take(&mut call.keys),
+            cost,
+            rates,
+            quotas: call.quotas.len(),
+            now_us,
+            debt,
+            deadline_us: self.batch.clock().deadline_us(self.timeout),
+            args: std::mem::take(&mut call.args),
+        };
+        let reply = tokio::time::timeout(self.timeout, self.batch.decide(decide))
             .await
             .map_err(|_| CounterError::Timeout(self.timeout))??;
         read_reply(&reply, plan, cost, &call)
