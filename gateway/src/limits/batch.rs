@@ -60,6 +60,37 @@ impl Decide {
         2 + self.rates + self.quotas
     }
 
+    /// The values the script would have returned for this decision alone, as the `i`-th
+    /// (from 0) of the entry whose part of the reply is `entry` ({admitted count or -1, now,
+    /// TAT before per rate key, count before per quota key}): the first `k` pass; the `i`-th
+    /// saw the state after min(i, k) admissions.
+    fn expand(&self, entry: &[i64], i: usize) -> Vec<i64> {
+        let (Some(&k), Some(&now)) = (entry.first(), entry.get(1)) else { return entry.to_vec() };
+        if k < 0 {
+            return entry.to_vec();
+        }
+        let before = u64::try_from(k).map_or(0, |k| k.min(i as u64));
+        let mut values = Vec::with_capacity(entry.len());
+        values.push(i64::from(u64::try_from(k).is_ok_and(|k| (i as u64) < k)));
+        values.push(now);
+        for (r, &tat) in entry.iter().skip(2).take(self.rates).enumerate() {
+            let seen = if before == 0 {
+                tat
+            } else {
+                // As the script computes its state: max(tat, now) + n × cost × interval (whole
+                // microseconds).
+                let interval: i64 = self.args.get(2 * r).and_then(|a| a.parse().ok()).unwrap_or(0);
+                let units = i64::try_from(before * self.cost).unwrap_or(i64::MAX);
+                tat.max(now).saturating_add(units.saturating_mul(interval))
+            };
+            values.push(seen);
+        }
+        for &used in entry.iter().skip(2 + self.rates).take(self.quotas) {
+            values.push(used.saturating_add(i64::try_from(before * self.cost).unwrap_or(i64::MAX)));
+        }
+        values
+    }
+
     /// Whether `other` is the same decision for the script (so both can travel as one
     /// entry): everything but the deadline, and neither carries a debt.
     fn same_as(&self, other: &Decide) -> bool {
@@ -179,8 +210,11 @@ async fn run(mut rx: mpsc::Receiver<Job>, mut conn: ConnectionManager, script: S
             clock.measure(sent, server_us);
         }
         let mut slots: Vec<Option<Job>> = jobs.drain(..).map(Some).collect();
-        let in_order = entries.drain(..).flat_map(|e| e.jobs).filter_map(|j| slots.get_mut(j).and_then(Option::take));
-        answer(in_order, result);
+        let grouped: Vec<SmallVec<[Job; 4]>> = entries
+            .drain(..)
+            .map(|e| e.jobs.iter().filter_map(|&j| slots.get_mut(j).and_then(Option::take)).collect())
+            .collect();
+        answer(grouped.into_iter().map(SmallVec::into_iter), result);
     }
 }
 
@@ -225,27 +259,33 @@ fn earliest(a: u64, b: u64) -> u64 {
     }
 }
 
-/// Hands each job its part of the reply (or the error), in the order the script evaluated
-/// them.
-fn answer(jobs: impl Iterator<Item = Job>, result: Result<Vec<i64>, redis::RedisError>) {
+/// Hands each job its values (or the error): each entry's part of the reply, expanded into
+/// the values of its decisions in the order the script evaluated them.
+fn answer<E, J>(entries: E, result: Result<Vec<i64>, redis::RedisError>)
+where
+    E: Iterator<Item = J>,
+    J: Iterator<Item = Job>,
+{
     match result {
         Ok(values) => {
             let mut rest = values.get(1..).unwrap_or_default();
-            for job in jobs {
-                let len = job.decide.len();
-                let part = match rest.split_at_checked(len) {
-                    Some((mine, after)) => {
-                        rest = after;
-                        Ok(mine.to_vec())
-                    }
-                    None => Err(CounterError::Reply(rest.len(), len)),
-                };
-                let _ = job.reply.send(part);
+            for jobs in entries {
+                let mut jobs = jobs.peekable();
+                let Some(len) = jobs.peek().map(|j| j.decide.len()) else { continue };
+                let part = rest.split_at_checked(len).map(|(mine, after)| {
+                    rest = after;
+                    mine
+                });
+                let available = rest.len();
+                for (i, job) in jobs.enumerate() {
+                    let values = part.map(|p| job.decide.expand(p, i)).ok_or(CounterError::Reply(available, len));
+                    let _ = job.reply.send(values);
+                }
             }
         }
         Err(e) => {
             let text = e.to_string();
-            for job in jobs {
+            for job in entries.flatten() {
                 let _ = job.reply.send(Err(CounterError::Batch(text.clone())));
             }
         }
@@ -265,7 +305,7 @@ mod tests {
             now_us: 0,
             debt,
             deadline_us,
-            args: smallvec::smallvec!["100.000".to_owned(), "1000.000".to_owned()],
+            args: smallvec::smallvec!["100".to_owned(), "1000".to_owned()],
         };
         Job { decide, reply: oneshot::channel().0 }
     }

@@ -22,18 +22,21 @@ use super::plan::{PlanLimits, QuotaPeriod};
 /// The GCRA + quota script, for a batch of decisions evaluated one after the other (exactly
 /// as separate calls in that order would be). Decisions are sent in entries: identical
 /// decisions of concurrent requests (same keys, cost, clock and arguments) travel as one entry
-/// with a count, so a busy key costs Redis one parse per batch, not one per request.
+/// with a count m, which the script decides at once — of m identical decisions in a row the
+/// first k pass and the rest do not (k from the room in each window and quota) — so a busy
+/// key costs Redis one parse and one evaluation per batch, not one per request.
 ///
-/// ARGV: the number of entries, then per entry: the count of decisions, cost, number of rate
-/// keys, number of quota keys, the time in µs (0: the server's `TIME`; tests drive a clock of
-/// their own), a debt (units a node admitted on its own while Redis was unreachable: taken
-/// first, whatever the decisions, and never capped), a deadline on the server's clock in µs
-/// (0: none; past it the entry's decisions and its debt are skipped, as their requesters have
-/// given up — see [`batch`]), (interval µs, tolerance µs) per rate key, (limit, ttl s) per
-/// quota key. KEYS: each entry's rate keys then quota keys. Returns the server's `TIME` in µs,
-/// then per decision {admitted (1, 0, or -1 when skipped), now µs, TAT before per rate key,
-/// count before per quota key}. A key read once is kept in a table for the rest of the batch
-/// and written once at the end.
+/// ARGV: the number of entries, then per entry: m, cost, number of rate keys, number of
+/// quota keys, the time in µs (0: the server's `TIME`; tests drive a clock of their own), a
+/// debt (units a node admitted on its own while Redis was unreachable: taken first, whatever
+/// the decisions, and never capped), a deadline on the server's clock in µs (0: none; past
+/// it the entry and its debt are skipped, as its requesters have given up — see [`batch`]),
+/// (interval µs, tolerance µs) per rate key, (limit, ttl s) per quota key. KEYS: each
+/// entry's rate keys then quota keys. Returns the server's `TIME` in µs, then per entry {k
+/// (the decisions admitted, or -1 when skipped), now µs, TAT before the entry per rate key,
+/// count before per quota key}; the node expands it into each decision's values
+/// ([`batch`]). A key read once is kept in a table for the rest of the batch and written once
+/// at the end.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -55,64 +58,73 @@ for e = 1, tonumber(ARGV[1]) do
   if now == 0 then now = server_now end
   local debt, deadline = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
   a = a + 7
-  local rk, iv, tol, qk, lim, secs = {}, {}, {}, {}, {}, {}
-  for i = 1, nr do
-    rk[i], iv[i], tol[i] = KEYS[k + i - 1], tonumber(ARGV[a + 2 * i - 2]), tonumber(ARGV[a + 2 * i - 1])
-  end
-  for j = 1, nq do
-    local b = a + 2 * nr + 2 * j - 2
-    qk[j], lim[j], secs[j] = KEYS[k + nr + j - 1], tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+  local first = #out + 1
+  if deadline > 0 and server_now > deadline then
+    out[first] = -1
+    out[first + 1] = now
+    for i = 1, nr + nq do out[first + 1 + i] = 0 end
+  else
+    for i = 1, nr do
+      local key, iv = KEYS[k + i - 1], tonumber(ARGV[a + 2 * i - 2])
+      if debt > 0 then
+        cache[key] = math.max(get(key), now) + debt * iv
+        ttl[key] = -1
+        nows[key] = now
+      end
+    end
+    for j = 1, nq do
+      local key = KEYS[k + nr + j - 1]
+      if debt > 0 then
+        cache[key] = get(key) + debt
+        ttl[key] = tonumber(ARGV[a + 2 * nr + 2 * j - 1])
+      end
+    end
+    -- How many of the m pass: the j-th passes while max(tat, now) + j * step - now stays
+    -- within max(tolerance, step) in every window and used + j * cost within every limit.
+    -- Counted from how far the TAT is ahead of now: times since the epoch are ~1.8e15 µs,
+    -- where a double's step is 0.25 µs, enough to refuse a request exactly at its time.
+    local n = m
+    for i = 1, nr do
+      local tat = get(KEYS[k + i - 1])
+      local step, tol = cost * tonumber(ARGV[a + 2 * i - 2]), tonumber(ARGV[a + 2 * i - 1])
+      local ahead, room = math.max(tat - now, 0), math.max(tol, step)
+      local fits = 0
+      if step > 0 then
+        fits = math.floor((room - ahead) / step)
+        while fits < n and ahead + (fits + 1) * step <= room do fits = fits + 1 end
+        while fits > 0 and ahead + fits * step > room do fits = fits - 1 end
+      elseif ahead <= room then
+        fits = n
+      end
+      if fits < n then n = fits end
+      out[first + 1 + i] = tat
+    end
+    for j = 1, nq do
+      local used, limit = get(KEYS[k + nr + j - 1]), tonumber(ARGV[a + 2 * nr + 2 * j - 2])
+      local fits = n
+      if cost > 0 then fits = math.floor((limit - used) / cost) elseif used > limit then fits = 0 end
+      if fits < n then n = fits end
+      out[first + 1 + nr + j] = used
+    end
+    if n < 0 then n = 0 end
+    if n > 0 then
+      for i = 1, nr do
+        local key = KEYS[k + i - 1]
+        cache[key] = math.max(cache[key], now) + n * cost * tonumber(ARGV[a + 2 * i - 2])
+        ttl[key] = -1
+        nows[key] = now
+      end
+      for j = 1, nq do
+        local key = KEYS[k + nr + j - 1]
+        cache[key] = cache[key] + n * cost
+        ttl[key] = tonumber(ARGV[a + 2 * nr + 2 * j - 1])
+      end
+    end
+    out[first] = n
+    out[first + 1] = now
   end
   a = a + 2 * (nr + nq)
   k = k + nr + nq
-  if deadline > 0 and server_now > deadline then
-    for _ = 1, m do
-      out[#out + 1] = -1
-      out[#out + 1] = now
-      for _ = 1, nr + nq do out[#out + 1] = 0 end
-    end
-  else
-    if debt > 0 then
-      for i = 1, nr do
-        cache[rk[i]] = math.max(get(rk[i]), now) + debt * iv[i]
-        ttl[rk[i]] = -1
-        nows[rk[i]] = now
-      end
-      for j = 1, nq do
-        cache[qk[j]] = get(qk[j]) + debt
-        ttl[qk[j]] = secs[j]
-      end
-    end
-    for _ = 1, m do
-      local ok, new = 1, {}
-      out[#out + 1] = 0
-      local at = #out
-      out[#out + 1] = now
-      for i = 1, nr do
-        local tat = get(rk[i])
-        out[#out + 1] = tat
-        new[i] = math.max(tat, now) + cost * iv[i]
-        if new[i] - now > math.max(tol[i], cost * iv[i]) then ok = 0 end
-      end
-      for j = 1, nq do
-        local used = get(qk[j])
-        out[#out + 1] = used
-        if used + cost > lim[j] then ok = 0 end
-      end
-      if ok == 1 then
-        for i = 1, nr do
-          cache[rk[i]] = new[i]
-          ttl[rk[i]] = -1
-          nows[rk[i]] = now
-        end
-        for j = 1, nq do
-          cache[qk[j]] = cache[qk[j]] + cost
-          ttl[qk[j]] = secs[j]
-        end
-      end
-      out[at] = ok
-    end
-  end
 end
 for key, s in pairs(ttl) do
   if s < 0 then
@@ -255,9 +267,13 @@ fn quota_tag(period: QuotaPeriod) -> char {
     if period == QuotaPeriod::Day { 'd' } else { 'm' }
 }
 
-/// Nanoseconds as a decimal number of microseconds (Lua numbers are doubles).
+/// Nanoseconds as whole microseconds, rounded, at least 1: the script's arithmetic then
+/// stays in integers (exact in a double up to 2^53 µs, ~285 years), so an entry of n
+/// decisions ends exactly where n separate calls would. A window's interval is off by at most
+/// half a microsecond (a plan of more than a million requests a second per key counts as a
+/// million).
 fn micros(ns: u64) -> String {
-    format!("{}.{:03}", ns / 1000, ns % 1000)
+    ns.saturating_add(500).div_euclid(1000).max(1).to_string()
 }
 
 /// The shared counters of one key after a decision, as Redis holds them: how far each rate

@@ -8,7 +8,7 @@ use time::Month;
 
 use super::redis_server::{self, RedisServer};
 use super::*;
-use crate::limits::{Backend, Denial, Limiter, LimiterConfig, QuotaPeriod};
+use crate::limits::{Backend, Decision, Denial, Limiter, LimiterConfig, QuotaPeriod};
 
 /// A node: its own limiter on the shared Redis, under the test's key namespace.
 fn node(url: &str, namespace: &str, nodes: u32) -> Limiter {
@@ -341,4 +341,43 @@ async fn a_stalled_redis_does_not_count_the_calls_it_resumes_with() {
         (30..=30 + refilled).contains(&admitted),
         "after the stall {admitted} were admitted, expected 30 (+ up to {refilled} refilled)"
     );
+}
+
+/// Identical decisions of concurrent requests travel as one script entry that Redis decides at
+/// once: each request gets exactly the decision it would have got from its own call, in queue
+/// order — the first ones pass, the others see the state those left.
+#[tokio::test]
+async fn one_entry_decides_as_separate_calls_would() {
+    let (url, _server) = redis_server::shared();
+    let redis = crate::limits::RedisCounter::new(&url, &namespace(), ms(2000)).unwrap();
+    let utc = utc(2026, Month::June, 15, 12, 0, 0);
+    let plans = [
+        PlanLimits { per_second: Some(10), burst: 4, mode: Mode::Redis, ..PlanLimits::default() },
+        PlanLimits {
+            per_minute: Some(600),
+            burst: 2,
+            quota_per_day: Some(9),
+            mode: Mode::Redis,
+            ..PlanLimits::default()
+        },
+        PlanLimits { per_hour: Some(7), mode: Mode::Redis, ..PlanLimits::default() },
+    ];
+    for (n, plan) in plans.iter().enumerate() {
+        for cost in [1, 2, 3] {
+            let now_us = 1_000_000_000_000 + 1_000_000 * (n as u64 * 10 + u64::from(cost));
+            let (alone, together) = (format!("alone-{n}-{cost}"), format!("together-{n}-{cost}"));
+            let mut want = Vec::new();
+            for _ in 0..8 {
+                want.push(redis.check_at(&alone, plan, cost, utc, now_us, 0).await.unwrap().0);
+            }
+            let calls = (0..8).map(|_| redis.check_at(&together, plan, cost, utc, now_us, 0));
+            let got: Vec<Decision> =
+                futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap().0).collect();
+            assert_eq!(got, want, "plan {n}, cost {cost}");
+            assert!(
+                want.iter().any(|d| d.allowed) && want.iter().any(|d| !d.allowed),
+                "plan {n}, cost {cost}: {want:?}"
+            );
+        }
+    }
 }
