@@ -5,7 +5,6 @@
 
 pub mod auth;
 pub mod config;
-pub mod credentials;
 pub mod edge;
 pub mod error;
 #[doc(hidden)]

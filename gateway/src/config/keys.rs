@@ -114,10 +114,10 @@ impl Builder {
 
 impl KeyIndex {
     /// Indexes every key.
-    pub fn build<'a>(keys: impl IntoIterator<Item = &'a KeyDef>) -> Self {
+    pub fn build(keys: impl IntoIterator<Item = impl std::borrow::Borrow<KeyDef>>) -> Self {
         let keys = keys.into_iter();
         let mut b = Builder::with_capacity(keys.size_hint().0);
-        keys.for_each(|k| b.push(k));
+        keys.for_each(|k| b.push(k.borrow()));
         b.finish()
     }
 
@@ -192,10 +192,7 @@ impl KeyIndex {
 
 impl FromIterator<KeyDef> for KeyIndex {
     fn from_iter<I: IntoIterator<Item = KeyDef>>(keys: I) -> Self {
-        let keys = keys.into_iter();
-        let mut b = Builder::with_capacity(keys.size_hint().0);
-        keys.for_each(|k| b.push(&k));
-        b.finish()
+        Self::build(keys)
     }
 }
 

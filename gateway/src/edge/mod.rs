@@ -315,7 +315,7 @@ fn key_caller(snapshot: &Snapshot, hash: &KeyHash, challenge: Challenge) -> Resu
 /// see `proxy::forward::refused`.)
 #[cold]
 #[inline(never)]
-fn unusable_key(entry: &crate::credentials::KeyEntry, invalid: GatewayError) -> GatewayError {
+fn unusable_key(entry: &crate::config::keys::KeyEntry, invalid: GatewayError) -> GatewayError {
     let state = if entry.revoked { "revoked" } else { "expired" };
     tracing::debug!(key_id = %entry.key_id, state, "unusable API key presented");
     invalid

@@ -38,7 +38,7 @@ pub(crate) type Keys = SmallVec<[String; 5]>;
 pub(crate) type Args = SmallVec<[String; 10]>;
 
 /// One decision as the script reads it (see `SCRIPT` in [`super::redis`]).
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub(crate) struct Decide {
     /// Rate keys, then quota keys.
     pub keys: Keys,

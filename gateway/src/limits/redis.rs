@@ -64,17 +64,15 @@ for e = 1, tonumber(ARGV[1]) do
     out[first + 1] = now
     for i = 1, nr + nq do out[first + 1 + i] = 0 end
   else
-    for i = 1, nr do
-      local key, iv = KEYS[k + i - 1], tonumber(ARGV[a + 2 * i - 2])
-      if debt > 0 then
-        cache[key] = math.max(get(key), now) + debt * iv
+    if debt > 0 then
+      for i = 1, nr do
+        local key = KEYS[k + i - 1]
+        cache[key] = math.max(get(key), now) + debt * tonumber(ARGV[a + 2 * i - 2])
         ttl[key] = -1
         nows[key] = now
       end
-    end
-    for j = 1, nq do
-      local key = KEYS[k + nr + j - 1]
-      if debt > 0 then
+      for j = 1, nq do
+        local key = KEYS[k + nr + j - 1]
         cache[key] = get(key) + debt
         ttl[key] = tonumber(ARGV[a + 2 * nr + 2 * j - 1])
       end

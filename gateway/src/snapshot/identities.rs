@@ -1,7 +1,7 @@
 //! The identity tables of a snapshot: consumers (with their identity headers prepared),
 //! developers that are not active, subscriptions by consumer and API, plans with their
 //! compiled limits, and token bindings. API keys live in the separately sharded
-//! [`crate::credentials::KeyIndex`].
+//! [`crate::config::keys::KeyIndex`].
 //!
 //! The big tables are [`Sharded`] maps updated per changed entity: a change to one consumer,
 //! subscription or binding copies one shard, whatever the number of consumers. Plans are few

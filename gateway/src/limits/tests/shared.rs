@@ -89,6 +89,26 @@ async fn three_nodes_on_one_redis_admit_the_plan_limit_together() {
     assert!((4..=4 + refilled).contains(&ok), "admitted {ok}, expected B + 1 = 4 (+{refilled} refilled)");
 }
 
+/// Requests on `node` every 50 ms until Redis decides again (before `deadline`), showing each
+/// fallback decision to `meanwhile`; returns Redis's decision.
+async fn first_redis_decision(
+    node: &Limiter,
+    k: &LimitKey,
+    p: &PlanLimits,
+    deadline: Instant,
+    meanwhile: impl Fn(&Decision),
+) -> Decision {
+    loop {
+        let d = node.check(k, p, 1, node.now()).await;
+        if d.backend == Backend::Redis {
+            return d;
+        }
+        meanwhile(&d);
+        assert!(Instant::now() < deadline, "shared counting did not resume");
+        tokio::time::sleep(ms(50)).await;
+    }
+}
+
 /// Requests `n` times on each node; returns how many passed and the backends seen.
 async fn round(nodes: &[Limiter], k: &LimitKey, p: &PlanLimits, n: usize) -> (usize, Vec<Backend>) {
     let (mut ok, mut seen) = (0, Vec::new());
@@ -125,16 +145,9 @@ async fn redis_down_falls_back_to_the_node_share_and_recovers() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut admitted = 0;
     for node in &nodes {
-        loop {
-            let d = node.check(&k, &p, 1, node.now()).await;
-            if d.backend == Backend::Redis {
-                assert!(d.allowed, "the restarted Redis starts empty");
-                admitted += 1;
-                break;
-            }
-            assert!(Instant::now() < deadline, "shared counting did not resume");
-            tokio::time::sleep(ms(50)).await;
-        }
+        let d = first_redis_decision(node, &k, &p, deadline, |_| {}).await;
+        assert!(d.allowed, "the restarted Redis starts empty");
+        admitted += 1;
     }
     let (ok, seen) = round(&nodes, &k, &p, 20).await;
     admitted += ok;
@@ -275,17 +288,8 @@ async fn units_admitted_during_an_outage_are_owed_to_redis() {
     assert_eq!((ok, seen), (6, vec![Backend::Fallback]), "the fallback holds what the fleet had left");
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut admitted = 0;
-    loop {
-        let d = l.check(&k, &p, 1, l.now()).await;
-        if d.backend == Backend::Redis {
-            admitted += usize::from(d.allowed);
-            break;
-        }
-        assert!(!d.allowed, "the fallback has nothing left: {d:?}");
-        assert!(Instant::now() < deadline, "shared counting did not resume");
-        tokio::time::sleep(ms(50)).await;
-    }
+    let nothing_left = |d: &Decision| assert!(!d.allowed, "the fallback has nothing left: {d:?}");
+    let admitted = usize::from(first_redis_decision(&l, &k, &p, deadline, nothing_left).await.allowed);
     let (ok, _) = round(std::slice::from_ref(&l), &k, &p, 10).await;
     // The restarted Redis forgot the 4 it had counted, but is charged the 6 owed: 4 left, not 10.
     assert_eq!(admitted + ok, 4, "the 6 admitted during the outage were charged to Redis");
@@ -323,16 +327,7 @@ async fn a_stalled_redis_does_not_count_the_calls_it_resumes_with() {
     assert_eq!(during, 20);
     server.signal("CONT");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut admitted = 0;
-    loop {
-        let d = l.check(&k, &p, 1, l.now()).await;
-        if d.backend == Backend::Redis {
-            admitted += usize::from(d.allowed);
-            break;
-        }
-        assert!(Instant::now() < deadline, "shared counting did not resume");
-        tokio::time::sleep(ms(50)).await;
-    }
+    let mut admitted = usize::from(first_redis_decision(&l, &k, &p, deadline, |_| {}).await.allowed);
     let (ok, _) = round(std::slice::from_ref(&l), &k, &p, 60).await;
     admitted += ok;
     // 60 − 10 − 20 = 30 were left, plus one a second since the start.
