@@ -6,8 +6,13 @@
 //! the answers are exactly those of separate calls made in that order.
 //!
 //! Bounded: the queue holds [`QUEUE`] decisions (a full queue is answered as an error, so
-//! the plan's failure policy applies), and a decision whose requester has given up (its own
-//! timeout) is dropped before the call.
+//! the plan's failure policy applies). The task also keeps the counter's timeout for every
+//! requester: each decision is answered by the time its requester gives up (queue time + the
+//! timeout), with a timeout error if Redis has not answered by then, and one that has expired
+//! in the queue is not sent. One timer per call instead of one per request.
+//!
+//! Decisions are plain values (key, windows, quotas); the Redis key names and arguments are
+//! written once per entry, so a busy key costs no string per request.
 //!
 //! A call can reach Redis after its requester gave up (a stalled server runs its backlog when
 //! it resumes; the bytes were already on the socket). Each decision therefore carries a
@@ -17,8 +22,8 @@
 //! without Redis is not counted twice.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,8 @@ use redis::aio::ConnectionManager;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
+use super::LimitKey;
+use super::plan::QuotaPeriod;
 use super::redis::CounterError;
 
 /// Most decisions in one script call.
@@ -34,59 +41,75 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// Most decisions waiting for the next call.
 pub(crate) const QUEUE: usize = 16_384;
 
-pub(crate) type Keys = SmallVec<[String; 5]>;
-pub(crate) type Args = SmallVec<[String; 10]>;
+/// One decision's values in the script's reply: {admitted, now, TAT per rate key, count per
+/// quota key} — at most 2 + 3 + 2.
+pub(crate) type Values = SmallVec<[i64; 7]>;
 
-/// One decision as the script reads it (see `SCRIPT` in [`super::redis`]).
+/// A rate window as the script reads it: its key's slot, interval and tolerance in whole
+/// microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Rate {
+    pub slot: usize,
+    pub interval_us: u64,
+    pub tolerance_us: u64,
+}
+
+/// A quota as the script reads it: its calendar window (period, start in Unix seconds), the
+/// limit and the seconds its count is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Quota {
+    pub period: QuotaPeriod,
+    pub start: i64,
+    pub limit: u64,
+    pub ttl_s: u64,
+}
+
+/// One decision as the script reads it (see `SCRIPT` in [`super::redis`]). Plain values:
+/// the Redis key names and arguments are written once per entry of the batch, not per
+/// decision.
 #[derive(Debug)]
 pub(crate) struct Decide {
-    /// Rate keys, then quota keys.
-    pub keys: Keys,
+    pub key: LimitKey,
+    pub rates: SmallVec<[Rate; 3]>,
+    pub quotas: SmallVec<[Quota; 2]>,
     pub cost: u64,
-    pub rates: usize,
-    pub quotas: usize,
     /// The clock (0: Redis's `TIME`).
     pub now_us: u64,
     pub debt: u64,
-    /// On Redis's clock (0: none).
-    pub deadline_us: u64,
-    /// (interval, tolerance) per rate key, (limit, ttl) per quota key.
-    pub args: Args,
 }
 
 impl Decide {
     /// The values of this decision in the script's reply.
     fn len(&self) -> usize {
-        2 + self.rates + self.quotas
+        2 + self.rates.len() + self.quotas.len()
     }
 
     /// The values the script would have returned for this decision alone, as the `i`-th
     /// (from 0) of the entry whose part of the reply is `entry` ({admitted count or -1, now,
     /// TAT before per rate key, count before per quota key}): the first `k` pass; the `i`-th
     /// saw the state after min(i, k) admissions.
-    fn expand(&self, entry: &[i64], i: usize) -> Vec<i64> {
-        let (Some(&k), Some(&now)) = (entry.first(), entry.get(1)) else { return entry.to_vec() };
+    fn expand(&self, entry: &[i64], i: usize) -> Values {
+        let (Some(&k), Some(&now)) = (entry.first(), entry.get(1)) else { return Values::from_slice(entry) };
         if k < 0 {
-            return entry.to_vec();
+            return Values::from_slice(entry);
         }
         let before = u64::try_from(k).map_or(0, |k| k.min(i as u64));
-        let mut values = Vec::with_capacity(entry.len());
+        let units = i64::try_from(before * self.cost).unwrap_or(i64::MAX);
+        let mut values = Values::new();
         values.push(i64::from(u64::try_from(k).is_ok_and(|k| (i as u64) < k)));
         values.push(now);
-        for (r, &tat) in entry.iter().skip(2).take(self.rates).enumerate() {
-            let seen = if before == 0 {
+        for (rate, &tat) in self.rates.iter().zip(entry.iter().skip(2)) {
+            values.push(if before == 0 {
                 tat
             } else {
                 // As the script computes its state: max(tat, now) + n × cost × interval (whole
                 // microseconds).
-                let interval: i64 = self.args.get(2 * r).and_then(|a| a.parse().ok()).unwrap_or(0);
-                let units = i64::try_from(before * self.cost).unwrap_or(i64::MAX);
+                let interval = i64::try_from(rate.interval_us).unwrap_or(i64::MAX);
                 tat.max(now).saturating_add(units.saturating_mul(interval))
-            };
-            values.push(seen);
+            });
         }
-        for &used in entry.iter().skip(2 + self.rates).take(self.quotas) {
-            values.push(used.saturating_add(i64::try_from(before * self.cost).unwrap_or(i64::MAX)));
+        for &used in entry.iter().skip(2 + self.rates.len()).take(self.quotas.len()) {
+            values.push(used.saturating_add(units));
         }
         values
     }
@@ -96,16 +119,64 @@ impl Decide {
     fn same_as(&self, other: &Decide) -> bool {
         self.debt == 0
             && other.debt == 0
-            && (self.cost, self.rates, self.quotas, self.now_us)
-                == (other.cost, other.rates, other.quotas, other.now_us)
-            && self.keys == other.keys
-            && self.args == other.args
+            && (self.cost, self.now_us) == (other.cost, other.now_us)
+            && self.rates == other.rates
+            && self.quotas == other.quotas
+            && self.key == other.key
+    }
+
+    /// Writes the entry's arguments and keys (`m` decisions like this one) into `call`;
+    /// `name` is scratch space for the key names.
+    fn write(
+        &self,
+        m: usize,
+        deadline_us: u64,
+        namespace: &str,
+        name: &mut String,
+        call: &mut redis::ScriptInvocation,
+    ) {
+        call.arg(m).arg(self.cost).arg(self.rates.len()).arg(self.quotas.len()).arg(self.now_us).arg(self.debt);
+        call.arg(deadline_us);
+        for rate in &self.rates {
+            call.arg(rate.interval_us).arg(rate.tolerance_us);
+        }
+        for quota in &self.quotas {
+            call.arg(quota.limit).arg(quota.ttl_s);
+        }
+        for rate in &self.rates {
+            name.clear();
+            let _ = write!(name, "{namespace}:{{{}}}:r{}", self.key, rate.slot);
+            call.key(name.as_str());
+        }
+        for quota in &self.quotas {
+            name.clear();
+            let _ =
+                write!(name, "{}", QuotaName { namespace, key: &self.key, period: quota.period, start: quota.start });
+            call.key(name.as_str());
+        }
+    }
+}
+
+/// The Redis key of a quota's count in one calendar window: `<ns>:{<key>}:q<d|m>:<start>`.
+pub(crate) struct QuotaName<'a> {
+    pub namespace: &'a str,
+    pub key: &'a LimitKey,
+    pub period: QuotaPeriod,
+    pub start: i64,
+}
+
+impl std::fmt::Display for QuotaName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = if self.period == QuotaPeriod::Day { 'd' } else { 'm' };
+        write!(f, "{}:{{{}}}:q{tag}:{}", self.namespace, self.key, self.start)
     }
 }
 
 struct Job {
     decide: Decide,
-    reply: oneshot::Sender<Result<Vec<i64>, CounterError>>,
+    /// When the requester stops waiting (the counter's timeout after it queued the decision).
+    give_up: tokio::time::Instant,
+    reply: oneshot::Sender<Result<Values, CounterError>>,
 }
 
 /// This node's estimate of Redis's clock: the offset from a local monotonic clock to Redis's
@@ -131,15 +202,16 @@ impl Clock {
         i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX)
     }
 
-    /// The instant `after` from now on Redis's clock (µs), or 0 (no deadline) while no reply
-    /// has measured the offset.
-    pub(crate) fn deadline_us(&self, after: Duration) -> u64 {
+    /// `instant` on Redis's clock (µs), or 0 (no deadline) while no reply has measured the
+    /// offset.
+    pub(crate) fn on_redis(&self, instant: tokio::time::Instant) -> u64 {
         let offset = self.offset_us.load(Ordering::Relaxed);
         if offset == UNKNOWN {
             return 0;
         }
-        let after = i64::try_from(after.as_micros()).unwrap_or(i64::MAX);
-        u64::try_from(self.local_us().saturating_add(after).saturating_add(offset)).unwrap_or(0).max(1)
+        let local =
+            i64::try_from(instant.into_std().saturating_duration_since(self.epoch).as_micros()).unwrap_or(i64::MAX);
+        u64::try_from(local.saturating_add(offset)).unwrap_or(0).max(1)
     }
 
     /// Notes a reply stamped `server_us` by Redis to a call sent at local `sent_us`.
@@ -153,18 +225,19 @@ impl Clock {
 
 /// Where decisions are queued.
 #[derive(Clone)]
-pub(crate) struct Sender(mpsc::Sender<Job>, Arc<Clock>);
+pub(crate) struct Sender {
+    queue: mpsc::Sender<Job>,
+    timeout: Duration,
+}
 
 impl Sender {
-    /// The estimate of Redis's clock the batches keep.
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.1
-    }
-
-    /// Queues one decision and waits for its values in the script's reply.
-    pub(crate) async fn decide(&self, decide: Decide) -> Result<Vec<i64>, CounterError> {
+    /// Queues one decision and waits for its values in the script's reply — or for the
+    /// counter's timeout after now, which the batch task enforces (one timer per call, not
+    /// one per decision).
+    pub(crate) async fn decide(&self, decide: Decide) -> Result<Values, CounterError> {
         let (reply, answer) = oneshot::channel();
-        self.0.try_send(Job { decide, reply }).map_err(|e| match e {
+        let give_up = tokio::time::Instant::now() + self.timeout;
+        self.queue.try_send(Job { decide, give_up, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CounterError::Batch("too many decisions waiting".into()),
             mpsc::error::TrySendError::Closed(_) => CounterError::Batch("the batch task has stopped".into()),
         })?;
@@ -172,19 +245,41 @@ impl Sender {
     }
 }
 
-/// Starts the task that sends the batches on `conn`; it ends when every [`Sender`] is gone.
-pub(crate) fn spawn(conn: ConnectionManager, script: Script, clock: Clock) -> Sender {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let clock = Arc::new(clock);
-    tokio::spawn(run(rx, conn, script, clock.clone()));
-    Sender(tx, clock)
+/// What the batch task sends with: the connection, the script, Redis's clock, the key
+/// namespace and the counter's timeout.
+pub(crate) struct Link {
+    pub conn: ConnectionManager,
+    pub script: Script,
+    pub clock: Clock,
+    pub namespace: String,
+    pub timeout: Duration,
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, mut conn: ConnectionManager, script: Script, clock: Arc<Clock>) {
+/// Starts the task that sends the batches on `link`; it ends when every [`Sender`] is gone.
+pub(crate) fn spawn(link: Link) -> Sender {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let timeout = link.timeout;
+    tokio::spawn(run(rx, link.conn, link.script, link.clock, link.namespace, timeout));
+    Sender { queue: tx, timeout }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    mut conn: ConnectionManager,
+    script: Script,
+    clock: Clock,
+    namespace: String,
+    timeout: Duration,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut entries: Vec<Entry> = Vec::with_capacity(MAX_BATCH);
+    let mut name = String::new();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        jobs.retain(|job: &Job| !job.reply.is_closed());
+        // Decisions whose requesters gave up (or are about to be told so) are not sent.
+        let now = tokio::time::Instant::now();
+        for job in jobs.extract_if(.., |job| job.reply.is_closed() || job.give_up <= now) {
+            let _ = job.reply.send(Err(CounterError::Timeout(timeout)));
+        }
         if jobs.is_empty() {
             continue;
         }
@@ -193,37 +288,55 @@ async fn run(mut rx: mpsc::Receiver<Job>, mut conn: ConnectionManager, script: S
         call.arg(entries.len());
         for entry in &entries {
             let Some(first) = entry.jobs.first().and_then(|&j| jobs.get(j)) else { continue };
-            let d = &first.decide;
-            call.arg(entry.jobs.len()).arg(d.cost).arg(d.rates).arg(d.quotas).arg(d.now_us).arg(d.debt);
-            call.arg(entry.deadline_us);
-            for arg in &d.args {
-                call.arg(arg);
-            }
-            for key in &d.keys {
-                call.key(key);
-            }
-        }
-        let sent = clock.local_us();
-        let result: Result<Vec<i64>, redis::RedisError> = call.invoke_async(&mut conn).await;
-        // The reply starts with Redis's TIME when the script ran.
-        if let Ok(&[server_us, ..]) = result.as_deref() {
-            clock.measure(sent, server_us);
+            let deadline_us = clock.on_redis(entry.give_up);
+            first.decide.write(entry.jobs.len(), deadline_us, &namespace, &mut name, &mut call);
         }
         let mut slots: Vec<Option<Job>> = jobs.drain(..).map(Some).collect();
-        let grouped: Vec<SmallVec<[Job; 4]>> = entries
-            .drain(..)
-            .map(|e| e.jobs.iter().filter_map(|&j| slots.get_mut(j).and_then(Option::take)).collect())
-            .collect();
-        answer(grouped.into_iter().map(SmallVec::into_iter), result);
+        let sent = clock.local_us();
+        let result = {
+            let invoke = call.invoke_async::<Vec<i64>>(&mut conn);
+            tokio::pin!(invoke);
+            loop {
+                // Waits until the first requester still waiting gives up; tells it (and any
+                // other past its time) and waits on for the others.
+                let Some(until) = slots.iter().flatten().map(|job| job.give_up).min() else { break None };
+                match tokio::time::timeout_at(until, &mut invoke).await {
+                    Ok(result) => break Some(result),
+                    Err(_) => give_up(&mut slots, timeout),
+                }
+            }
+        };
+        if let Some(result) = result {
+            // The reply starts with Redis's TIME when the script ran.
+            if let Ok(&[server_us, ..]) = result.as_deref() {
+                clock.measure(sent, server_us);
+            }
+            answer(&entries, &mut slots, result);
+        }
+        entries.clear();
+    }
+}
+
+/// Answers the jobs past their time with a timeout.
+fn give_up(slots: &mut [Option<Job>], timeout: Duration) {
+    let now = tokio::time::Instant::now();
+    for slot in slots {
+        if slot.as_ref().is_some_and(|job| job.give_up <= now)
+            && let Some(job) = slot.take()
+        {
+            let _ = job.reply.send(Err(CounterError::Timeout(timeout)));
+        }
     }
 }
 
 /// Decisions that travel as one entry: indexes into the batch, in queue order.
 struct Entry {
     jobs: SmallVec<[usize; 8]>,
-    /// The earliest of their deadlines (0 when one has none): the entry is skipped once the
-    /// first of its requesters gives up.
-    deadline_us: u64,
+    /// The earliest time one of them gives up: the entry is skipped once the first of its
+    /// requesters has given up.
+    give_up: tokio::time::Instant,
+    /// The values of one decision in the reply.
+    len: usize,
 }
 
 /// Groups the batch's decisions into entries of identical decisions. Decisions of one batch
@@ -234,58 +347,45 @@ fn group(jobs: &[Job], entries: &mut Vec<Entry>) {
     let mut by_decision: HashMap<u64, SmallVec<[usize; 2]>> = HashMap::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         let d = &job.decide;
-        let candidates = by_decision.entry(hasher.hash_one((&d.keys, &d.args, d.cost))).or_default();
+        let candidates = by_decision.entry(hasher.hash_one((&d.key, &d.rates, &d.quotas, d.cost))).or_default();
         let same = candidates.iter().copied().find(|&e| {
             entries.get(e).and_then(|e| e.jobs.first()).and_then(|&j| jobs.get(j)).is_some_and(|j| j.decide.same_as(d))
         });
         match same.and_then(|e| entries.get_mut(e)) {
             Some(entry) => {
                 entry.jobs.push(i);
-                entry.deadline_us = earliest(entry.deadline_us, d.deadline_us);
+                entry.give_up = entry.give_up.min(job.give_up);
             }
             None => {
                 candidates.push(entries.len());
-                entries.push(Entry { jobs: smallvec::smallvec![i], deadline_us: d.deadline_us });
+                entries.push(Entry { jobs: smallvec::smallvec![i], give_up: job.give_up, len: d.len() });
             }
         }
     }
 }
 
-/// The earlier of two deadlines, 0 meaning none.
-fn earliest(a: u64, b: u64) -> u64 {
-    match (a, b) {
-        (0, x) | (x, 0) => x,
-        (a, b) => a.min(b),
-    }
-}
-
-/// Hands each job its values (or the error): each entry's part of the reply, expanded into
-/// the values of its decisions in the order the script evaluated them.
-fn answer<E, J>(entries: E, result: Result<Vec<i64>, redis::RedisError>)
-where
-    E: Iterator<Item = J>,
-    J: Iterator<Item = Job>,
-{
+/// Hands each waiting job its values (or the error): each entry's part of the reply,
+/// expanded into the values of its decisions in the order the script evaluated them.
+fn answer(entries: &[Entry], slots: &mut [Option<Job>], result: Result<Vec<i64>, redis::RedisError>) {
     match result {
         Ok(values) => {
             let mut rest = values.get(1..).unwrap_or_default();
-            for jobs in entries {
-                let mut jobs = jobs.peekable();
-                let Some(len) = jobs.peek().map(|j| j.decide.len()) else { continue };
-                let part = rest.split_at_checked(len).map(|(mine, after)| {
+            for entry in entries {
+                let part = rest.split_at_checked(entry.len).map(|(mine, after)| {
                     rest = after;
                     mine
                 });
                 let available = rest.len();
-                for (i, job) in jobs.enumerate() {
-                    let values = part.map(|p| job.decide.expand(p, i)).ok_or(CounterError::Reply(available, len));
+                for (i, &j) in entry.jobs.iter().enumerate() {
+                    let Some(job) = slots.get_mut(j).and_then(Option::take) else { continue };
+                    let values = part.map(|p| job.decide.expand(p, i)).ok_or(CounterError::Reply(available, entry.len));
                     let _ = job.reply.send(values);
                 }
             }
         }
         Err(e) => {
             let text = e.to_string();
-            for job in entries.flatten() {
+            for job in slots.iter_mut().filter_map(Option::take) {
                 let _ = job.reply.send(Err(CounterError::Batch(text.clone())));
             }
         }
@@ -296,38 +396,44 @@ where
 mod tests {
     use super::*;
 
-    fn job(key: &str, cost: u64, debt: u64, deadline_us: u64) -> Job {
+    fn job(key: &str, cost: u64, debt: u64, give_up_ms: u64) -> Job {
         let decide = Decide {
-            keys: smallvec::smallvec![key.to_owned()],
+            key: LimitKey::Named(key.into()),
+            rates: smallvec::smallvec![Rate { slot: 1, interval_us: 100, tolerance_us: 1000 }],
+            quotas: SmallVec::new(),
             cost,
-            rates: 1,
-            quotas: 0,
             now_us: 0,
             debt,
-            deadline_us,
-            args: smallvec::smallvec!["100".to_owned(), "1000".to_owned()],
         };
-        Job { decide, reply: oneshot::channel().0 }
+        let give_up = epoch() + Duration::from_millis(give_up_ms);
+        Job { decide, give_up, reply: oneshot::channel().0 }
+    }
+
+    fn epoch() -> tokio::time::Instant {
+        static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(tokio::time::Instant::now)
     }
 
     #[test]
     fn identical_decisions_travel_as_one_entry_and_debts_alone() {
         let jobs = [
             job("a", 1, 0, 500),
-            job("b", 1, 0, 0),
+            job("b", 1, 0, 900),
             job("a", 1, 0, 400),
-            job("a", 2, 0, 0),
-            job("a", 1, 7, 0),
-            job("a", 1, 0, 0),
+            job("a", 2, 0, 900),
+            job("a", 1, 7, 900),
+            job("a", 1, 0, 900),
             job("b", 1, 0, 300),
         ];
         let mut entries = Vec::new();
         group(&jobs, &mut entries);
-        let shape: Vec<(Vec<usize>, u64)> = entries.iter().map(|e| (e.jobs.to_vec(), e.deadline_us)).collect();
+        let shape: Vec<(Vec<usize>, Duration)> =
+            entries.iter().map(|e| (e.jobs.to_vec(), e.give_up - epoch())).collect();
+        let ms = Duration::from_millis;
         assert_eq!(
             shape,
-            [(vec![0, 2, 5], 400), (vec![1, 6], 300), (vec![3], 0), (vec![4], 0)],
-            "same key, cost and arguments share an entry (the earliest deadline); another cost, or a debt, does not"
+            [(vec![0, 2, 5], ms(400)), (vec![1, 6], ms(300)), (vec![3], ms(900)), (vec![4], ms(900))],
+            "same key, cost and arguments share an entry (the earliest give-up); another cost, or a debt, does not"
         );
     }
 }

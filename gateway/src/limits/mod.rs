@@ -230,7 +230,7 @@ impl Limiter {
         };
         let fail_open = plan.failure_policy == FailurePolicy::FailOpen;
         let debt = if fail_open { self.fallback.take_owed(key) } else { 0 };
-        match self.count_shared(redis, &key.to_string(), plan, cost, now, debt).await {
+        match self.count_shared(redis, key, plan, cost, now, debt).await {
             Ok((d, fleet)) => {
                 // Read first: a store on every decision would bounce the line between cores.
                 if self.failures.load(Ordering::Relaxed) != 0 {
@@ -279,7 +279,7 @@ impl Limiter {
     async fn count_shared(
         &self,
         redis: &RedisCounter,
-        key: &str,
+        key: &LimitKey,
         plan: &PlanLimits,
         cost: u32,
         now: Now,

@@ -114,7 +114,7 @@ impl Window {
 }
 
 /// Calendar period of a quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuotaPeriod {
     Day = 0,
     Month = 1,

@@ -14,6 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use smallvec::SmallVec;
 use time::OffsetDateTime;
 
+use super::LimitKey;
 use super::batch;
 use super::calendar;
 use super::decision::{self, Backend, Decision, Denial, Outcome};
@@ -166,12 +167,9 @@ impl std::fmt::Debug for RedisCounter {
     }
 }
 
-/// The keys and arguments of one script call, and what is needed to read its reply.
-struct Call {
-    keys: batch::Keys,
-    args: batch::Args,
-    quotas: SmallVec<[(QuotaPeriod, u64, u64); 2]>,
-}
+/// What reading a decision's reply needs beyond the script's values: each quota's limit and
+/// the time left in its window.
+type QuotaLefts = SmallVec<[(QuotaPeriod, u64, u64); 2]>;
 
 impl RedisCounter {
     /// A counter on `url` that connects lazily and reconnects by itself; calls that take
@@ -184,14 +182,20 @@ impl RedisCounter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        let batch = batch::spawn(conn.clone(), Script::new(SCRIPT), batch::Clock::new(timeout));
+        let batch = batch::spawn(batch::Link {
+            conn: conn.clone(),
+            script: Script::new(SCRIPT),
+            clock: batch::Clock::new(timeout),
+            namespace: namespace.to_owned(),
+            timeout,
+        });
         Ok(RedisCounter { conn, batch, namespace: namespace.to_owned(), timeout })
     }
 
     /// Counts `cost` units for `key` under `plan`; quota windows follow `utc`.
     pub async fn check(
         &self,
-        key: &str,
+        key: &LimitKey,
         plan: &PlanLimits,
         cost: u32,
         utc: OffsetDateTime,
@@ -203,7 +207,7 @@ impl RedisCounter {
     /// charging `debt` units (see [`SCRIPT`]); also returns the fleet's state after it.
     pub(crate) async fn check_at(
         &self,
-        key: &str,
+        key: &LimitKey,
         plan: &PlanLimits,
         cost: u32,
         utc: OffsetDateTime,
@@ -211,58 +215,49 @@ impl RedisCounter {
         debt: u64,
     ) -> Result<(Decision, Fleet), CounterError> {
         let cost = u64::from(cost);
-        let mut call = self.build(key, plan, utc);
-        let rates = call.keys.len() - call.quotas.len();
-        let decide = batch::Decide {
-            keys: std::mem::take(&mut call.keys),
+        let mut decide = batch::Decide {
+            key: key.clone(),
+            rates: plan
+                .rate_windows()
+                .map(|w| batch::Rate {
+                    slot: w.slot,
+                    interval_us: micros(w.interval_ns),
+                    tolerance_us: micros(w.tolerance_ns),
+                })
+                .collect(),
+            quotas: SmallVec::new(),
             cost,
-            rates,
-            quotas: call.quotas.len(),
             now_us,
             debt,
-            deadline_us: self.batch.clock().deadline_us(self.timeout),
-            args: std::mem::take(&mut call.args),
         };
-        let reply = tokio::time::timeout(self.timeout, self.batch.decide(decide))
-            .await
-            .map_err(|_| CounterError::Timeout(self.timeout))??;
-        read_reply(&reply, plan, cost, &call)
+        let mut lefts = QuotaLefts::new();
+        for (period, limit) in plan.quotas() {
+            let Some((start, left_ns)) = calendar::window(period, utc) else { continue };
+            // A minute of slack so a slow clock on this node never expires a live count.
+            let ttl_s = left_ns / 1_000_000_000 + 60;
+            decide.quotas.push(batch::Quota { period, start, limit, ttl_s });
+            lefts.push((period, limit, left_ns));
+        }
+        let reply = self.batch.decide(decide).await?;
+        read_reply(&reply, plan, cost, &lefts)
     }
 
     /// The count of `key`'s current `period` quota window at `utc` (read only; 0 when the
     /// window has no count yet).
-    pub async fn quota_used(&self, key: &str, period: QuotaPeriod, utc: OffsetDateTime) -> Result<u64, CounterError> {
+    pub async fn quota_used(
+        &self,
+        key: &LimitKey,
+        period: QuotaPeriod,
+        utc: OffsetDateTime,
+    ) -> Result<u64, CounterError> {
         let Some((start, _)) = calendar::window(period, utc) else { return Ok(0) };
-        let name = format!("{}:{{{key}}}:q{}:{start}", self.namespace, quota_tag(period));
+        let name = batch::QuotaName { namespace: &self.namespace, key, period, start }.to_string();
         let mut conn = self.conn.clone();
         let used: Option<i64> = tokio::time::timeout(self.timeout, redis::cmd("GET").arg(&name).query_async(&mut conn))
             .await
             .map_err(|_| CounterError::Timeout(self.timeout))??;
         Ok(used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
     }
-
-    fn build(&self, key: &str, plan: &PlanLimits, utc: OffsetDateTime) -> Call {
-        let mut call = Call { keys: SmallVec::new(), args: SmallVec::new(), quotas: SmallVec::new() };
-        for w in plan.rate_windows() {
-            call.keys.push(format!("{}:{{{key}}}:r{}", self.namespace, w.slot));
-            call.args.push(micros(w.interval_ns));
-            call.args.push(micros(w.tolerance_ns));
-        }
-        for (period, limit) in plan.quotas() {
-            let Some((start, left_ns)) = calendar::window(period, utc) else { continue };
-            call.keys.push(format!("{}:{{{key}}}:q{}:{start}", self.namespace, quota_tag(period)));
-            call.args.push(limit.to_string());
-            // A minute of slack so a slow clock on this node never expires a live count.
-            call.args.push((left_ns / 1_000_000_000 + 60).to_string());
-            call.quotas.push((period, limit, left_ns));
-        }
-        call
-    }
-}
-
-/// The letter of a quota period in its key.
-fn quota_tag(period: QuotaPeriod) -> char {
-    if period == QuotaPeriod::Day { 'd' } else { 'm' }
 }
 
 /// Nanoseconds as whole microseconds, rounded, at least 1: the script's arithmetic then
@@ -270,8 +265,8 @@ fn quota_tag(period: QuotaPeriod) -> char {
 /// decisions ends exactly where n separate calls would. A window's interval is off by at most
 /// half a microsecond (a plan of more than a million requests a second per key counts as a
 /// million).
-fn micros(ns: u64) -> String {
-    ns.saturating_add(500).div_euclid(1000).max(1).to_string()
+fn micros(ns: u64) -> u64 {
+    ns.saturating_add(500).div_euclid(1000).max(1)
 }
 
 /// The shared counters of one key after a decision, as Redis holds them: how far each rate
@@ -283,8 +278,13 @@ pub(crate) struct Fleet {
 }
 
 /// Rebuilds the outcomes from the state the script saw; the script's verdict is final.
-fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Result<(Decision, Fleet), CounterError> {
-    let expected = 2 + plan.rate_windows().count() + call.quotas.len();
+fn read_reply(
+    reply: &[i64],
+    plan: &PlanLimits,
+    cost: u64,
+    quotas: &QuotaLefts,
+) -> Result<(Decision, Fleet), CounterError> {
+    let expected = 2 + plan.rate_windows().count() + quotas.len();
     if reply.len() != expected {
         return Err(CounterError::Reply(reply.len(), expected));
     }
@@ -302,7 +302,7 @@ fn read_reply(reply: &[i64], plan: &PlanLimits, cost: u64, call: &Call) -> Resul
         fleet.ahead_ns[w.slot] = Some(if admitted { new_tat } else { tat_ns }.saturating_sub(now_ns));
         outs.push(out);
     }
-    for (period, limit, left_ns) in &call.quotas {
+    for (period, limit, left_ns) in quotas {
         let used = values.next().unwrap_or(0);
         fleet.used[*period as usize] = Some(if admitted { used + cost } else { used });
         outs.push(decision::quota(*period, used, cost, *limit, *left_ns));

@@ -14,6 +14,7 @@ use dashmap::DashMap;
 
 use std::time::Duration;
 
+use super::LimitKey;
 use super::decision::{Backend, Decision, HeaderStyle};
 use super::plan::PlanLimits;
 use super::plan::Window;
@@ -21,7 +22,7 @@ use super::plan::Window;
 /// Units reserved per key on this node.
 #[derive(Debug, Default)]
 pub(crate) struct Leases {
-    map: DashMap<String, Lease>,
+    map: DashMap<LimitKey, Lease>,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +39,7 @@ struct Lease {
 
 impl Leases {
     /// Spends `cost` reserved units of `key`, if it holds that many.
-    pub(crate) fn spend(&self, key: &str, cost: u64) -> Option<Decision> {
+    pub(crate) fn spend(&self, key: &LimitKey, cost: u64) -> Option<Decision> {
         let lease = self.map.get(key)?;
         let before = lease.tokens.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost)).ok()?;
         Some(Decision {
@@ -56,7 +57,7 @@ impl Leases {
     }
 
     /// Keeps `extra` units reserved by a shared decision `d` for later requests of `key`.
-    pub(crate) fn store(&self, key: &str, extra: u64, d: &Decision, now_ns: u64) {
+    pub(crate) fn store(&self, key: &LimitKey, extra: u64, d: &Decision, now_ns: u64) {
         let update = |lease: &Lease| {
             lease.tokens.fetch_add(extra, Ordering::AcqRel);
             lease.window.store(d.window as u8, Ordering::Relaxed);
@@ -67,7 +68,7 @@ impl Leases {
         };
         match self.map.get(key) {
             Some(lease) => update(&lease),
-            None => update(&self.map.entry(key.to_owned()).or_default()),
+            None => update(&self.map.entry(key.clone()).or_default()),
         }
     }
 

@@ -158,7 +158,7 @@ async fn redis_counting_keeps_the_promise_for_any_arrivals() {
         let (k, plan) = (key("redis-promise"), p.plan(Mode::Redis));
         let mut admitted = Vec::new();
         for (t, cost) in p.arrivals() {
-            let (d, _) = counter.check_at(&k.to_string(), &plan, cost, at(t).utc, base_us + t / 1000, 0).await.unwrap();
+            let (d, _) = counter.check_at(&k, &plan, cost, at(t).utc, base_us + t / 1000, 0).await.unwrap();
             if d.allowed {
                 admitted.push((t, cost));
             }

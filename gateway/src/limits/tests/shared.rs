@@ -213,10 +213,10 @@ async fn the_quota_read_is_the_count_that_enforces() {
     }
     assert_eq!(admitted, [true, true, false], "the third would exceed the day's 5");
     for period in [QuotaPeriod::Day, QuotaPeriod::Month] {
-        assert_eq!(reader.quota_used(&k.to_string(), period, now.utc).await.unwrap(), 4, "{period:?}");
+        assert_eq!(reader.quota_used(&k, period, now.utc).await.unwrap(), 4, "{period:?}");
     }
     let next_day = utc(2026, Month::April, 1, 0, 0, 1);
-    assert_eq!(reader.quota_used(&k.to_string(), QuotaPeriod::Day, next_day).await.unwrap(), 0);
+    assert_eq!(reader.quota_used(&k, QuotaPeriod::Day, next_day).await.unwrap(), 0);
 
     let local = Limiter::local();
     let p = PlanLimits { quota_per_day: Some(5), mode: Mode::Local, ..PlanLimits::default() };
@@ -338,6 +338,46 @@ async fn a_stalled_redis_does_not_count_the_calls_it_resumes_with() {
     );
 }
 
+/// The batch task keeps every requester's timeout: requests queued at different moments
+/// behind a call to a stalled Redis each wait their own full timeout (not the first one's) and
+/// no longer, then the failure policy decides.
+#[tokio::test]
+async fn each_request_waits_its_own_timeout_for_a_stalled_redis() {
+    let server = RedisServer::start();
+    let config = LimiterConfig {
+        redis_timeout: ms(150),
+        circuit_open_for: Duration::from_secs(60),
+        ..config_for(&server.url(), &namespace(), 1)
+    };
+    let l = Arc::new(Limiter::new(config).unwrap());
+    let p = PlanLimits { per_second: Some(1000), mode: Mode::Redis, ..PlanLimits::default() };
+    let k = key("own-timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(first_redis_decision(&l, &k, &p, deadline, |_| {}).await.allowed);
+    server.signal("STOP");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..3u64 {
+        let (l, k, p) = (l.clone(), k.clone(), p.clone());
+        tasks.spawn(async move {
+            tokio::time::sleep(ms(50 * i)).await;
+            let asked = Instant::now();
+            let d = l.check(&k, &p, 1, l.now()).await;
+            (i, d.backend, asked.elapsed())
+        });
+    }
+    let mut waited = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        waited.push(r.unwrap());
+    }
+    server.signal("CONT");
+    waited.sort_by_key(|w| w.0);
+    for (i, backend, took) in waited {
+        assert_eq!(backend, Backend::Fallback, "request {i}");
+        assert!(took >= ms(145), "request {i} was given up after {took:?}, before its 150 ms");
+        assert!(took < ms(1500), "request {i} waited {took:?} for a 150 ms timeout");
+    }
+}
+
 /// Identical decisions of concurrent requests travel as one script entry that Redis decides at
 /// once: each request gets exactly the decision it would have got from its own call, in queue
 /// order — the first ones pass, the others see the state those left.
@@ -360,7 +400,7 @@ async fn one_entry_decides_as_separate_calls_would() {
     for (n, plan) in plans.iter().enumerate() {
         for cost in [1, 2, 3] {
             let now_us = 1_000_000_000_000 + 1_000_000 * (n as u64 * 10 + u64::from(cost));
-            let (alone, together) = (format!("alone-{n}-{cost}"), format!("together-{n}-{cost}"));
+            let (alone, together) = (key(&format!("alone-{n}-{cost}")), key(&format!("together-{n}-{cost}")));
             let mut want = Vec::new();
             for _ in 0..8 {
                 want.push(redis.check_at(&alone, plan, cost, utc, now_us, 0).await.unwrap().0);
