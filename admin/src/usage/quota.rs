@@ -96,7 +96,7 @@ pub async fn quota(state: &AppState, id: Uuid) -> ApiResult<QuotaReport> {
     .await?
     .ok_or_else(|| ApiError::not_found("subscription"))?;
     let now = OffsetDateTime::now_utc();
-    let key = LimitKey::consumer(sub.plan_id, sub.consumer_id).to_string();
+    let key = LimitKey::consumer(sub.plan_id, sub.consumer_id);
     let mut quotas = Vec::new();
     for (period, name, limit) in
         [(QuotaPeriod::Day, "day", sub.quota_per_day), (QuotaPeriod::Month, "month", sub.quota_per_month)]
