@@ -38,6 +38,8 @@ use super::redis::CounterError;
 
 /// Most decisions in one script call.
 pub(crate) const MAX_BATCH: usize = 256;
+/// Batches smaller than this wait for the tasks already ready to run once (see [`run`]).
+const LINGER_BELOW: usize = 64;
 /// Most decisions waiting for the next call.
 pub(crate) const QUEUE: usize = 16_384;
 
@@ -172,11 +174,19 @@ impl std::fmt::Display for QuotaName<'_> {
     }
 }
 
+/// A decision's values, and whether it is the last decision of its entry: no later one of
+/// the same key was in that call, so its values are the key's latest state in Redis.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub values: Values,
+    pub latest: bool,
+}
+
 struct Job {
     decide: Decide,
     /// When the requester stops waiting (the counter's timeout after it queued the decision).
     give_up: tokio::time::Instant,
-    reply: oneshot::Sender<Result<Values, CounterError>>,
+    reply: oneshot::Sender<Result<Answer, CounterError>>,
 }
 
 /// This node's estimate of Redis's clock: the offset from a local monotonic clock to Redis's
@@ -234,7 +244,7 @@ impl Sender {
     /// Queues one decision and waits for its values in the script's reply — or for the
     /// counter's timeout after now, which the batch task enforces (one timer per call, not
     /// one per decision).
-    pub(crate) async fn decide(&self, decide: Decide) -> Result<Values, CounterError> {
+    pub(crate) async fn decide(&self, decide: Decide) -> Result<Answer, CounterError> {
         let (reply, answer) = oneshot::channel();
         let give_up = tokio::time::Instant::now() + self.timeout;
         self.queue.try_send(Job { decide, give_up, reply }).map_err(|e| match e {
@@ -275,6 +285,15 @@ async fn run(
     let mut entries: Vec<Entry> = Vec::with_capacity(MAX_BATCH);
     let mut name = String::new();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        if jobs.len() < LINGER_BELOW {
+            // Lets the tasks already ready run first (requests whose decisions are on the
+            // way), so the call carries them too.
+            tokio::task::yield_now().await;
+            while jobs.len() < MAX_BATCH {
+                let Ok(job) = rx.try_recv() else { break };
+                jobs.push(job);
+            }
+        }
         // Decisions whose requesters gave up (or are about to be told so) are not sent.
         let now = tokio::time::Instant::now();
         for job in jobs.extract_if(.., |job| job.reply.is_closed() || job.give_up <= now) {
@@ -376,10 +395,13 @@ fn answer(entries: &[Entry], slots: &mut [Option<Job>], result: Result<Vec<i64>,
                     mine
                 });
                 let available = rest.len();
+                let last = entry.jobs.len().saturating_sub(1);
                 for (i, &j) in entry.jobs.iter().enumerate() {
                     let Some(job) = slots.get_mut(j).and_then(Option::take) else { continue };
-                    let values = part.map(|p| job.decide.expand(p, i)).ok_or(CounterError::Reply(available, entry.len));
-                    let _ = job.reply.send(values);
+                    let answer = part
+                        .map(|p| Answer { values: job.decide.expand(p, i), latest: i == last })
+                        .ok_or(CounterError::Reply(available, entry.len));
+                    let _ = job.reply.send(answer);
                 }
             }
         }

@@ -42,6 +42,9 @@ pub(crate) struct Cell {
 #[derive(Debug, Default)]
 pub struct LocalCounter {
     cells: DashMap<LimitKey, Cell, foldhash::fast::RandomState>,
+    /// Units owed over all keys: while it is 0 (Redis healthy), taking a key's debt looks
+    /// nothing up.
+    owed: AtomicU64,
 }
 
 type Outcomes = SmallVec<[Outcome; 5]>;
@@ -93,15 +96,24 @@ impl LocalCounter {
     /// Notes `cost` units this node admitted on its own for `key` (while Redis was away).
     pub(crate) fn owe(&self, key: &LimitKey, cost: u64) {
         if let Some(cell) = self.cells.get(key) {
+            // The total first, so a concurrent take never takes more than it holds.
+            self.owed.fetch_add(cost, Ordering::AcqRel);
             cell.owed.fetch_add(cost, Ordering::AcqRel);
         }
     }
 
     /// Takes the units owed for `key` (see [`Self::owe`]).
     pub(crate) fn take_owed(&self, key: &LimitKey) -> u64 {
-        self.cells.get(key).map_or(0, |cell| {
+        if self.owed.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let taken = self.cells.get(key).map_or(0, |cell| {
             if cell.owed.load(Ordering::Relaxed) == 0 { 0 } else { cell.owed.swap(0, Ordering::AcqRel) }
-        })
+        });
+        if taken > 0 {
+            self.owed.fetch_sub(taken, Ordering::AcqRel);
+        }
+        taken
     }
 
     /// Drops keys whose counters equal a fresh key's: every TAT in the past and no count in

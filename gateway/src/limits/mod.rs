@@ -285,10 +285,7 @@ impl Limiter {
         now: Now,
         debt: u64,
     ) -> Result<(Decision, Option<Fleet>), CounterError> {
-        let exact = |cost| async move {
-            let (d, fleet) = redis.check_at(key, plan, cost, now.utc, 0, debt).await?;
-            Ok::<_, CounterError>((d, Some(fleet)))
-        };
+        let exact = |cost| async move { redis.check_at(key, plan, cost, now.utc, 0, debt).await };
         if self.reserve_batch <= 1 {
             return exact(cost).await;
         }
@@ -308,7 +305,7 @@ impl Limiter {
                 return Ok((Decision { remaining: d.remaining.saturating_add(extra), ..d }, fleet));
             }
             // The debt was charged by that call.
-            return redis.check_at(key, plan, cost, now.utc, 0, 0).await.map(|(d, f)| (d, Some(f)));
+            return redis.check_at(key, plan, cost, now.utc, 0, 0).await;
         }
         // Too close to the limit for a batch: count exactly this request.
         exact(cost).await

@@ -204,7 +204,8 @@ impl RedisCounter {
     }
 
     /// [`Self::check`] at `now_us` microseconds on the rate windows' clock (0: Redis's), first
-    /// charging `debt` units (see [`SCRIPT`]); also returns the fleet's state after it.
+    /// charging `debt` units (see [`SCRIPT`]); also returns the fleet's state after it, unless
+    /// a later decision of the same key in the same call has a more recent one.
     pub(crate) async fn check_at(
         &self,
         key: &LimitKey,
@@ -213,7 +214,7 @@ impl RedisCounter {
         utc: OffsetDateTime,
         now_us: u64,
         debt: u64,
-    ) -> Result<(Decision, Fleet), CounterError> {
+    ) -> Result<(Decision, Option<Fleet>), CounterError> {
         let cost = u64::from(cost);
         let mut decide = batch::Decide {
             key: key.clone(),
@@ -238,8 +239,9 @@ impl RedisCounter {
             decide.quotas.push(batch::Quota { period, start, limit, ttl_s });
             lefts.push((period, limit, left_ns));
         }
-        let reply = self.batch.decide(decide).await?;
-        read_reply(&reply, plan, cost, &lefts)
+        let answer = self.batch.decide(decide).await?;
+        let (d, fleet) = read_reply(&answer.values, plan, cost, &lefts)?;
+        Ok((d, answer.latest.then_some(fleet)))
     }
 
     /// The count of `key`'s current `period` quota window at `utc` (read only; 0 when the
