@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", axum::routing::get(crate::console::home))
         .route("/assets/{name}", axum::routing::get(crate::ui::assets::serve_asset))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(crate::health::routes(state.db().clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(body_limit))

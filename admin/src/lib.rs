@@ -17,6 +17,7 @@ pub mod documents;
 pub mod edge_auth;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod keys;
 pub mod mail;
 pub mod nodes;

@@ -10,6 +10,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod fx;
+mod health;
 pub mod key_format;
 pub mod limits;
 pub mod listener;
@@ -132,7 +133,7 @@ pub async fn serve(
         None => (None, None),
     };
     let metrics_task = match opts.metrics_listener {
-        Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone(), recorder.clone()).await?),
+        Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone(), recorder.clone(), freshness.clone()).await?),
         None => None,
     };
     let mut source_task = match opts.source {

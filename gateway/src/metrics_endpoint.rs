@@ -1,5 +1,7 @@
-//! The metrics listener: `GET /metrics` in the Prometheus text format, on its own port so
-//! scraping never competes with (or is exposed alongside) API traffic.
+//! The metrics listener: `GET /metrics` in the Prometheus text format, and the node's
+//! `/health/live` and `/health/ready` ([`crate::health`]), on their own port so scraping and
+//! probes never compete with (or are exposed alongside) API traffic, nor take a path an API
+//! could route.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::config::freshness::Freshness;
+use crate::health;
 use crate::snapshot::ConfigStore;
 use crate::usage::Recorder;
 
@@ -21,6 +25,7 @@ pub async fn spawn(
     addr: SocketAddr,
     store: Arc<ConfigStore>,
     usage: Option<Arc<Recorder>>,
+    freshness: Arc<Freshness>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
@@ -35,13 +40,18 @@ pub async fn spawn(
                     continue;
                 }
             };
-            let store = store.clone();
-            let usage = usage.clone();
+            let (store, usage, freshness) = (store.clone(), usage.clone(), freshness.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    let usage = usage.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &store, usage.as_deref())) }
+                    let (store, usage, freshness) = (store.clone(), usage.clone(), freshness.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(respond(
+                            req.uri().path(),
+                            &store,
+                            usage.as_deref(),
+                            &freshness,
+                        ))
+                    }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
             });
@@ -49,19 +59,30 @@ pub async fn spawn(
     }))
 }
 
-fn respond(path: &str, store: &ConfigStore, usage: Option<&Recorder>) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
+fn respond(path: &str, store: &ConfigStore, usage: Option<&Recorder>, freshness: &Freshness) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; version=0.0.4";
+    const JSON: &str = "application/json";
+    let (status, body, kind) = match path {
         "/metrics" => {
             let mut text = store.metrics.render(store.load().event_id);
             if let Some(usage) = usage {
                 usage.stats.render(&mut text);
             }
-            (StatusCode::OK, text)
+            (StatusCode::OK, text, TEXT)
         }
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        "/health/live" => {
+            let (status, body) = health::live();
+            (status, body, JSON)
+        }
+        "/health/ready" => {
+            let (status, body) = health::ready(store, freshness);
+            (status, body, JSON)
+        }
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned(), TEXT),
     };
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }

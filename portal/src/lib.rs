@@ -27,8 +27,8 @@ use std::time::Duration;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use sqlx::PgPool;
@@ -37,8 +37,6 @@ use tollgate_admin::ui::{FORM_LIMIT, assets, headers};
 
 use crate::web::{Chrome, Visit};
 
-/// How long the health check waits for a database connection.
-const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often expired sessions are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
@@ -113,6 +111,7 @@ pub fn router(state: PortalState) -> Router {
     Router::new()
         .route("/assets/{name}", get(assets::serve_asset))
         .route("/healthz", get(check_health))
+        .merge(tollgate_admin::health::routes(state.db().clone()))
         .merge(pages)
         .layer(middleware::from_fn(move |req, next| headers::apply(hsts, req, next)))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
@@ -133,17 +132,8 @@ async fn show_home(visit: Visit) -> HomePage {
     HomePage { chrome: Chrome::new(&visit, "Build with our APIs", "home") }
 }
 
-/// 200 when the portal can reach its database, 503 otherwise: the portal is of no use without it.
-async fn check_health(State(state): State<PortalState>) -> impl IntoResponse {
-    let probe = sqlx::query("SELECT 1").execute(state.db());
-    let status = match tokio::time::timeout(HEALTH_DB_TIMEOUT, probe).await {
-        Ok(Ok(_)) => StatusCode::OK,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "portal health check: database unreachable");
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let body = if status.is_success() { r#"{"status":"ok"}"# } else { r#"{"status":"unavailable"}"# };
-    (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
+/// `/healthz` (older name of `/health/ready`): 200 when the portal can reach its database, 503
+/// otherwise — the portal is of no use without it.
+async fn check_health(State(state): State<PortalState>) -> Response {
+    tollgate_admin::health::ready(state.db()).await
 }

@@ -130,6 +130,7 @@ async fn a_partitioned_node_is_reported_behind_and_refuses_credentials_once_stal
     let healthy = Gateway::start(pg.url(), &scratch.path().join("healthy")).await?;
     let cut = Gateway::start_with(&cut_url, &scratch.path().join("cut"), |cmd| {
         cmd.args(["--max-config-staleness", &format!("{}s", STALENESS.as_secs())]);
+        cmd.args(["--metrics-listen", "127.0.0.1:0"]);
     })
     .await?;
     let with_key = [("x-api-key", key.as_str())];
@@ -175,6 +176,10 @@ async fn a_partitioned_node_is_reported_behind_and_refuses_credentials_once_stal
     let reason = ready["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("PostgreSQL") && reason.contains("max-config-staleness"), "{reason}");
     assert_eq!(healthy.request(tollgate_gateway::READY_PATH, &[]).await?.status, 200);
+    // The same on the metrics port's probes, where no API route can shadow them.
+    let (status, ready) = cut.ops("/health/ready").await?;
+    assert_eq!((status, &ready["status"]), (503, &json!("stale")), "{ready}");
+    assert_eq!(cut.ops("/health/live").await?, (200, json!({"status": "live"})), "live while stale");
 
     // Silent past the live window: unreachable, on this event and every later one.
     let report = wait_report(&admin, revoked, |p| p["behind"][0]["state"] == "unreachable").await?;
@@ -196,6 +201,8 @@ async fn a_partitioned_node_is_reported_behind_and_refuses_credentials_once_stal
     assert_eq!((report["applied"].as_u64(), report["nodes"].as_u64()), (Some(2), Some(2)), "{report}");
     assert_eq!(report["behind"], json!([]));
     answers(&cut, tollgate_gateway::READY_PATH, &[], 200, RECOVERY).await?;
+    let (status, ready) = cut.ops("/health/ready").await?;
+    assert_eq!((status, &ready["status"]), (200, &json!("ready")), "{ready}");
     assert_eq!(cut.request("/keyed", &with_key).await?.status, 401, "the revocation reached it");
 
     superuser.close().await;

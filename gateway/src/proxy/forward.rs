@@ -16,6 +16,7 @@ use hyper::body::Body;
 use crate::config::freshness::Freshness;
 use crate::edge::{self, EdgeOptions};
 use crate::error::GatewayError;
+use crate::health;
 use crate::router::{RequestView, normalize_path};
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
@@ -104,44 +105,16 @@ impl Pipeline {
         res
     }
 
-    /// The node's liveness answer: 200 with the applied configuration event once one is
-    /// loaded, else 503.
+    /// The node's liveness answer on the proxy port ([`health::loaded`]).
     fn health(&self) -> Reply {
-        let (status, body) = if self.store.is_loaded() {
-            (StatusCode::OK, format!("{{\"status\":\"ok\",\"config_event_id\":{}}}", self.store.load().event_id))
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned())
-        };
+        let (status, body) = health::loaded(&self.store);
         json_reply(status, body)
     }
 
-    /// The node's readiness answer: as [`Self::health`], and 503 with the reason while the
-    /// configuration is stale (credentialed calls are refused then; anonymous ones are not).
+    /// The node's readiness answer ([`health::ready`]).
     fn ready(&self) -> Reply {
-        if !self.store.is_loaded() {
-            return json_reply(StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}".to_owned());
-        }
-        let event_id = self.store.load().event_id;
-        let since = self.freshness.since_confirmed().as_secs();
-        let (status, body) = match self.freshness.max_staleness().filter(|_| self.freshness.is_stale()) {
-            Some(max) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({
-                    "status": "stale",
-                    "reason": format!(
-                        "no confirmed sync with PostgreSQL for {since} s (--max-config-staleness {} s); credentialed calls are refused",
-                        max.as_secs_f64()
-                    ),
-                    "config_event_id": event_id,
-                    "seconds_since_sync": since,
-                }),
-            ),
-            None => (
-                StatusCode::OK,
-                serde_json::json!({"status": "ready", "config_event_id": event_id, "seconds_since_sync": since}),
-            ),
-        };
-        json_reply(status, body.to_string())
+        let (status, body) = health::ready(&self.store, &self.freshness);
+        json_reply(status, body)
     }
 
     async fn forward(

@@ -9,6 +9,7 @@ mod admin_ui_browser;
 mod apps;
 mod catalog;
 mod chrome;
+mod health;
 mod helpers;
 mod journey;
 mod mail;

@@ -168,6 +168,20 @@ impl Gateway {
         text(&self.stderr)
     }
 
+    /// `GET path` on the metrics listener (started with `--metrics-listen 127.0.0.1:0`; its
+    /// address is read from the log): status and JSON body.
+    pub async fn ops(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let log = self.stderr();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("metrics listening"))
+            .and_then(|line| line.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .context("no metrics listener in the log (start the node with --metrics-listen)")?;
+        let res = self.http.get(format!("http://{addr}{path}")).send().await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await?))
+    }
+
     /// The process id.
     pub fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().context("the gateway already exited")
