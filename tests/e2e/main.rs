@@ -8,6 +8,7 @@ mod live_config;
 mod outage;
 mod plans;
 mod propagation;
+mod rolling;
 mod shutdown;
 mod support;
 mod usage;

@@ -53,14 +53,34 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// [`Gateway::start`] on a given address (a load balancer's configuration names it).
+    pub async fn start_on(database_url: &str, state_dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
+        let gateway = Self::launch_on(database_url, state_dir, listen, |_| {}).await?;
+        eventually("a configuration", STARTUP_TIMEOUT, || async {
+            gateway.config_event_id().await.map_err(|e| format!("{e:#}"))
+        })
+        .await
+        .with_context(|| format!("stderr:\n{}", gateway.stderr()))?;
+        Ok(gateway)
+    }
+
     /// Starts a node and waits until it listens, with or without a configuration.
     pub async fn launch(
         database_url: &str,
         state_dir: &Path,
         configure: impl FnOnce(&mut Command),
     ) -> anyhow::Result<Self> {
+        Self::launch_on(database_url, state_dir, SocketAddr::from(([127, 0, 0, 1], 0)), configure).await
+    }
+
+    async fn launch_on(
+        database_url: &str,
+        state_dir: &Path,
+        listen: SocketAddr,
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.arg("gateway").args(["--listen", "127.0.0.1:0", "--database-url", database_url]);
+        cmd.arg("gateway").arg("--listen").arg(listen.to_string()).args(["--database-url", database_url]);
         cmd.arg("--state-dir").arg(state_dir);
         for var in ["TOLLGATE_GATEWAY_CONFIG", "TOLLGATE_LOG_FORMAT", "DATABASE_URL"] {
             cmd.env_remove(var);
