@@ -269,18 +269,12 @@ pub(crate) struct Link {
 pub(crate) fn spawn(link: Link) -> Sender {
     let (tx, rx) = mpsc::channel(QUEUE);
     let timeout = link.timeout;
-    tokio::spawn(run(rx, link.conn, link.script, link.clock, link.namespace, timeout));
+    tokio::spawn(run(rx, link));
     Sender { queue: tx, timeout }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Job>,
-    mut conn: ConnectionManager,
-    script: Script,
-    clock: Clock,
-    namespace: String,
-    timeout: Duration,
-) {
+async fn run(mut rx: mpsc::Receiver<Job>, link: Link) {
+    let Link { mut conn, script, clock, namespace, timeout } = link;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut entries: Vec<Entry> = Vec::with_capacity(MAX_BATCH);
     let mut name = String::new();

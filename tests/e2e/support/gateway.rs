@@ -43,25 +43,23 @@ impl Gateway {
         state_dir: &Path,
         configure: impl FnOnce(&mut Command),
     ) -> anyhow::Result<Self> {
-        let gateway = Self::launch(database_url, state_dir, configure).await?;
-        // It listens at once and answers 503 until its first load lands.
-        eventually("a configuration", STARTUP_TIMEOUT, || async {
-            gateway.config_event_id().await.map_err(|e| format!("{e:#}"))
-        })
-        .await
-        .with_context(|| format!("stderr:\n{}", gateway.stderr()))?;
-        Ok(gateway)
+        Self::launch(database_url, state_dir, configure).await?.loaded().await
     }
 
     /// [`Gateway::start`] on a given address (a load balancer's configuration names it).
     pub async fn start_on(database_url: &str, state_dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
-        let gateway = Self::launch_on(database_url, state_dir, listen, |_| {}).await?;
+        Self::launch_on(database_url, state_dir, listen, |_| {}).await?.loaded().await
+    }
+
+    /// Waits for the first configuration: it listens at once and answers 503 until its first
+    /// load lands.
+    async fn loaded(self) -> anyhow::Result<Self> {
         eventually("a configuration", STARTUP_TIMEOUT, || async {
-            gateway.config_event_id().await.map_err(|e| format!("{e:#}"))
+            self.config_event_id().await.map_err(|e| format!("{e:#}"))
         })
         .await
-        .with_context(|| format!("stderr:\n{}", gateway.stderr()))?;
-        Ok(gateway)
+        .with_context(|| format!("stderr:\n{}", self.stderr()))?;
+        Ok(self)
     }
 
     /// Starts a node and waits until it listens, with or without a configuration.
