@@ -54,6 +54,59 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Applies pending database migrations and exits.
     Migrate(MigrateArgs),
+    /// Secrets-key chores: make a key, reseal stored secrets after a rotation.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `tollgate secrets ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Prints a new random secrets key (32 bytes, base64) for `--secrets-key`.
+    GenerateKey,
+    /// Reseals every stored secret sealed by an old key (`--secrets-old-keys`) with the
+    /// current one (`--secrets-key`); run after giving every process the new key with the
+    /// old one listed as old, and before removing the old one.
+    Rotate(RotateArgs),
+}
+
+/// Flags of `tollgate secrets rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    #[command(flatten)]
+    pub secrets: SecretsFlags,
+}
+
+/// The key that seals secrets stored in the database (certificate private keys).
+#[derive(Debug, Clone, Args)]
+pub struct SecretsFlags {
+    /// Key sealing secrets at rest: 32 bytes in base64 (`tollgate secrets generate-key`).
+    /// Give the admin and every gateway the same one.
+    #[arg(long, env = "TOLLGATE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<Secret>,
+    /// Earlier secrets keys, comma-separated: they still open what they sealed (key rotation).
+    #[arg(long, env = "TOLLGATE_SECRETS_OLD_KEYS", hide_env_values = true)]
+    pub secrets_old_keys: Option<Secret>,
+}
+
+impl SecretsFlags {
+    /// The keyring these flags give, if any.
+    pub fn keyring(&self) -> anyhow::Result<Option<std::sync::Arc<tollgate_gateway::seal::Keyring>>> {
+        let Some(key) = &self.secrets_key else {
+            if self.secrets_old_keys.is_some() {
+                anyhow::bail!("--secrets-old-keys needs --secrets-key");
+            }
+            return Ok(None);
+        };
+        let old: Vec<&str> =
+            self.secrets_old_keys.as_ref().map(|o| o.expose().split(',').collect()).unwrap_or_default();
+        let ring = tollgate_gateway::seal::Keyring::new(key.expose(), &old)
+            .map_err(|e| anyhow::anyhow!("--secrets-key / --secrets-old-keys: {e}"))?;
+        Ok(Some(std::sync::Arc::new(ring)))
+    }
 }
 
 /// Flags of `tollgate dev`.
@@ -77,6 +130,10 @@ pub struct DevArgs {
     /// Signing key for admin logins; generated and kept in the state directory when unset.
     #[arg(long, env = "TOLLGATE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// Key sealing secrets at rest (certificate private keys); generated and kept in the
+    /// state directory when unset.
+    #[arg(long, env = "TOLLGATE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<Secret>,
     /// Where dev mode keeps its PostgreSQL data, password and signing key.
     #[arg(long, env = "TOLLGATE_STATE_DIR", default_value = ".tollgate")]
     pub state_dir: PathBuf,
@@ -155,6 +212,8 @@ pub struct AdminArgs {
     #[arg(long, env = "TOLLGATE_NODE_RETENTION_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
     pub node_retention_hours: u64,
+    #[command(flatten)]
+    pub secrets: SecretsFlags,
 }
 
 /// Flags of `tollgate portal`.
@@ -273,11 +332,17 @@ pub struct GatewayArgs {
     pub max_config_staleness: Staleness,
     #[command(flatten)]
     pub limits: GatewayLimits,
+    #[command(flatten)]
+    pub secrets: SecretsFlags,
 }
 
 /// Limits of a gateway node (also used by `dev`).
 #[derive(Debug, Clone, Args)]
 pub struct GatewayLimits {
+    /// Address of the HTTPS listener (e.g. `0.0.0.0:8443`), serving the certificates managed
+    /// through the admin API, chosen by SNI; none by default.
+    #[arg(long, env = "TOLLGATE_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
     /// Open client connections at most; more are answered 503.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

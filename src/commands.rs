@@ -36,6 +36,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     config.redis_url = args.redis_url.clone();
     config.usage_retention = args.usage_retention.retention();
     config.nodes = crate::cli::node_windows(args.node_retention_hours);
+    config.secrets = args.secrets.keyring()?;
     config.validate()?;
     let pool = connect(&args.database_url).await?;
     migrate_pool(&pool).await?;
@@ -75,11 +76,41 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     };
     let mut opts = gateway_options(source, Some(args.state_dir), &args.limits, listener.local_addr()?, node);
     opts.max_config_staleness = args.max_config_staleness.0;
+    opts.secrets = args.secrets.keyring()?;
     if let Some(url) = &args.usage_database_url {
         opts.usage.database = Some(lazy_pool(url, &app_name)?);
     }
+    let tls = match args.limits.tls_listen {
+        Some(addr) => Some(bind(addr, "the gateway's HTTPS listener").await?),
+        None => None,
+    };
+    if let Some(tls) = &tls {
+        if opts.secrets.is_none() {
+            tracing::warn!("--tls-listen without --secrets-key: no certificate's private key can be opened");
+        }
+        tracing::info!(addr = %tls.local_addr()?, "gateway HTTPS listening");
+    }
     tracing::info!(addr = %listener.local_addr()?, node = %opts.node.id, "gateway listening");
-    tollgate_gateway::serve(listener, opts, shutdown_signal()).await
+    tollgate_gateway::serve_all(listener, tls, opts, shutdown_signal()).await
+}
+
+/// `tollgate secrets ...`.
+pub async fn secrets(cmd: crate::cli::SecretsCommand) -> anyhow::Result<()> {
+    match cmd {
+        crate::cli::SecretsCommand::GenerateKey => {
+            println!("{}", tollgate_gateway::seal::Keyring::generate_key());
+            Ok(())
+        }
+        crate::cli::SecretsCommand::Rotate(args) => {
+            let keyring =
+                args.secrets.keyring()?.context("give the new key as --secrets-key (TOLLGATE_SECRETS_KEY)")?;
+            let pool = connect(&args.database_url).await?;
+            let resealed = tollgate_admin::certificates::reseal_all(&pool, &keyring).await?;
+            println!("Resealed {resealed} secret(s) with key {}.", keyring.current_id());
+            pool.close().await;
+            Ok(())
+        }
+    }
 }
 
 /// The node's id: `explicit` (`--node-id`), else the one kept in `state_dir` (created on
@@ -156,6 +187,7 @@ pub fn gateway_options(
             database: None,
         },
         max_config_staleness: None,
+        secrets: None,
     }
 }
 

@@ -31,16 +31,27 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Runs everything until Ctrl-C or SIGTERM; PostgreSQL is stopped last, also on errors.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let state_dir = args.state_dir.clone();
-    let stored_secret = tokio::task::spawn_blocking(move || prepare_state_dir(&state_dir)).await??;
+    let (stored_secret, stored_key) = tokio::task::spawn_blocking(move || prepare_state_dir(&state_dir)).await??;
     let jwt_secret = args.jwt_secret.clone().unwrap_or(stored_secret);
+    let secrets_key = args.secrets_key.clone().unwrap_or(stored_key);
+    let keyring = tollgate_gateway::seal::Keyring::new(secrets_key.expose(), &[]).map_err(|e| {
+        anyhow::anyhow!("the secrets key (--secrets-key or {}/secrets-key): {e}", args.state_dir.display())
+    })?;
+    let keyring = Some(std::sync::Arc::new(keyring));
     let listeners = Listeners::bind(&args).await?;
     let database = Database::open(&args).await?;
-    let outcome = run_with(&args, listeners, &database, jwt_secret).await;
+    let outcome = run_with(&args, listeners, &database, jwt_secret, keyring).await;
     database.close().await;
     outcome
 }
 
-async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secret: Secret) -> anyhow::Result<()> {
+async fn run_with(
+    args: &DevArgs,
+    listeners: Listeners,
+    db: &Database,
+    jwt_secret: Secret,
+    keyring: Option<std::sync::Arc<tollgate_gateway::seal::Keyring>>,
+) -> anyhow::Result<()> {
     let pool = commands::connect(&db.url()).await?;
     commands::migrate_pool(&pool).await?;
     let owner = commands::seed_owner(&pool, &args.owner_email).await?;
@@ -67,6 +78,7 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     config.config_events_retention = crate::cli::retention(args.config_events_retention_hours);
     config.redis_url = args.gateway_limits.redis_url.clone();
     config.usage_retention = args.usage_retention.retention();
+    config.secrets = keyring.clone();
     config.validate()?;
     let demo_lines = demo.as_ref().map_or_else(Vec::new, |d| d.lines.clone());
     print_banner(&listeners.addrs()?, db, owner.as_ref(), &password_file, &demo_lines);
@@ -85,8 +97,9 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     let gateway_addr = listeners.gateway.local_addr()?;
     let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
     let node = commands::node_id(&args.state_dir, None).await?;
-    let gateway =
+    let mut gateway =
         commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr, node);
+    gateway.secrets = keyring;
     let addrs = listeners.addrs()?;
     let mut portal = args.portal.config(http_url(addrs.portal), http_url(addrs.gateway));
     portal.redis_url = args.gateway_limits.redis_url.clone();
@@ -96,9 +109,9 @@ async fn run_with(args: &DevArgs, listeners: Listeners, db: &Database, jwt_secre
     outcome
 }
 
-/// Creates the state directory (owner-only) and returns the stored signing key, creating it
-/// on first use.
-fn prepare_state_dir(dir: &Path) -> anyhow::Result<Secret> {
+/// Creates the state directory (owner-only) and returns the stored signing key and secrets
+/// key, creating them on first use.
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<(Secret, Secret)> {
     if !dir.is_dir() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -109,7 +122,16 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<Secret> {
         fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
     }
     let path = dir.join("jwt-secret");
-    load_or_create_secret(&path).with_context(|| format!("cannot read or create {}", path.display()))
+    let jwt = load_or_create_secret(&path, || {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+        Ok(hex::encode(bytes))
+    })
+    .with_context(|| format!("cannot read or create {}", path.display()))?;
+    let path = dir.join("secrets-key");
+    let key = load_or_create_secret(&path, || Ok(tollgate_gateway::seal::Keyring::generate_key()))
+        .with_context(|| format!("cannot read or create {}", path.display()))?;
+    Ok((jwt, key))
 }
 
 /// Where dev mode keeps the password of the owner it created, inside the state directory.
@@ -192,8 +214,8 @@ fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     file.sync_all()
 }
 
-/// Reads a secret file, or creates it (mode 0600) with 32 random bytes in hex.
-fn load_or_create_secret(path: &Path) -> io::Result<Secret> {
+/// Reads a secret file, or creates it (mode 0600) with what `make` gives.
+fn load_or_create_secret(path: &Path, make: impl FnOnce() -> io::Result<String>) -> io::Result<Secret> {
     match fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim())),
         Ok(_) => {
@@ -202,9 +224,7 @@ fn load_or_create_secret(path: &Path) -> io::Result<Secret> {
         Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
         Err(_) => {}
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
-    let secret = hex::encode(bytes);
+    let secret = make()?;
     let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
@@ -216,6 +236,8 @@ struct Listeners {
     admin: TcpListener,
     portal: TcpListener,
     gateway: TcpListener,
+    /// The gateway's HTTPS listener (`--tls-listen`).
+    tls: Option<TcpListener>,
 }
 
 /// The addresses actually bound (a requested port 0 is resolved).
@@ -231,6 +253,10 @@ impl Listeners {
             admin: commands::bind(args.admin_listen, "the admin service").await?,
             portal: commands::bind(args.portal_listen, "the developer portal").await?,
             gateway: commands::bind(args.gateway_listen, "the gateway").await?,
+            tls: match args.gateway_limits.tls_listen {
+                Some(addr) => Some(commands::bind(addr, "the gateway's HTTPS listener").await?),
+                None => None,
+            },
         })
     }
 
@@ -350,7 +376,7 @@ async fn serve_all(
         let traffic = demo::traffic::run(gateway_url, live.keys, stopped(stop_rx.clone()));
         servers.spawn(async move { ("demo traffic", traffic.await) });
     }
-    let gateway = tollgate_gateway::serve(listeners.gateway, gateway, stopped(stop_rx));
+    let gateway = tollgate_gateway::serve_all(listeners.gateway, listeners.tls, gateway, stopped(stop_rx));
     servers.spawn(async move { ("gateway", gateway.await) });
 
     let outcome = tokio::select! {

@@ -59,6 +59,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Portal(args) => commands::portal(args).await,
         Command::Gateway(args) => commands::gateway(args).await,
         Command::Migrate(args) => commands::migrate(args).await,
+        Command::Secrets(cmd) => commands::secrets(cmd).await,
     }
 }
 

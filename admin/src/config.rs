@@ -43,6 +43,9 @@ pub struct AdminConfig {
     /// Which gateway nodes count as live, and which count at all in propagation reports
     /// (older ones are pruned hourly).
     pub nodes: crate::nodes::NodeWindows,
+    /// Seals certificate private keys (`--secrets-key`); without it certificates cannot be
+    /// uploaded.
+    pub secrets: Option<std::sync::Arc<tollgate_gateway::seal::Keyring>>,
 }
 
 /// Why a configuration was refused.
@@ -77,6 +80,7 @@ impl AdminConfig {
             ui_session_absolute: Duration::from_secs(12 * 3600),
             ui_https: false,
             nodes: crate::nodes::NodeWindows::default(),
+            secrets: None,
         }
     }
 

@@ -5,6 +5,8 @@
 //! stopped (its files deleted) when the process exits. Setup failures panic with a message
 //! that says what to fix: this module is for tests only.
 
+pub mod certs;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -20,7 +20,9 @@ mod metrics_endpoint;
 mod module_graph;
 pub mod proxy;
 pub mod router;
+pub mod seal;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod usage;
 pub mod wire;
@@ -78,6 +80,8 @@ pub struct GatewayOptions {
     /// PostgreSQL mode: past this long without a confirmed sync with the control plane,
     /// credentialed calls are refused (503) and readiness fails. `None`: no bound.
     pub max_config_staleness: Option<Duration>,
+    /// Opens sealed secrets (certificate private keys); without it no certificate loads.
+    pub secrets: Option<Arc<seal::Keyring>>,
 }
 
 /// Usage recording of a node (see [`usage`]).
@@ -106,13 +110,29 @@ pub async fn serve(
     opts: GatewayOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_all(listener, None, opts, shutdown).await
+}
+
+/// Serves gateway traffic on `listener` (plain HTTP) and on `tls` (HTTPS, with the
+/// configuration's certificates) until `shutdown` completes, then drains.
+pub async fn serve_all(
+    listener: TcpListener,
+    tls: Option<TcpListener>,
+    opts: GatewayOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if matches!(opts.source, ConfigSource::File(_)) && opts.max_config_staleness.is_some() {
         anyhow::bail!("--max-config-staleness needs a PostgreSQL configuration source (a file has no control plane)");
     }
     let limiter = Arc::new(limits::Limiter::new(opts.limiter.clone())?);
     let sweeper = limiter.spawn_sweeper(LIMIT_SWEEP_EVERY);
     let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
-    let store = Arc::new(ConfigStore::new(limiter, policy));
+    let certs = Arc::new(tls::CertStore::new(opts.secrets.clone()));
+    let tls = match tls {
+        Some(listener) => Some(listener::TlsListener { listener, config: certs.server_config()? }),
+        None => None,
+    };
+    let store = Arc::new(ConfigStore::new(limiter, policy).with_certs(certs));
     let freshness = Arc::new(Freshness::new(opts.max_config_staleness));
     let watchdog = freshness.spawn_watchdog();
     let sink: Arc<dyn Sink> = store.clone();
@@ -146,7 +166,7 @@ pub async fn serve(
     };
     let pipeline =
         Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge, usage: recorder, freshness });
-    listener::serve(listener, pipeline, opts.listener, shutdown).await;
+    listener::serve(listener, tls, pipeline, opts.listener, shutdown).await;
     // The PostgreSQL follower saves its configuration and ends; the file watcher just ends;
     // the usage writer writes what the drained requests recorded.
     let _ = stop_tx.send(true);

@@ -1,5 +1,6 @@
-//! The client-facing listener: HTTP/1.1 by the gateway's own server ([`crate::wire::server`]) and
-//! HTTP/2 by prior knowledge (h2c) by hyper, told apart by the connection's first bytes, with
+//! The client-facing listeners: HTTP/1.1 by the gateway's own server ([`crate::wire::server`]) and
+//! HTTP/2 by prior knowledge (h2c) by hyper, told apart by the connection's first bytes, and
+//! on the TLS listener the same two chosen by ALPN after a rustls handshake; with
 //! work bounded at accept time — a connection cap (excess connections get a 503 problem and
 //! are closed), a header-read timeout against slowloris (also bounding protocol detection),
 //! HTTP/2 stream and header-list limits, and a keep-alive timeout for idle connections of
@@ -22,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::GatewayError;
 use crate::proxy::Pipeline;
+use crate::wire::conn::{Conn, TlsConn};
 use crate::wire::net::Prefixed;
 use crate::wire::server::{Drain, Http1};
 use crate::wire::{ClientBody, ConnInfo};
@@ -79,9 +81,24 @@ fn overloaded_response() -> &'static [u8] {
     })
 }
 
-/// Serves `pipeline` on `listener` until `shutdown` completes, then drains.
+/// A TLS listener: its socket and its rustls settings (certificates by SNI, ALPN).
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+async fn accept_tls(tls: Option<&TlsListener>) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    match tls {
+        Some(t) => t.listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves `pipeline` on `listener` (plain HTTP) and `tls` (HTTPS) until `shutdown`
+/// completes, then drains.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     pipeline: Arc<Pipeline>,
     opts: ListenerOptions,
     shutdown: impl Future<Output = ()> + Send,
@@ -99,25 +116,28 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let (accepted, tls_config) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
-                    Ok(slot) => {
-                        let conn = ConnInfo { peer, https: false };
-                        serve_connection(&builder, stream, h1.clone(), conn, slot);
-                    }
-                    Err(_) => refuse(stream),
-                },
-                Err(err) => {
-                    // Out of file descriptors and the like: pause so open connections can finish.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            accepted = listener.accept() => (accepted, None),
+            accepted = accept_tls(tls.as_ref()) => (accepted, tls.as_ref().map(|t| t.config.clone())),
+        };
+        match accepted {
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let conn = ConnInfo { peer, https: tls_config.is_some() };
+                    serve_connection(&builder, stream, h1.clone(), conn, slot, tls_config);
                 }
+                Err(_) => refuse(stream, tls_config.is_some()),
             },
+            Err(err) => {
+                // Out of file descriptors and the like: pause so open connections can finish.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     drop(listener);
+    drop(tls);
     h1.drain.start();
     // Every connection holds a slot until it ends: all slots back means all closed (the
     // drain signal closes idle ones and has HTTP/2 ones send GOAWAY).
@@ -145,13 +165,29 @@ fn serve_connection(
     h1: Arc<Http1<Pipeline>>,
     conn: ConnInfo,
     slot: tokio::sync::OwnedSemaphorePermit,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let _ = stream.set_nodelay(true);
     let builder = builder.clone();
     let accepted = tokio::time::Instant::now();
     tokio::spawn(async move {
         let mut stream = stream;
+        // The handshake and the first head share the header-read timeout from accept.
         let head_deadline = accepted + h1.header_read_timeout;
+        if let Some(config) = tls {
+            let (tls, agreed) = match tokio::time::timeout_at(head_deadline, TlsConn::accept(stream, config)).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("no TLS handshake within the header-read timeout"),
+            };
+            let io = Conn::Tls(Box::new(tls));
+            if agreed.alpn.as_deref() == Some(b"h2") {
+                serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn).await;
+            } else {
+                Box::pin(crate::wire::server::serve(io, &[], conn, h1, head_deadline)).await;
+            }
+            return drop(slot);
+        }
         let (preface, filled) = match tokio::time::timeout_at(head_deadline, read_preface(&mut stream)).await {
             Ok(Ok(read)) => read,
             Ok(Err(err)) => return tracing::debug!(error = %err, "connection closed before a request"),
@@ -159,54 +195,59 @@ fn serve_connection(
         };
         if &preface[..filled] != H2_PREFACE {
             // Boxed: the connection's future is moved a few times on its way into the task.
-            Box::pin(crate::wire::server::serve(stream, &preface[..filled], conn, h1, head_deadline)).await;
+            Box::pin(crate::wire::server::serve(Conn::Tcp(stream), &preface[..filled], conn, h1, head_deadline)).await;
             return drop(slot);
         }
-        let pipeline = h1.handler.clone();
-        let activity = Arc::new(Activity::new());
-        let seen = activity.clone();
-        let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let pipeline = pipeline.clone();
-            let busy = seen.begin();
-            async move {
-                let reply = pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await;
-                drop(busy);
-                // HTTP/2 answers carry header maps.
-                Ok::<_, std::convert::Infallible>(reply.into_response())
-            }
-        });
-        let io = Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream);
-        // On the listener's drain, or once idle for the keep-alive timeout, the connection
-        // sends GOAWAY (streams already started still finish) and ends when they have.
-        let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
-        let mut drained = std::pin::pin!(h1.drain.notified());
-        drained.as_mut().enable();
-        let mut closing = h1.drain.started();
-        if closing {
-            conn.as_mut().graceful_shutdown();
+        serve_h2(builder, Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream), h1, conn).await;
+        drop(slot);
+    });
+}
+
+/// Serves an HTTP/2 connection (prior knowledge on plain TCP, or ALPN `h2` over TLS) with
+/// hyper.
+async fn serve_h2(builder: auto::Builder<TokioExecutor>, io: Prefixed, h1: Arc<Http1<Pipeline>>, conn: ConnInfo) {
+    let pipeline = h1.handler.clone();
+    let activity = Arc::new(Activity::new());
+    let seen = activity.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let pipeline = pipeline.clone();
+        let busy = seen.begin();
+        async move {
+            let reply = pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await;
+            drop(busy);
+            // HTTP/2 answers carry header maps.
+            Ok::<_, std::convert::Infallible>(reply.into_response())
         }
-        let mut idle = std::pin::pin!(tokio::time::sleep(h1.keepalive_timeout));
-        let ended = loop {
-            tokio::select! {
-                ended = conn.as_mut() => break ended,
-                () = drained.as_mut(), if !closing => {
+    });
+    // On the listener's drain, or once idle for the keep-alive timeout, the connection
+    // sends GOAWAY (streams already started still finish) and ends when they have.
+    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut drained = std::pin::pin!(h1.drain.notified());
+    drained.as_mut().enable();
+    let mut closing = h1.drain.started();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut idle = std::pin::pin!(tokio::time::sleep(h1.keepalive_timeout));
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            () = drained.as_mut(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = idle.as_mut(), if !closing => match activity.idle_deadline(h1.keepalive_timeout) {
+                Some(next) => idle.as_mut().reset(next),
+                None => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                () = idle.as_mut(), if !closing => match activity.idle_deadline(h1.keepalive_timeout) {
-                    Some(next) => idle.as_mut().reset(next),
-                    None => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                },
-            }
-        };
-        if let Err(err) = ended {
-            tracing::debug!(error = %err, "connection ended with an error");
+            },
         }
-        drop(slot);
-    });
+    };
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
 }
 
 /// When an HTTP/2 connection last had work: streams in the pipeline, and when the last one
@@ -271,8 +312,12 @@ async fn read_preface(stream: &mut TcpStream) -> std::io::Result<([u8; H2_PREFAC
     Ok((buf, filled))
 }
 
-/// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop.
-fn refuse(mut stream: TcpStream) {
+/// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop (a
+/// TLS connection is closed unanswered: a handshake is the work the cap is there to bound).
+fn refuse(mut stream: TcpStream, tls: bool) {
+    if tls {
+        return drop(stream);
+    }
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(overloaded_response())).await;
         let _ = stream.shutdown().await;

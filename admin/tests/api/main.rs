@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod certificates;
 mod crud;
 mod edge_auth;
 mod gateway_config;

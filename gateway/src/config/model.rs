@@ -27,6 +27,9 @@ pub struct ConfigData {
     /// Token issuer + subject → consumer, for JWT and introspection.
     #[serde(default)]
     pub token_bindings: BTreeMap<Uuid, TokenBindingDef>,
+    /// TLS certificates, with their private keys sealed.
+    #[serde(default)]
+    pub certificates: BTreeMap<Uuid, CertificateDef>,
 }
 
 /// An API and its upstream settings.
@@ -224,4 +227,26 @@ pub struct TokenBindingDef {
     pub consumer_id: Uuid,
     pub issuer: String,
     pub subject: String,
+}
+
+/// A TLS certificate chain and its sealed private key (see [`crate::seal`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct CertificateDef {
+    pub id: Uuid,
+    /// The chain, leaf first, as PEM.
+    pub cert_pem: String,
+    /// The private key's PEM, sealed.
+    pub key_sealed: String,
+    /// The leaf's names (`api.example.com`, `*.example.com`), lower case.
+    pub names: Vec<String>,
+    /// When the leaf expires (Unix seconds).
+    pub not_after: i64,
+    /// Served to clients that ask for no name or a name no certificate has.
+    pub is_default: bool,
+}
+
+impl std::fmt::Debug for CertificateDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateDef").field("id", &self.id).field("names", &self.names).finish_non_exhaustive()
+    }
 }

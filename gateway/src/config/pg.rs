@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::keys::{Builder, KeyIndex};
 
 use super::model::{
-    ApiDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef, SubscriptionDef, TargetDef,
-    TokenBindingDef,
+    ApiDef, CertificateDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef, SubscriptionDef,
+    TargetDef, TokenBindingDef,
 };
 
 /// At most this many events are applied incrementally; further behind, a full reload is cheaper.
@@ -34,6 +34,8 @@ const KEYS: &str = "SELECT id, consumer_id, key_hash, \
     extract(epoch FROM expires_at)::bigint AS expires_at, revoked_at IS NOT NULL AS revoked FROM api_keys";
 const SUBSCRIPTIONS: &str = "SELECT id, consumer_id, plan_id, api_id, status FROM subscriptions";
 const TOKEN_BINDINGS: &str = "SELECT id, consumer_id, issuer, subject FROM token_bindings";
+const CERTIFICATES: &str = "SELECT id, cert_pem, key_sealed, names, \
+    extract(epoch FROM not_after)::bigint AS not_after, is_default FROM certificates";
 
 /// Which parts of the configuration an update touched, so only those are recompiled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct Changed {
     /// Unless `everything`: consumers, developers, subscriptions and token bindings added,
     /// modified or removed (also by cascade), whose identity entries are refiled.
     pub identity_ids: Vec<Uuid>,
+    /// TLS certificates changed: the listener's certificate index is rebuilt.
+    pub certificates: bool,
     /// A full load: rebuild everything.
     pub everything: bool,
     /// Unless `everything`: the routes added, modified or removed (also by deleting their
@@ -65,6 +69,7 @@ impl Changed {
             plans: true,
             identities: true,
             identity_ids: Vec::new(),
+            certificates: true,
             everything: true,
             route_ids: Vec::new(),
         }
@@ -122,6 +127,7 @@ pub async fn load_full(pool: &PgPool) -> Result<ConfigData, sqlx::Error> {
         keys: fetch_keys(&mut tx).await?,
         subscriptions: by_id(fetch::<SubscriptionDef>(&mut tx, SUBSCRIPTIONS, None).await?, |r| r.id),
         token_bindings: by_id(fetch::<TokenBindingDef>(&mut tx, TOKEN_BINDINGS, None).await?, |r| r.id),
+        certificates: by_id(fetch::<CertificateDef>(&mut tx, CERTIFICATES, None).await?, |r| r.id),
     };
     tx.commit().await?;
     Ok(data)
@@ -254,6 +260,11 @@ async fn refresh(
             replace(&mut data.token_bindings, ids, rows, |r| r.id);
             changed.identity_ids.extend_from_slice(ids);
             changed.identities = true;
+        }
+        "certificate" => {
+            let rows = fetch::<CertificateDef>(conn, CERTIFICATES, Some(ids)).await?;
+            replace(&mut data.certificates, ids, rows, |r| r.id);
+            changed.certificates = true;
         }
         other => tracing::debug!(kind = other, "config event of a kind gateways ignore"),
     }

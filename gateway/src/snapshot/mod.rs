@@ -28,6 +28,7 @@ use crate::config::source::Sink;
 use crate::limits::Limiter;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
+use crate::tls::CertStore;
 use crate::upstream::{
     ActiveHealthConfig, BreakerConfig, FallbackResponse, HashOn, LbPolicy, PassiveHealthConfig, RetryConfig,
     TargetConfig, Upstream, UpstreamConfig,
@@ -92,6 +93,8 @@ pub struct ConfigStore {
     pub limiter: Arc<Limiter>,
     /// Which addresses JWKS and introspection URLs may reach.
     url_policy: UrlPolicy,
+    /// The TLS listener's certificates.
+    pub certs: Arc<CertStore>,
 }
 
 impl Default for ConfigStore {
@@ -110,7 +113,13 @@ impl ConfigStore {
             metrics: Arc::default(),
             limiter,
             url_policy,
+            certs: Arc::new(CertStore::new(None)),
         }
+    }
+
+    /// This store, indexing TLS certificates into `certs`.
+    pub fn with_certs(self, certs: Arc<CertStore>) -> Self {
+        Self { certs, ..self }
     }
 
     /// The current snapshot (lock-free).
@@ -176,6 +185,9 @@ impl Sink for ConfigStore {
         } else {
             prev.identities.clone()
         };
+        if changed.certificates || changed.everything {
+            self.certs.rebuild(data);
+        }
         let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis, keys, identities }));
         retire(old);
         self.loaded.store(true, Ordering::Release);

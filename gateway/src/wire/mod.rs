@@ -1,5 +1,5 @@
 //! The HTTP/1.1 wire layer: framing and parsing ([`codec`]), socket reads ([`net`]), the
-//! client-facing server loop ([`server`]), the upstream codec ([`h1`]), its connection pool
+//! client connections, plain or TLS ([`conn`]), the client-facing server loop ([`server`]), the upstream codec ([`h1`]), its connection pool
 //! ([`pool`]) and the upstream client ([`client`]), header-field rules ([`headers`]) and
 //! upgrade splicing ([`upgrade`]). It imports nothing else from the crate: routing, auth,
 //! limits and the configuration plug in through [`Handler`] (what answers a request) and
@@ -8,6 +8,7 @@
 
 pub mod client;
 pub(crate) mod codec;
+pub mod conn;
 pub mod h1;
 pub mod headers;
 pub(crate) mod net;

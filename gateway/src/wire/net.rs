@@ -16,6 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::conn::Conn;
+
 /// Reads what `io` has into `buf`; `Ok(0)` is end of stream (or a full `buf`).
 pub fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
     loop {
@@ -46,16 +48,22 @@ pub fn poll_fill(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut, chunk
 }
 
 /// A connection whose first bytes were already read: they are replayed before the rest.
-/// (The listener's connections after protocol detection, and the upstream side of an
-/// upgraded plain-HTTP connection.)
+/// (The listener's connections after protocol detection, TLS connections for hyper, and
+/// the upstream side of an upgraded plain-HTTP connection.)
 pub struct Prefixed {
     prefix: Bytes,
-    stream: TcpStream,
+    stream: Conn,
 }
 
 impl Prefixed {
-    pub fn new(prefix: Bytes, stream: TcpStream) -> Self {
-        Self { prefix, stream }
+    pub fn new(prefix: Bytes, stream: impl Into<Conn>) -> Self {
+        Self { prefix, stream: stream.into() }
+    }
+}
+
+impl From<TcpStream> for Conn {
+    fn from(s: TcpStream) -> Self {
+        Conn::Tcp(s)
     }
 }
 
@@ -63,7 +71,7 @@ impl AsyncRead for Prefixed {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.prefix.is_empty() {
-            return poll_read(&this.stream, cx, buf).map_ok(drop);
+            return this.stream.poll_read(cx, buf).map_ok(drop);
         }
         let head = this.prefix.split_to(this.prefix.len().min(buf.remaining()));
         buf.put_slice(&head);
@@ -73,7 +81,7 @@ impl AsyncRead for Prefixed {
 
 impl AsyncWrite for Prefixed {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
+        self.get_mut().stream.poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -81,19 +89,25 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        match &mut self.get_mut().stream {
+            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            tls => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+                tls.poll_write(cx, first)
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        matches!(self.stream, Conn::Tcp(_))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        self.get_mut().stream.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        self.get_mut().stream.poll_shutdown(cx)
     }
 }
 

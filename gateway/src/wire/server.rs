@@ -26,13 +26,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use super::conn::Conn;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
 use super::client::BoxError;
@@ -187,10 +186,10 @@ fn discard_buffered(side: &mut ReadSide) -> bool {
 /// Reads the rest of a request body nobody read and throws it away; the buffer after it
 /// (the start of the next request, if any) is returned. `None` when it is malformed, ends
 /// early, or turns out longer than [`DISCARD_MAX`] (chunked bodies declare no length).
-async fn discard(io: &TcpStream, mut side: ReadSide) -> Option<BytesMut> {
+async fn discard(io: &Conn, mut side: ReadSide) -> Option<BytesMut> {
     let mut thrown = 0u64;
     while !skip_buffered(&mut side, &mut thrown)? {
-        let read = std::future::poll_fn(|cx| super::net::poll_fill(io, cx, &mut side.buf, READ_CHUNK)).await;
+        let read = std::future::poll_fn(|cx| io.poll_fill(cx, &mut side.buf, READ_CHUNK)).await;
         if read.ok()? == 0 {
             return None;
         }
@@ -202,7 +201,7 @@ type Home = Arc<Mutex<Option<ReadSide>>>;
 
 /// A request body, decoded from the client's connection as the pipeline polls it.
 pub struct RequestBody {
-    io: Arc<TcpStream>,
+    io: Arc<Conn>,
     buf: BytesMut,
     state: Decode,
     /// Bytes of `100 Continue` still to write before the body is read.
@@ -216,15 +215,13 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 impl RequestBody {
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.continue_left > 0 {
-            ready!(self.io.poll_write_ready(cx))?;
-            match self.io.try_write(&CONTINUE[CONTINUE.len() - self.continue_left..]) {
-                Ok(n) => self.continue_left -= n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        if self.continue_left == 0 {
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Ok(()))
+        while self.continue_left > 0 {
+            self.continue_left -= ready!(self.io.poll_write(cx, &CONTINUE[CONTINUE.len() - self.continue_left..]))?;
+        }
+        self.io.poll_flush(cx)
     }
 }
 
@@ -239,7 +236,7 @@ impl Body for RequestBody {
             match this.state.step(&mut this.buf).map_err(BodyError::Malformed)? {
                 Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Step::Done => return Poll::Ready(None),
-                Step::More => match super::net::poll_fill(&this.io, cx, &mut this.buf, READ_CHUNK) {
+                Step::More => match this.io.poll_fill(cx, &mut this.buf, READ_CHUNK) {
                     Poll::Ready(read) => {
                         this.stall.progressed();
                         if read? == 0 {
@@ -311,7 +308,7 @@ struct Parsed {
 /// Serves one HTTP/1.1 connection whose first bytes (`read`) were read by the listener; its
 /// first head must be complete by `head_deadline` (the header-read timeout from accept).
 pub async fn serve<H: Handler>(
-    stream: TcpStream,
+    stream: Conn,
     read: &[u8],
     conn: ConnInfo,
     srv: Arc<Http1<H>>,
@@ -413,7 +410,7 @@ async fn prefetch(body: &mut RequestBody) -> Result<(), Option<Reject>> {
     }
     let wanted = usize::try_from(n).unwrap_or(usize::MAX);
     while body.buf.len() < wanted {
-        let read = std::future::poll_fn(|cx| super::net::poll_fill(&body.io, cx, &mut body.buf, READ_CHUNK));
+        let read = std::future::poll_fn(|cx| body.io.poll_fill(cx, &mut body.buf, READ_CHUNK));
         match tokio::time::timeout(body.stall.limit(), read).await {
             Ok(Ok(1..)) => {}
             Ok(_) => return Err(None),
@@ -430,7 +427,7 @@ async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, res: Reply, versio
 
 /// Closes the write side and waits briefly for the client to close, so a response is not
 /// lost to a reset caused by unread request bytes.
-async fn close(io: Arc<TcpStream>) {
+async fn close(io: Arc<Conn>) {
     let Ok(mut stream) = Arc::try_unwrap(io) else { return };
     if stream.shutdown().await.is_err() {
         return;
@@ -439,7 +436,7 @@ async fn close(io: Arc<TcpStream>) {
         let mut sink = [0u8; 4096];
         let mut total = 0usize;
         while total < 1 << 20 {
-            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+            match tokio::io::AsyncReadExt::read(stream.tcp_mut(), &mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
@@ -449,7 +446,7 @@ async fn close(io: Arc<TcpStream>) {
 }
 
 /// Gives the connection to the upgrade's splice (see [`super::upgrade`]).
-fn hand_over(io: Arc<TcpStream>, buf: BytesMut, upgrade: Option<oneshot::Sender<Prefixed>>) {
+fn hand_over(io: Arc<Conn>, buf: BytesMut, upgrade: Option<oneshot::Sender<Prefixed>>) {
     if let (Ok(stream), Some(tx)) = (Arc::try_unwrap(io), upgrade) {
         let _ = tx.send(Prefixed::new(buf.freeze(), stream));
     }
@@ -471,7 +468,7 @@ enum Wait {
 /// passed while idle or the header-read timeout while a head came in, or the listener
 /// drains while the connection is idle.
 async fn read_more(
-    io: &TcpStream,
+    io: &Conn,
     buf: &mut BytesMut,
     mut timer: Pin<&mut tokio::time::Sleep>,
     mut drained: Pin<&mut tokio::sync::futures::Notified<'_>>,
@@ -489,7 +486,7 @@ async fn read_more(
         *armed = wait;
     }
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = super::net::poll_fill(io, cx, buf, READ_CHUNK) {
+        if let Poll::Ready(r) = io.poll_fill(cx, buf, READ_CHUNK) {
             return Poll::Ready(matches!(r, Ok(n) if n > 0));
         }
         if timer.as_mut().poll(cx).is_ready() || (idle && drained.as_mut().poll(cx).is_ready()) {
@@ -503,7 +500,7 @@ async fn read_more(
 /// Parses a request head from the front of `buf` (consuming it) once it is complete.
 fn parse_request(
     buf: &mut BytesMut,
-    io: &Arc<TcpStream>,
+    io: &Arc<Conn>,
     srv: &Http1<impl Handler>,
     names: &mut Vec<(Box<[u8]>, HeaderName)>,
 ) -> Result<Option<Parsed>, Reject> {
@@ -792,18 +789,19 @@ async fn write_response(
 /// take bytes (a client that stops reading is cut off, not waited for forever).
 #[derive(Clone, Copy)]
 struct Writer<'a> {
-    io: &'a TcpStream,
+    io: &'a Conn,
     timeout: Duration,
 }
 
 impl Writer<'_> {
     async fn write_all(self, mut data: &[u8]) -> io::Result<()> {
+        let Conn::Tcp(tcp) = self.io else { return self.write_all_tls(data).await };
         while !data.is_empty() {
-            match self.io.try_write(data) {
+            match tcp.try_write(data) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::time::timeout(self.timeout, self.io.writable())
+                    tokio::time::timeout(self.timeout, tcp.writable())
                         .await
                         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
                 }
@@ -811,6 +809,21 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// TLS: each step (taking bytes into the send buffer, sending it) must make progress
+    /// within the timeout.
+    async fn write_all_tls(self, mut data: &[u8]) -> io::Result<()> {
+        let timed_out = |_| io::Error::from(io::ErrorKind::TimedOut);
+        while !data.is_empty() {
+            let step = std::future::poll_fn(|cx| self.io.poll_write(cx, data));
+            match tokio::time::timeout(self.timeout, step).await.map_err(timed_out)?? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => data = &data[n..],
+            }
+        }
+        let flush = std::future::poll_fn(|cx| self.io.poll_flush(cx));
+        tokio::time::timeout(self.timeout, flush).await.map_err(timed_out)?
     }
 }
 

@@ -1,9 +1,10 @@
-//! The compact format of the last-known-good copy (format 1):
+//! The compact format of the last-known-good copy (format 2):
 //!
 //! ```text
 //! magic "TGLKG\r\n\x1a" | version u32 | event_id i64
-//! 9 tables (apis, targets, routes, plans, developers, consumers, keys, subscriptions,
-//!           token_bindings), each: count u64, then per row: length u32 + the row's fields
+//! 10 tables (apis, targets, routes, plans, developers, consumers, keys, subscriptions,
+//!           token_bindings, certificates), each: count u64, then per row: length u32 +
+//!           the row's fields (format 1, still read, has no certificates table)
 //! "END." | CRC-32 of every byte before it
 //! ```
 //!
@@ -26,8 +27,9 @@ use crate::config::model::{ConfigData, KeyDef};
 /// First bytes of a file in this format (a JSON copy starts with `{`). The line ending and
 /// the DOS end-of-file character catch a copy mangled as text, as PNG's signature does.
 pub const MAGIC: [u8; 8] = *b"TGLKG\r\n\x1a";
-/// The format this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format this build writes (and the oldest it still reads).
+pub const VERSION: u32 = 2;
+const OLDEST: u32 = 1;
 const END: [u8; 4] = *b"END.";
 /// Largest row accepted (rows are a few hundred bytes; an API's JSON settings a few KiB).
 const MAX_ROW: usize = 16 << 20;
@@ -85,6 +87,7 @@ pub fn write(out: impl Write, data: &ConfigData) -> io::Result<()> {
     write_rows::<KeyDef>(&mut w, &mut row, data.keys.len(), data.keys.values())?;
     write_table(&mut w, &mut row, &data.subscriptions)?;
     write_table(&mut w, &mut row, &data.token_bindings)?;
+    write_table(&mut w, &mut row, &data.certificates)?;
     w.write_all(&END)?;
     let crc = w.crc.finalize();
     w.inner.write_all(&crc.to_le_bytes())?;
@@ -127,8 +130,8 @@ pub fn read(input: impl Read, size: u64, cancel: &AtomicBool) -> io::Result<Conf
         return Err(invalid("not a Tollgate configuration copy"));
     }
     let version = u32::from_le_bytes(r.array()?);
-    if version != VERSION {
-        return Err(invalid(format!("written in format {version}; this version reads format {VERSION}")));
+    if !(OLDEST..=VERSION).contains(&version) {
+        return Err(invalid(format!("written in format {version}; this version reads formats {OLDEST} to {VERSION}")));
     }
     let data = ConfigData {
         event_id: i64::from_le_bytes(r.array()?),
@@ -141,6 +144,7 @@ pub fn read(input: impl Read, size: u64, cancel: &AtomicBool) -> io::Result<Conf
         keys: r.keys()?,
         subscriptions: r.table()?,
         token_bindings: r.table()?,
+        certificates: if version >= 2 { r.table()? } else { BTreeMap::new() },
     };
     if r.array::<4>()? != END {
         return Err(invalid("the copy does not end where its tables do"));

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::config::model::{
-    ApiDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef, TokenBindingDef,
+    ApiDef, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
+    TokenBindingDef,
 };
 
 /// Why a record could not be decoded.
@@ -339,3 +340,4 @@ row!(ConsumerDef { id, name, developer_id, custom_id, enabled });
 row!(KeyDef { id, consumer_id, key_hash, expires_at, revoked });
 row!(SubscriptionDef { id, consumer_id, plan_id, api_id, status });
 row!(TokenBindingDef { id, consumer_id, issuer, subject });
+row!(CertificateDef { id, cert_pem, key_sealed, names, not_after, is_default });

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::model::{
-    ApiDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef, TokenBindingDef,
+    ApiDef, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
+    TokenBindingDef,
 };
 
 fn scratch() -> PathBuf {
@@ -117,6 +118,17 @@ fn everything() -> ConfigData {
             id(9),
             TokenBindingDef { id: id(9), consumer_id: id(6), issuer: "https://idp".into(), subject: "sub".into() },
         )]),
+        certificates: BTreeMap::from([(
+            id(10),
+            CertificateDef {
+                id: id(10),
+                cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+                key_sealed: "tg1:0011223344556677:AAAA".into(),
+                names: vec!["api.example.com".into(), "*.example.com".into()],
+                not_after: 1_900_000_000,
+                is_default: true,
+            },
+        )]),
     }
 }
 
@@ -203,6 +215,27 @@ fn a_cancelled_read_stops() -> std::io::Result<()> {
     let err = load_unless(&path, &AtomicBool::new(true)).err().map(|e| e.kind());
     assert_eq!(err, Some(std::io::ErrorKind::Interrupted));
     std::fs::remove_dir_all(dir)
+}
+
+#[test]
+fn a_copy_in_format_1_loads_without_certificates() -> std::io::Result<()> {
+    // Format 1 is format 2 without the certificates table (its count is the 8 bytes
+    // before `END.`), under version 1 and its own checksum.
+    let data = ConfigData { certificates: BTreeMap::new(), ..everything() };
+    let v2 = encoded(&data)?;
+    let end = v2.len() - 8;
+    assert_eq!(&v2[end - 8..end], &[0u8; 8], "the empty certificates table");
+    let mut v1 = v2[..end - 8].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(b"END.");
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(decoded(&v1)?, data);
+    // And a format this build does not know is refused.
+    let mut v3 = v2.clone();
+    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    assert!(decoded(&v3).is_err());
+    Ok(())
 }
 
 #[test]

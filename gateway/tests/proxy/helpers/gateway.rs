@@ -73,6 +73,7 @@ impl Gateway {
             allow_private_auth_urls: opts.allow_private_auth_urls,
             usage: tollgate_gateway::UsageOptions::default(),
             max_config_staleness: None,
+            secrets: None,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {

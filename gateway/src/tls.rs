@@ -1,0 +1,165 @@
+//! TLS termination: the certificates of the configuration, chosen by the name the client asks
+//! for (SNI), and the listener's rustls settings.
+//!
+//! The certificate index is rebuilt whenever the configuration's certificates change and
+//! swapped in atomically; the handshake asks the current index, so a replaced certificate is
+//! served on the next new connection, with no restart and no effect on open connections.
+//! A name matches a certificate's exact name first, then a wildcard one level up
+//! (`*.example.com` covers `api.example.com`, not `example.com` or `a.b.example.com`), then
+//! the default certificate. Where several certificates claim one name, the one valid longest
+//! wins (an expired one only serves when nothing else does).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::model::{CertificateDef, ConfigData};
+use crate::seal::{self, Keyring};
+
+/// The configuration's certificates, by name.
+#[derive(Default)]
+pub struct CertIndex {
+    exact: HashMap<String, Entry>,
+    /// By the part after `*.`.
+    wildcard: HashMap<String, Entry>,
+    default: Option<Entry>,
+    /// Certificates left out (their key did not open or did not parse), with why.
+    pub refused: Vec<(uuid::Uuid, String)>,
+    /// Certificates in the index.
+    pub loaded: usize,
+}
+
+#[derive(Clone)]
+struct Entry {
+    not_after: i64,
+    key: Arc<CertifiedKey>,
+}
+
+impl CertIndex {
+    /// Indexes `data`'s certificates, opening their keys with `keyring`.
+    pub fn build(data: &ConfigData, keyring: Option<&Keyring>, provider: &CryptoProvider) -> Self {
+        let mut index = Self::default();
+        for def in data.certificates.values() {
+            match certified_key(def, keyring, provider) {
+                Ok(key) => index.add(def, Entry { not_after: def.not_after, key: Arc::new(key) }),
+                Err(why) => {
+                    tracing::error!(certificate = %def.id, error = %why, "certificate left out of the TLS listener");
+                    index.refused.push((def.id, why));
+                }
+            }
+        }
+        index
+    }
+
+    fn add(&mut self, def: &CertificateDef, entry: Entry) {
+        self.loaded += 1;
+        let keep = |slot: &mut Option<Entry>| {
+            if slot.as_ref().is_none_or(|old| old.not_after < entry.not_after) {
+                *slot = Some(entry.clone());
+            }
+        };
+        if def.is_default {
+            keep(&mut self.default);
+        }
+        for name in &def.names {
+            let name = name.to_ascii_lowercase();
+            let (map, key) = match name.strip_prefix("*.") {
+                Some(parent) => (&mut self.wildcard, parent.to_owned()),
+                None => (&mut self.exact, name),
+            };
+            let mut slot = map.remove(&key);
+            keep(&mut slot);
+            if let Some(e) = slot {
+                map.insert(key, e);
+            }
+        }
+    }
+
+    /// The certificate for a client asking for `name` (none: the default).
+    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let found = name.and_then(|n| {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            self.exact.get(&n).or_else(|| n.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)))
+        });
+        found.or(self.default.as_ref()).map(|e| e.key.clone())
+    }
+}
+
+fn certified_key(
+    def: &CertificateDef,
+    keyring: Option<&Keyring>,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let keyring = keyring.ok_or("no secrets key is configured (--secrets-key), so its private key cannot be opened")?;
+    let pem = keyring.open(&def.key_sealed, &seal::certificate_key_aad(def.id)).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("the private key does not parse: {e}"))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(def.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate chain does not parse: {e}"))?;
+    if chain.is_empty() {
+        return Err("the certificate chain is empty".into());
+    }
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("the key does not fit the certificate: {e}"))
+}
+
+/// Picks a certificate per handshake from the current [`CertIndex`].
+pub struct CertStore {
+    index: ArcSwap<CertIndex>,
+    keyring: Option<Arc<Keyring>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertStore").field("loaded", &self.index.load().loaded).finish()
+    }
+}
+
+impl CertStore {
+    /// An empty store that opens private keys with `keyring`.
+    pub fn new(keyring: Option<Arc<Keyring>>) -> Self {
+        Self {
+            index: ArcSwap::from_pointee(CertIndex::default()),
+            keyring,
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }
+    }
+
+    /// Re-indexes the certificates of `data`.
+    pub fn rebuild(&self, data: &ConfigData) {
+        self.index.store(Arc::new(CertIndex::build(data, self.keyring.as_deref(), &self.provider)));
+    }
+
+    /// The current index.
+    pub fn index(&self) -> Arc<CertIndex> {
+        self.index.load_full()
+    }
+
+    /// The listener's TLS settings: TLS 1.3 and 1.2 with aws-lc-rs's default (AEAD-only,
+    /// forward-secret) suites, ALPN `h2` then `http/1.1`, session resumption by tickets and
+    /// a session cache, and certificates from this store.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.index.load().pick(hello.server_name())
+    }
+}

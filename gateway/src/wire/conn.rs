@@ -1,0 +1,256 @@
+//! A client connection as the HTTP/1.1 server drives it: a plain TCP socket, or TLS (rustls)
+//! over one. Both are used through `&self` — a request body is read while the server loop
+//! holds the same connection to write — with readiness-based reads and writes, so the
+//! server's loop, its timeouts and its framing rules are the same code for both.
+//!
+//! TLS keeps the connection state (`rustls::ServerConnection`) under a mutex that is only
+//! held while bytes are moved in or out of it, never across an await.
+
+use std::io::{self, BufRead, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, BytesMut};
+use rustls::{ServerConfig, ServerConnection};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+/// A client connection.
+pub enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+/// TLS over a TCP socket, after the handshake.
+pub struct TlsConn {
+    tcp: TcpStream,
+    tls: Mutex<ServerConnection>,
+}
+
+/// What a finished handshake agreed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Agreed {
+    /// The ALPN protocol (`h2`, `http/1.1`), when the client offered one we speak.
+    pub alpn: Option<Vec<u8>>,
+    /// The server name the client asked for (SNI).
+    pub server_name: Option<String>,
+}
+
+impl Conn {
+    /// Reads what the connection has into `buf` (growing it by `chunk` when less than 1 KiB
+    /// is spare); `Ok(0)` is the end of the stream.
+    pub fn poll_fill(&self, cx: &mut Context<'_>, buf: &mut BytesMut, chunk: usize) -> Poll<io::Result<usize>> {
+        match self {
+            Conn::Tcp(s) => super::net::poll_fill(s, cx, buf, chunk),
+            Conn::Tls(t) => {
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(chunk);
+                }
+                t.poll_read(cx, buf)
+            }
+        }
+    }
+
+    /// Reads into any buffer (see [`Self::poll_fill`]).
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
+        match self {
+            Conn::Tcp(s) => super::net::poll_read(s, cx, buf),
+            Conn::Tls(t) => t.poll_read(cx, buf),
+        }
+    }
+
+    /// Writes some of `data` (for TLS: takes it into the connection's send buffer, which is
+    /// bounded, and starts sending it; [`Self::poll_flush`] finishes).
+    pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Conn::Tcp(s) => loop {
+                ready!(s.poll_write_ready(cx))?;
+                match s.try_write(data) {
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            },
+            Conn::Tls(t) => t.poll_write(cx, data),
+        }
+    }
+
+    /// Ready once everything written has been handed to the socket.
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Conn::Tcp(_) => Poll::Ready(Ok(())),
+            Conn::Tls(t) => t.poll_flush(cx),
+        }
+    }
+
+    /// Ends the write side (TLS: a `close_notify` alert first).
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Conn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(t) => {
+                t.lock()?.send_close_notify();
+                ready!(t.poll_flush(cx))?;
+                std::pin::Pin::new(&mut t.tcp).poll_shutdown(cx)
+            }
+        }
+    }
+
+    /// [`Self::poll_shutdown`], awaited.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Tls(t) => &t.tcp,
+        }
+    }
+
+    /// The TCP socket underneath, to read raw bytes after a shutdown (lingering).
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Tls(t) => &mut t.tcp,
+        }
+    }
+}
+
+/// Reads and writes on a TCP socket that never wait: `WouldBlock` when it has nothing (or
+/// no room), as rustls's `read_tls`/`write_tls` expect.
+struct TryIo<'a>(&'a TcpStream);
+
+impl Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Bytes of TLS records the send buffer holds before writes wait for the socket.
+const SEND_BUFFER: usize = 64 * 1024;
+
+impl TlsConn {
+    /// Runs the server side of a TLS handshake on `tcp`. A client that stalls is bounded by
+    /// the caller (the header-read timeout); a failed handshake sends its alert first.
+    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<(Self, Agreed)> {
+        let mut tls = ServerConnection::new(config).map_err(tls_error)?;
+        tls.set_buffer_limit(Some(SEND_BUFFER));
+        loop {
+            flush_blocking(&tcp, &mut tls).await?;
+            if !tls.is_handshaking() {
+                break;
+            }
+            tcp.readable().await?;
+            match tls.read_tls(&mut TryIo(&tcp)) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // The alert telling the client why, on a best-effort basis.
+                let _ = flush_blocking(&tcp, &mut tls).await;
+                return Err(tls_error(e));
+            }
+        }
+        let agreed =
+            Agreed { alpn: tls.alpn_protocol().map(<[u8]>::to_vec), server_name: tls.server_name().map(str::to_owned) };
+        Ok((Self { tcp, tls: Mutex::new(tls) }, agreed))
+    }
+
+    fn lock(&self) -> io::Result<MutexGuard<'_, ServerConnection>> {
+        self.tls.lock().map_err(|_| io::Error::other("TLS state poisoned"))
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
+        let mut tls = self.lock()?;
+        loop {
+            // Plaintext already decrypted comes first.
+            match tls.reader().fill_buf() {
+                Ok([]) => return Poll::Ready(Ok(0)),
+                Ok(chunk) => {
+                    let n = chunk.len().min(buf.remaining_mut());
+                    buf.put_slice(&chunk[..n]);
+                    tls.reader().consume(n);
+                    return Poll::Ready(Ok(n));
+                }
+                // The client closed the TCP connection without `close_notify`.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(0)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match tls.read_tls(&mut TryIo(&self.tcp)) {
+                Ok(0) => return Poll::Ready(Ok(0)),
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        let _ = poll_flush_tls(&self.tcp, &mut tls, cx);
+                        return Poll::Ready(Err(tls_error(e)));
+                    }
+                    // A key update to answer: sent now if the socket takes it, else with
+                    // the next write.
+                    if tls.wants_write() {
+                        let _ = poll_flush_tls(&self.tcp, &mut tls, cx);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.tcp.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut tls = self.lock()?;
+        // Records already queued go first, so the send buffer stays bounded.
+        ready!(poll_flush_tls(&self.tcp, &mut tls, cx))?;
+        let n = tls.writer().write(data)?;
+        if let Poll::Ready(Err(e)) = poll_flush_tls(&self.tcp, &mut tls, cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut tls = self.lock()?;
+        poll_flush_tls(&self.tcp, &mut tls, cx)
+    }
+}
+
+/// Sends the TLS records `tls` has queued, as far as the socket takes them.
+fn poll_flush_tls(tcp: &TcpStream, tls: &mut ServerConnection, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut TryIo(tcp)) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(tcp.poll_write_ready(cx))?;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+async fn flush_blocking(tcp: &TcpStream, tls: &mut ServerConnection) -> io::Result<()> {
+    std::future::poll_fn(|cx| poll_flush_tls(tcp, tls, cx)).await
+}
