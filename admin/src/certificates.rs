@@ -18,7 +18,7 @@ use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::auth::Editor;
 use crate::change::{self, Change};
@@ -222,7 +222,9 @@ pub fn inspect(input: &CertificateInput, now: OffsetDateTime) -> ApiResult<Descr
         }
     }
     let leaf = &parsed[0];
-    let names = leaf_names(leaf)?;
+    // The gateway's own reading of the names, so both index the same ones.
+    let names =
+        tollgate_gateway::config::certs::leaf(&chain[0]).map_err(|why| ApiError::invalid_field("cert", why))?.names;
     let not_before = OffsetDateTime::from_unix_timestamp(leaf.validity().not_before.timestamp())
         .map_err(|_| ApiError::invalid_field("cert", "has a start date out of range"))?;
     let not_after = OffsetDateTime::from_unix_timestamp(leaf.validity().not_after.timestamp())
@@ -245,38 +247,6 @@ pub fn inspect(input: &CertificateInput, now: OffsetDateTime) -> ApiResult<Descr
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// The leaf's subjectAltName DNS names and IP addresses, lower case, deduplicated.
-fn leaf_names(leaf: &X509Certificate<'_>) -> ApiResult<Vec<String>> {
-    let san = leaf
-        .subject_alternative_name()
-        .map_err(|e| ApiError::invalid_field("cert", format!("has an invalid subjectAltName: {e}")))?;
-    let mut names = Vec::new();
-    for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
-        let text = match name {
-            GeneralName::DNSName(n) => n.to_ascii_lowercase(),
-            GeneralName::IPAddress(raw) => match raw.len() {
-                4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*raw).unwrap_or_default()).to_string(),
-                16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*raw).unwrap_or_default()).to_string(),
-                _ => continue,
-            },
-            _ => continue,
-        };
-        if !names.contains(&text) {
-            names.push(text);
-        }
-    }
-    if names.is_empty() {
-        return Err(ApiError::invalid_field(
-            "cert",
-            "names no DNS name or IP address in its subjectAltName (clients do not read the common name)",
-        ));
-    }
-    if names.len() > 100 {
-        return Err(ApiError::invalid_field("cert", "names more than 100 hosts"));
-    }
-    Ok(names)
 }
 
 /// The key parses and is the leaf's.

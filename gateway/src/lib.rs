@@ -129,7 +129,10 @@ pub async fn serve_all(
     let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
     let certs = Arc::new(tls::CertStore::new(opts.secrets.clone()));
     let tls = match tls {
-        Some(listener) => Some(listener::TlsListener { listener, config: certs.server_config()? }),
+        Some(listener) => {
+            certs.config()?;
+            Some(listener::TlsListener { listener, certs: certs.clone() })
+        }
         None => None,
     };
     let store = Arc::new(ConfigStore::new(limiter, policy).with_certs(certs));

@@ -81,10 +81,11 @@ fn overloaded_response() -> &'static [u8] {
     })
 }
 
-/// A TLS listener: its socket and its rustls settings (certificates by SNI, ALPN).
+/// A TLS listener: its socket and where its rustls settings come from (certificates by
+/// SNI, ALPN; renewed when certificates change).
 pub struct TlsListener {
     pub listener: TcpListener,
-    pub config: Arc<rustls::ServerConfig>,
+    pub certs: Arc<crate::tls::CertStore>,
 }
 
 async fn accept_tls(tls: Option<&TlsListener>) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
@@ -119,7 +120,11 @@ pub async fn serve(
         let (accepted, tls_config) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => (accepted, None),
-            accepted = accept_tls(tls.as_ref()) => (accepted, tls.as_ref().map(|t| t.config.clone())),
+            accepted = accept_tls(tls.as_ref()) => match tls.as_ref().map(|t| t.certs.config()) {
+                Some(Ok(config)) => (accepted, Some(config)),
+                // Made at start, so never missing after; were it, the connection closes.
+                _ => continue,
+            },
         };
         match accepted {
             Ok((stream, peer)) => match slots.clone().try_acquire_owned() {

@@ -16,13 +16,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::config::certs::certified_key;
 use crate::config::model::{CertificateDef, ConfigData};
-use crate::seal::{self, Keyring};
+use crate::seal::Keyring;
 
 /// The configuration's certificates, by name.
 #[derive(Default)]
@@ -93,28 +92,15 @@ impl CertIndex {
     }
 }
 
-fn certified_key(
-    def: &CertificateDef,
-    keyring: Option<&Keyring>,
-    provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
-    let keyring = keyring.ok_or("no secrets key is configured (--secrets-key), so its private key cannot be opened")?;
-    let pem = keyring.open(&def.key_sealed, &seal::certificate_key_aad(def.id)).map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("the private key does not parse: {e}"))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(def.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("the certificate chain does not parse: {e}"))?;
-    if chain.is_empty() {
-        return Err("the certificate chain is empty".into());
-    }
-    CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("the key does not fit the certificate: {e}"))
-}
-
-/// Picks a certificate per handshake from the current [`CertIndex`].
+/// Picks a certificate per handshake from the current [`CertIndex`], and holds the
+/// listener's settings: new ones (a new session-ticket key and session cache) with every
+/// change of certificates, so a session resumed from before a change cannot carry a
+/// certificate that was deleted or replaced.
 pub struct CertStore {
     index: ArcSwap<CertIndex>,
     keyring: Option<Arc<Keyring>>,
     provider: Arc<CryptoProvider>,
+    config: ArcSwap<Option<Arc<ServerConfig>>>,
 }
 
 impl fmt::Debug for CertStore {
@@ -130,12 +116,41 @@ impl CertStore {
             index: ArcSwap::from_pointee(CertIndex::default()),
             keyring,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            config: ArcSwap::from_pointee(None),
         }
     }
 
-    /// Re-indexes the certificates of `data`.
-    pub fn rebuild(&self, data: &ConfigData) {
+    /// Re-indexes the certificates of `data`, and renews the listener's settings (which
+    /// ends resumption of sessions from before).
+    pub fn rebuild(self: &Arc<Self>, data: &ConfigData) {
         self.index.store(Arc::new(CertIndex::build(data, self.keyring.as_deref(), &self.provider)));
+        if self.config.load().is_some() {
+            self.renew();
+        }
+    }
+
+    /// Builds fresh listener settings; on failure the current ones stay.
+    fn renew(self: &Arc<Self>) -> Option<Arc<ServerConfig>> {
+        match self.build_config() {
+            Ok(config) => {
+                self.config.store(Arc::new(Some(config.clone())));
+                Some(config)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew the TLS settings; the previous ones stay");
+                None
+            }
+        }
+    }
+
+    /// The listener's current settings (made on first use).
+    pub fn config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
+        if let Some(config) = &**self.config.load() {
+            return Ok(config.clone());
+        }
+        let config = self.build_config()?;
+        self.config.store(Arc::new(Some(config.clone())));
+        Ok(config)
     }
 
     /// The current index.
@@ -146,7 +161,7 @@ impl CertStore {
     /// The listener's TLS settings: TLS 1.3 and 1.2 with aws-lc-rs's default (AEAD-only,
     /// forward-secret) suites, ALPN `h2` then `http/1.1`, session resumption by tickets and
     /// a session cache, and certificates from this store.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    fn build_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()

@@ -11,4 +11,5 @@ mod propagation;
 mod rolling;
 mod shutdown;
 mod support;
+mod tls;
 mod usage;

@@ -31,6 +31,30 @@ pub struct FileConfig {
     pub apis: Vec<FileApi>,
     #[serde(default)]
     pub consumers: Vec<FileConsumer>,
+    /// TLS certificates of the HTTPS listener (`--tls-listen`).
+    #[serde(default)]
+    pub certificates: Vec<FileCertificate>,
+}
+
+/// A TLS certificate: the chain and its key as PEM (YAML block scalars, `|`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
+    /// Names it in messages (and derives its id).
+    pub name: String,
+    /// The chain, leaf first.
+    pub cert: String,
+    /// The leaf's private key.
+    pub key: String,
+    /// Served when the client names no host, or one no certificate has.
+    #[serde(default)]
+    pub default: bool,
+}
+
+impl std::fmt::Debug for FileCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCertificate").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 fn default_protocol() -> String {
@@ -253,6 +277,13 @@ pub fn parse(text: &str) -> anyhow::Result<ConfigData> {
     }
     for c in &file.consumers {
         add_consumer(&mut data, c)?;
+    }
+    for c in &file.certificates {
+        let cid = id(&["certificate", &c.name]);
+        anyhow::ensure!(!data.certificates.contains_key(&cid), "certificate {:?} is defined twice", c.name);
+        let def = super::certs::from_pem(cid, &c.cert, &c.key, c.default)
+            .map_err(|why| anyhow::anyhow!("certificate {:?}: {why}", c.name))?;
+        data.certificates.insert(cid, def);
     }
     Ok(data)
 }

@@ -1,5 +1,6 @@
 //! Configuration: the data model, its sources (PostgreSQL with the change log, a declarative
 //! file, the last-known-good copy on disk) and the node heartbeat.
+pub mod certs;
 pub mod disk;
 pub mod file;
 pub mod freshness;

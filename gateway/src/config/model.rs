@@ -235,8 +235,10 @@ pub struct CertificateDef {
     pub id: Uuid,
     /// The chain, leaf first, as PEM.
     pub cert_pem: String,
-    /// The private key's PEM, sealed.
-    pub key_sealed: String,
+    /// The private key: sealed (from PostgreSQL, column `key_sealed`) or, in DB-less mode,
+    /// the PEM from the operator's file.
+    #[sqlx(rename = "key_sealed", try_from = "String")]
+    pub key: CertKey,
     /// The leaf's names (`api.example.com`, `*.example.com`), lower case.
     pub names: Vec<String>,
     /// When the leaf expires (Unix seconds).
@@ -248,5 +250,22 @@ pub struct CertificateDef {
 impl std::fmt::Debug for CertificateDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateDef").field("id", &self.id).field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+/// Where a certificate's private key comes from.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertKey {
+    /// Sealed under the secrets key ([`crate::seal`]): what the database holds, and what the
+    /// last-known-good copy keeps.
+    Sealed(String),
+    /// In clear, as the declarative file gives it (DB-less mode keeps no copy on disk).
+    Pem(String),
+}
+
+impl From<String> for CertKey {
+    fn from(sealed: String) -> Self {
+        CertKey::Sealed(sealed)
     }
 }

@@ -18,4 +18,5 @@ mod resilience;
 mod reuse;
 mod routing;
 mod shutdown;
+mod tls;
 mod upgrade;

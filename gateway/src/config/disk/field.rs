@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::config::model::{
-    ApiDef, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
-    TokenBindingDef,
+    ApiDef, CertKey, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef,
+    TargetDef, TokenBindingDef,
 };
 
 /// Why a record could not be decoded.
@@ -340,4 +340,22 @@ row!(ConsumerDef { id, name, developer_id, custom_id, enabled });
 row!(KeyDef { id, consumer_id, key_hash, expires_at, revoked });
 row!(SubscriptionDef { id, consumer_id, plan_id, api_id, status });
 row!(TokenBindingDef { id, consumer_id, issuer, subject });
-row!(CertificateDef { id, cert_pem, key_sealed, names, not_after, is_default });
+row!(CertificateDef { id, cert_pem, key, names, not_after, is_default });
+
+impl Field for CertKey {
+    fn put(&self, out: &mut Vec<u8>) {
+        let (tag, text) = match self {
+            CertKey::Sealed(s) => (0, s),
+            CertKey::Pem(p) => (1, p),
+        };
+        out.push(tag);
+        text.put(out);
+    }
+    fn get(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        match d.tag()? {
+            0 => Ok(CertKey::Sealed(String::get(d)?)),
+            1 => Ok(CertKey::Pem(String::get(d)?)),
+            t => Err(DecodeError::Tag(t)),
+        }
+    }
+}

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::model::{
-    ApiDef, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef,
-    TokenBindingDef,
+    ApiDef, CertKey, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef,
+    TargetDef, TokenBindingDef,
 };
 
 fn scratch() -> PathBuf {
@@ -123,7 +123,7 @@ fn everything() -> ConfigData {
             CertificateDef {
                 id: id(10),
                 cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
-                key_sealed: "tg1:0011223344556677:AAAA".into(),
+                key: CertKey::Sealed("tg1:0011223344556677:AAAA".into()),
                 names: vec!["api.example.com".into(), "*.example.com".into()],
                 not_after: 1_900_000_000,
                 is_default: true,
@@ -200,10 +200,10 @@ fn a_damaged_file_is_refused_with_its_name_and_the_reason() -> std::io::Result<(
     let msg = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("empty"), "{msg}");
     let mut newer = encoded(&everything())?;
-    newer[8] = 2;
+    newer[8] = 3;
     std::fs::write(&path, &newer)?;
     let msg = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("format 2"), "{msg}");
+    assert!(msg.contains("format 3"), "{msg}");
     std::fs::remove_dir_all(dir)
 }
 

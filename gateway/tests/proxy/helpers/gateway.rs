@@ -25,11 +25,15 @@ pub struct Options {
     pub edge: tollgate_gateway::edge::EdgeOptions,
     pub limiter: tollgate_gateway::limits::LimiterConfig,
     pub allow_private_auth_urls: bool,
+    /// Open an HTTPS listener too (its certificates come from the file's `certificates`).
+    pub tls: bool,
 }
 
 /// A running gateway.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The HTTPS listener, with [`Options::tls`].
+    pub tls_addr: Option<SocketAddr>,
     dir: PathBuf,
     version: u32,
     /// Target of the probe API that marks each configuration version.
@@ -50,7 +54,15 @@ impl Gateway {
         let dir = std::env::temp_dir().join(format!("tollgate-proxy-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let probe = Upstream::echo("__probe").await;
-        let mut gw = Gateway { addr: ([127, 0, 0, 1], 0).into(), dir, version: 0, probe, shutdown: None, task: None };
+        let mut gw = Gateway {
+            addr: ([127, 0, 0, 1], 0).into(),
+            tls_addr: None,
+            dir,
+            version: 0,
+            probe,
+            shutdown: None,
+            task: None,
+        };
         gw.write(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
         gw.addr = listener.local_addr().expect("gateway address");
@@ -81,7 +93,12 @@ impl Gateway {
         };
         // `serve` publishes the file before accepting: once the listener is bound, connections
         // wait in the backlog and are served with the configuration.
-        gw.task = Some(tokio::spawn(tollgate_gateway::serve(listener, options, shutdown)));
+        let tls = match opts.tls {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind the HTTPS listener")),
+            false => None,
+        };
+        gw.tls_addr = tls.as_ref().map(|l| l.local_addr().expect("HTTPS address"));
+        gw.task = Some(tokio::spawn(tollgate_gateway::serve_all(listener, tls, options, shutdown)));
         gw.shutdown = Some(tx);
         gw
     }

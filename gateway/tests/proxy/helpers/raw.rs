@@ -1,12 +1,14 @@
-//! Raw HTTP/1.1 over a `TcpStream`, for tests about bytes on the wire: malformed framing,
-//! partial heads, hop-by-hop headers as sent, upgrades. Every read is bounded by a deadline.
+//! Raw HTTP/1.1 over a `TcpStream` or over TLS, for tests about bytes on the wire: malformed
+//! framing, partial heads, hop-by-hop headers as sent, upgrades. Every read is bounded by a
+//! deadline. Over TLS every `send` is flushed: each one goes out as TLS records of its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{WAIT, within};
 
@@ -34,10 +36,13 @@ impl RawResponse {
     }
 }
 
+/// The write half of a connection.
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// A client connection with a read buffer.
 pub struct Raw {
-    reader: OwnedReadHalf,
-    writer: Option<OwnedWriteHalf>,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    writer: Option<Writer>,
     buf: Vec<u8>,
 }
 
@@ -54,22 +59,38 @@ impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         let stream = within(WAIT, "connect", TcpStream::connect(addr)).await.expect("connect");
         let (reader, writer) = stream.into_split();
-        Raw { reader, writer: Some(writer), buf: Vec::new() }
+        Raw { reader: Box::new(reader), writer: Some(Box::new(writer)), buf: Vec::new() }
+    }
+
+    /// Connects over TLS, trusting only `ca` (DER), asking for `name` (SNI) and offering
+    /// `alpn`.
+    pub async fn connect_tls(addr: SocketAddr, ca: &[u8], name: &str, alpn: &[&[u8]]) -> Raw {
+        let tls = within(WAIT, "TLS handshake", tls_stream(addr, ca, name, alpn)).await.expect("TLS handshake");
+        let (reader, writer) = tokio::io::split(tls);
+        Raw { reader: Box::new(reader), writer: Some(Box::new(writer)), buf: Vec::new() }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
         let writer = self.writer.as_mut().expect("the writer was taken");
-        within(WAIT, "write", writer.write_all(bytes)).await.expect("write");
+        let sent = async {
+            writer.write_all(bytes).await?;
+            writer.flush().await
+        };
+        within(WAIT, "write", sent).await.expect("write");
     }
 
     /// Sends `bytes`, returning whether the peer took them all.
     pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
         let writer = self.writer.as_mut().expect("the writer was taken");
-        matches!(tokio::time::timeout(WAIT, writer.write_all(bytes)).await, Ok(Ok(())))
+        let sent = async {
+            writer.write_all(bytes).await?;
+            writer.flush().await
+        };
+        matches!(tokio::time::timeout(WAIT, sent).await, Ok(Ok(())))
     }
 
     /// The write half, for writing from another task while this one reads.
-    pub fn take_writer(&mut self) -> OwnedWriteHalf {
+    pub fn take_writer(&mut self) -> Writer {
         self.writer.take().expect("the writer was taken")
     }
 
@@ -220,4 +241,20 @@ pub async fn get(addr: SocketAddr, path: &str, host: &str) -> RawResponse {
     let mut raw = Raw::connect(addr).await;
     raw.send(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes()).await;
     raw.response().await
+}
+
+/// A TLS client connection trusting only `ca` (DER).
+pub async fn tls_stream(
+    addr: SocketAddr,
+    ca: &[u8],
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(std::io::Error::other)?;
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(std::io::Error::other)?;
+    connector.connect(server, TcpStream::connect(addr).await?).await
 }
