@@ -343,6 +343,10 @@ pub struct GatewayLimits {
     /// through the admin API, chosen by SNI; none by default.
     #[arg(long, env = "TOLLGATE_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
+    /// Answer every request on the plain listener with `308` to `https://<host>:<PORT>/…`
+    /// (the port left out when 443): the public port of the HTTPS listener.
+    #[arg(long, env = "TOLLGATE_REDIRECT_TO_HTTPS", value_name = "PORT")]
+    pub redirect_to_https: Option<u16>,
     /// Open client connections at most; more are answered 503.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -168,7 +168,11 @@ pub fn gateway_options(
         limits: Limits { max_body_bytes: l.max_body_bytes, max_header_bytes: l.max_header_bytes },
         initial_load_timeout: std::time::Duration::from_millis(250),
         metrics_listener: l.metrics_listen.0,
-        edge: EdgeOptions { trusted_proxies: l.trusted_proxies.0.clone(), rate_limit_headers: l.rate_limit_headers },
+        edge: EdgeOptions {
+            trusted_proxies: l.trusted_proxies.0.clone(),
+            rate_limit_headers: l.rate_limit_headers,
+            https_redirect_port: l.redirect_to_https,
+        },
         limiter: LimiterConfig {
             redis_url: l.redis_url.as_ref().map(|u| u.expose().to_owned()),
             redis_timeout: std::time::Duration::from_millis(l.redis_timeout_ms),

@@ -245,6 +245,7 @@ struct Addrs {
     admin: SocketAddr,
     portal: SocketAddr,
     gateway: SocketAddr,
+    tls: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -265,6 +266,7 @@ impl Listeners {
             admin: self.admin.local_addr()?,
             portal: self.portal.local_addr()?,
             gateway: self.gateway.local_addr()?,
+            tls: self.tls.as_ref().map(TcpListener::local_addr).transpose()?,
         })
     }
 }
@@ -325,6 +327,10 @@ fn print_banner(addrs: &Addrs, db: &Database, owner: Option<&SeededOwner>, passw
     line("API reference", &format!("{admin}/admin/docs"));
     line("developer portal", &http_url(addrs.portal));
     line("gateway", &http_url(addrs.gateway));
+    if let Some(tls) = addrs.tls {
+        let url = http_url(tls).replacen("http://", "https://", 1);
+        line("gateway (HTTPS)", &format!("{url} (certificates: POST /admin/v1/certificates)"));
+    }
     line("database", &db.describe());
     match owner {
         Some(owner) => {

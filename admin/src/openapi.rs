@@ -127,7 +127,7 @@ pub fn patch_schema(mut input: Value, name: &str) -> Value {
 #[openapi(
     info(
         title = "Tollgate Admin API",
-        description = "Manage APIs, routes, upstream targets, plans, developers, consumers, API keys, token bindings and subscriptions. \
+        description = "Manage APIs, routes, upstream targets, plans, developers, consumers, API keys, token bindings, subscriptions and TLS certificates. \
 Every change is audited and reaches the gateways through the config change log. Errors are RFC 9457 problem documents.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),

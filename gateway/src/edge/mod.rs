@@ -38,6 +38,9 @@ pub struct EdgeOptions {
     pub trusted_proxies: Vec<IpNet>,
     /// Which rate-limit fields responses carry.
     pub rate_limit_headers: HeaderStyle,
+    /// Answer every request on the plain listener with a redirect to HTTPS on this port
+    /// (`308`; the gateway's own `/__tollgate/` endpoints excepted).
+    pub https_redirect_port: Option<u16>,
 }
 
 pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");

@@ -84,6 +84,9 @@ impl Pipeline {
                 _ => {}
             }
         }
+        if let Some(port) = self.edge.https_redirect_port.filter(|_| !conn.https) {
+            return to_https(&req, port);
+        }
         let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers());
         let hint = req.body().size_hint();
@@ -191,6 +194,32 @@ impl Handler for Pipeline {
     fn reject(&self, why: Reject) -> Reply {
         Reply::made(GatewayError::from(why).to_response(None))
     }
+}
+
+/// `308` to the same host, path and query over HTTPS on `port` (RFC 9110 §15.4.9: the method
+/// and body are kept). No host (an HTTP/1.0 request without one): 400.
+#[cold]
+fn to_https<B>(req: &Request<B>, port: u16) -> Reply {
+    let host = request_host(req);
+    if host.is_empty() {
+        return Reply::made(GatewayError::BadRequest("a Host is needed to redirect to HTTPS").to_response(None));
+    }
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = match port {
+        443 => format!("https://{host}{pq}"),
+        _ => format!("https://{host}:{port}{pq}"),
+    };
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => {
+            return Reply::made(GatewayError::BadRequest("the request target cannot be redirected").to_response(None));
+        }
+    }
+    Reply::made(res)
 }
 
 /// A JSON answer of the gateway's own endpoints.

@@ -284,3 +284,42 @@ async fn plain_http_on_the_tls_port_and_stalled_handshakes_are_cut_off() {
 fn pki_ca_only() -> Vec<u8> {
     pki().ca
 }
+
+#[tokio::test]
+async fn the_plain_listener_can_send_everyone_to_https() {
+    let pki = pki();
+    let up = Upstream::echo("up").await;
+    let apis = vec![api("e", &[&up], json!([paths("e", &["/e/*"])]), json!({}))];
+    let edge = tollgate_gateway::edge::EdgeOptions { https_redirect_port: Some(8443), ..Default::default() };
+    let gw = gateway(&pki, apis.clone(), Options { edge, ..Default::default() }).await;
+    let mut plain = Raw::connect(gw.addr).await;
+    for method in ["GET", "POST"] {
+        plain
+            .send(
+                format!("{method} /e/x?q=1&r=%2F HTTP/1.1\r\nhost: API.example.com:8000\r\ncontent-length: 0\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        let res = plain.response().await;
+        assert_eq!(res.status, 308, "{method}: 308 keeps the method and body");
+        assert_eq!(res.header("location"), Some("https://api.example.com:8443/e/x?q=1&r=%2F"));
+    }
+    // The node's own endpoints stay on plain HTTP (load balancer probes).
+    plain.send(b"GET /__tollgate/health HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(plain.response().await.status, 200);
+    // HTTP/1.0 without a Host cannot be redirected.
+    let mut old = Raw::connect(gw.addr).await;
+    old.send(b"GET /e/x HTTP/1.0\r\n\r\n").await;
+    assert_eq!(old.response().await.status, 400);
+    // The HTTPS listener serves as usual; nothing reached the upstream over plain HTTP.
+    let mut secure = tls(&gw, &pki).await;
+    secure.send(b"GET /e/y HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
+    assert_eq!(secure.response().await.json()["path"], "/e/y");
+    assert_eq!(up.requests(), 1);
+    // On port 443 the port is left out.
+    let edge = tollgate_gateway::edge::EdgeOptions { https_redirect_port: Some(443), ..Default::default() };
+    let gw = gateway(&pki, apis, Options { edge, ..Default::default() }).await;
+    let mut plain = Raw::connect(gw.addr).await;
+    plain.send(b"GET / HTTP/1.1\r\nhost: [::1]:80\r\n\r\n").await;
+    assert_eq!(plain.response().await.header("location"), Some("https://[::1]/"));
+}
