@@ -85,8 +85,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(tls) = &tls {
-        if opts.secrets.is_none() {
-            tracing::warn!("--tls-listen without --secrets-key: no certificate's private key can be opened");
+        if opts.secrets.is_none() && args.config.is_none() {
+            tracing::warn!("--tls-listen without --secrets-key: no stored certificate's private key can be opened");
         }
         tracing::info!(addr = %tls.local_addr()?, "gateway HTTPS listening");
     }

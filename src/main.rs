@@ -63,9 +63,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Logs go to stderr (stdout carries the dev banner and first-run passwords).
+/// Logs go to stderr (stdout carries the dev banner and first-run passwords). rustls logs a
+/// line per odd handshake (an IP address as SNI, a client's alert) at warn and below: any
+/// client could fill the log with them, so they are kept to errors unless the filter names
+/// rustls itself.
 fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("invalid log filter {filter:?}: {e}"))?;
+    let text = if filter.contains("rustls") { filter.to_owned() } else { format!("{filter},rustls=error") };
+    let filter = EnvFilter::try_new(&text).map_err(|e| anyhow::anyhow!("invalid log filter {filter:?}: {e}"))?;
     let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let installed = match format {
