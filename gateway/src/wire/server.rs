@@ -812,18 +812,24 @@ impl Writer<'_> {
     }
 
     /// TLS: each step (taking bytes into the send buffer, sending it) must make progress
-    /// within the timeout.
+    /// within the timeout; a step that completes at once arms no timer.
     async fn write_all_tls(self, mut data: &[u8]) -> io::Result<()> {
-        let timed_out = |_| io::Error::from(io::ErrorKind::TimedOut);
         while !data.is_empty() {
-            let step = std::future::poll_fn(|cx| self.io.poll_write(cx, data));
-            match tokio::time::timeout(self.timeout, step).await.map_err(timed_out)?? {
+            match self.step(|cx| self.io.poll_write(cx, data)).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 n => data = &data[n..],
             }
         }
-        let flush = std::future::poll_fn(|cx| self.io.poll_flush(cx));
-        tokio::time::timeout(self.timeout, flush).await.map_err(timed_out)?
+        self.step(|cx| self.io.poll_flush(cx)).await
+    }
+
+    async fn step<T>(self, mut poll: impl FnMut(&mut Context<'_>) -> Poll<io::Result<T>>) -> io::Result<T> {
+        use futures_util::FutureExt;
+        if let Some(done) = std::future::poll_fn(&mut poll).now_or_never() {
+            return done;
+        }
+        let waited = tokio::time::timeout(self.timeout, std::future::poll_fn(poll)).await;
+        waited.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 }
 

@@ -3,6 +3,7 @@
 //! set, where they fail: CI installs both (`.ci/run`).
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-/// A browser session and the chromedriver serving it; both end on drop.
+/// A browser session and the chromedriver serving it; both end on drop, with every process
+/// Chromium started (ChromeDriver runs in a process group of its own, killed whole).
 pub struct Chrome {
     pub client: Client,
     driver: Child,
@@ -19,6 +21,10 @@ pub struct Chrome {
 
 impl Drop for Chrome {
     fn drop(&mut self) {
+        // The group: ChromeDriver, Chromium and its renderer, GPU and zygote processes, which
+        // would otherwise outlive the test (and the CI run).
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
@@ -50,6 +56,7 @@ pub async fn start(dark: bool, width: u32, height: u32) -> Option<Chrome> {
 async fn launch(chromium: &Path, driver: &Path, dark: bool, width: u32, height: u32) -> Chrome {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
     let driver = Command::new(driver)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
