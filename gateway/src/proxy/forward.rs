@@ -48,6 +48,10 @@ impl Default for Limits {
     }
 }
 
+/// How long after start requests wait for the node's first configuration rather than being
+/// answered 503 (a rolling restart's first requests arrive while it loads).
+const STARTUP_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Everything a request needs from the node: the config, the limits, the edge settings.
 pub struct Pipeline {
     pub store: Arc<ConfigStore>,
@@ -128,10 +132,10 @@ impl Pipeline {
         seen: &mut Seen,
     ) -> Result<Reply, GatewayError> {
         self.guard(&req)?;
-        let snapshot = self.store.load_full();
-        if !self.store.is_loaded() {
+        if !self.store.is_loaded() && !self.store.wait_first_load(STARTUP_HOLD).await {
             return Err(GatewayError::NotReady);
         }
+        let snapshot = self.store.load_full();
         let Routed { api, route_id, route_cost, route_methods, mut upstream_pq } = route(&snapshot, &req)?;
         seen.who.api = api.id;
         seen.who.route = route_id;

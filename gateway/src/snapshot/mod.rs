@@ -87,6 +87,10 @@ impl Snapshot {
 pub struct ConfigStore {
     current: ArcSwap<Snapshot>,
     loaded: AtomicBool,
+    /// Turns true with the first configuration (what requests arriving before it wait for).
+    first_load: tokio::sync::watch::Sender<bool>,
+    /// When the store was made (the node's start).
+    born: tokio::time::Instant,
     /// The node's metrics; per-API series are attached to each compiled API.
     pub metrics: Arc<Registry>,
     /// The node's rate-limit and quota counters.
@@ -110,6 +114,8 @@ impl ConfigStore {
         Self {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             loaded: AtomicBool::new(false),
+            first_load: tokio::sync::watch::Sender::new(false),
+            born: tokio::time::Instant::now(),
             metrics: Arc::default(),
             limiter,
             url_policy,
@@ -135,6 +141,17 @@ impl ConfigStore {
     /// Whether a configuration has been loaded since start.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Waits for the first configuration while the node is younger than `hold`: a request
+    /// that reaches a node restarted a moment ago (its load balancer saw the port open) is
+    /// served once the configuration is in, instead of a 503. `false` when the node is older
+    /// than `hold` and still has none (PostgreSQL down and no copy on disk): answered 503 at
+    /// once, as its health endpoint says.
+    pub async fn wait_first_load(&self, hold: Duration) -> bool {
+        let mut loaded = self.first_load.subscribe();
+        let waited = tokio::time::timeout_at(self.born + hold, loaded.wait_for(|l| *l)).await;
+        matches!(waited, Ok(Ok(_))) || self.is_loaded()
     }
 }
 
@@ -191,6 +208,7 @@ impl Sink for ConfigStore {
         let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis, keys, identities }));
         retire(old);
         self.loaded.store(true, Ordering::Release);
+        self.first_load.send_replace(true);
         tracing::debug!(
             event_id = data.event_id,
             micros = started.elapsed().as_micros() as u64,
@@ -491,5 +509,25 @@ mod tests {
         assert_eq!(snap.keys.get(&a.key_hash).map(|e| e.revoked), Some(true));
         assert_eq!(snap.keys.get(&c.key_hash).map(|e| e.key_id), Some(c.id));
         assert_eq!(before.keys.get(&a.key_hash).map(|e| e.revoked), Some(false), "the old snapshot is unchanged");
+    }
+
+    #[tokio::test]
+    async fn requests_of_a_young_node_wait_for_its_first_configuration() {
+        let store = Arc::new(ConfigStore::default());
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_first_load(Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "held until a configuration arrives");
+        store.publish(&ConfigData::default(), Changed::all());
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiting).await.ok().and_then(Result::ok), Some(true));
+        // Loaded: no wait at all, whatever the node's age.
+        assert!(store.wait_first_load(Duration::ZERO).await);
+        // A node past the hold with nothing loaded answers at once.
+        let old = ConfigStore::default();
+        let started = std::time::Instant::now();
+        assert!(!old.wait_first_load(Duration::ZERO).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }
