@@ -140,34 +140,27 @@ resource_handlers! {
     ops: { list: list_certificates, get: get_certificate, delete: delete_certificate }
 }
 
-/// What an upload becomes: the leaf's description and the sealed key.
-struct Prepared {
-    cert: String,
-    names: Vec<String>,
-    subject: String,
-    issuer: String,
-    serial: String,
-    fingerprint: String,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    chain_length: i32,
-    is_default: bool,
+/// What an upload becomes: the chain, its leaf described, and the sealed key.
+struct Prepared<'a> {
+    input: &'a CertificateInput,
+    leaf: Described,
     key_sealed: String,
 }
 
-impl Columns for Prepared {
+impl Columns for Prepared<'_> {
     fn columns(&self, w: &mut ColumnWriter<'_>) {
-        w.col("cert_pem", &self.cert)
+        let d = &self.leaf;
+        w.col("cert_pem", &self.input.cert)
             .col("key_sealed", &self.key_sealed)
-            .col("names", &self.names)
-            .col("subject", &self.subject)
-            .col("issuer", &self.issuer)
-            .col("serial", &self.serial)
-            .col("fingerprint_sha256", &self.fingerprint)
-            .col("not_before", self.not_before)
-            .col("not_after", self.not_after)
-            .col("chain_length", self.chain_length)
-            .col("is_default", self.is_default);
+            .col("names", &d.names)
+            .col("subject", &d.subject)
+            .col("issuer", &d.issuer)
+            .col("serial", &d.serial)
+            .col("fingerprint_sha256", &d.fingerprint)
+            .col("not_before", d.not_before)
+            .col("not_after", d.not_after)
+            .col("chain_length", i32::try_from(d.chain_length).unwrap_or(i32::MAX))
+            .col("is_default", self.input.is_default);
     }
 }
 
@@ -265,9 +258,9 @@ fn check_key(input: &CertificateInput, chain: Vec<CertificateDer<'static>>) -> A
     })
 }
 
-fn prepare(state: &AppState, id: Uuid, input: &CertificateInput) -> ApiResult<Prepared> {
+fn prepare<'a>(state: &AppState, id: Uuid, input: &'a CertificateInput) -> ApiResult<Prepared<'a>> {
     validate(input)?;
-    let d = inspect(input, OffsetDateTime::now_utc())?;
+    let leaf = inspect(input, OffsetDateTime::now_utc())?;
     let keyring = state.config().secrets.as_ref().ok_or_else(|| {
         ApiError::conflict(
             "this admin has no secrets key (--secrets-key / TOLLGATE_SECRETS_KEY), so it cannot store private keys",
@@ -276,19 +269,7 @@ fn prepare(state: &AppState, id: Uuid, input: &CertificateInput) -> ApiResult<Pr
     let key_sealed = keyring
         .seal(input.key.as_bytes(), &tollgate_gateway::seal::certificate_key_aad(id))
         .map_err(ApiError::internal)?;
-    Ok(Prepared {
-        cert: input.cert.clone(),
-        names: d.names,
-        subject: d.subject,
-        issuer: d.issuer,
-        serial: d.serial,
-        fingerprint: d.fingerprint,
-        not_before: d.not_before,
-        not_after: d.not_after,
-        chain_length: i32::try_from(d.chain_length).unwrap_or(i32::MAX),
-        is_default: input.is_default,
-        key_sealed,
-    })
+    Ok(Prepared { input, leaf, key_sealed })
 }
 
 /// Uploads a certificate and its private key.

@@ -180,13 +180,14 @@ fn serve_connection(
         // The handshake and the first head share the header-read timeout from accept.
         let head_deadline = accepted + h1.header_read_timeout;
         if let Some(config) = tls {
-            let (tls, agreed) = match tokio::time::timeout_at(head_deadline, TlsConn::accept(stream, config)).await {
+            let tls = match tokio::time::timeout_at(head_deadline, TlsConn::accept(stream, config)).await {
                 Ok(Ok(done)) => done,
                 Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("no TLS handshake within the header-read timeout"),
             };
+            let h2 = tls.is_h2();
             let io = Conn::Tls(Box::new(tls));
-            if agreed.alpn.as_deref() == Some(b"h2") {
+            if h2 {
                 serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn).await;
             } else {
                 Box::pin(crate::wire::server::serve(io, &[], conn, h1, head_deadline)).await;

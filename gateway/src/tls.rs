@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -30,8 +30,6 @@ pub struct CertIndex {
     /// By the part after `*.`.
     wildcard: HashMap<String, Entry>,
     default: Option<Entry>,
-    /// Certificates left out (their key did not open or did not parse), with why.
-    pub refused: Vec<(uuid::Uuid, String)>,
     /// Certificates in the index.
     pub loaded: usize,
 }
@@ -42,6 +40,15 @@ struct Entry {
     key: Arc<CertifiedKey>,
 }
 
+impl Entry {
+    /// Takes `other`'s place when it is valid longer.
+    fn keep_longer(&mut self, other: &Entry) {
+        if self.not_after < other.not_after {
+            *self = other.clone();
+        }
+    }
+}
+
 impl CertIndex {
     /// Indexes `data`'s certificates, opening their keys with `keyring`.
     pub fn build(data: &ConfigData, keyring: Option<&Keyring>, provider: &CryptoProvider) -> Self {
@@ -50,8 +57,7 @@ impl CertIndex {
             match certified_key(def, keyring, provider) {
                 Ok(key) => index.add(def, Entry { not_after: def.not_after, key: Arc::new(key) }),
                 Err(why) => {
-                    tracing::error!(certificate = %def.id, error = %why, "certificate left out of the TLS listener");
-                    index.refused.push((def.id, why));
+                    tracing::error!(certificate = %def.id, error = %why, "certificate left out of the TLS listener")
                 }
             }
         }
@@ -60,13 +66,11 @@ impl CertIndex {
 
     fn add(&mut self, def: &CertificateDef, entry: Entry) {
         self.loaded += 1;
-        let keep = |slot: &mut Option<Entry>| {
-            if slot.as_ref().is_none_or(|old| old.not_after < entry.not_after) {
-                *slot = Some(entry.clone());
-            }
-        };
         if def.is_default {
-            keep(&mut self.default);
+            match &mut self.default {
+                Some(old) => old.keep_longer(&entry),
+                None => self.default = Some(entry.clone()),
+            }
         }
         for name in &def.names {
             let name = name.to_ascii_lowercase();
@@ -74,11 +78,7 @@ impl CertIndex {
                 Some(parent) => (&mut self.wildcard, parent.to_owned()),
                 None => (&mut self.exact, name),
             };
-            let mut slot = map.remove(&key);
-            keep(&mut slot);
-            if let Some(e) = slot {
-                map.insert(key, e);
-            }
+            map.entry(key).and_modify(|old| old.keep_longer(&entry)).or_insert_with(|| entry.clone());
         }
     }
 
@@ -92,15 +92,18 @@ impl CertIndex {
     }
 }
 
-/// Picks a certificate per handshake from the current [`CertIndex`], and holds the
-/// listener's settings: new ones (a new session-ticket key and session cache) with every
-/// change of certificates, so a session resumed from before a change cannot carry a
-/// certificate that was deleted or replaced.
+/// The current [`CertIndex`], shared by the store (which replaces it) and the listener's
+/// settings (which pick from it per handshake).
+type SharedIndex = Arc<ArcSwap<CertIndex>>;
+
+/// Holds the current [`CertIndex`] and the listener's settings: new ones (a new
+/// session-ticket key and session cache) with every change of certificates, so a session
+/// resumed from before a change cannot carry a certificate that was deleted or replaced.
 pub struct CertStore {
-    index: ArcSwap<CertIndex>,
+    index: SharedIndex,
     keyring: Option<Arc<Keyring>>,
     provider: Arc<CryptoProvider>,
-    config: ArcSwap<Option<Arc<ServerConfig>>>,
+    config: ArcSwapOption<ServerConfig>,
 }
 
 impl fmt::Debug for CertStore {
@@ -113,59 +116,43 @@ impl CertStore {
     /// An empty store that opens private keys with `keyring`.
     pub fn new(keyring: Option<Arc<Keyring>>) -> Self {
         Self {
-            index: ArcSwap::from_pointee(CertIndex::default()),
+            index: Arc::new(ArcSwap::from_pointee(CertIndex::default())),
             keyring,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            config: ArcSwap::from_pointee(None),
+            config: ArcSwapOption::empty(),
         }
     }
 
     /// Re-indexes the certificates of `data`, and renews the listener's settings (which
-    /// ends resumption of sessions from before).
-    pub fn rebuild(self: &Arc<Self>, data: &ConfigData) {
+    /// ends resumption of sessions from before); on failure the current settings stay.
+    pub fn rebuild(&self, data: &ConfigData) {
         self.index.store(Arc::new(CertIndex::build(data, self.keyring.as_deref(), &self.provider)));
         if self.config.load().is_some() {
-            self.renew();
-        }
-    }
-
-    /// Builds fresh listener settings; on failure the current ones stay.
-    fn renew(self: &Arc<Self>) -> Option<Arc<ServerConfig>> {
-        match self.build_config() {
-            Ok(config) => {
-                self.config.store(Arc::new(Some(config.clone())));
-                Some(config)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot renew the TLS settings; the previous ones stay");
-                None
+            match self.build_config() {
+                Ok(config) => self.config.store(Some(config)),
+                Err(e) => tracing::error!(error = %e, "cannot renew the TLS settings; the previous ones stay"),
             }
         }
     }
 
     /// The listener's current settings (made on first use).
-    pub fn config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
-        if let Some(config) = &**self.config.load() {
-            return Ok(config.clone());
+    pub fn config(&self) -> Result<Arc<ServerConfig>, rustls::Error> {
+        if let Some(config) = self.config.load_full() {
+            return Ok(config);
         }
         let config = self.build_config()?;
-        self.config.store(Arc::new(Some(config.clone())));
+        self.config.store(Some(config.clone()));
         Ok(config)
-    }
-
-    /// The current index.
-    pub fn index(&self) -> Arc<CertIndex> {
-        self.index.load_full()
     }
 
     /// The listener's TLS settings: TLS 1.3 and 1.2 with aws-lc-rs's default (AEAD-only,
     /// forward-secret) suites, ALPN `h2` then `http/1.1`, session resumption by tickets and
-    /// a session cache, and certificates from this store.
-    fn build_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    /// a session cache, and certificates from this store's index.
+    fn build_config(&self) -> Result<Arc<ServerConfig>, rustls::Error> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .with_cert_resolver(Arc::new(Resolver(self.index.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
@@ -173,8 +160,17 @@ impl CertStore {
     }
 }
 
-impl ResolvesServerCert for CertStore {
+/// Picks a certificate per handshake from the current index.
+struct Resolver(SharedIndex);
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver").field("loaded", &self.0.load().loaded).finish()
+    }
+}
+
+impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.index.load().pick(hello.server_name())
+        self.0.load().pick(hello.server_name())
     }
 }

@@ -27,15 +27,6 @@ pub struct TlsConn {
     tls: Mutex<ServerConnection>,
 }
 
-/// What a finished handshake agreed on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Agreed {
-    /// The ALPN protocol (`h2`, `http/1.1`), when the client offered one we speak.
-    pub alpn: Option<Vec<u8>>,
-    /// The server name the client asked for (SNI).
-    pub server_name: Option<String>,
-}
-
 impl Conn {
     /// Reads what the connection has into `buf` (growing it by `chunk` when less than 1 KiB
     /// is spare); `Ok(0)` is the end of the stream.
@@ -100,14 +91,6 @@ impl Conn {
         std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
     }
 
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Tcp(s) => s,
-            Conn::Tls(t) => &t.tcp,
-        }
-    }
-
     /// The TCP socket underneath, to read raw bytes after a shutdown (lingering).
     pub fn tcp_mut(&mut self) -> &mut TcpStream {
         match self {
@@ -151,7 +134,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 impl TlsConn {
     /// Runs the server side of a TLS handshake on `tcp`. A client that stalls is bounded by
     /// the caller (the header-read timeout); a failed handshake sends its alert first.
-    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<(Self, Agreed)> {
+    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let mut tls = ServerConnection::new(config).map_err(tls_error)?;
         tls.set_buffer_limit(Some(SEND_BUFFER));
         loop {
@@ -172,9 +155,12 @@ impl TlsConn {
                 return Err(tls_error(e));
             }
         }
-        let agreed =
-            Agreed { alpn: tls.alpn_protocol().map(<[u8]>::to_vec), server_name: tls.server_name().map(str::to_owned) };
-        Ok((Self { tcp, tls: Mutex::new(tls) }, agreed))
+        Ok(Self { tcp, tls: Mutex::new(tls) })
+    }
+
+    /// Whether the handshake agreed on HTTP/2 (ALPN `h2`).
+    pub fn is_h2(&self) -> bool {
+        self.lock().is_ok_and(|tls| tls.alpn_protocol() == Some(b"h2"))
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, ServerConnection>> {
