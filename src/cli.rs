@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tollgate_admin::Secret;
+use tollgate_gateway::access_log::{AccessLogOptions, FieldSet, Sink};
 use tollgate_gateway::limits::HeaderStyle;
 
 /// Tollgate API management platform: admin service, developer portal and gateway in one binary.
@@ -51,7 +52,7 @@ pub enum Command {
     /// The developer portal.
     Portal(PortalArgs),
     /// A gateway node.
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// Applies pending database migrations and exits.
     Migrate(MigrateArgs),
     /// Secrets-key chores: make a key, reseal stored secrets after a rotation.
@@ -419,6 +420,47 @@ pub struct GatewayLimits {
     #[arg(long, env = "TOLLGATE_USAGE_MAX_PENDING_SERIES", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub usage_max_pending_series: u64,
+    /// Access log: `off` (the default), `stderr`, or a file path (appended to, reopened on
+    /// `SIGHUP`). One JSON object per request, written off the request path.
+    #[arg(long, env = "TOLLGATE_ACCESS_LOG", default_value = "off", value_parser = access_log_sink)]
+    pub access_log: AccessLogSink,
+    /// Comma-separated access log fields (`all`, the default, for every one; see
+    /// `docs/operations.md`).
+    #[arg(long, env = "TOLLGATE_ACCESS_LOG_FIELDS", default_value = "all", value_parser = access_log_fields)]
+    pub access_log_fields: FieldSet,
+    /// Access log entries that may wait for the writer; beyond, entries are dropped and
+    /// counted (`tollgate_access_log_dropped_total`) rather than slowing requests.
+    #[arg(long, env = "TOLLGATE_ACCESS_LOG_BUFFER", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub access_log_buffer: u64,
+}
+
+/// Parsed `--access-log`.
+#[derive(Debug, Clone)]
+pub struct AccessLogSink(pub Option<Sink>);
+
+fn access_log_sink(s: &str) -> Result<AccessLogSink, String> {
+    Ok(AccessLogSink(match s {
+        "" => return Err("expected off, stderr or a file path".to_owned()),
+        _ if s.eq_ignore_ascii_case("off") => None,
+        _ if s.eq_ignore_ascii_case("stderr") => Some(Sink::Stderr),
+        path => Some(Sink::File(path.into())),
+    }))
+}
+
+fn access_log_fields(s: &str) -> Result<FieldSet, String> {
+    FieldSet::parse(s)
+}
+
+impl GatewayLimits {
+    /// The access log settings, if it is on.
+    pub fn access_log(&self) -> Option<AccessLogOptions> {
+        self.access_log.0.clone().map(|sink| AccessLogOptions {
+            sink,
+            fields: self.access_log_fields,
+            capacity: usize::try_from(self.access_log_buffer).unwrap_or(usize::MAX),
+        })
+    }
 }
 
 /// `on` or `off`.

@@ -192,6 +192,7 @@ pub fn gateway_options(
         },
         max_config_staleness: None,
         secrets: None,
+        access_log: l.access_log(),
     }
 }
 

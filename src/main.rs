@@ -57,7 +57,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(*args).await,
         Command::Admin(args) => commands::admin(args).await,
         Command::Portal(args) => commands::portal(args).await,
-        Command::Gateway(args) => commands::gateway(args).await,
+        Command::Gateway(args) => commands::gateway(*args).await,
         Command::Migrate(args) => commands::migrate(args).await,
         Command::Secrets(cmd) => commands::secrets(cmd).await,
     }

@@ -233,6 +233,11 @@ impl GatewayError {
         self.parts().0
     }
 
+    /// The stable slug of its problem type (`urn:tollgate:problem:<slug>`).
+    pub fn slug(&self) -> &'static str {
+        self.parts().1
+    }
+
     /// The RFC 9457 problem document of this error, as JSON text.
     pub fn problem_json(&self) -> String {
         let (status, slug, title, detail) = self.parts();

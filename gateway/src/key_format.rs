@@ -59,6 +59,32 @@ fn checksum(head: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
+/// A displayable API key prefix: the type prefix and six characters (base62, or base64url
+/// for keys of the older format), as the admin's key listings show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPrefix([u8; KeyPrefix::LEN]);
+
+impl KeyPrefix {
+    /// `tg_` and six characters, as the admin's key listings show.
+    pub const LEN: usize = PREFIX.len() + 6;
+
+    /// The prefix of a presented key, when it looks like one of ours.
+    pub fn of(key: &[u8]) -> Option<Self> {
+        let head = key.get(..Self::LEN)?;
+        let ok = head.starts_with(PREFIX.as_bytes())
+            && head[PREFIX.len()..].iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        ok.then(|| {
+            let mut p = [0u8; Self::LEN];
+            p.copy_from_slice(head);
+            Self(p)
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! immutable [`snapshot::Snapshot`] swapped atomically on every change, and proxies
 //! requests through the phases of [`proxy::forward`].
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod edge;
@@ -82,6 +83,8 @@ pub struct GatewayOptions {
     pub max_config_staleness: Option<Duration>,
     /// Opens sealed secrets (certificate private keys); without it no certificate loads.
     pub secrets: Option<Arc<seal::Keyring>>,
+    /// The access log (`None`: off).
+    pub access_log: Option<access_log::AccessLogOptions>,
 }
 
 /// Usage recording of a node (see [`usage`]).
@@ -124,6 +127,10 @@ pub async fn serve_all(
     if matches!(opts.source, ConfigSource::File(_)) && opts.max_config_staleness.is_some() {
         anyhow::bail!("--max-config-staleness needs a PostgreSQL configuration source (a file has no control plane)");
     }
+    let access_log = match &opts.access_log {
+        Some(o) => Some(access_log::AccessLog::start(o)?),
+        None => None,
+    };
     let limiter = Arc::new(limits::Limiter::new(opts.limiter.clone())?);
     let sweeper = limiter.spawn_sweeper(LIMIT_SWEEP_EVERY);
     let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
@@ -156,7 +163,10 @@ pub async fn serve_all(
         None => (None, None),
     };
     let metrics_task = match opts.metrics_listener {
-        Some(addr) => Some(metrics_endpoint::spawn(addr, store.clone(), recorder.clone(), freshness.clone()).await?),
+        Some(addr) => Some(
+            metrics_endpoint::spawn(addr, store.clone(), recorder.clone(), freshness.clone(), access_log.clone())
+                .await?,
+        ),
         None => None,
     };
     let mut source_task = match opts.source {
@@ -167,9 +177,22 @@ pub async fn serve_all(
         }
         ConfigSource::File(path) => config::file::watch(path, sink, stop_rx).await?,
     };
-    let pipeline =
-        Arc::new(proxy::Pipeline { store, limits: opts.limits, edge: opts.edge, usage: recorder, freshness });
+    let reopen = access_log.clone().map(reopen_on_hangup);
+    let pipeline = Arc::new(proxy::Pipeline {
+        store,
+        limits: opts.limits,
+        edge: opts.edge,
+        usage: recorder,
+        freshness,
+        access_log: access_log.clone(),
+    });
     listener::serve(listener, tls, pipeline, opts.listener, shutdown).await;
+    if let Some(log) = &access_log {
+        log.close(Duration::from_secs(5));
+    }
+    if let Some(t) = reopen {
+        t.abort();
+    }
     // The PostgreSQL follower saves its configuration and ends; the file watcher just ends;
     // the usage writer writes what the drained requests recorded.
     let _ = stop_tx.send(true);
@@ -187,4 +210,24 @@ pub async fn serve_all(
         t.abort();
     }
     Ok(())
+}
+
+/// Reopens the access log file on each `SIGHUP` (log rotation).
+fn reopen_on_hangup(log: Arc<access_log::AccessLog>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                tracing::warn!("SIGHUP cannot be caught: the access log will not be reopened on it");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reopening the access log");
+                log.reopen();
+            }
+        }
+        #[cfg(not(unix))]
+        drop(log);
+    })
 }

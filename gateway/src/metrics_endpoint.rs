@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::access_log::AccessLog;
 use crate::config::freshness::Freshness;
 use crate::health;
 use crate::snapshot::ConfigStore;
@@ -26,7 +27,9 @@ pub async fn spawn(
     store: Arc<ConfigStore>,
     usage: Option<Arc<Recorder>>,
     freshness: Arc<Freshness>,
+    access_log: Option<Arc<AccessLog>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let sources = Arc::new(Sources { store, usage, freshness, access_log });
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     Ok(tokio::spawn(async move {
@@ -40,18 +43,11 @@ pub async fn spawn(
                     continue;
                 }
             };
-            let (store, usage, freshness) = (store.clone(), usage.clone(), freshness.clone());
+            let sources = sources.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (store, usage, freshness) = (store.clone(), usage.clone(), freshness.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(respond(
-                            req.uri().path(),
-                            &store,
-                            usage.as_deref(),
-                            &freshness,
-                        ))
-                    }
+                    let sources = sources.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &sources)) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
             });
@@ -59,7 +55,16 @@ pub async fn spawn(
     }))
 }
 
-fn respond(path: &str, store: &ConfigStore, usage: Option<&Recorder>, freshness: &Freshness) -> Response<Full<Bytes>> {
+/// What the endpoint reports on.
+struct Sources {
+    store: Arc<ConfigStore>,
+    usage: Option<Arc<Recorder>>,
+    freshness: Arc<Freshness>,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+fn respond(path: &str, sources: &Sources) -> Response<Full<Bytes>> {
+    let Sources { store, usage, freshness, access_log } = sources;
     const TEXT: &str = "text/plain; version=0.0.4";
     const JSON: &str = "application/json";
     let (status, body, kind) = match path {
@@ -67,6 +72,9 @@ fn respond(path: &str, store: &ConfigStore, usage: Option<&Recorder>, freshness:
             let mut text = store.metrics.render(store.load().event_id);
             if let Some(usage) = usage {
                 usage.stats.render(&mut text);
+            }
+            if let Some(log) = access_log {
+                log.render_metrics(&mut text);
             }
             (StatusCode::OK, text, TEXT)
         }

@@ -25,6 +25,7 @@ pub use crate::auth::settings::{
 use crate::config::freshness::Freshness;
 use crate::config::model::KeyHash;
 use crate::error::{Challenge, GatewayError, Refusal};
+use crate::key_format::KeyPrefix;
 use crate::limits::{Decision, Denial, HeaderStyle, LimitKey, Limiter};
 pub use crate::snapshot::identities::{Binding, ConsumerRt, Identities, PlanRt, SubStatus, SubscriptionRt};
 pub use crate::snapshot::sharded::Sharded;
@@ -137,18 +138,29 @@ pub struct Admitted {
     pub decision: Option<Decision>,
 }
 
+/// What the edge phases learnt about the caller, also when they then refused the request.
+#[derive(Debug, Default)]
+pub struct Learnt {
+    /// The consumer, credential and plan, for usage.
+    pub who: Attribution,
+    /// The displayable start of the API key presented, if one was (for the access log).
+    pub key_prefix: Option<KeyPrefix>,
+}
+
 /// Runs the edge phases. Client-sent identity headers are removed from `headers`;
-/// `upstream_pq` loses the key parameter when credentials are hidden. `who` learns the
-/// consumer, credential and plan as they are found (also when the request is then refused).
+/// `upstream_pq` loses the key parameter when credentials are hidden. `learnt` takes the
+/// key prefix, consumer, credential and plan as they are found (also when the request is
+/// then refused).
 pub async fn admit(
     call: &Call<'_>,
     limiter: &Limiter,
     headers: &mut HeaderMap,
     upstream_pq: &mut String,
-    who: &mut Attribution,
+    learnt: &mut Learnt,
 ) -> Result<Admitted, GatewayError> {
     strip_identity(headers);
-    let caller = authenticate(call, headers, upstream_pq).await?;
+    let caller = authenticate(call, headers, upstream_pq, &mut learnt.key_prefix).await?;
+    let who = &mut learnt.who;
     if let Caller::Consumer { consumer, credential } = &caller {
         who.consumer = consumer.id;
         who.credential = *credential;
@@ -210,13 +222,15 @@ async fn authenticate(
     call: &Call<'_>,
     headers: &mut HeaderMap,
     upstream_pq: &mut String,
+    key_prefix: &mut Option<KeyPrefix>,
 ) -> Result<Caller, GatewayError> {
     let auth = &call.api.auth;
     let methods = call.route_methods.unwrap_or(auth.methods);
     let challenge = challenge(methods);
     if methods.has(Methods::KEY_AUTH)
-        && let Some((hash, from_query)) = find_key(auth, headers, upstream_pq)
+        && let Some(Found { hash, from_query, prefix }) = find_key(auth, headers, upstream_pq)
     {
+        *key_prefix = prefix;
         fresh(call)?;
         let Some(hash) = hash else {
             return Err(GatewayError::InvalidCredentials {
@@ -258,19 +272,27 @@ fn fresh(call: &Call<'_>) -> Result<(), GatewayError> {
     if call.freshness.is_stale() { Err(GatewayError::ConfigStale) } else { Ok(()) }
 }
 
-/// The SHA-256 of the API key in the header or, failing that, the query parameter (`None`
-/// for a key whose checksum shows a typo), and whether it came from the query. A key header
-/// is removed as it is read when credentials are hidden (one map lookup, not two).
-fn find_key(auth: &ApiAuth, headers: &mut HeaderMap, pq: &str) -> Option<(Option<KeyHash>, bool)> {
+/// An API key found in a request.
+struct Found {
+    /// Its SHA-256; `None` for a key whose checksum shows a typo.
+    hash: Option<KeyHash>,
+    from_query: bool,
+    prefix: Option<KeyPrefix>,
+}
+
+/// The API key in the header or, failing that, the query parameter. A key header is removed
+/// as it is read when credentials are hidden (one map lookup, not two).
+fn find_key(auth: &ApiAuth, headers: &mut HeaderMap, pq: &str) -> Option<Found> {
+    let found = |key: &[u8], from_query| Found { hash: key_hash(key), from_query, prefix: KeyPrefix::of(key) };
     let in_header =
         if auth.hide_credentials { headers.remove(&auth.key_header) } else { headers.get(&auth.key_header).cloned() };
     if let Some(v) = in_header {
-        return Some((key_hash(v.as_bytes()), false));
+        return Some(found(v.as_bytes(), false));
     }
     let param = auth.key_query_param.as_deref()?;
     let (_, query) = pq.split_once('?')?;
     let value = query_param(query, param)?;
-    Some((key_hash(value.as_bytes()), true))
+    Some(found(value.as_bytes(), true))
 }
 
 fn key_hash(key: &[u8]) -> Option<KeyHash> {

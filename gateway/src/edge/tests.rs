@@ -156,7 +156,7 @@ mod admission {
             rate_limit_headers: crate::limits::HeaderStyle::Ietf,
             freshness,
         };
-        admit(&call, &store.limiter, headers, pq, &mut crate::usage::Attribution::default()).await
+        admit(&call, &store.limiter, headers, pq, &mut super::Learnt::default()).await
     }
 
     fn store_with(d: &ConfigData) -> ConfigStore {

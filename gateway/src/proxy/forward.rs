@@ -13,6 +13,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
 
+use crate::access_log::{self, AccessLog};
 use crate::config::freshness::Freshness;
 use crate::edge::{self, EdgeOptions};
 use crate::error::GatewayError;
@@ -20,7 +21,7 @@ use crate::health;
 use crate::router::{RequestView, normalize_path};
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
 use crate::upstream::{Outcome, Upstream};
-use crate::usage::{Attribution, Recorder, StatusClass};
+use crate::usage::{Recorder, StatusClass};
 use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
 use crate::wire::headers::{self, Forwarding};
 use crate::wire::reclaim;
@@ -61,13 +62,49 @@ pub struct Pipeline {
     pub usage: Option<Arc<Recorder>>,
     /// Whether the configuration is known current (credentialed calls need it).
     pub freshness: Arc<Freshness>,
+    /// The access log (off: `None`).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
-/// What the phases learnt about a request, for its metrics and usage (also when refused).
+/// What the phases learnt about a request, for its metrics, usage and access log (also when
+/// refused).
 #[derive(Default)]
 struct Seen {
     api: Option<Arc<ApiRuntime>>,
-    who: Attribution,
+    learnt: edge::Learnt,
+    attempts: Attempts,
+}
+
+/// The upstream attempts of a request, noted for the access log only (`on`).
+#[derive(Default)]
+struct Attempts {
+    on: bool,
+    count: u8,
+    /// The last attempt's target and how long its response head took.
+    target: Option<String>,
+    latency: Option<std::time::Duration>,
+}
+
+/// What the access log needs from the request before the pipeline consumes it.
+struct Pre {
+    method: http::Method,
+    host: String,
+    path: String,
+    trace_id: Option<[u8; 16]>,
+    client_ip: std::net::IpAddr,
+}
+
+impl Pre {
+    #[cold]
+    fn of(req: &Request<ClientBody>, conn: &ConnInfo, trusted: &[ipnet::IpNet]) -> Box<Self> {
+        Box::new(Pre {
+            method: req.method().clone(),
+            host: request_host(req),
+            path: req.uri().path().to_owned(),
+            trace_id: access_log::trace_id(req.headers()),
+            client_ip: edge::client_ip::client_ip(conn.peer.ip(), req.headers(), trusted),
+        })
+    }
 }
 
 /// One request's state as it moves through the phases.
@@ -95,10 +132,15 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let hint = req.body().size_hint();
         let request_bytes = hint.exact().unwrap_or(hint.lower());
-        let mut seen = Seen::default();
+        let pre = self.access_log.as_ref().map(|_| Pre::of(&req, &conn, &self.edge.trusted_proxies));
+        let mut seen = Seen { attempts: Attempts { on: pre.is_some(), ..Attempts::default() }, ..Seen::default() };
+        let mut reason = None;
         let res = match self.forward(req, conn, request_id.clone(), &mut seen).await {
             Ok(res) => res,
-            Err(e) => refused(&e, &request_id),
+            Err(e) => {
+                reason = Some(e.slug());
+                refused(&e, &request_id)
+            }
         };
         let elapsed = started.elapsed();
         let metrics = seen.api.as_ref().map_or(&self.store.metrics.unrouted, |a| &a.metrics);
@@ -107,7 +149,11 @@ impl Pipeline {
             let made = matches!(res.body, Either::Right(_));
             let response_bytes = res.body.size_hint().exact().unwrap_or(0);
             let class = StatusClass::of(res.status, made);
-            usage.record(&seen.who, class, started, elapsed, request_bytes, response_bytes);
+            usage.record(&seen.learnt.who, class, started, elapsed, request_bytes, response_bytes);
+        }
+        if let (Some(log), Some(pre)) = (&self.access_log, pre) {
+            let done = Done { request_id, request_bytes, elapsed, reason, https: conn.https };
+            log_access(log, *pre, seen, &res, done);
         }
         res
     }
@@ -137,8 +183,8 @@ impl Pipeline {
         }
         let snapshot = self.store.load_full();
         let Routed { api, route_id, route_cost, route_methods, mut upstream_pq } = route(&snapshot, &req)?;
-        seen.who.api = api.id;
-        seen.who.route = route_id;
+        seen.learnt.who.api = api.id;
+        seen.learnt.who.route = route_id;
         seen.api = Some(api.clone());
         let call = edge::Call {
             snapshot: &snapshot,
@@ -152,13 +198,13 @@ impl Pipeline {
             freshness: &self.freshness,
         };
         let edge::Admitted { identity, decision } =
-            edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq, &mut seen.who).await?;
+            edge::admit(&call, &self.store.limiter, req.headers_mut(), &mut upstream_pq, &mut seen.learnt).await?;
         drop(snapshot);
         let ctx = Ctx { request_id, identity, upstream_pq };
         let pool = choose_pool(&api, req.headers());
         // Boxed: the exchange's future is most of a request's state; kept in place, every
         // future around it (and their moves) would be that much larger.
-        let work = Box::pin(proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes));
+        let work = Box::pin(proxy(&api, &pool, ctx, req, conn, self.limits.max_body_bytes, &mut seen.attempts));
         let mut res = match api.total_timeout {
             Some(t) => tokio::time::timeout(t, work).await.map_err(|_| GatewayError::UpstreamTimeout)??,
             None => work.await?,
@@ -195,8 +241,14 @@ impl Handler for Pipeline {
         Pipeline::handle(self, req, conn)
     }
 
-    fn reject(&self, why: Reject) -> Reply {
-        Reply::made(GatewayError::from(why).to_response(None))
+    fn reject(&self, why: Reject, conn: ConnInfo) -> Reply {
+        let e = GatewayError::from(why);
+        let res = Reply::made(e.to_response(None));
+        self.store.metrics.unrouted.record(res.status.as_u16(), std::time::Duration::ZERO);
+        if let Some(log) = &self.access_log {
+            log_rejected(log, &e, &res, conn);
+        }
+        res
     }
 }
 
@@ -310,6 +362,7 @@ async fn proxy(
     mut req: Box<Request<ClientBody>>,
     conn: ConnInfo,
     max_body: u64,
+    attempts: &mut Attempts,
 ) -> Result<Reply, GatewayError> {
     let permit = match pool.admit() {
         Ok(p) => p,
@@ -355,7 +408,11 @@ async fn proxy(
             }
             b => (b.unwrap_or_else(empty_body), None),
         };
+        let sent = attempts.on.then(std::time::Instant::now);
         let result = api.client.send(api.https, &pick.target.authority, &out, attempt_body, api.read_timeout).await;
+        if let Some(sent) = sent {
+            attempts.note(&pick.target.authority, sent.elapsed());
+        }
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
         // fault and says nothing about the target.
@@ -387,6 +444,86 @@ async fn proxy(
         let res = result.map_err(classify)?;
         return respond(res, &ctx, client_upgrade);
     }
+}
+
+impl Attempts {
+    #[cold]
+    fn note(&mut self, target: &str, latency: std::time::Duration) {
+        self.count = self.count.saturating_add(1);
+        self.target = Some(target.to_owned());
+        self.latency = Some(latency);
+    }
+}
+
+/// How a request ended, for its access log entry.
+struct Done {
+    request_id: HeaderValue,
+    request_bytes: u64,
+    elapsed: std::time::Duration,
+    reason: Option<&'static str>,
+    https: bool,
+}
+
+/// The access log entry of a request refused while its head or body was read: nothing of
+/// the request is trusted enough to log but who sent it and why it was refused.
+#[cold]
+#[inline(never)]
+fn log_rejected(log: &AccessLog, e: &GatewayError, res: &Reply, conn: ConnInfo) {
+    log.log(access_log::Entry {
+        time: std::time::SystemTime::now(),
+        request_id: None,
+        trace_id: None,
+        client_ip: conn.peer.ip(),
+        https: conn.https,
+        method: None,
+        host: None,
+        path: None,
+        route_id: None,
+        api_id: None,
+        api: None,
+        consumer_id: None,
+        key_prefix: None,
+        status: res.status.as_u16(),
+        request_bytes: 0,
+        response_bytes: res.body.size_hint().exact(),
+        upstream: None,
+        upstream_attempts: 0,
+        upstream_latency: None,
+        latency: std::time::Duration::ZERO,
+        reason: Some(e.slug()),
+    });
+}
+
+/// Hands the request's entry to the access log (the writer thread formats it).
+#[cold]
+#[inline(never)]
+fn log_access(log: &AccessLog, pre: Pre, seen: Seen, res: &Reply, done: Done) {
+    let api = seen.api.as_ref();
+    let who = &seen.learnt.who;
+    let some = |id: uuid::Uuid| (!id.is_nil()).then_some(id);
+    log.log(access_log::Entry {
+        time: std::time::SystemTime::now(),
+        request_id: Some(done.request_id),
+        trace_id: pre.trace_id,
+        client_ip: pre.client_ip,
+        https: done.https,
+        method: Some(pre.method),
+        host: Some(pre.host),
+        path: Some(pre.path),
+        route_id: some(who.route),
+        api_id: api.map(|a| a.id),
+        api: api.map(|a| a.name.clone()),
+        consumer_id: some(who.consumer),
+        key_prefix: seen.learnt.key_prefix,
+        status: res.status.as_u16(),
+        request_bytes: done.request_bytes,
+        response_bytes: res.body.size_hint().exact(),
+        upstream: seen.attempts.target,
+        upstream_attempts: seen.attempts.count,
+        upstream_latency: seen.attempts.latency,
+        latency: done.elapsed,
+        reason: done.reason,
+    });
 }
 
 fn outcome_of(result: &Result<Reply, UpstreamError>) -> Outcome {

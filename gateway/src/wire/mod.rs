@@ -59,8 +59,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers one request; never fails (errors become responses).
     fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> impl Future<Output = Reply> + Send;
 
-    /// The answer to a request refused while it was read.
-    fn reject(&self, why: Reject) -> Reply;
+    /// The answer to a request refused while it was read, on the connection `conn`.
+    fn reject(&self, why: Reject, conn: ConnInfo) -> Reply;
 }
 
 /// Header fields the gateway adds to what it forwards — the caller's identity to the

@@ -336,7 +336,7 @@ pub async fn serve<H: Handler>(
                 Ok(Some(p)) => break Some(p),
                 Ok(None) => {}
                 Err(why) => {
-                    write_refusal(writer, &mut out, srv.handler.reject(why), Version::HTTP_11).await;
+                    write_refusal(writer, &mut out, srv.handler.reject(why, conn), Version::HTTP_11).await;
                     break None;
                 }
             }
@@ -350,7 +350,7 @@ pub async fn serve<H: Handler>(
             && let Err(refusal) = Box::pin(prefetch(body)).await
         {
             if let Some(why) = refusal {
-                write_refusal(writer, &mut out, srv.handler.reject(why), version).await;
+                write_refusal(writer, &mut out, srv.handler.reject(why, conn), version).await;
             }
             break;
         }

@@ -45,6 +45,7 @@ pub fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
         allow_private_auth_urls: false,
         max_config_staleness: None,
         secrets: None,
+        access_log: None,
         usage: tollgate_gateway::UsageOptions {
             flush: tollgate_gateway::usage::flush::FlushConfig {
                 interval: Duration::from_millis(250),

@@ -27,6 +27,7 @@ pub struct Options {
     pub allow_private_auth_urls: bool,
     /// Open an HTTPS listener too (its certificates come from the file's `certificates`).
     pub tls: bool,
+    pub access_log: Option<tollgate_gateway::access_log::AccessLogOptions>,
 }
 
 /// A running gateway.
@@ -86,6 +87,7 @@ impl Gateway {
             usage: tollgate_gateway::UsageOptions::default(),
             max_config_staleness: None,
             secrets: None,
+            access_log: opts.access_log,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
