@@ -403,6 +403,10 @@ pub struct GatewayLimits {
     /// Let JWKS and introspection URLs use plain `http` and private addresses.
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
     pub allow_private_auth_urls: bool,
+    /// Honour an API's `upstream_tls.verify: false` (without this flag, upstream
+    /// certificates are verified whatever the API says).
+    #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_UPSTREAM_TLS")]
+    pub allow_insecure_upstream_tls: bool,
     /// Record usage per consumer, key and route (`on`) or not (`off`).
     #[arg(long, env = "TOLLGATE_USAGE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub usage: bool,

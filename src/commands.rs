@@ -193,6 +193,7 @@ pub fn gateway_options(
         max_config_staleness: None,
         secrets: None,
         access_log: l.access_log(),
+        allow_insecure_upstream_tls: l.allow_insecure_upstream_tls,
     }
 }
 

@@ -191,6 +191,44 @@ pub struct ApiInput {
     /// A plan of this API limiting anonymous calls (per client IP); null: not limited.
     #[serde(default)]
     pub anonymous_plan_id: Option<Uuid>,
+    /// TLS to the upstreams (with `upstream_protocol: https`); null: the public roots and
+    /// the target's host.
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTlsSettings>,
+}
+
+/// TLS to an API's upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSettings {
+    /// PEM CA certificates trusted for the upstreams instead of the public roots (at most
+    /// 256 KiB and 200 certificates).
+    #[serde(default)]
+    #[schema(max_length = 262144)]
+    pub ca_bundle: Option<String>,
+    /// Verify the upstream's certificate chain and name. `false` is honoured only by
+    /// gateways started with `--allow-insecure-upstream-tls`; others verify regardless.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// The name sent as SNI and verified instead of the target's host (a DNS name or IP
+    /// address).
+    #[serde(default)]
+    #[schema(max_length = 253)]
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTlsSettings {
+    /// The gateway's own check ([`tollgate_gateway::upstream::tls::UpstreamTls::from_value`]).
+    fn validate(&self, v: &mut Violations) {
+        let checked = serde_json::to_value(self)
+            .map_err(|e| e.to_string())
+            .and_then(|j| tollgate_gateway::upstream::tls::UpstreamTls::from_value(&j).map_err(|e| e.to_string()));
+        if let Err(why) = checked {
+            let field = why.split_once(": ").map_or("upstream_tls", |(f, _)| f).to_owned();
+            let detail = why.split_once(": ").map_or(why.as_str(), |(_, d)| d).to_owned();
+            v.check(false, &field, &detail);
+        }
+    }
 }
 
 fn default_retry_statuses() -> Vec<i32> {
@@ -251,6 +289,14 @@ impl Validate for ApiInput {
         let unique = methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m));
         v.check(unique, "auth_methods", "must not repeat a method");
         self.validate_auth(v);
+        v.check(
+            self.upstream_tls.is_none() || self.upstream_protocol == UpstreamProtocol::Https,
+            "upstream_tls",
+            "applies to upstream_protocol https only",
+        );
+        if let Some(tls) = &self.upstream_tls {
+            tls.validate(v);
+        }
     }
 }
 
@@ -313,7 +359,8 @@ impl Columns for ApiInput {
             .col("hide_credentials", self.hide_credentials)
             .col("jwt", self.jwt.as_ref().map(sqlx::types::Json))
             .col("introspection", self.introspection.as_ref().map(sqlx::types::Json))
-            .col("anonymous_plan_id", self.anonymous_plan_id);
+            .col("anonymous_plan_id", self.anonymous_plan_id)
+            .col("upstream_tls", self.upstream_tls.as_ref().map(sqlx::types::Json));
     }
 }
 
@@ -358,6 +405,8 @@ pub struct Api {
     #[schema(value_type = Option<IntrospectionSettings>)]
     pub introspection: Option<sqlx::types::Json<IntrospectionSettings>>,
     pub anonymous_plan_id: Option<Uuid>,
+    #[schema(value_type = Option<UpstreamTlsSettings>)]
+    pub upstream_tls: Option<sqlx::types::Json<UpstreamTlsSettings>>,
     /// Incremented by every change; sent as the `ETag`.
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -415,6 +464,7 @@ impl Resource for Api {
             jwt: self.jwt.as_ref().map(|j| j.0.clone()),
             introspection: self.introspection.as_ref().map(|j| j.0.clone()),
             anonymous_plan_id: self.anonymous_plan_id,
+            upstream_tls: self.upstream_tls.as_ref().map(|j| j.0.clone()),
         }
     }
 

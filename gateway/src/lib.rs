@@ -85,6 +85,8 @@ pub struct GatewayOptions {
     pub secrets: Option<Arc<seal::Keyring>>,
     /// The access log (`None`: off).
     pub access_log: Option<access_log::AccessLogOptions>,
+    /// Honour `upstream_tls.verify: false` (otherwise upstreams are verified regardless).
+    pub allow_insecure_upstream_tls: bool,
 }
 
 /// Usage recording of a node (see [`usage`]).
@@ -142,7 +144,11 @@ pub async fn serve_all(
         }
         None => None,
     };
-    let store = Arc::new(ConfigStore::new(limiter, policy).with_certs(certs));
+    let store = Arc::new(
+        ConfigStore::new(limiter, policy)
+            .with_certs(certs)
+            .allowing_insecure_upstream_tls(opts.allow_insecure_upstream_tls),
+    );
     let freshness = Arc::new(Freshness::new(opts.max_config_staleness));
     let watchdog = freshness.spawn_watchdog();
     let sink: Arc<dyn Sink> = store.clone();

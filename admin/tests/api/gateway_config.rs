@@ -72,3 +72,34 @@ async fn gateways_load_edge_settings_and_follow_their_changes() {
     assert!(data.plans[&id(gold)].route_costs.is_empty());
     assert_eq!(data.token_bindings.len(), 1);
 }
+
+#[tokio::test]
+async fn upstream_tls_is_checked_as_gateways_check_it_and_reaches_them() {
+    let admin = Admin::spawn().await;
+    let ca = tollgate_admin::testkit::certs::TestCa::new("upstream CA");
+    let events_before = admin.count("config_events").await;
+    let cases = [
+        (json!({"upstream_protocol": "https", "upstream_tls": {"ca_bundle": "hello"}}), "/upstream_tls/ca_bundle"),
+        (json!({"upstream_protocol": "https", "upstream_tls": {"server_name": "a b"}}), "/upstream_tls/server_name"),
+        (json!({"upstream_tls": {"server_name": "orders.internal"}}), "/upstream_tls"),
+    ];
+    for (mut body, pointer) in cases {
+        body["name"] = json!("orders");
+        let r = admin.post("/apis", body).await;
+        crate::helpers::assert_problem(&r, 422, "validation");
+        assert_eq!(r.body["errors"][0]["pointer"], pointer, "{}", r.body);
+    }
+    let unknown = admin.post("/apis", json!({"name": "orders", "upstream_tls": {"sni": "x"}})).await;
+    assert_eq!(unknown.status, 422, "{}", unknown.body);
+    assert_eq!(admin.count("apis").await, 0);
+    assert_eq!(admin.count("config_events").await, events_before, "a refused API changes nothing");
+
+    let tls = json!({"ca_bundle": ca.pem, "server_name": "orders.internal", "verify": true});
+    let created =
+        admin.post("/apis", json!({"name": "orders", "upstream_protocol": "https", "upstream_tls": tls})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["upstream_tls"], tls);
+    let api = id(created.id());
+    let data = load_full(&admin.app.pool).await.expect("full load");
+    assert_eq!(data.apis[&api].upstream_tls, Some(tls));
+}

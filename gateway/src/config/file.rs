@@ -144,6 +144,9 @@ pub struct FileApi {
     /// Name of the plan (of this API) limiting anonymous callers.
     #[serde(default)]
     pub anonymous_plan: Option<String>,
+    /// TLS to the upstreams: `ca_bundle` (PEM), `verify`, `server_name`.
+    #[serde(default)]
+    pub upstream_tls: Option<serde_json::Value>,
     #[serde(default)]
     pub targets: Vec<FileTarget>,
     #[serde(default)]
@@ -292,6 +295,9 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
     let api_id = id(&["api", &a.name]);
     anyhow::ensure!(!data.apis.contains_key(&api_id), "API {:?} is defined twice", a.name);
     check_api_auth(a).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?;
+    if let Some(tls) = &a.upstream_tls {
+        crate::upstream::tls::UpstreamTls::from_value(tls).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?;
+    }
     let anonymous_plan_id = match &a.anonymous_plan {
         Some(plan) => {
             anyhow::ensure!(
@@ -327,6 +333,7 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
         jwt: a.jwt.clone(),
         introspection: a.introspection.clone(),
         anonymous_plan_id,
+        upstream_tls: a.upstream_tls.clone(),
     };
     data.apis.insert(api_id, def);
     for t in &a.targets {

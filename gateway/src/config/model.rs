@@ -72,6 +72,9 @@ pub struct ApiDef {
     pub introspection: Option<serde_json::Value>,
     /// Plan limiting anonymous callers (by client IP); `None`: anonymous calls unlimited.
     pub anonymous_plan_id: Option<Uuid>,
+    /// TLS to the upstreams (JSON object, see [`crate::upstream::tls::UpstreamTls`]).
+    #[serde(default)]
+    pub upstream_tls: Option<serde_json::Value>,
 }
 
 /// An upstream target of an API.

@@ -22,7 +22,7 @@ const MAX_BATCH: i64 = 20_000;
 const APIS: &str = "SELECT id, name, upstream_protocol, lb_policy, connect_timeout_ms, read_timeout_ms, retries, \
     auth_methods, enabled, total_timeout_ms, hash_on, retry_on_statuses, health_check, passive_health, \
     circuit_breaker, canary_weight, canary_header, key_header, key_query_param, hide_credentials, jwt, \
-    introspection, anonymous_plan_id FROM apis";
+    introspection, anonymous_plan_id, upstream_tls FROM apis";
 const TARGETS: &str = "SELECT id, api_id, host, port, weight, backup, pool FROM targets";
 const ROUTES: &str = "SELECT id, api_id, name, hosts, paths, methods, headers, query, strip_path, rewrite_path, \
     priority, cost, auth_methods FROM routes";

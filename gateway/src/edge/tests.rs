@@ -95,6 +95,7 @@ mod admission {
                 jwt: None,
                 introspection: None,
                 anonymous_plan_id: Some(plan_id),
+                upstream_tls: None,
             },
         );
         d.plans.insert(

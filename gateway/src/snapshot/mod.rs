@@ -29,10 +29,12 @@ use crate::limits::Limiter;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
 use crate::tls::CertStore;
+use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{
     ActiveHealthConfig, BreakerConfig, FallbackResponse, HashOn, LbPolicy, PassiveHealthConfig, RetryConfig,
     TargetConfig, Upstream, UpstreamConfig,
 };
+use crate::wire::client::UpstreamClient;
 
 /// What the gateway enforces right now.
 pub struct Snapshot {
@@ -67,6 +69,8 @@ pub struct ApiRuntime {
     pub metrics: Arc<RequestMetrics>,
     /// Accepted credentials and their validators.
     pub auth: Arc<ApiAuth>,
+    /// The `upstream_tls` settings the client was built with.
+    upstream_tls: Option<serde_json::Value>,
     config: (UpstreamConfig, Option<UpstreamConfig>),
 }
 
@@ -97,6 +101,8 @@ pub struct ConfigStore {
     pub limiter: Arc<Limiter>,
     /// Which addresses JWKS and introspection URLs may reach.
     url_policy: UrlPolicy,
+    /// Whether an API's `upstream_tls.verify: false` is honoured.
+    insecure_upstream_tls: bool,
     /// The TLS listener's certificates.
     pub certs: Arc<CertStore>,
 }
@@ -119,8 +125,14 @@ impl ConfigStore {
             metrics: Arc::default(),
             limiter,
             url_policy,
+            insecure_upstream_tls: false,
             certs: Arc::new(CertStore::new(None)),
         }
+    }
+
+    /// This store, honouring `upstream_tls.verify: false` (`--allow-insecure-upstream-tls`).
+    pub fn allowing_insecure_upstream_tls(self, allow: bool) -> Self {
+        Self { insecure_upstream_tls: allow, ..self }
     }
 
     /// This store, indexing TLS certificates into `certs`.
@@ -189,7 +201,8 @@ impl Sink for ConfigStore {
             prev.router.clone()
         };
         let apis = if changed.upstreams || changed.everything {
-            build_apis(data, &prev.apis, &self.metrics, self.url_policy)
+            let rules = Rules { url_policy: self.url_policy, insecure_upstream_tls: self.insecure_upstream_tls };
+            build_apis(data, &prev.apis, &self.metrics, rules)
         } else {
             prev.apis.clone()
         };
@@ -257,7 +270,7 @@ fn build_apis(
     data: &ConfigData,
     prev: &HashMap<Uuid, Arc<ApiRuntime>>,
     metrics: &Registry,
-    policy: UrlPolicy,
+    rules: Rules,
 ) -> HashMap<Uuid, Arc<ApiRuntime>> {
     let mut targets: HashMap<Uuid, Vec<&TargetDef>> = HashMap::new();
     for t in data.targets.values() {
@@ -267,7 +280,7 @@ fn build_apis(
         .values()
         .map(|api| {
             let ts = targets.get(&api.id).map(Vec::as_slice).unwrap_or_default();
-            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics, policy))
+            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics, rules))
         })
         .collect()
 }
@@ -277,7 +290,7 @@ fn api_runtime(
     targets: &[&TargetDef],
     prev: Option<&Arc<ApiRuntime>>,
     metrics: &Registry,
-    policy: UrlPolicy,
+    rules: Rules,
 ) -> Arc<ApiRuntime> {
     let name: Arc<str> = Arc::from(api.name.as_str());
     let stable_cfg = upstream_config(api, targets.iter().filter(|t| t.pool != "canary"));
@@ -300,13 +313,14 @@ fn api_runtime(
         connect_timeout: millis(api.connect_timeout_ms),
         read_timeout: millis(api.read_timeout_ms),
         total_timeout: (api.total_timeout_ms > 0).then(|| millis(api.total_timeout_ms)),
-        client: crate::wire::client::client_for(millis(api.connect_timeout_ms)),
+        client: upstream_client(api, prev, rules),
+        upstream_tls: api.upstream_tls.clone(),
         stable: pool(&stable_cfg, prev.map(|p| &p.stable)),
         canary: canary_cfg
             .as_ref()
             .map(|c| (pool(c, prev.and_then(|p| p.canary.as_ref().map(|(u, _)| u))), percent(api.canary_weight))),
         canary_header: api.canary_header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
-        auth: ApiAuth::compile(api, prev.map(|p| &p.auth), policy),
+        auth: ApiAuth::compile(api, prev.map(|p| &p.auth), rules.url_policy),
         config: (stable_cfg, canary_cfg),
     };
     match prev {
@@ -327,8 +341,47 @@ impl ApiRuntime {
             self.total_timeout,
             &self.canary_header,
             &self.name,
-        ) == (o.enabled, o.https, o.connect_timeout, o.read_timeout, o.total_timeout, &o.canary_header, &o.name)
-            && self.canary.as_ref().map(|c| c.1) == o.canary.as_ref().map(|c| c.1)
+            &self.upstream_tls,
+        ) == (
+            o.enabled,
+            o.https,
+            o.connect_timeout,
+            o.read_timeout,
+            o.total_timeout,
+            &o.canary_header,
+            &o.name,
+            &o.upstream_tls,
+        ) && self.canary.as_ref().map(|c| c.1) == o.canary.as_ref().map(|c| c.1)
+    }
+}
+
+/// What compiling APIs may allow, from the node's flags.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    url_policy: UrlPolicy,
+    insecure_upstream_tls: bool,
+}
+
+/// The API's upstream client: the shared one, or one of its own for `upstream_tls` (kept
+/// from `prev`, with its pooled connections, while the settings and timeout stay the same).
+/// Settings that cannot be used (stored by an older admin) give a client that trusts
+/// nothing: requests fail with 502 rather than go out less protected than configured.
+fn upstream_client(api: &ApiDef, prev: Option<&Arc<ApiRuntime>>, rules: Rules) -> UpstreamClient {
+    let timeout = millis(api.connect_timeout_ms);
+    let Some(settings) = &api.upstream_tls else { return crate::wire::client::client_for(timeout) };
+    if let Some(p) = prev.filter(|p| p.upstream_tls.as_ref() == Some(settings) && p.connect_timeout == timeout) {
+        return p.client.clone();
+    }
+    let tls = UpstreamTls::from_value(settings).and_then(|t| t.settings(&api.name, rules.insecure_upstream_tls));
+    match tls {
+        Ok(tls) => crate::wire::client::client_with_tls(timeout, tls),
+        Err(e) => {
+            tracing::error!(api = %api.name, error = %e, "unusable upstream TLS settings: this API's TLS upstreams will be refused");
+            match UpstreamTls::trusting_nothing() {
+                Some(nothing) => crate::wire::client::client_with_tls(timeout, nothing),
+                None => crate::wire::client::client_for(timeout),
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod config;
 mod hash;
 mod retry;
 mod target;
+pub mod tls;
 mod window;
 
 use std::collections::HashMap;

@@ -164,17 +164,33 @@ pub struct Outgoing<'a> {
     pub upgrade: bool,
 }
 
-fn build_tls(connect_timeout: Duration) -> TlsClient {
+/// TLS settings of one API's upstream connections (its own trust, name or verification);
+/// without them, the public roots and the target's host.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub config: Arc<rustls::ClientConfig>,
+    /// Sent as SNI and verified instead of the target's host.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+fn build_tls(connect_timeout: Duration, settings: Option<TlsSettings>) -> TlsClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let https = match settings {
+        None => builder.with_webpki_roots().https_or_http().enable_http1().wrap_connector(http),
+        Some(TlsSettings { config, server_name }) => {
+            let builder = builder.with_tls_config((*config).clone()).https_or_http();
+            let builder = match server_name {
+                Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+                None => builder,
+            };
+            builder.enable_http1().wrap_connector(http)
+        }
+    };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool::IDLE_TIMEOUT)
         .pool_max_idle_per_host(pool::MAX_IDLE_PER_TARGET)
@@ -195,9 +211,15 @@ pub fn client_for(connect_timeout: Duration) -> UpstreamClient {
     map.entry(connect_timeout)
         .or_insert_with(|| UpstreamClient {
             plain: Arc::new(Http1Pool::new(connect_timeout)),
-            tls: build_tls(connect_timeout),
+            tls: build_tls(connect_timeout, None),
         })
         .clone()
+}
+
+/// A client of its own for an API with TLS `settings` (plain connections still go to the
+/// shared pool of `connect_timeout`).
+pub fn client_with_tls(connect_timeout: Duration, settings: TlsSettings) -> UpstreamClient {
+    UpstreamClient { plain: client_for(connect_timeout).plain, tls: build_tls(connect_timeout, Some(settings)) }
 }
 
 #[cfg(test)]

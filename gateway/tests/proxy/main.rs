@@ -21,3 +21,4 @@ mod routing;
 mod shutdown;
 mod tls;
 mod upgrade;
+mod upstream_tls;

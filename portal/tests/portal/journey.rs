@@ -46,6 +46,7 @@ pub fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
         max_config_staleness: None,
         secrets: None,
         access_log: None,
+        allow_insecure_upstream_tls: false,
         usage: tollgate_gateway::UsageOptions {
             flush: tollgate_gateway::usage::flush::FlushConfig {
                 interval: Duration::from_millis(250),

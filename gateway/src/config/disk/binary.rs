@@ -1,10 +1,11 @@
-//! The compact format of the last-known-good copy (format 2):
+//! The compact format of the last-known-good copy (format 3):
 //!
 //! ```text
 //! magic "TGLKG\r\n\x1a" | version u32 | event_id i64
 //! 10 tables (apis, targets, routes, plans, developers, consumers, keys, subscriptions,
 //!           token_bindings, certificates), each: count u64, then per row: length u32 +
-//!           the row's fields (format 1, still read, has no certificates table)
+//!           the row's fields (format 1, still read, has no certificates table; rows of
+//!           formats 1 and 2 end before the fields added since, see `row!`)
 //! "END." | CRC-32 of every byte before it
 //! ```
 //!
@@ -28,7 +29,7 @@ use crate::config::model::{ConfigData, KeyDef};
 /// the DOS end-of-file character catch a copy mangled as text, as PNG's signature does.
 pub const MAGIC: [u8; 8] = *b"TGLKG\r\n\x1a";
 /// The format this build writes (and the oldest it still reads).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const OLDEST: u32 = 1;
 const END: [u8; 4] = *b"END.";
 /// Largest row accepted (rows are a few hundred bytes; an API's JSON settings a few KiB).

@@ -260,16 +260,22 @@ pub trait Row: Field {
 }
 
 /// Encodes every field of a struct in declaration order; the pattern without `..` makes
-/// the build fail when a field is added to the model and not here.
+/// the build fail when a field is added to the model and not here. Fields after `later`
+/// were added in a later format: a row of an older copy ends before them, and they take
+/// their defaults.
 macro_rules! row {
-    ($t:ident { $($f:ident),* $(,)? }) => {
+    ($t:ident { $($f:ident),* $(,)? } $(later { $($g:ident),* $(,)? })?) => {
         impl Field for $t {
             fn put(&self, out: &mut Vec<u8>) {
-                let $t { $($f),* } = self;
+                let $t { $($f,)* $($($g,)*)? } = self;
                 $( $f.put(out); )*
+                $($( $g.put(out); )*)?
             }
             fn get(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-                Ok($t { $( $f: Field::get(d)?, )* })
+                Ok($t {
+                    $( $f: Field::get(d)?, )*
+                    $($( $g: if d.is_done() { Default::default() } else { Field::get(d)? }, )*)?
+                })
             }
         }
         impl Row for $t {
@@ -304,6 +310,9 @@ row!(ApiDef {
     jwt,
     introspection,
     anonymous_plan_id,
+} later {
+    // Format 3.
+    upstream_tls,
 });
 row!(TargetDef { id, api_id, host, port, weight, backup, pool });
 row!(RouteDef {

@@ -51,6 +51,7 @@ fn everything() -> ConfigData {
         jwt: Some(json!({"secret": "s3cr3t"})),
         introspection: Some(json!([])),
         anonymous_plan_id: Some(id(4)),
+        upstream_tls: Some(json!({"server_name": "orders.internal", "verify": true})),
     };
     let target = TargetDef {
         id: id(2),
@@ -200,10 +201,10 @@ fn a_damaged_file_is_refused_with_its_name_and_the_reason() -> std::io::Result<(
     let msg = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("empty"), "{msg}");
     let mut newer = encoded(&everything())?;
-    newer[8] = 3;
+    newer[8] = 4;
     std::fs::write(&path, &newer)?;
     let msg = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("format 3"), "{msg}");
+    assert!(msg.contains("format 4"), "{msg}");
     std::fs::remove_dir_all(dir)
 }
 
@@ -232,9 +233,28 @@ fn a_copy_in_format_1_loads_without_certificates() -> std::io::Result<()> {
     v1.extend_from_slice(&crc.to_le_bytes());
     assert_eq!(decoded(&v1)?, data);
     // And a format this build does not know is refused.
-    let mut v3 = v2.clone();
-    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
-    assert!(decoded(&v3).is_err());
+    let mut v4 = v2.clone();
+    v4[8..12].copy_from_slice(&4u32.to_le_bytes());
+    assert!(decoded(&v4).is_err());
+    Ok(())
+}
+
+#[test]
+fn an_api_row_of_format_2_ends_before_upstream_tls() -> Result<(), super::field::DecodeError> {
+    use super::field::{Dec, Field};
+    let api = ApiDef { upstream_tls: None, ..everything().apis[&id(1)].clone() };
+    let mut row = Vec::new();
+    api.put(&mut row);
+    // Format 3 adds one field at the end: an absent option is its one tag byte.
+    assert_eq!(row.pop(), Some(0));
+    let mut d = Dec::new(&row);
+    assert_eq!(ApiDef::get(&mut d)?, api);
+    assert!(d.is_done());
+    // A format 3 row with settings reads them back.
+    let with = everything().apis[&id(1)].clone();
+    let mut row = Vec::new();
+    with.put(&mut row);
+    assert_eq!(ApiDef::get(&mut Dec::new(&row))?, with);
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub struct Options {
     /// Open an HTTPS listener too (its certificates come from the file's `certificates`).
     pub tls: bool,
     pub access_log: Option<tollgate_gateway::access_log::AccessLogOptions>,
+    pub allow_insecure_upstream_tls: bool,
 }
 
 /// A running gateway.
@@ -88,6 +89,7 @@ impl Gateway {
             max_config_staleness: None,
             secrets: None,
             access_log: opts.access_log,
+            allow_insecure_upstream_tls: opts.allow_insecure_upstream_tls,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {

@@ -1,0 +1,209 @@
+//! TLS to an API's upstreams (`upstream_protocol: https`), per API: a CA bundle trusted
+//! instead of the public roots, the name sent as SNI and verified (instead of the target's
+//! host), and verification off — honoured only on a node started with
+//! `--allow-insecure-upstream-tls`. The admin checks a setting with the same function
+//! ([`UpstreamTls::from_value`]) before storing it.
+
+use std::sync::Arc;
+
+use hyper_rustls::ConfigBuilderExt;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Deserialize;
+
+use crate::wire::client::TlsSettings;
+
+/// Largest CA bundle accepted.
+const MAX_BUNDLE_BYTES: usize = 256 * 1024;
+/// Most certificates in a CA bundle.
+const MAX_BUNDLE_CERTS: usize = 200;
+
+/// An API's `upstream_tls` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM certificates trusted for this API's upstreams instead of the public roots.
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
+    /// Verify the upstream's certificate (chain and name). Default true.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// The name sent as SNI and verified, when not the target's host (e.g. targets given by
+    /// IP address behind a certificate for `orders.internal`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A setting that cannot be used: the field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub why: String,
+}
+
+impl Invalid {
+    fn new(field: &'static str, why: impl Into<String>) -> Self {
+        Self { field, why: why.into() }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field {
+            "" => write!(f, "upstream_tls: {}", self.why),
+            field => write!(f, "upstream_tls/{field}: {}", self.why),
+        }
+    }
+}
+
+impl UpstreamTls {
+    /// Reads and checks the JSON object stored for an API.
+    pub fn from_value(v: &serde_json::Value) -> Result<Self, Invalid> {
+        let tls: UpstreamTls = serde_json::from_value(v.clone()).map_err(|e| Invalid::new("", e.to_string()))?;
+        tls.roots()?;
+        tls.name()?;
+        Ok(tls)
+    }
+
+    /// The CA bundle as a root store, if one is given.
+    fn roots(&self) -> Result<Option<RootCertStore>, Invalid> {
+        let Some(pem) = &self.ca_bundle else { return Ok(None) };
+        if pem.len() > MAX_BUNDLE_BYTES {
+            return Err(Invalid::new("ca_bundle", format!("is over {} KiB", MAX_BUNDLE_BYTES / 1024)));
+        }
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| Invalid::new("ca_bundle", format!("is not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Invalid::new("ca_bundle", "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+        }
+        if certs.len() > MAX_BUNDLE_CERTS {
+            return Err(Invalid::new("ca_bundle", format!("holds more than {MAX_BUNDLE_CERTS} certificates")));
+        }
+        let mut roots = RootCertStore::empty();
+        for (i, cert) in certs.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| {
+                Invalid::new("ca_bundle", format!("certificate {} cannot be a trust anchor: {e}", i + 1))
+            })?;
+        }
+        Ok(Some(roots))
+    }
+
+    fn name(&self) -> Result<Option<ServerName<'static>>, Invalid> {
+        let Some(name) = &self.server_name else { return Ok(None) };
+        ServerName::try_from(name.clone())
+            .map(Some)
+            .map_err(|_| Invalid::new("server_name", "must be a DNS name or an IP address"))
+    }
+
+    /// The client settings for these upstreams. `verify: false` is honoured only when
+    /// `allow_insecure`; otherwise the upstream is verified anyway (and this is logged).
+    pub fn settings(&self, api: &str, allow_insecure: bool) -> Result<TlsSettings, Invalid> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Invalid::new("", e.to_string()))?;
+        let roots = self.roots()?;
+        let mut config = if !self.verify && allow_insecure {
+            tracing::warn!(api, "upstream certificates are not verified for this API (verify: false)");
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth()
+        } else {
+            if !self.verify {
+                tracing::warn!(
+                    api,
+                    "upstream_tls.verify is false but this node was not started with \
+                     --allow-insecure-upstream-tls: upstream certificates are verified"
+                );
+            }
+            match roots {
+                Some(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+                None => builder.with_webpki_roots().with_no_client_auth(),
+            }
+        };
+        // (No ALPN set here: the connector sets `http/1.1` itself and refuses a preset one.)
+        config.alpn_protocols.clear();
+        Ok(TlsSettings { config: Arc::new(config), server_name: self.name()? })
+    }
+}
+
+impl UpstreamTls {
+    /// Settings under which no upstream certificate verifies (for settings that cannot be
+    /// used: the API's TLS upstreams fail instead of going out less protected).
+    pub fn trusting_nothing() -> Option<TlsSettings> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().ok()?;
+        let config = builder.with_root_certificates(RootCertStore::empty()).with_no_client_auth();
+        Some(TlsSettings { config: Arc::new(config), server_name: None })
+    }
+}
+
+/// Accepts any certificate, still checking that the peer holds its key (handshake
+/// signatures): for `verify: false` only.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let field = |v: serde_json::Value| UpstreamTls::from_value(&v).err().map(|e| e.field);
+        assert_eq!(field(json!({"ca_bundle": "not pem"})), Some("ca_bundle"));
+        assert_eq!(
+            field(json!({"ca_bundle": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"})),
+            Some("ca_bundle")
+        );
+        assert_eq!(field(json!({"ca_bundle": "x".repeat(MAX_BUNDLE_BYTES + 1)})), Some("ca_bundle"));
+        assert_eq!(field(json!({"server_name": "not a name!"})), Some("server_name"));
+        assert_eq!(field(json!({"verify": "no"})), Some(""));
+        assert_eq!(field(json!({"sni": "x"})), Some(""), "unknown fields are refused");
+        let ok = UpstreamTls::from_value(&json!({"server_name": "orders.internal", "verify": false}));
+        assert_eq!(ok.map(|t| (t.verify, t.server_name)), Ok((false, Some("orders.internal".to_owned()))));
+        assert_eq!(UpstreamTls::from_value(&json!({})).map(|t| t.verify), Ok(true), "verify by default");
+    }
+}
