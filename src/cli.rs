@@ -432,6 +432,14 @@ pub struct GatewayLimits {
     /// `docs/operations.md`).
     #[arg(long, env = "TOLLGATE_ACCESS_LOG_FIELDS", default_value = "all", value_parser = access_log_fields)]
     pub access_log_fields: FieldSet,
+    /// OTLP/HTTP traces endpoint of a collector (e.g. `http://127.0.0.1:4318/v1/traces`):
+    /// a span per request and per upstream attempt, JSON-encoded; off by default.
+    #[arg(long, env = "TOLLGATE_OTLP_ENDPOINT", value_parser = tollgate_gateway::trace::parse_endpoint)]
+    pub otlp_endpoint: Option<tollgate_gateway::trace::Uri>,
+    /// Share of requests without a sampled `traceparent` that are traced (0 to 1); a
+    /// client's sampling decision is always followed.
+    #[arg(long, env = "TOLLGATE_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = sample_ratio)]
+    pub trace_sample_ratio: f64,
     /// Access log entries that may wait for the writer; beyond, entries are dropped and
     /// counted (`tollgate_access_log_dropped_total`) rather than slowing requests.
     #[arg(long, env = "TOLLGATE_ACCESS_LOG_BUFFER", default_value_t = 16_384,
@@ -452,11 +460,29 @@ fn access_log_sink(s: &str) -> Result<AccessLogSink, String> {
     }))
 }
 
+fn sample_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number from 0 to 1, not {s:?}")),
+    }
+}
+
 fn access_log_fields(s: &str) -> Result<FieldSet, String> {
     FieldSet::parse(s)
 }
 
 impl GatewayLimits {
+    /// The trace export settings of node `node`, if it is on.
+    pub fn tracing(&self, node: uuid::Uuid) -> Option<tollgate_gateway::trace::TraceOptions> {
+        self.otlp_endpoint.clone().map(|endpoint| tollgate_gateway::trace::TraceOptions {
+            endpoint,
+            sample_ratio: self.trace_sample_ratio,
+            service_name: "tollgate-gateway".to_owned(),
+            instance_id: node.to_string(),
+            capacity: 16_384,
+        })
+    }
+
     /// The access log settings, if it is on.
     pub fn access_log(&self) -> Option<AccessLogOptions> {
         self.access_log.0.clone().map(|sink| AccessLogOptions {

@@ -194,6 +194,7 @@ pub fn gateway_options(
         secrets: None,
         access_log: l.access_log(),
         allow_insecure_upstream_tls: l.allow_insecure_upstream_tls,
+        tracing: l.tracing(node),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod router;
 pub mod seal;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod usage;
 pub mod wire;
@@ -87,6 +88,8 @@ pub struct GatewayOptions {
     pub access_log: Option<access_log::AccessLogOptions>,
     /// Honour `upstream_tls.verify: false` (otherwise upstreams are verified regardless).
     pub allow_insecure_upstream_tls: bool,
+    /// OTLP trace export (`None`: off).
+    pub tracing: Option<trace::TraceOptions>,
 }
 
 /// Usage recording of a node (see [`usage`]).
@@ -133,6 +136,10 @@ pub async fn serve_all(
         Some(o) => Some(access_log::AccessLog::start(o)?),
         None => None,
     };
+    let tracer = match &opts.tracing {
+        Some(o) => Some(trace::Tracer::start(o)?),
+        None => None,
+    };
     let limiter = Arc::new(limits::Limiter::new(opts.limiter.clone())?);
     let sweeper = limiter.spawn_sweeper(LIMIT_SWEEP_EVERY);
     let policy = auth::ssrf::UrlPolicy { allow_private: opts.allow_private_auth_urls };
@@ -169,10 +176,16 @@ pub async fn serve_all(
         None => (None, None),
     };
     let metrics_task = match opts.metrics_listener {
-        Some(addr) => Some(
-            metrics_endpoint::spawn(addr, store.clone(), recorder.clone(), freshness.clone(), access_log.clone())
-                .await?,
-        ),
+        Some(addr) => {
+            let sources = metrics_endpoint::Sources {
+                store: store.clone(),
+                usage: recorder.clone(),
+                freshness: freshness.clone(),
+                access_log: access_log.clone(),
+                tracer: tracer.clone(),
+            };
+            Some(metrics_endpoint::spawn(addr, sources).await?)
+        }
         None => None,
     };
     let mut source_task = match opts.source {
@@ -191,10 +204,14 @@ pub async fn serve_all(
         usage: recorder,
         freshness,
         access_log: access_log.clone(),
+        tracer: tracer.clone(),
     });
     listener::serve(listener, tls, pipeline, opts.listener, shutdown).await;
     if let Some(log) = &access_log {
         log.close(Duration::from_secs(5));
+    }
+    if let Some(t) = &tracer {
+        t.close(Duration::from_secs(5)).await;
     }
     if let Some(t) = reopen {
         t.abort();

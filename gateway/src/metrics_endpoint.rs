@@ -19,17 +19,12 @@ use crate::access_log::AccessLog;
 use crate::config::freshness::Freshness;
 use crate::health;
 use crate::snapshot::ConfigStore;
+use crate::trace::Tracer;
 use crate::usage::Recorder;
 
 /// Binds `addr` and serves metrics from `store` until the task is aborted.
-pub async fn spawn(
-    addr: SocketAddr,
-    store: Arc<ConfigStore>,
-    usage: Option<Arc<Recorder>>,
-    freshness: Arc<Freshness>,
-    access_log: Option<Arc<AccessLog>>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let sources = Arc::new(Sources { store, usage, freshness, access_log });
+pub async fn spawn(addr: SocketAddr, sources: Sources) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let sources = Arc::new(sources);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     Ok(tokio::spawn(async move {
@@ -56,15 +51,16 @@ pub async fn spawn(
 }
 
 /// What the endpoint reports on.
-struct Sources {
-    store: Arc<ConfigStore>,
-    usage: Option<Arc<Recorder>>,
-    freshness: Arc<Freshness>,
-    access_log: Option<Arc<AccessLog>>,
+pub struct Sources {
+    pub store: Arc<ConfigStore>,
+    pub usage: Option<Arc<Recorder>>,
+    pub freshness: Arc<Freshness>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 fn respond(path: &str, sources: &Sources) -> Response<Full<Bytes>> {
-    let Sources { store, usage, freshness, access_log } = sources;
+    let Sources { store, usage, freshness, access_log, tracer } = sources;
     const TEXT: &str = "text/plain; version=0.0.4";
     const JSON: &str = "application/json";
     let (status, body, kind) = match path {
@@ -75,6 +71,9 @@ fn respond(path: &str, sources: &Sources) -> Response<Full<Bytes>> {
             }
             if let Some(log) = access_log {
                 log.render_metrics(&mut text);
+            }
+            if let Some(t) = tracer {
+                t.render_metrics(&mut text);
             }
             (StatusCode::OK, text, TEXT)
         }

@@ -20,6 +20,7 @@ use crate::error::GatewayError;
 use crate::health;
 use crate::router::{RequestView, normalize_path};
 use crate::snapshot::{ApiRuntime, ConfigStore, Snapshot};
+use crate::trace::{self, Tracer};
 use crate::upstream::{Outcome, Upstream};
 use crate::usage::{Recorder, StatusClass};
 use crate::wire::client::{BoxError, Outgoing, ProxyBody, UpstreamError, empty_body};
@@ -64,6 +65,8 @@ pub struct Pipeline {
     pub freshness: Arc<Freshness>,
     /// The access log (off: `None`).
     pub access_log: Option<Arc<AccessLog>>,
+    /// Trace export (off: `None`).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// What the phases learnt about a request, for its metrics, usage and access log (also when
@@ -75,7 +78,7 @@ struct Seen {
     attempts: Attempts,
 }
 
-/// The upstream attempts of a request, noted for the access log only (`on`).
+/// The upstream attempts of a request, noted for the access log (`on`) and traces (`trace`).
 #[derive(Default)]
 struct Attempts {
     on: bool,
@@ -83,6 +86,19 @@ struct Attempts {
     /// The last attempt's target and how long its response head took.
     target: Option<String>,
     latency: Option<std::time::Duration>,
+    /// The request's trace (tracing on), and each sampled attempt's span.
+    trace: Option<trace::Context>,
+    spans: Vec<AttemptSpan>,
+}
+
+/// One upstream attempt of a traced request.
+struct AttemptSpan {
+    span_id: [u8; 8],
+    start: std::time::SystemTime,
+    end: std::time::SystemTime,
+    target: String,
+    /// The upstream's status, or why there was none.
+    outcome: Result<u16, String>,
 }
 
 /// What the access log needs from the request before the pipeline consumes it.
@@ -132,8 +148,19 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let hint = req.body().size_hint();
         let request_bytes = hint.exact().unwrap_or(hint.lower());
-        let pre = self.access_log.as_ref().map(|_| Pre::of(&req, &conn, &self.edge.trusted_proxies));
-        let mut seen = Seen { attempts: Attempts { on: pre.is_some(), ..Attempts::default() }, ..Seen::default() };
+        let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));
+        let pre = (self.access_log.is_some() || trace.is_some_and(|t| t.sampled))
+            .then(|| Pre::of(&req, &conn, &self.edge.trusted_proxies));
+        // The access log names the trace the gateway continued or started.
+        let pre = match (pre, trace) {
+            (Some(mut p), Some(t)) => {
+                p.trace_id = Some(t.trace_id);
+                Some(p)
+            }
+            (pre, _) => pre,
+        };
+        let attempts = Attempts { on: self.access_log.is_some(), trace, ..Attempts::default() };
+        let mut seen = Seen { attempts, ..Seen::default() };
         let mut reason = None;
         let res = match self.forward(req, conn, request_id.clone(), &mut seen).await {
             Ok(res) => res,
@@ -151,9 +178,14 @@ impl Pipeline {
             let class = StatusClass::of(res.status, made);
             usage.record(&seen.learnt.who, class, started, elapsed, request_bytes, response_bytes);
         }
-        if let (Some(log), Some(pre)) = (&self.access_log, pre) {
+        if let Some(pre) = pre {
             let done = Done { request_id, request_bytes, elapsed, reason, https: conn.https };
-            log_access(log, *pre, seen, &res, done);
+            if let (Some(tracer), Some(ctx)) = (&self.tracer, seen.attempts.trace.filter(|t| t.sampled)) {
+                record_trace(tracer, ctx, &pre, &mut seen, &res, &done);
+            }
+            if let Some(log) = &self.access_log {
+                log_access(log, *pre, seen, &res, done);
+            }
         }
         res
     }
@@ -385,7 +417,7 @@ async fn proxy(
         _ => PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut ctx.upstream_pq)))
             .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))?,
     };
-    let out = Outgoing {
+    let mut out = Outgoing {
         method: req.method(),
         path_and_query: &pq,
         headers: req.headers(),
@@ -393,6 +425,7 @@ async fn proxy(
         identity: Some(&ctx.identity),
         forwarding: &forwarding,
         upgrade,
+        traceparent: None,
     };
     let mut body = Some(limit_body(body, max_body));
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
@@ -409,9 +442,17 @@ async fn proxy(
             b => (b.unwrap_or_else(empty_body), None),
         };
         let sent = attempts.on.then(std::time::Instant::now);
+        let span = attempts.trace.map(|t| {
+            let id = trace::span_id();
+            out.traceparent = Some(trace::traceparent(&t.trace_id, &id, t.sampled));
+            (id, std::time::SystemTime::now())
+        });
         let result = api.client.send(api.https, &pick.target.authority, &out, attempt_body, api.read_timeout).await;
         if let Some(sent) = sent {
             attempts.note(&pick.target.authority, sent.elapsed());
+        }
+        if let Some((id, start)) = span.filter(|_| attempts.trace.is_some_and(|t| t.sampled)) {
+            attempts.note_span(id, start, &pick.target.authority, &result);
         }
         let outcome = outcome_of(&result);
         // A request body that failed (over the limit, malformed, cut off) is the client's
@@ -453,6 +494,94 @@ impl Attempts {
         self.target = Some(target.to_owned());
         self.latency = Some(latency);
     }
+}
+
+impl Attempts {
+    #[cold]
+    fn note_span(
+        &mut self,
+        span_id: [u8; 8],
+        start: std::time::SystemTime,
+        target: &str,
+        result: &Result<Reply, UpstreamError>,
+    ) {
+        let outcome = match result {
+            Ok(res) => Ok(res.status.as_u16()),
+            Err(e) => Err(e.to_string()),
+        };
+        let end = std::time::SystemTime::now();
+        self.spans.push(AttemptSpan { span_id, start, end, target: target.to_owned(), outcome });
+    }
+}
+
+/// Hands a sampled request's server span and its attempts' client spans to the tracer.
+#[cold]
+#[inline(never)]
+fn record_trace(tracer: &Tracer, ctx: trace::Context, pre: &Pre, seen: &mut Seen, res: &Reply, done: &Done) {
+    use trace::{Kind, Span, Value};
+    let status = res.status.as_u16();
+    let api = seen.api.as_ref().map(|a| a.name.clone());
+    let who = &seen.learnt.who;
+    let mut attributes = vec![
+        ("http.request.method", Value::Str(pre.method.as_str().to_owned())),
+        ("url.path", Value::Str(pre.path.clone())),
+        ("url.scheme", Value::Str(if done.https { "https" } else { "http" }.to_owned())),
+        ("server.address", Value::Str(pre.host.clone())),
+        ("client.address", Value::Str(pre.client_ip.to_string())),
+        ("http.response.status_code", Value::Int(i64::from(status))),
+        ("tollgate.request_id", Value::Str(String::from_utf8_lossy(done.request_id.as_bytes()).into_owned())),
+    ];
+    if let Some(api) = &api {
+        attributes.push(("tollgate.api", Value::Str(api.to_string())));
+        attributes.push(("tollgate.route_id", Value::Str(who.route.to_string())));
+    }
+    if !who.consumer.is_nil() {
+        attributes.push(("tollgate.consumer_id", Value::Str(who.consumer.to_string())));
+    }
+    if let Some(reason) = done.reason {
+        attributes.push(("error.type", Value::Str(reason.to_owned())));
+    }
+    let name = match &api {
+        Some(api) => format!("{} {api}", pre.method),
+        None => pre.method.to_string(),
+    };
+    let end = ctx.start + done.elapsed;
+    for (n, a) in std::mem::take(&mut seen.attempts.spans).into_iter().enumerate() {
+        let mut attributes = vec![
+            ("http.request.method", Value::Str(pre.method.as_str().to_owned())),
+            ("server.address", Value::Str(a.target.clone())),
+            ("tollgate.attempt", Value::Int(i64::try_from(n + 1).unwrap_or(i64::MAX))),
+        ];
+        let error = match a.outcome {
+            Ok(code) => {
+                attributes.push(("http.response.status_code", Value::Int(i64::from(code))));
+                (code >= 500).then(|| format!("upstream answered {code}"))
+            }
+            Err(why) => Some(why),
+        };
+        tracer.record(Span {
+            trace_id: ctx.trace_id,
+            span_id: a.span_id,
+            parent: Some(ctx.span_id),
+            name: pre.method.to_string(),
+            kind: Kind::Client,
+            start: a.start,
+            end: a.end,
+            attributes,
+            error,
+        });
+    }
+    tracer.record(Span {
+        trace_id: ctx.trace_id,
+        span_id: ctx.span_id,
+        parent: ctx.parent,
+        name,
+        kind: Kind::Server,
+        start: ctx.start,
+        end,
+        attributes,
+        error: (status >= 500).then(|| done.reason.unwrap_or("upstream error").to_owned()),
+    });
 }
 
 /// How a request ended, for its access log entry.

@@ -162,6 +162,8 @@ pub struct Outgoing<'a> {
     pub forwarding: &'a Forwarding<'a>,
     /// A protocol upgrade: `Upgrade` is kept and `Connection: upgrade` sent.
     pub upgrade: bool,
+    /// Sent instead of the client's `traceparent` (tracing on: this attempt's span).
+    pub traceparent: Option<HeaderValue>,
 }
 
 /// TLS settings of one API's upstream connections (its own trust, name or verification);
@@ -286,6 +288,7 @@ mod tests {
                 identity: Some(&Caller),
                 forwarding: &forwarding,
                 upgrade,
+                traceparent: None,
             };
             let mut head = Vec::new();
             h1::encode_head(&mut head, &out, &target.host, &body);

@@ -323,12 +323,16 @@ pub fn encode_fields(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, bo
             || *name == header::CONTENT_LENGTH
             || *name == headers::X_REQUEST_ID
             || headers::is_hop_by_hop(name, o.upgrade, &named)
-            || headers::replaced_by_forwarding(name, o.forwarding);
+            || headers::replaced_by_forwarding(name, o.forwarding)
+            || (o.traceparent.is_some() && name.as_str() == "traceparent");
         if !skip {
             put(out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
         }
     }
     put(out, &[b"x-request-id: ", o.request_id.as_bytes(), b"\r\n"]);
+    if let Some(tp) = &o.traceparent {
+        put(out, &[b"traceparent: ", tp.as_bytes(), b"\r\n"]);
+    }
     if let Some(identity) = o.identity {
         identity.write_lines(out);
     }
@@ -657,6 +661,7 @@ mod tests {
             identity: None,
             forwarding: &forwarding,
             upgrade: false,
+            traceparent: None,
         };
         encode_head(&mut head, &out, &host, &body);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -876,6 +881,7 @@ mod tests {
                 identity: None,
                 forwarding: &forwarding,
                 upgrade,
+                traceparent: None,
             };
             let mut head = Vec::new();
             encode_head(&mut head, &out, &HeaderValue::from_static("up:80"), &body);

@@ -352,6 +352,7 @@ mod tests {
             identity: None,
             forwarding: &forwarding,
             upgrade: false,
+            traceparent: None,
         };
         pool.send(target.clone(), &out, body, Duration::from_secs(5)).await
     }

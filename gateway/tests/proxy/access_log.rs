@@ -167,7 +167,7 @@ async fn fields_can_be_chosen_and_rotation_reopens_the_file() {
     // catches it while it runs).
     let hup = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status();
     assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
-    // Lines keep going to the renamed file until the writer reopens (within 200 ms).
+    // Lines keep going to the renamed file until the writer reopens (within 20 ms).
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(client.get(&gw.url("/open/after")).await.status, 200);
     eventually(WAIT, "the line after rotation in the new file", || {

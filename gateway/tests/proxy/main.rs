@@ -20,5 +20,6 @@ mod reuse;
 mod routing;
 mod shutdown;
 mod tls;
+mod traces;
 mod upgrade;
 mod upstream_tls;

@@ -47,6 +47,7 @@ pub fn gateway(listener: TcpListener, pool: sqlx::PgPool) {
         secrets: None,
         access_log: None,
         allow_insecure_upstream_tls: false,
+        tracing: None,
         usage: tollgate_gateway::UsageOptions {
             flush: tollgate_gateway::usage::flush::FlushConfig {
                 interval: Duration::from_millis(250),

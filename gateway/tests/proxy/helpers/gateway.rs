@@ -29,6 +29,7 @@ pub struct Options {
     pub tls: bool,
     pub access_log: Option<tollgate_gateway::access_log::AccessLogOptions>,
     pub allow_insecure_upstream_tls: bool,
+    pub tracing: Option<tollgate_gateway::trace::TraceOptions>,
 }
 
 /// A running gateway.
@@ -90,6 +91,7 @@ impl Gateway {
             secrets: None,
             access_log: opts.access_log,
             allow_insecure_upstream_tls: opts.allow_insecure_upstream_tls,
+            tracing: opts.tracing,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
