@@ -318,13 +318,11 @@ impl Exporter {
             while let Ok(span) = rx.try_recv() {
                 batch.push(span);
                 if batch.len() == BATCH {
-                    self.export(&batch).await;
-                    batch.clear();
+                    self.export(std::mem::take(&mut batch)).await;
                 }
             }
             if !batch.is_empty() {
-                self.export(&batch).await;
-                batch.clear();
+                self.export(std::mem::take(&mut batch)).await;
             }
             if stopping {
                 return;
@@ -332,8 +330,11 @@ impl Exporter {
         }
     }
 
-    async fn export(&self, spans: &[Span]) {
-        let body = encode(&self.resource, spans);
+    async fn export(&self, spans: Vec<Span>) {
+        let count = spans.len();
+        // Encoding a batch takes a while: off the runtime's workers, which serve requests.
+        let resource = self.resource.clone();
+        let Ok(body) = tokio::task::spawn_blocking(move || encode(&resource, &spans)).await else { return };
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
@@ -343,7 +344,7 @@ impl Exporter {
         let sent = tokio::time::timeout(EXPORT_TIMEOUT, self.client.request(req)).await;
         match sent {
             Ok(Ok(res)) if res.status().is_success() => {
-                self.stats.exported.fetch_add(spans.len() as u64, Ordering::Relaxed);
+                self.stats.exported.fetch_add(count as u64, Ordering::Relaxed);
             }
             outcome => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -352,7 +353,7 @@ impl Exporter {
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "timed out".to_owned(),
                 };
-                tracing::warn!(endpoint = %self.endpoint, error = %why, spans = spans.len(), "trace export failed");
+                tracing::warn!(endpoint = %self.endpoint, error = %why, spans = count, "trace export failed");
             }
         }
     }

@@ -68,7 +68,8 @@ async fn a_rolling_restart_behind_nginx_loses_no_request() -> anyhow::Result<()>
     std::fs::write(
         conf_dir.join("nginx.conf"),
         format!(
-            "worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log warn;
+            // (One process: killing it leaves no orphaned worker behind, also on a panic.)
+            "master_process off; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{ access_log off;
   upstream gateways {{ {servers} keepalive 32; }}
