@@ -215,6 +215,10 @@ pub struct UpstreamTlsSettings {
     #[serde(default)]
     #[schema(max_length = 253)]
     pub server_name: Option<String>,
+    /// A certificate of `usage: client` presented to upstreams that ask for one (mTLS to
+    /// the upstream); it cannot be deleted while an API names it.
+    #[serde(default)]
+    pub client_certificate_id: Option<Uuid>,
 }
 
 impl UpstreamTlsSettings {

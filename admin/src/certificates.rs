@@ -49,9 +49,24 @@ pub struct CertificateInput {
     #[schema(min_length = 1, max_length = 16384, write_only)]
     pub key: String,
     /// Serve this certificate to clients that send no server name, or a name no
-    /// certificate has.
+    /// certificate has (server certificates only).
     #[serde(default)]
     pub is_default: bool,
+    /// `server`: served by the gateways' HTTPS listener by SNI (its leaf must name hosts).
+    /// `client`: presented to upstreams that ask for a certificate (an API's
+    /// `upstream_tls.client_certificate_id`); never served.
+    #[serde(default)]
+    pub usage: CertificateUsage,
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum CertificateUsage {
+    #[default]
+    Server,
+    Client,
 }
 
 impl Validate for CertificateInput {
@@ -59,7 +74,12 @@ impl Validate for CertificateInput {
         v.check(!self.cert.trim().is_empty(), "cert", "must not be empty")
             .check(self.cert.len() <= MAX_CHAIN_BYTES, "cert", "must be at most 64 KiB")
             .check(!self.key.trim().is_empty(), "key", "must not be empty")
-            .check(self.key.len() <= MAX_KEY_BYTES, "key", "must be at most 16 KiB");
+            .check(self.key.len() <= MAX_KEY_BYTES, "key", "must be at most 16 KiB")
+            .check(
+                !(self.is_default && self.usage == CertificateUsage::Client),
+                "is_default",
+                "a client certificate cannot be the default",
+            );
     }
 }
 
@@ -67,7 +87,7 @@ impl Validate for CertificateInput {
 /// [`prepare`], which seals the key and reads the leaf); only the flag is a plain column.
 impl Columns for CertificateInput {
     fn columns(&self, w: &mut ColumnWriter<'_>) {
-        w.col("is_default", self.is_default);
+        w.col("is_default", self.is_default).col("usage", self.usage);
     }
 }
 
@@ -93,6 +113,7 @@ pub struct Certificate {
     /// Certificates in the chain, the leaf included.
     pub chain_length: i32,
     pub is_default: bool,
+    pub usage: CertificateUsage,
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -107,7 +128,7 @@ impl Resource for Certificate {
 
     crate::resource::id_and_version!();
     fn to_input(&self) -> CertificateInput {
-        CertificateInput { cert: self.cert.clone(), key: String::new(), is_default: self.is_default }
+        CertificateInput { cert: self.cert.clone(), key: String::new(), is_default: self.is_default, usage: self.usage }
     }
 }
 
@@ -160,7 +181,8 @@ impl Columns for Prepared<'_> {
             .col("not_before", d.not_before)
             .col("not_after", d.not_after)
             .col("chain_length", i32::try_from(d.chain_length).unwrap_or(i32::MAX))
-            .col("is_default", self.input.is_default);
+            .col("is_default", self.input.is_default)
+            .col("usage", self.input.usage);
     }
 }
 
@@ -215,9 +237,13 @@ pub fn inspect(input: &CertificateInput, now: OffsetDateTime) -> ApiResult<Descr
         }
     }
     let leaf = &parsed[0];
-    // The gateway's own reading of the names, so both index the same ones.
-    let names =
-        tollgate_gateway::config::certs::leaf(&chain[0]).map_err(|why| ApiError::invalid_field("cert", why))?.names;
+    // The gateway's own reading of the names, so both index the same ones. A client
+    // certificate needs none (its holder may be named by the subject alone).
+    let read = match input.usage {
+        CertificateUsage::Server => tollgate_gateway::config::certs::leaf(&chain[0]),
+        CertificateUsage::Client => tollgate_gateway::config::certs::any_leaf(&chain[0]),
+    };
+    let names = read.map_err(|why| ApiError::invalid_field("cert", why))?.names;
     let not_before = OffsetDateTime::from_unix_timestamp(leaf.validity().not_before.timestamp())
         .map_err(|_| ApiError::invalid_field("cert", "has a start date out of range"))?;
     let not_after = OffsetDateTime::from_unix_timestamp(leaf.validity().not_after.timestamp())

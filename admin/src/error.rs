@@ -233,6 +233,8 @@ fn constraint_detail(name: &str) -> Option<&'static str> {
     match name {
         "apis_anonymous_plan_id_check" => Some("must be a plan of this API"),
         "plans_route_costs_check" => Some("keys must be ids of this API's routes and costs 0 to 1000000"),
+        "apis_upstream_tls_check" => Some("client_certificate_id must name a certificate of usage client"),
+        "certificates_is_default_check" => Some("a client certificate cannot be the default"),
         _ => None,
     }
 }

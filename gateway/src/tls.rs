@@ -53,7 +53,7 @@ impl CertIndex {
     /// Indexes `data`'s certificates, opening their keys with `keyring`.
     pub fn build(data: &ConfigData, keyring: Option<&Keyring>, provider: &CryptoProvider) -> Self {
         let mut index = Self::default();
-        for def in data.certificates.values() {
+        for def in data.certificates.values().filter(|d| !d.client) {
             match certified_key(def, keyring, provider) {
                 Ok(key) => index.add(def, Entry { not_after: def.not_after, key: Arc::new(key) }),
                 Err(why) => {
@@ -121,6 +121,11 @@ impl CertStore {
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             config: ArcSwapOption::empty(),
         }
+    }
+
+    /// The chain and opened key of client certificate `def`, for an upstream connection.
+    pub fn client_key(&self, def: &CertificateDef) -> Result<Arc<CertifiedKey>, String> {
+        certified_key(def, self.keyring.as_deref(), &self.provider).map(Arc::new)
     }
 
     /// Re-indexes the certificates of `data`, and renews the listener's settings (which

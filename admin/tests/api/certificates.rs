@@ -168,3 +168,50 @@ async fn viewers_read_certificates_but_do_not_upload_them() {
     assert_problem(&refused, 403, "forbidden");
     assert_eq!(admin.count("certificates").await, 1);
 }
+
+#[tokio::test]
+async fn client_certificates_serve_upstream_tls_and_stay_while_an_api_names_them() {
+    let (admin, _) = admin_with_secrets().await;
+    let ca = TestCa::new("client CA");
+    // A client certificate may name no host.
+    let client = ca.leaf(&[]);
+    let refused = admin.post("/certificates", upload(&client.chain_pem, &client.key_pem)).await;
+    assert_problem(&refused, 422, "validation");
+    assert_eq!(refused.body["errors"][0]["pointer"], "/cert", "a server certificate needs names");
+    let as_default = admin
+        .post(
+            "/certificates",
+            json!({"cert": client.chain_pem, "key": client.key_pem, "usage": "client", "is_default": true}),
+        )
+        .await;
+    assert_problem(&as_default, 422, "validation");
+    assert_eq!(as_default.body["errors"][0]["pointer"], "/is_default");
+    let made =
+        admin.post("/certificates", json!({"cert": client.chain_pem, "key": client.key_pem, "usage": "client"})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(made.body["usage"], "client");
+    assert_eq!(made.body["names"], json!([]));
+    let cert = made.id();
+    let server = ca.leaf(&["api.example.com"]);
+    let server = admin.post("/certificates", upload(&server.chain_pem, &server.key_pem)).await.id();
+
+    let api = |name: &str, id: &str| json!({"name": name, "upstream_protocol": "https", "upstream_tls": {"client_certificate_id": id}});
+    let wrong = admin.post("/apis", api("wrong", &server)).await;
+    assert_problem(&wrong, 422, "validation");
+    assert_eq!(wrong.body["errors"][0]["pointer"], "/upstream_tls", "{}", wrong.body);
+    let missing = admin.post("/apis", api("missing", &uuid::Uuid::now_v7().to_string())).await;
+    assert_problem(&missing, 422, "validation");
+    let orders = admin.post("/apis", api("orders", &cert)).await;
+    assert_eq!(orders.status, 201, "{}", orders.body);
+
+    let deleted = admin.delete(&format!("/certificates/{cert}"), None).await;
+    assert_problem(&deleted, 409, "conflict");
+    let data = tollgate_gateway::config::pg::load_full(&admin.app.pool).await.expect("full load");
+    let def = &data.certificates[&cert.parse().expect("id")];
+    assert!(def.client && def.names.is_empty(), "gateways see a client certificate");
+    assert!(!data.certificates[&server.parse().expect("id")].client);
+
+    let orders = orders.id();
+    assert_eq!(admin.delete(&format!("/apis/{orders}"), None).await.status, 204);
+    assert_eq!(admin.delete(&format!("/certificates/{cert}"), None).await.status, 204, "free once no API names it");
+}

@@ -94,7 +94,8 @@ async fn upstream_tls_is_checked_as_gateways_check_it_and_reaches_them() {
     assert_eq!(admin.count("apis").await, 0);
     assert_eq!(admin.count("config_events").await, events_before, "a refused API changes nothing");
 
-    let tls = json!({"ca_bundle": ca.pem, "server_name": "orders.internal", "verify": true});
+    let tls =
+        json!({"ca_bundle": ca.pem, "server_name": "orders.internal", "verify": true, "client_certificate_id": null});
     let created =
         admin.post("/apis", json!({"name": "orders", "upstream_protocol": "https", "upstream_tls": tls})).await;
     assert_eq!(created.status, 201, "{}", created.body);

@@ -48,9 +48,21 @@ pub struct Leaf {
 /// Most names one certificate may carry.
 pub const MAX_NAMES: usize = 100;
 
-/// Reads the names and expiry of a leaf certificate (DER). Clients no longer read the
-/// common name, so a leaf without subjectAltName names is refused.
+/// Reads the names and expiry of a server certificate's leaf (DER). Clients no longer read
+/// the common name, so a leaf without subjectAltName names is refused.
 pub fn leaf(der: &[u8]) -> Result<Leaf, String> {
+    let leaf = any_leaf(der)?;
+    if leaf.names.is_empty() {
+        return Err(
+            "it names no DNS name or IP address in its subjectAltName (clients do not read the common name)".to_owned()
+        );
+    }
+    Ok(leaf)
+}
+
+/// [`leaf`] without the need for names: a client certificate may identify its holder by
+/// its subject alone.
+pub fn any_leaf(der: &[u8]) -> Result<Leaf, String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("the certificate does not parse: {e}"))?;
     let san = cert.subject_alternative_name().map_err(|e| format!("its subjectAltName is invalid: {e}"))?;
@@ -71,11 +83,6 @@ pub fn leaf(der: &[u8]) -> Result<Leaf, String> {
             names.push(text);
         }
     }
-    if names.is_empty() {
-        return Err(
-            "it names no DNS name or IP address in its subjectAltName (clients do not read the common name)".to_owned()
-        );
-    }
     if names.len() > MAX_NAMES {
         return Err(format!("it names more than {MAX_NAMES} hosts"));
     }
@@ -85,12 +92,18 @@ pub fn leaf(der: &[u8]) -> Result<Leaf, String> {
 /// A certificate of the declarative file: the chain and key as PEM; its names and expiry
 /// read from the leaf. Refused (with why) when the chain does not parse or the key is not
 /// the leaf's.
-pub fn from_pem(id: uuid::Uuid, chain_pem: &str, key_pem: &str, is_default: bool) -> Result<CertificateDef, String> {
+pub fn from_pem(
+    id: uuid::Uuid,
+    chain_pem: &str,
+    key_pem: &str,
+    is_default: bool,
+    client: bool,
+) -> Result<CertificateDef, String> {
     let first = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .next()
         .ok_or("the chain holds no certificate")?
         .map_err(|e| format!("the chain does not parse: {e}"))?;
-    let leaf = leaf(&first)?;
+    let leaf = if client { any_leaf(&first)? } else { leaf(&first)? };
     let def = CertificateDef {
         id,
         cert_pem: chain_pem.to_owned(),
@@ -98,6 +111,7 @@ pub fn from_pem(id: uuid::Uuid, chain_pem: &str, key_pem: &str, is_default: bool
         names: leaf.names,
         not_after: leaf.not_after,
         is_default,
+        client,
     };
     certified_key(&def, None, &rustls::crypto::aws_lc_rs::default_provider())?;
     Ok(def)

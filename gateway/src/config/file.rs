@@ -49,6 +49,10 @@ pub struct FileCertificate {
     /// Served when the client names no host, or one no certificate has.
     #[serde(default)]
     pub default: bool,
+    /// A client certificate for upstreams (`upstream_tls.client_certificate`), never
+    /// served by the HTTPS listener.
+    #[serde(default)]
+    pub client: bool,
 }
 
 impl std::fmt::Debug for FileCertificate {
@@ -275,29 +279,58 @@ fn id(parts: &[&str]) -> Uuid {
 pub fn parse(text: &str) -> anyhow::Result<ConfigData> {
     let file: FileConfig = serde_norway::from_str(text)?;
     let mut data = ConfigData::default();
+    // (Certificates first: an API's upstream TLS may name a client certificate.)
+    for c in &file.certificates {
+        let cid = id(&["certificate", &c.name]);
+        anyhow::ensure!(!data.certificates.contains_key(&cid), "certificate {:?} is defined twice", c.name);
+        anyhow::ensure!(
+            !(c.client && c.default),
+            "certificate {:?}: a client certificate cannot be the default",
+            c.name
+        );
+        let def = super::certs::from_pem(cid, &c.cert, &c.key, c.default, c.client)
+            .map_err(|why| anyhow::anyhow!("certificate {:?}: {why}", c.name))?;
+        data.certificates.insert(cid, def);
+    }
     for api in &file.apis {
         add_api(&mut data, api)?;
     }
     for c in &file.consumers {
         add_consumer(&mut data, c)?;
     }
-    for c in &file.certificates {
-        let cid = id(&["certificate", &c.name]);
-        anyhow::ensure!(!data.certificates.contains_key(&cid), "certificate {:?} is defined twice", c.name);
-        let def = super::certs::from_pem(cid, &c.cert, &c.key, c.default)
-            .map_err(|why| anyhow::anyhow!("certificate {:?}: {why}", c.name))?;
-        data.certificates.insert(cid, def);
-    }
     Ok(data)
+}
+
+/// An API's `upstream_tls` of the file as stored: the client certificate named by
+/// `client_certificate` (a client certificate of the file) becomes its id; then checked.
+fn file_upstream_tls(data: &ConfigData, tls: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let mut tls = tls.clone();
+    if let Some(obj) = tls.as_object_mut()
+        && let Some(name) = obj.remove("client_certificate")
+    {
+        let name = name.as_str().ok_or_else(|| anyhow::anyhow!("upstream_tls/client_certificate: must be a name"))?;
+        let cid = id(&["certificate", name]);
+        match data.certificates.get(&cid) {
+            Some(c) if c.client => {}
+            Some(_) => {
+                anyhow::bail!("upstream_tls/client_certificate: {name:?} is not a client certificate (client: true)")
+            }
+            None => anyhow::bail!("upstream_tls/client_certificate: no certificate {name:?}"),
+        }
+        obj.insert("client_certificate_id".into(), serde_json::Value::String(cid.to_string()));
+    }
+    crate::upstream::tls::UpstreamTls::from_value(&tls)?;
+    Ok(tls)
 }
 
 fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
     let api_id = id(&["api", &a.name]);
     anyhow::ensure!(!data.apis.contains_key(&api_id), "API {:?} is defined twice", a.name);
     check_api_auth(a).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?;
-    if let Some(tls) = &a.upstream_tls {
-        crate::upstream::tls::UpstreamTls::from_value(tls).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?;
-    }
+    let upstream_tls = match &a.upstream_tls {
+        Some(tls) => Some(file_upstream_tls(data, tls).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?),
+        None => None,
+    };
     let anonymous_plan_id = match &a.anonymous_plan {
         Some(plan) => {
             anyhow::ensure!(
@@ -333,7 +366,7 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
         jwt: a.jwt.clone(),
         introspection: a.introspection.clone(),
         anonymous_plan_id,
-        upstream_tls: a.upstream_tls.clone(),
+        upstream_tls,
     };
     data.apis.insert(api_id, def);
     for t in &a.targets {

@@ -248,6 +248,11 @@ pub struct CertificateDef {
     pub not_after: i64,
     /// Served to clients that ask for no name or a name no certificate has.
     pub is_default: bool,
+    /// A client certificate, presented to upstreams that ask for one (`upstream_tls`);
+    /// never served by the HTTPS listener.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub client: bool,
 }
 
 impl std::fmt::Debug for CertificateDef {

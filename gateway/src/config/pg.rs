@@ -35,7 +35,7 @@ const KEYS: &str = "SELECT id, consumer_id, key_hash, \
 const SUBSCRIPTIONS: &str = "SELECT id, consumer_id, plan_id, api_id, status FROM subscriptions";
 const TOKEN_BINDINGS: &str = "SELECT id, consumer_id, issuer, subject FROM token_bindings";
 const CERTIFICATES: &str = "SELECT id, cert_pem, key_sealed, names, \
-    extract(epoch FROM not_after)::bigint AS not_after, is_default FROM certificates";
+    extract(epoch FROM not_after)::bigint AS not_after, is_default, usage = 'client' AS client FROM certificates";
 
 /// Which parts of the configuration an update touched, so only those are recompiled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

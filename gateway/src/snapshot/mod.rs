@@ -22,14 +22,14 @@ use self::identities::Identities;
 use crate::auth::settings::ApiAuth;
 use crate::auth::ssrf::UrlPolicy;
 use crate::config::keys::KeyIndex;
-use crate::config::model::{ApiDef, ConfigData, TargetDef};
+use crate::config::model::{ApiDef, CertificateDef, ConfigData, TargetDef};
 use crate::config::pg::Changed;
 use crate::config::source::Sink;
 use crate::limits::Limiter;
 use crate::metrics::{Registry, RequestMetrics};
 use crate::router::Router;
 use crate::tls::CertStore;
-use crate::upstream::tls::UpstreamTls;
+use crate::upstream::tls::{Invalid, UpstreamTls};
 use crate::upstream::{
     ActiveHealthConfig, BreakerConfig, FallbackResponse, HashOn, LbPolicy, PassiveHealthConfig, RetryConfig,
     TargetConfig, Upstream, UpstreamConfig,
@@ -69,8 +69,8 @@ pub struct ApiRuntime {
     pub metrics: Arc<RequestMetrics>,
     /// Accepted credentials and their validators.
     pub auth: Arc<ApiAuth>,
-    /// The `upstream_tls` settings the client was built with.
-    upstream_tls: Option<serde_json::Value>,
+    /// The `upstream_tls` settings the client was built with, and its client certificate.
+    upstream_tls: Option<(serde_json::Value, Option<CertificateDef>)>,
     config: (UpstreamConfig, Option<UpstreamConfig>),
 }
 
@@ -200,9 +200,10 @@ impl Sink for ConfigStore {
         } else {
             prev.router.clone()
         };
-        let apis = if changed.upstreams || changed.everything {
+        // (Certificates too: an API's client certificate may have been renewed.)
+        let apis = if changed.upstreams || changed.certificates || changed.everything {
             let rules = Rules { url_policy: self.url_policy, insecure_upstream_tls: self.insecure_upstream_tls };
-            build_apis(data, &prev.apis, &self.metrics, rules)
+            build_apis(data, &prev.apis, &self.metrics, rules, &self.certs)
         } else {
             prev.apis.clone()
         };
@@ -271,6 +272,7 @@ fn build_apis(
     prev: &HashMap<Uuid, Arc<ApiRuntime>>,
     metrics: &Registry,
     rules: Rules,
+    certs: &CertStore,
 ) -> HashMap<Uuid, Arc<ApiRuntime>> {
     let mut targets: HashMap<Uuid, Vec<&TargetDef>> = HashMap::new();
     for t in data.targets.values() {
@@ -280,7 +282,9 @@ fn build_apis(
         .values()
         .map(|api| {
             let ts = targets.get(&api.id).map(Vec::as_slice).unwrap_or_default();
-            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics, rules))
+            let client_cert = client_certificate(api, data);
+            let upstream = UpstreamTlsInput { settings: api.upstream_tls.as_ref(), client_cert, certs };
+            (api.id, api_runtime(api, ts, prev.get(&api.id), metrics, rules, upstream))
         })
         .collect()
 }
@@ -291,6 +295,7 @@ fn api_runtime(
     prev: Option<&Arc<ApiRuntime>>,
     metrics: &Registry,
     rules: Rules,
+    upstream: UpstreamTlsInput<'_>,
 ) -> Arc<ApiRuntime> {
     let name: Arc<str> = Arc::from(api.name.as_str());
     let stable_cfg = upstream_config(api, targets.iter().filter(|t| t.pool != "canary"));
@@ -313,8 +318,8 @@ fn api_runtime(
         connect_timeout: millis(api.connect_timeout_ms),
         read_timeout: millis(api.read_timeout_ms),
         total_timeout: (api.total_timeout_ms > 0).then(|| millis(api.total_timeout_ms)),
-        client: upstream_client(api, prev, rules),
-        upstream_tls: api.upstream_tls.clone(),
+        client: upstream_client(api, prev, rules, &upstream),
+        upstream_tls: api.upstream_tls.clone().map(|v| (v, upstream.client_cert.cloned())),
         stable: pool(&stable_cfg, prev.map(|p| &p.stable)),
         canary: canary_cfg
             .as_ref()
@@ -355,6 +360,20 @@ impl ApiRuntime {
     }
 }
 
+/// What an API's upstream client is built from.
+struct UpstreamTlsInput<'a> {
+    settings: Option<&'a serde_json::Value>,
+    /// The client certificate its settings name, when it exists and is one.
+    client_cert: Option<&'a CertificateDef>,
+    certs: &'a CertStore,
+}
+
+/// The client certificate an API's `upstream_tls` names, if it exists and is of client use.
+fn client_certificate<'a>(api: &ApiDef, data: &'a ConfigData) -> Option<&'a CertificateDef> {
+    let id = api.upstream_tls.as_ref()?.get("client_certificate_id")?.as_str()?.parse::<Uuid>().ok()?;
+    data.certificates.get(&id).filter(|c| c.client)
+}
+
 /// What compiling APIs may allow, from the node's flags.
 #[derive(Debug, Clone, Copy)]
 struct Rules {
@@ -366,13 +385,34 @@ struct Rules {
 /// from `prev`, with its pooled connections, while the settings and timeout stay the same).
 /// Settings that cannot be used (stored by an older admin) give a client that trusts
 /// nothing: requests fail with 502 rather than go out less protected than configured.
-fn upstream_client(api: &ApiDef, prev: Option<&Arc<ApiRuntime>>, rules: Rules) -> UpstreamClient {
+fn upstream_client(
+    api: &ApiDef,
+    prev: Option<&Arc<ApiRuntime>>,
+    rules: Rules,
+    upstream: &UpstreamTlsInput<'_>,
+) -> UpstreamClient {
     let timeout = millis(api.connect_timeout_ms);
-    let Some(settings) = &api.upstream_tls else { return crate::wire::client::client_for(timeout) };
-    if let Some(p) = prev.filter(|p| p.upstream_tls.as_ref() == Some(settings) && p.connect_timeout == timeout) {
+    let Some(settings) = upstream.settings else { return crate::wire::client::client_for(timeout) };
+    let unchanged = |p: &&Arc<ApiRuntime>| {
+        p.connect_timeout == timeout
+            && p.upstream_tls.as_ref().is_some_and(|(v, c)| v == settings && c.as_ref() == upstream.client_cert)
+    };
+    if let Some(p) = prev.filter(unchanged) {
         return p.client.clone();
     }
-    let tls = UpstreamTls::from_value(settings).and_then(|t| t.settings(&api.name, rules.insecure_upstream_tls));
+    let tls = UpstreamTls::from_value(settings).and_then(|t| {
+        let client = match (t.client_certificate_id, upstream.client_cert) {
+            (None, _) => None,
+            (Some(_), Some(def)) => Some(upstream.certs.client_key(def).map_err(|why| Invalid {
+                field: "client_certificate_id",
+                why: format!("the client certificate cannot be used: {why}"),
+            })?),
+            (Some(id), None) => {
+                return Err(Invalid { field: "client_certificate_id", why: format!("no client certificate {id}") });
+            }
+        };
+        t.settings(&api.name, rules.insecure_upstream_tls, client)
+    });
     match tls {
         Ok(tls) => crate::wire::client::client_with_tls(timeout, tls),
         Err(e) => {

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 
 use hyper_rustls::ConfigBuilderExt;
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Deserialize;
 
@@ -35,6 +37,9 @@ pub struct UpstreamTls {
     /// IP address behind a certificate for `orders.internal`).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// A certificate (of `usage: client`) presented to upstreams that ask for one.
+    #[serde(default)]
+    pub client_certificate_id: Option<uuid::Uuid>,
 }
 
 fn yes() -> bool {
@@ -62,6 +67,8 @@ impl std::fmt::Display for Invalid {
         }
     }
 }
+
+impl std::error::Error for Invalid {}
 
 impl UpstreamTls {
     /// Reads and checks the JSON object stored for an API.
@@ -103,9 +110,15 @@ impl UpstreamTls {
             .map_err(|_| Invalid::new("server_name", "must be a DNS name or an IP address"))
     }
 
-    /// The client settings for these upstreams. `verify: false` is honoured only when
-    /// `allow_insecure`; otherwise the upstream is verified anyway (and this is logged).
-    pub fn settings(&self, api: &str, allow_insecure: bool) -> Result<TlsSettings, Invalid> {
+    /// The client settings for these upstreams, presenting `client` when the upstream asks
+    /// for a certificate. `verify: false` is honoured only when `allow_insecure`; otherwise
+    /// the upstream is verified anyway (and this is logged).
+    pub fn settings(
+        &self,
+        api: &str,
+        allow_insecure: bool,
+        client: Option<Arc<CertifiedKey>>,
+    ) -> Result<TlsSettings, Invalid> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -113,7 +126,11 @@ impl UpstreamTls {
         let roots = self.roots()?;
         let mut config = if !self.verify && allow_insecure {
             tracing::warn!(api, "upstream certificates are not verified for this API (verify: false)");
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth()
+            let builder = builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
+            match client {
+                Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
+                None => builder.with_no_client_auth(),
+            }
         } else {
             if !self.verify {
                 tracing::warn!(
@@ -122,9 +139,13 @@ impl UpstreamTls {
                      --allow-insecure-upstream-tls: upstream certificates are verified"
                 );
             }
-            match roots {
-                Some(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
-                None => builder.with_webpki_roots().with_no_client_auth(),
+            let builder = match roots {
+                Some(roots) => builder.with_root_certificates(roots),
+                None => builder.with_webpki_roots(),
+            };
+            match client {
+                Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
+                None => builder.with_no_client_auth(),
             }
         };
         // (No ALPN set here: the connector sets `http/1.1` itself and refuses a preset one.)
@@ -141,6 +162,20 @@ impl UpstreamTls {
         let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().ok()?;
         let config = builder.with_root_certificates(RootCertStore::empty()).with_no_client_auth();
         Some(TlsSettings { config: Arc::new(config), server_name: None })
+    }
+}
+
+/// Presents one client certificate to every upstream that asks.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -46,17 +46,31 @@ struct TlsUpstream {
 }
 
 async fn tls_upstream(ca: &Ca) -> TlsUpstream {
+    tls_upstream_asking(ca, None).await
+}
+
+/// [`tls_upstream`], requiring a client certificate issued by `clients` when given, and
+/// answering with how many certificates the client presented too.
+async fn tls_upstream_asking(ca: &Ca, clients: Option<&Ca>) -> TlsUpstream {
     let key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec!["orders.internal".to_owned()]).unwrap().signed_by(&key, &ca.issuer).unwrap();
     let chain = vec![CertificateDer::from(leaf.der().to_vec())];
     let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = match clients {
+        Some(clients) => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(clients.pem.as_bytes()).unwrap()).unwrap();
+            let verifier =
+                tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -69,6 +83,7 @@ async fn tls_upstream(ca: &Ca) -> TlsUpstream {
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                let client_certs = tls.get_ref().1.peer_certificates().map_or(0, <[_]>::len);
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     counted.fetch_add(1, Ordering::SeqCst);
                     let body = json!({
@@ -76,6 +91,7 @@ async fn tls_upstream(ca: &Ca) -> TlsUpstream {
                         "path": req.uri().to_string(),
                         "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
                         "proto": req.headers().get("x-forwarded-proto").and_then(|h| h.to_str().ok()),
+                        "client_certs": client_certs,
                     });
                     async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string())))) }
                 });
@@ -177,4 +193,51 @@ fn unusable_settings_in_a_file_are_refused_with_the_api_and_field() {
     let e = err(json!({ "sni": "x" }));
     assert!(e.as_deref().is_some_and(|e| e.contains("unknown field")), "{e:?}");
     assert!(err(json!({ "server_name": "orders.internal" })).is_none());
+}
+
+#[tokio::test]
+async fn a_client_certificate_reaches_an_upstream_that_asks_for_one() {
+    let server_ca = ca("upstream CA");
+    let client_ca = ca("client CA");
+    let up = tls_upstream_asking(&server_ca, Some(&client_ca)).await;
+    // A client certificate naming no host: its holder is its subject.
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "gateway");
+    let cert = params.signed_by(&key, &client_ca.issuer).unwrap();
+    let with_client = |tls: Value, client: bool| {
+        let mut doc = config(&up, tls);
+        doc["certificates"] =
+            json!([{ "name": "gw", "cert": cert.pem(), "key": key.serialize_pem(), "client": client }]);
+        doc
+    };
+    let base = json!({ "ca_bundle": server_ca.pem, "server_name": "orders.internal" });
+    let mut named = base.clone();
+    named["client_certificate"] = json!("gw");
+
+    let mut gw = Gateway::start(with_client(named.clone(), true)).await;
+    let client = Client::http1();
+    let ok = client.get(&gw.url("/orders/1")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["client_certs"], 1, "the upstream saw the gateway's certificate");
+    let reached = up.requests.load(Ordering::SeqCst);
+
+    gw.reload(with_client(base, true)).await;
+    let refused = client.get(&gw.url("/orders/2")).await;
+    assert_eq!(refused.status, 502, "no client certificate, no connection: {}", refused.text());
+    assert_eq!(up.requests.load(Ordering::SeqCst), reached);
+    gw.begin_shutdown();
+    gw.stopped().await.expect("gateway stops");
+
+    // In a file: the name must be a client certificate of the same file.
+    let err = |doc: Value| {
+        tollgate_gateway::config::file::parse(&serde_json::to_string(&doc).unwrap()).err().map(|e| e.to_string())
+    };
+    assert!(err(with_client(named.clone(), true)).is_none());
+    let mut other = named.clone();
+    other["client_certificate"] = json!("other");
+    let e = err(with_client(other, true));
+    assert!(e.as_deref().is_some_and(|e| e.contains("no certificate \"other\"")), "{e:?}");
+    let e = err(with_client(named, false));
+    assert!(e.as_deref().is_some_and(|e| e.contains("subjectAltName")), "a server certificate needs names: {e:?}");
 }

@@ -349,7 +349,10 @@ row!(ConsumerDef { id, name, developer_id, custom_id, enabled });
 row!(KeyDef { id, consumer_id, key_hash, expires_at, revoked });
 row!(SubscriptionDef { id, consumer_id, plan_id, api_id, status });
 row!(TokenBindingDef { id, consumer_id, issuer, subject });
-row!(CertificateDef { id, cert_pem, key, names, not_after, is_default });
+row!(CertificateDef { id, cert_pem, key, names, not_after, is_default } later {
+    // Format 3.
+    client,
+});
 
 impl Field for CertKey {
     fn put(&self, out: &mut Vec<u8>) {

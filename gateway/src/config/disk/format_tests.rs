@@ -128,6 +128,8 @@ fn everything() -> ConfigData {
                 names: vec!["api.example.com".into(), "*.example.com".into()],
                 not_after: 1_900_000_000,
                 is_default: true,
+                // (Not a real combination: here to see both flags survive the trip.)
+                client: true,
             },
         )]),
     }
