@@ -66,8 +66,9 @@ pub enum SecretsCommand {
     /// Prints a new random secrets key (32 bytes, base64) for `--secrets-key`.
     GenerateKey,
     /// Reseals every stored secret sealed by an old key (`--secrets-old-keys`) with the
-    /// current one (`--secrets-key`); run after giving every process the new key with the
-    /// old one listed as old, and before removing the old one.
+    /// current one (`--secrets-key`), and seals API secrets still stored in clear; run after
+    /// giving every process the new key with the old one listed as old, and before removing
+    /// the old one.
     Rotate(RotateArgs),
 }
 

@@ -106,7 +106,7 @@ pub async fn secrets(cmd: crate::cli::SecretsCommand) -> anyhow::Result<()> {
                 args.secrets.keyring()?.context("give the new key as --secrets-key (TOLLGATE_SECRETS_KEY)")?;
             let pool = connect(&args.database_url).await?;
             let resealed = tollgate_admin::certificates::reseal_all(&pool, &keyring).await?;
-            println!("Resealed {resealed} secret(s) with key {}.", keyring.current_id());
+            println!("Resealed {resealed} certificate(s) and API(s) with key {}.", keyring.current_id());
             pool.close().await;
             Ok(())
         }

@@ -14,6 +14,7 @@ use crate::ops::resource_handlers;
 use crate::resource::{ColumnWriter, Columns, Filter, Resource, Write, eq};
 use crate::upstream::{CircuitBreaker, HealthCheck, PassiveHealth, valid_hash_on};
 use crate::validate::{Validate, Violations, array_schema};
+use tollgate_gateway::seal::{self, Keyring};
 
 /// Upstream statuses a request may be retried on.
 const RETRYABLE: [i32; 6] = [408, 429, 500, 502, 503, 504];
@@ -472,6 +473,19 @@ impl Resource for Api {
         }
     }
 
+    fn open_secrets(&mut self, state: &crate::state::AppState) -> Result<(), ApiError> {
+        open_secrets(self, state.config().secrets.as_deref())
+    }
+
+    /// Seals the JWT HMAC secrets and the introspection client secret under the secrets
+    /// key (in clear when the admin has none, as before keys existed: see operations.md).
+    fn seal_secrets(input: &mut ApiInput, id: Uuid, state: &crate::state::AppState) -> Result<(), ApiError> {
+        match state.config().secrets.as_deref() {
+            Some(ring) => seal_secrets(input, id, ring),
+            None => Ok(()),
+        }
+    }
+
     fn carry_over(input: &mut ApiInput, current: Option<&Api>) -> Result<(), ApiError> {
         let fail = |e| ApiError::validation(vec![e]);
         if let Some(jwt) = &mut input.jwt {
@@ -498,6 +512,99 @@ impl Resource for Api {
             None => Ok(()),
         }
     }
+}
+
+/// The secrets of a stored API, opened in place (clear ones stay as they are).
+fn open_secrets(api: &mut Api, keyring: Option<&Keyring>) -> Result<(), ApiError> {
+    let id = api.id;
+    let open = |place: &str, value: &mut String| -> Result<(), ApiError> {
+        if !seal::is_sealed(value) {
+            return Ok(());
+        }
+        let ring = keyring.ok_or_else(|| {
+            ApiError::conflict(
+                "this API's secrets are sealed and this admin has no secrets key (--secrets-key / \
+                 TOLLGATE_SECRETS_KEY) to open them",
+            )
+        })?;
+        let plain = ring
+            .open(value, &seal::api_secret_aad(id, place))
+            .map_err(|e| ApiError::conflict(format!("this API's {place} cannot be opened: {e}")))?;
+        *value = String::from_utf8(plain).map_err(ApiError::internal)?;
+        Ok(())
+    };
+    if let Some(jwt) = &mut api.jwt {
+        for secret in jwt.0.keys.iter_mut().filter_map(|k| k.secret.as_mut()) {
+            open(seal::JWT_SECRET, secret)?;
+        }
+    }
+    if let Some(introspection) = &mut api.introspection {
+        open(seal::INTROSPECTION_SECRET, &mut introspection.0.client_secret)?;
+    }
+    Ok(())
+}
+
+/// Seals every secret of `input` (all in clear at this point) for API `id`.
+fn seal_secrets(input: &mut ApiInput, id: Uuid, ring: &Keyring) -> Result<(), ApiError> {
+    let seal = |place: &str, value: &mut String| -> Result<(), ApiError> {
+        *value = ring.seal(value.as_bytes(), &seal::api_secret_aad(id, place)).map_err(ApiError::internal)?;
+        Ok(())
+    };
+    if let Some(jwt) = &mut input.jwt {
+        for secret in jwt.keys.iter_mut().filter_map(|k| k.secret.as_mut()) {
+            seal(seal::JWT_SECRET, secret)?;
+        }
+    }
+    if let Some(introspection) = &mut input.introspection {
+        seal(seal::INTROSPECTION_SECRET, &mut introspection.client_secret)?;
+    }
+    Ok(())
+}
+
+/// Seals, with the current key, every API secret stored in clear or under an older key
+/// (`tollgate secrets rotate`): one audited change per API, so gateways follow. Returns how
+/// many APIs changed.
+pub async fn reseal_secrets(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ring: &Keyring,
+    who: &crate::change::Actor,
+) -> anyhow::Result<usize> {
+    let ids: Vec<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM apis WHERE jwt IS NOT NULL OR introspection IS NOT NULL ORDER BY id FOR UPDATE")
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut changed = 0;
+    for (id,) in ids {
+        let before: Api = crate::resource::fetch::<Api>(tx, id, None)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("API {id} vanished"))?;
+        let mut stale = false;
+        let mut api = before.clone();
+        let jwt_secrets = api.jwt.iter().flat_map(|j| j.0.keys.iter().filter_map(|k| k.secret.as_deref()));
+        for secret in jwt_secrets.chain(api.introspection.iter().map(|i| i.0.client_secret.as_str())) {
+            stale |= !ring.is_current(secret);
+        }
+        if !stale {
+            continue;
+        }
+        open_secrets(&mut api, Some(ring)).map_err(|e| anyhow::anyhow!("API {id}: {e:?}"))?;
+        let mut input = api.to_input();
+        seal_secrets(&mut input, id, ring).map_err(|e| anyhow::anyhow!("API {id}: {e:?}"))?;
+        let after: Api = sqlx::query_as(
+            "UPDATE apis SET jwt = $2, introspection = $3, version = version + 1, updated_at = now() \
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(input.jwt.as_ref().map(sqlx::types::Json))
+        .bind(input.introspection.as_ref().map(sqlx::types::Json))
+        .fetch_one(&mut **tx)
+        .await?;
+        let change =
+            crate::change::Change::update(Api::KIND, id, serde_json::to_value(&before)?, serde_json::to_value(&after)?);
+        crate::change::record(tx, who, change).await.map_err(|e| anyhow::anyhow!("API {id}: {e:?}"))?;
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 /// 422 when the update drops `jwt` or `introspection` settings a route of the API still

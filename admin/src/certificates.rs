@@ -378,6 +378,7 @@ pub async fn reseal_all(db: &sqlx::PgPool, keyring: &tollgate_gateway::seal::Key
         change::record(&mut tx, &who, change).await.map_err(|e| anyhow::anyhow!("certificate {id}: {e:?}"))?;
         resealed += 1;
     }
+    resealed += crate::apis::reseal_secrets(&mut tx, keyring, &who).await?;
     tx.commit().await?;
     Ok(resealed)
 }

@@ -98,7 +98,9 @@ pub async fn create<R: Resource>(
     let mut tx = state.db().begin().await?;
     ensure_parent(&mut tx, parent).await?;
     R::check(Write { conn: &mut tx, state, parent: parent.map(|p| p.id), current: None }, &input).await?;
-    let row: R = resource::insert::<R>(&mut tx, Uuid::now_v7(), parent.map(|p| p.id), &input).await?;
+    let id = Uuid::now_v7();
+    R::seal_secrets(&mut input, id, state)?;
+    let row: R = resource::insert::<R>(&mut tx, id, parent.map(|p| p.id), &input).await?;
     record::<R>(&mut tx, who, Change::create(R::KIND, row.id(), json(&row)?)).await?;
     tx.commit().await?;
     let version = row.version();
@@ -144,9 +146,10 @@ pub async fn patch<R: Resource>(
     }
     let mut tx = state.db().begin().await?;
     ensure_parent(&mut tx, parent).await?;
-    let current: R = resource::fetch_for_update::<R>(&mut tx, id, parent.map(|p| p.id))
+    let mut current: R = resource::fetch_for_update::<R>(&mut tx, id, parent.map(|p| p.id))
         .await?
         .ok_or_else(|| ApiError::not_found(R::KIND))?;
+    current.open_secrets(state)?;
     let base = json(&current.to_input())?;
     if let Some(pointer) = unknown_reset(&base, &patch, String::new()) {
         let detail = "unknown field".to_owned();
@@ -166,6 +169,7 @@ pub async fn patch<R: Resource>(
         let version = current.version();
         return Ok(Tagged::ok(current, version));
     }
+    R::seal_secrets(&mut input, id, state)?;
     let row: R = resource::update::<R>(&mut tx, id, &input).await?;
     record::<R>(&mut tx, who, Change::update(R::KIND, id, json(&current)?, json(&row)?)).await?;
     tx.commit().await?;

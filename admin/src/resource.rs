@@ -41,6 +41,17 @@ pub trait Resource: Serialize + for<'r> FromRow<'r, PgRow> + Send + Sync + Unpin
         Ok(())
     }
 
+    /// Opens the secrets sealed at rest in a stored entity, before it is the base of an
+    /// update (the client sees them redacted; the write seals them again).
+    fn open_secrets(&mut self, _state: &AppState) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Seals the secrets of `input` for entity `id` just before it is written.
+    fn seal_secrets(_input: &mut Self::Input, _id: Uuid, _state: &AppState) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     /// Rules beyond [`Validate`] that need the database, the network or the service's
     /// settings; runs in the write's transaction, after validation, before the write.
     fn check<'a>(

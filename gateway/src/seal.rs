@@ -148,6 +148,97 @@ pub fn certificate_key_aad(id: uuid::Uuid) -> Vec<u8> {
     format!("certificates.key:{id}").into_bytes()
 }
 
+/// The secrets inside an API's settings that are sealed at rest, by their place: every
+/// `jwt.keys[].secret` (HMAC keys) and `introspection.client_secret`.
+pub const JWT_SECRET: &str = "jwt.secret";
+pub const INTROSPECTION_SECRET: &str = "introspection.client_secret";
+
+/// Associated data of a secret of API `api` at `place` ([`JWT_SECRET`],
+/// [`INTROSPECTION_SECRET`]): a value copied to another API or setting does not open.
+pub fn api_secret_aad(api: uuid::Uuid, place: &str) -> Vec<u8> {
+    format!("apis.{place}:{api}").into_bytes()
+}
+
+/// Whether a stored value is sealed; otherwise it is in clear (a DB-less file, or an admin
+/// without a secrets key, wrote it).
+pub fn is_sealed(value: &str) -> bool {
+    value.starts_with(PREFIX)
+}
+
+/// Calls `f` with the place and value of each secret in an API's `jwt` and `introspection`
+/// settings (JSON, as stored).
+pub fn api_secrets(
+    jwt: Option<&mut serde_json::Value>,
+    introspection: Option<&mut serde_json::Value>,
+    mut f: impl FnMut(&'static str, &mut String) -> Result<(), String>,
+) -> Result<(), String> {
+    if let Some(keys) = jwt.and_then(|j| j.get_mut("keys")).and_then(|k| k.as_array_mut()) {
+        for key in keys {
+            if let Some(serde_json::Value::String(secret)) = key.get_mut("secret") {
+                f(JWT_SECRET, secret)?;
+            }
+        }
+    }
+    if let Some(serde_json::Value::String(secret)) = introspection.and_then(|i| i.get_mut("client_secret")) {
+        f(INTROSPECTION_SECRET, secret)?;
+    }
+    Ok(())
+}
+
+/// Opens, in place, every sealed secret of API `api`'s settings (clear ones stay).
+pub fn open_api_secrets(
+    api: uuid::Uuid,
+    jwt: Option<&mut serde_json::Value>,
+    introspection: Option<&mut serde_json::Value>,
+    keyring: Option<&Keyring>,
+) -> Result<(), String> {
+    api_secrets(jwt, introspection, |place, value| {
+        if !is_sealed(value) {
+            return Ok(());
+        }
+        let ring =
+            keyring.ok_or_else(|| format!("{place} is sealed and this node has no secrets key (--secrets-key)"))?;
+        let plain = ring.open(value, &api_secret_aad(api, place)).map_err(|e| format!("{place}: {e}"))?;
+        *value = String::from_utf8(plain).map_err(|_| format!("{place}: not text once opened"))?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod api_secret_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn api_secrets_open_only_for_their_api_and_place() -> Result<(), String> {
+        let ring = Keyring::new(&Keyring::generate_key(), &[]).map_err(|e| e.to_string())?;
+        let (api, other) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let mut jwt = json!({"keys": [{"alg": "HS256", "secret": "aGVsbG8"}, {"alg": "RS256", "pem": "x"}]});
+        let mut intro = json!({"url": "https://idp", "client_id": "gw", "client_secret": "s3cr3t"});
+        api_secrets(Some(&mut jwt), Some(&mut intro), |place, v| {
+            *v = ring.seal(v.as_bytes(), &api_secret_aad(api, place)).map_err(|e| e.to_string())?;
+            Ok(())
+        })?;
+        assert!(is_sealed(jwt["keys"][0]["secret"].as_str().unwrap_or_default()));
+        assert!(is_sealed(intro["client_secret"].as_str().unwrap_or_default()));
+        assert_eq!(jwt["keys"][1]["pem"], "x", "public keys stay as they are");
+
+        let (mut j, mut i) = (jwt.clone(), intro.clone());
+        open_api_secrets(api, Some(&mut j), Some(&mut i), Some(&ring))?;
+        assert_eq!((j["keys"][0]["secret"].clone(), i["client_secret"].clone()), (json!("aGVsbG8"), json!("s3cr3t")));
+        let (mut j, mut i) = (jwt.clone(), intro.clone());
+        assert!(open_api_secrets(other, Some(&mut j), Some(&mut i), Some(&ring)).is_err(), "copied to another API");
+        let mut swapped = json!({"client_secret": jwt["keys"][0]["secret"].clone()});
+        assert!(open_api_secrets(api, None, Some(&mut swapped), Some(&ring)).is_err(), "moved to another setting");
+        assert!(open_api_secrets(api, Some(&mut jwt.clone()), None, None).is_err(), "no key, no secret");
+        let mut clear = json!({"client_secret": "plain"});
+        open_api_secrets(api, None, Some(&mut clear), None)?;
+        assert_eq!(clear["client_secret"], "plain", "clear values (DB-less files) stay");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,6 +123,11 @@ impl CertStore {
         }
     }
 
+    /// The key that opens what is sealed at rest, if this node has one.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_deref()
+    }
+
     /// The chain and opened key of client certificate `def`, for an upstream connection.
     pub fn client_key(&self, def: &CertificateDef) -> Result<Arc<CertifiedKey>, String> {
         certified_key(def, self.keyring.as_deref(), &self.provider).map(Arc::new)

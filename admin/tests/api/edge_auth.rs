@@ -279,3 +279,56 @@ async fn plan_route_costs_name_routes_of_the_plans_api() {
     let after = admin.get(&format!("{plans}/{}", plan.id())).await;
     assert_eq!((&after.body["route_costs"], after.etag.as_deref()), (&json!({}), Some("\"2\"")));
 }
+
+#[tokio::test]
+async fn with_a_secrets_key_api_secrets_are_sealed_at_rest_and_gateways_open_them() {
+    use tollgate_gateway::seal::{Keyring, is_sealed, open_api_secrets};
+    let ring = std::sync::Arc::new(Keyring::new(&Keyring::generate_key(), &[]).expect("keyring"));
+    let for_admin = ring.clone();
+    let admin = Admin::spawn_with(move |c| c.secrets = Some(for_admin)).await;
+    let body = json!({"name": "orders", "auth_methods": ["jwt", "introspection"],
+        "jwt": jwt_with_keys(), "introspection": introspection()});
+    let created = admin.post("/apis", body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let api = created.id();
+    let sealed = |(jwt, intro): (Value, Value)| {
+        let (j, i) = (
+            jwt["keys"][0]["secret"].as_str().unwrap_or_default(),
+            intro["client_secret"].as_str().unwrap_or_default(),
+        );
+        is_sealed(j) && is_sealed(i) && !j.contains(HS_SECRET) && !i.contains(CLIENT_SECRET)
+    };
+    assert!(sealed(stored(&admin, &api).await), "neither secret is in the database in clear");
+
+    // Edits that do not touch the secrets keep them (and the API still reads redacted).
+    let patched = admin.patch(&format!("/apis/{api}"), json!({"description": "the orders API"}), None).await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.body["jwt"]["keys"][0]["secret"], "<redacted>");
+    let read = admin.get(&format!("/apis/{api}")).await;
+    let mut jwt_back = read.body["jwt"].clone();
+    jwt_back["leeway_secs"] = json!(5);
+    assert_eq!(admin.patch(&format!("/apis/{api}"), json!({"jwt": jwt_back}), None).await.status, 200);
+    assert!(sealed(stored(&admin, &api).await));
+
+    // Gateways get the sealed values and open them with the shared key, and only with it.
+    let data = tollgate_gateway::config::pg::load_full(&admin.app.pool).await.expect("full load");
+    let def = &data.apis[&api.parse().expect("id")];
+    let (mut jwt, mut intro) = (def.jwt.clone(), def.introspection.clone());
+    assert!(open_api_secrets(def.id, jwt.as_mut(), intro.as_mut(), None).is_err(), "no key, no secret");
+    open_api_secrets(def.id, jwt.as_mut(), intro.as_mut(), Some(&ring)).expect("opens with the key");
+    assert_eq!(jwt.map(|j| j["keys"][0]["secret"].clone()), Some(json!(HS_SECRET)));
+    assert_eq!(intro.map(|i| i["client_secret"].clone()), Some(json!(CLIENT_SECRET)));
+
+    // Secrets written before the admin had a key are sealed by `tollgate secrets rotate`.
+    let clear = Admin::spawn().await;
+    let old =
+        clear.post("/apis", json!({"name": "legacy", "auth_methods": ["jwt"], "jwt": jwt_with_keys()})).await.id();
+    assert!(!sealed(stored(&clear, &old).await));
+    let events = clear.count("config_events").await;
+    let n = tollgate_admin::certificates::reseal_all(&clear.app.pool, &ring).await.expect("reseal");
+    assert_eq!(n, 1);
+    let (jwt, _) = stored(&clear, &old).await;
+    assert!(is_sealed(jwt["keys"][0]["secret"].as_str().unwrap_or_default()));
+    assert_eq!(clear.count("config_events").await, events + 1, "gateways are told");
+    assert_eq!(tollgate_admin::certificates::reseal_all(&clear.app.pool, &ring).await.expect("again"), 0);
+}

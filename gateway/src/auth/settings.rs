@@ -66,7 +66,14 @@ pub struct ApiAuth {
 
 impl ApiAuth {
     /// Compiles `api`'s settings, reusing `prev` when they did not change.
-    pub fn compile(api: &ApiDef, prev: Option<&Arc<ApiAuth>>, policy: UrlPolicy) -> Arc<ApiAuth> {
+    /// Secrets sealed at rest are opened with `keyring`; settings whose secrets do not open
+    /// are unusable (requests needing them fail), never used half-read.
+    pub fn compile(
+        api: &ApiDef,
+        prev: Option<&Arc<ApiAuth>>,
+        policy: UrlPolicy,
+        keyring: Option<&crate::seal::Keyring>,
+    ) -> Arc<ApiAuth> {
         let source = Source::of(api);
         if let Some(p) = prev.filter(|p| p.source == source) {
             return p.clone();
@@ -74,9 +81,19 @@ impl ApiAuth {
         let methods = Methods::parse(&api.auth_methods);
         let key_header = HeaderName::from_bytes(api.key_header.to_ascii_lowercase().as_bytes())
             .unwrap_or(HeaderName::from_static("x-api-key"));
-        let jwt = methods.has(Methods::JWT).then(|| jwt_auth(api.jwt.as_ref(), policy));
-        let introspection =
-            methods.has(Methods::INTROSPECTION).then(|| introspector(api.introspection.as_ref(), policy));
+        let (mut jwt_settings, mut introspection_settings) = (api.jwt.clone(), api.introspection.clone());
+        let opened =
+            crate::seal::open_api_secrets(api.id, jwt_settings.as_mut(), introspection_settings.as_mut(), keyring);
+        let (jwt, introspection) = match opened {
+            Ok(()) => (
+                methods.has(Methods::JWT).then(|| jwt_auth(jwt_settings.as_ref(), policy)),
+                methods.has(Methods::INTROSPECTION).then(|| introspector(introspection_settings.as_ref(), policy)),
+            ),
+            Err(why) => (
+                methods.has(Methods::JWT).then(|| Err(why.clone())),
+                methods.has(Methods::INTROSPECTION).then(|| Err(why)),
+            ),
+        };
         for (what, failed) in [
             ("jwt", jwt.as_ref().and_then(|r| r.as_ref().err())),
             ("introspection", introspection.as_ref().and_then(|r| r.as_ref().err())),
@@ -206,6 +223,39 @@ fn jwt_auth(settings: Option<&serde_json::Value>, policy: UrlPolicy) -> Result<J
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_secrets_are_opened_with_the_nodes_key_and_only_then() -> Result<(), String> {
+        use crate::seal::{JWT_SECRET, Keyring, api_secret_aad};
+        let ring = Keyring::new(&Keyring::generate_key(), &[]).map_err(|e| e.to_string())?;
+        let id = Uuid::from_u128(7);
+        let secret = ring
+            .seal(b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I", &api_secret_aad(id, JWT_SECRET))
+            .map_err(|e| e.to_string())?;
+        let api: ApiDef = serde_json::from_value(serde_json::json!({
+            "id": id, "name": "orders", "upstream_protocol": "http", "lb_policy": "round_robin",
+            "connect_timeout_ms": 1000, "read_timeout_ms": 1000, "retries": 0, "auth_methods": ["jwt"],
+            "enabled": true, "total_timeout_ms": 0, "hash_on": null, "retry_on_statuses": [],
+            "health_check": null, "passive_health": null, "circuit_breaker": null, "canary_weight": 0,
+            "canary_header": null, "key_header": "x-api-key", "key_query_param": null, "hide_credentials": true,
+            "jwt": {"algorithms": ["HS256"], "keys": [{"alg": "HS256", "secret": secret}]},
+            "introspection": null, "anonymous_plan_id": null,
+        }))
+        .map_err(|e| e.to_string())?;
+        let policy = UrlPolicy::default();
+        let with = ApiAuth::compile(&api, None, policy, Some(&ring));
+        assert!(
+            matches!(with.jwt, Some(Ok(_))),
+            "opened with the key: {:?}",
+            with.jwt.as_ref().map(|r| r.as_ref().err())
+        );
+        let without = ApiAuth::compile(&api, None, policy, None);
+        let why = without.jwt.as_ref().and_then(|r| r.as_ref().err()).cloned().unwrap_or_default();
+        assert!(why.contains("no secrets key"), "{why}");
+        let other = Keyring::new(&Keyring::generate_key(), &[]).map_err(|e| e.to_string())?;
+        assert!(matches!(ApiAuth::compile(&api, None, policy, Some(&other)).jwt, Some(Err(_))), "another key");
+        Ok(())
+    }
 
     #[test]
     fn methods_parse_and_default_to_anonymous() {

@@ -325,7 +325,7 @@ fn api_runtime(
             .as_ref()
             .map(|c| (pool(c, prev.and_then(|p| p.canary.as_ref().map(|(u, _)| u))), percent(api.canary_weight))),
         canary_header: api.canary_header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
-        auth: ApiAuth::compile(api, prev.map(|p| &p.auth), rules.url_policy),
+        auth: ApiAuth::compile(api, prev.map(|p| &p.auth), rules.url_policy, upstream.certs.keyring()),
         config: (stable_cfg, canary_cfg),
     };
     match prev {
