@@ -575,9 +575,8 @@ pub async fn reseal_secrets(
             .await?;
     let mut changed = 0;
     for (id,) in ids {
-        let before: Api = crate::resource::fetch::<Api>(tx, id, None)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("API {id} vanished"))?;
+        let before: Api =
+            crate::resource::fetch::<Api>(tx, id, None).await?.ok_or_else(|| anyhow::anyhow!("API {id} vanished"))?;
         let mut stale = false;
         let mut api = before.clone();
         let jwt_secrets = api.jwt.iter().flat_map(|j| j.0.keys.iter().filter_map(|k| k.secret.as_deref()));

@@ -43,8 +43,7 @@ impl RequestMetrics {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, api: &str) {
-        let label = escape(api);
+    fn render_requests(&self, out: &mut String, label: &str) {
         for (i, n) in self.by_class.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -53,6 +52,9 @@ impl RequestMetrics {
                 n.load(Ordering::Relaxed)
             );
         }
+    }
+
+    fn render_duration(&self, out: &mut String, label: &str) {
         let mut cumulative = 0;
         for (b, n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);
@@ -64,12 +66,20 @@ impl RequestMetrics {
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "tollgate_request_duration_seconds_sum{{api=\"{label}\"}} {sum}");
         let _ = writeln!(out, "tollgate_request_duration_seconds_count{{api=\"{label}\"}} {count}");
+    }
+
+    fn render_retries(&self, out: &mut String, label: &str) {
         let _ = writeln!(
             out,
             "tollgate_upstream_retries_total{{api=\"{label}\"}} {}",
             self.retries.load(Ordering::Relaxed)
         );
     }
+}
+
+/// The `HELP` and `TYPE` lines of a metric family.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn escape(s: &str) -> String {
@@ -99,19 +109,31 @@ impl Registry {
         entry.1.clone()
     }
 
-    /// The text exposition, with `event_id` as the applied-config gauge.
+    /// The text exposition, with `event_id` as the applied-config gauge: each family's
+    /// `HELP` and `TYPE`, then all its samples together (requests before an API was known
+    /// under `api=""`).
     pub fn render(&self, event_id: i64) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str("# TYPE tollgate_requests_total counter\n# TYPE tollgate_request_duration_seconds histogram\n");
-        out.push_str("# TYPE tollgate_upstream_retries_total counter\n# TYPE tollgate_config_event_id gauge\n");
+        family(&mut out, "tollgate_config_event_id", "gauge", "Id of the last configuration change applied.");
         let _ = writeln!(out, "tollgate_config_event_id {event_id}");
-        self.unrouted.render(&mut out, "");
         let apis = match self.apis.lock() {
             Ok(a) => a,
             Err(poisoned) => poisoned.into_inner(),
         };
-        for (name, m) in apis.values() {
-            m.render(&mut out, name);
+        let series: Vec<(String, &RequestMetrics)> = std::iter::once((String::new(), &self.unrouted))
+            .chain(apis.values().map(|(name, m)| (escape(name), &**m)))
+            .collect();
+        family(&mut out, "tollgate_requests_total", "counter", "Requests answered, by API and status class.");
+        for (label, m) in &series {
+            m.render_requests(&mut out, label);
+        }
+        family(&mut out, "tollgate_request_duration_seconds", "histogram", "Time to the response head, by API.");
+        for (label, m) in &series {
+            m.render_duration(&mut out, label);
+        }
+        family(&mut out, "tollgate_upstream_retries_total", "counter", "Upstream attempts beyond the first, by API.");
+        for (label, m) in &series {
+            m.render_retries(&mut out, label);
         }
         out
     }
@@ -135,5 +157,75 @@ mod tests {
         assert!(text.contains("tollgate_request_duration_seconds_bucket{api=\"orders\",le=\"0.05\"} 2"));
         assert!(text.contains("tollgate_upstream_retries_total{api=\"orders\"} 1"));
         assert!(text.contains("tollgate_config_event_id 7"));
+        check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+
+    /// What `promtool check metrics` asks of a text exposition: every family has `HELP` and
+    /// `TYPE` before its samples, a family's samples are together, and every sample belongs
+    /// to a declared family (histograms by their `_bucket`, `_sum` and `_count`).
+    pub fn check_exposition(text: &str) -> Result<(), String> {
+        let mut seen: Vec<String> = Vec::new();
+        let (mut helped, mut typed): (Option<String>, Option<(String, String)>) = (None, None);
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_owned();
+                if seen.contains(&name) {
+                    return Err(format!("{name} declared twice or its samples are split"));
+                }
+                helped = Some(name);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let (name, kind) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                if helped.as_deref() != Some(name) {
+                    return Err(format!("{name} has no HELP right before its TYPE"));
+                }
+                seen.push(name.to_owned());
+                typed = Some((name.to_owned(), kind.to_owned()));
+            } else {
+                let sample = line.split(['{', ' ']).next().unwrap_or_default();
+                let Some((family, kind)) = &typed else { return Err(format!("sample before any TYPE: {line}")) };
+                let ok = match kind.as_str() {
+                    "histogram" => [
+                        &*family.clone(),
+                        &format!("{family}_bucket"),
+                        &format!("{family}_sum"),
+                        &format!("{family}_count"),
+                    ]
+                    .contains(&sample),
+                    _ => sample == family,
+                };
+                if !ok {
+                    return Err(format!("sample {sample} is not of the family {family} it follows"));
+                }
+                let value = line.rsplit(' ').next().unwrap_or_default();
+                if value.parse::<f64>().is_err() && !["+Inf", "-Inf", "NaN"].contains(&value) {
+                    return Err(format!("not a number: {line}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_metric_of_a_node_passes_the_exposition_rules() {
+        let r = Registry::default();
+        r.api(Uuid::nil(), &Arc::from("orders \"quoted\"")).record(200, Duration::from_millis(3));
+        r.unrouted.record(404, Duration::from_micros(40));
+        let mut text = r.render(3);
+        crate::usage::Stats::default().render(&mut text);
+        let log = crate::access_log::AccessLog::start(&crate::access_log::AccessLogOptions::new(
+            crate::access_log::Sink::Stderr,
+        ));
+        if let Ok(log) = &log {
+            log.render_metrics(&mut text);
+            log.close(Duration::from_secs(1));
+        }
+        check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // And the check itself catches what it is for.
+        assert!(check_exposition("# TYPE a counter\na 1\n").is_err(), "no HELP");
+        assert!(check_exposition("# HELP a x\n# TYPE a counter\nb 1\n").is_err(), "foreign sample");
+        let split =
+            "# HELP a x\n# TYPE a counter\na 1\n# HELP b y\n# TYPE b gauge\nb 1\n# HELP a x\n# TYPE a counter\n";
+        assert!(check_exposition(split).is_err(), "a family split in two");
     }
 }

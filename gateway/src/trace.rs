@@ -270,7 +270,8 @@ impl Tracer {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+            crate::metrics::family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
         }
     }
 }

@@ -201,20 +201,66 @@ impl Stats {
         let last = get(&self.last_flush_unix_ms);
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let lag = if last == 0 { -1.0 } else { now_ms.saturating_sub(last) as f64 / 1000.0 };
-        let lines: [(&str, &str, String); 10] = [
-            ("tollgate_usage_series", "gauge", self.live_series.load(Ordering::Relaxed).to_string()),
-            ("tollgate_usage_pending_series", "gauge", self.pending_series.load(Ordering::Relaxed).to_string()),
-            ("tollgate_usage_folded_requests_total", "counter", get(&self.folded_requests).to_string()),
-            ("tollgate_usage_dropped_requests_total", "counter", get(&self.dropped_requests).to_string()),
-            ("tollgate_usage_dropped_series_total", "counter", get(&self.dropped_series).to_string()),
-            ("tollgate_usage_flushes_total", "counter", get(&self.flushes).to_string()),
-            ("tollgate_usage_flush_failures_total", "counter", get(&self.flush_failures).to_string()),
-            ("tollgate_usage_last_batch_series", "gauge", get(&self.last_batch_series).to_string()),
-            ("tollgate_usage_last_batch_requests", "gauge", get(&self.last_batch_requests).to_string()),
-            ("tollgate_usage_flush_lag_seconds", "gauge", lag.to_string()),
+        let lines: [(&str, &str, &str, String); 10] = [
+            (
+                "tollgate_usage_series",
+                "gauge",
+                "Usage series recorded in the current interval.",
+                self.live_series.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "tollgate_usage_pending_series",
+                "gauge",
+                "Usage series taken but not yet written to PostgreSQL.",
+                self.pending_series.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "tollgate_usage_folded_requests_total",
+                "counter",
+                "Requests counted in their API's overflow series (series limit reached).",
+                get(&self.folded_requests).to_string(),
+            ),
+            (
+                "tollgate_usage_dropped_requests_total",
+                "counter",
+                "Requests whose usage was given up (pending limit reached).",
+                get(&self.dropped_requests).to_string(),
+            ),
+            (
+                "tollgate_usage_dropped_series_total",
+                "counter",
+                "Usage series given up (pending limit reached).",
+                get(&self.dropped_series).to_string(),
+            ),
+            ("tollgate_usage_flushes_total", "counter", "Usage writes to PostgreSQL.", get(&self.flushes).to_string()),
+            (
+                "tollgate_usage_flush_failures_total",
+                "counter",
+                "Usage writes that failed (retried with the next).",
+                get(&self.flush_failures).to_string(),
+            ),
+            (
+                "tollgate_usage_last_batch_series",
+                "gauge",
+                "Series in the last usage write.",
+                get(&self.last_batch_series).to_string(),
+            ),
+            (
+                "tollgate_usage_last_batch_requests",
+                "gauge",
+                "Requests in the last usage write.",
+                get(&self.last_batch_requests).to_string(),
+            ),
+            (
+                "tollgate_usage_flush_lag_seconds",
+                "gauge",
+                "Seconds since the last usage write (-1: none yet).",
+                lag.to_string(),
+            ),
         ];
-        for (name, kind, value) in lines {
-            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+        for (name, kind, help, value) in lines {
+            crate::metrics::family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
         }
     }
 }
