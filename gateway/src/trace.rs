@@ -366,44 +366,80 @@ fn nanos(t: SystemTime) -> String {
 
 /// The OTLP/HTTP JSON body (`ExportTraceServiceRequest`) for `spans`.
 pub fn encode(resource: &serde_json::Value, spans: &[Span]) -> Vec<u8> {
-    use serde_json::json;
-    let spans: Vec<serde_json::Value> = spans
-        .iter()
-        .map(|s| {
-            let attributes: Vec<serde_json::Value> = s
-                .attributes
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::Str(text) => json!({"key": k, "value": {"stringValue": text}}),
-                    Value::Int(n) => json!({"key": k, "value": {"intValue": n.to_string()}}),
-                })
-                .collect();
-            let mut span = json!({
-                "traceId": hex(&s.trace_id),
-                "spanId": hex(&s.span_id),
-                "name": s.name,
-                "kind": s.kind as u8,
-                "startTimeUnixNano": nanos(s.start),
-                "endTimeUnixNano": nanos(s.end),
-                "attributes": attributes,
-                "status": match &s.error {
-                    Some(message) => json!({"code": 2, "message": message}),
-                    None => json!({"code": 0}),
-                },
-            });
-            if let Some(parent) = &s.parent {
-                span["parentSpanId"] = json!(hex(parent));
+    // Written directly (no `serde_json::Value` tree per span: building one cost more than
+    // the rest of tracing together).
+    let mut out = Vec::with_capacity(256 + spans.len() * 640);
+    out.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":");
+    if serde_json::to_writer(&mut out, resource).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b",\"scopeSpans\":[{\"scope\":{\"name\":\"tollgate-gateway\",\"version\":");
+    json_str(&mut out, env!("CARGO_PKG_VERSION"));
+    out.extend_from_slice(b"},\"spans\":[");
+    for (i, s) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        encode_span(&mut out, s);
+    }
+    out.extend_from_slice(b"]}]}]}");
+    out
+}
+
+fn encode_span(out: &mut Vec<u8>, s: &Span) {
+    use std::io::Write as _;
+    out.extend_from_slice(b"{\"traceId\":\"");
+    out.extend_from_slice(hex(&s.trace_id).as_bytes());
+    out.extend_from_slice(b"\",\"spanId\":\"");
+    out.extend_from_slice(hex(&s.span_id).as_bytes());
+    out.push(b'"');
+    if let Some(parent) = &s.parent {
+        out.extend_from_slice(b",\"parentSpanId\":\"");
+        out.extend_from_slice(hex(parent).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"name\":");
+    json_str(out, &s.name);
+    let _ = write!(
+        out,
+        ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[",
+        s.kind as u8,
+        nanos(s.start),
+        nanos(s.end)
+    );
+    for (i, (key, value)) in s.attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        json_str(out, key);
+        match value {
+            Value::Str(text) => {
+                out.extend_from_slice(b",\"value\":{\"stringValue\":");
+                json_str(out, text);
             }
-            span
-        })
-        .collect();
-    let doc = json!({
-        "resourceSpans": [{
-            "resource": resource,
-            "scopeSpans": [{ "scope": {"name": "tollgate-gateway", "version": env!("CARGO_PKG_VERSION")}, "spans": spans }],
-        }]
-    });
-    serde_json::to_vec(&doc).unwrap_or_default()
+            Value::Int(n) => {
+                let _ = write!(out, ",\"value\":{{\"intValue\":\"{n}\"");
+            }
+        }
+        out.extend_from_slice(b"}}");
+    }
+    out.extend_from_slice(b"],\"status\":");
+    match &s.error {
+        Some(message) => {
+            out.extend_from_slice(b"{\"code\":2,\"message\":");
+            json_str(out, message);
+            out.extend_from_slice(b"}}");
+        }
+        None => out.extend_from_slice(b"{\"code\":0}}"),
+    }
+}
+
+/// A JSON string (quotes, backslashes and control characters escaped).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 #[cfg(test)]
@@ -439,6 +475,20 @@ mod tests {
         assert_eq!(parse_traceparent(&h), Some(Parent { trace_id: t, span_id: s, sampled: true }));
     }
 
+    fn span_of(start: SystemTime) -> Span {
+        Span {
+            trace_id: [9; 16],
+            span_id: [8; 8],
+            parent: None,
+            name: String::new(),
+            kind: Kind::Client,
+            start,
+            end: start,
+            attributes: Vec::new(),
+            error: None,
+        }
+    }
+
     #[test]
     fn spans_encode_as_otlp_json() -> Result<(), serde_json::Error> {
         let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
@@ -461,7 +511,19 @@ mod tests {
         assert_eq!(s["startTimeUnixNano"], "1700000000123456789");
         assert_eq!(s["endTimeUnixNano"], "1700000000128456789");
         assert_eq!(s["attributes"][0]["value"]["intValue"], "502");
+        assert_eq!(s["attributes"][1]["value"]["stringValue"], "/o");
         assert_eq!(s["status"]["code"], 2);
+        assert_eq!(s["status"]["message"], "upstream-unreachable");
+        assert_eq!(doc["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"], "tollgate-gateway");
+        let root = Span { parent: None, error: None, name: "q\"\n".into(), ..span_of(start) };
+        let doc: serde_json::Value = serde_json::from_slice(&encode(&serde_json::json!({}), &[root.clone(), root]))?;
+        let spans = &doc["resourceSpans"][0]["scopeSpans"][0]["spans"];
+        assert_eq!(spans.as_array().map(Vec::len), Some(2));
+        assert!(spans[0].get("parentSpanId").is_none(), "a root span has no parent");
+        assert_eq!(
+            (spans[0]["name"].clone(), spans[0]["status"]["code"].clone()),
+            (serde_json::json!("q\"\n"), serde_json::json!(0))
+        );
         Ok(())
     }
 }
