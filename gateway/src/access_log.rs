@@ -140,26 +140,10 @@ pub struct Entry {
     pub reason: Option<&'static str>,
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if valid and not
-/// all zeros.
+/// The trace id of the client's W3C `traceparent`, if valid (the rules of
+/// [`crate::trace::parse_traceparent`]).
 pub fn trace_id(headers: &HeaderMap) -> Option<[u8; 16]> {
-    let v = headers.get("traceparent")?.as_bytes();
-    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' || &v[..2] == b"ff" {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, pair) in v[3..35].chunks(2).enumerate() {
-        id[i] = (hex(pair[0])? << 4) | hex(pair[1])?;
-    }
-    (id != [0; 16]).then_some(id)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    crate::trace::parse_traceparent(headers).map(|p| p.trace_id)
 }
 
 enum Msg {
