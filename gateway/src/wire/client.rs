@@ -268,6 +268,7 @@ mod tests {
             ("accept", "application/json"),
             ("accept", "text/plain"),
             ("x-api-key", "secret"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         ] {
             client.append(http::HeaderName::from_static(name), HeaderValue::from_static(value));
         }
@@ -275,10 +276,11 @@ mod tests {
             Forwarding { client_ip: [10, 0, 0, 1].into(), proto: "https", host: client.get(http::header::HOST) };
         let pq = PathAndQuery::from_static("/v1/orders?limit=5");
         let target = Target::for_tests("orders.internal:8443")?;
-        for (method, body, upgrade) in [
-            (Method::POST, Full::new(Bytes::from_static(b"hello")).map_err(|n| match n {}).boxed(), false),
-            (Method::GET, empty_body(), false),
-            (Method::GET, empty_body(), true),
+        let ours = HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01");
+        for (method, body, upgrade, traceparent) in [
+            (Method::POST, Full::new(Bytes::from_static(b"hello")).map_err(|n| match n {}).boxed(), false, None),
+            (Method::GET, empty_body(), false, Some(ours.clone())),
+            (Method::GET, empty_body(), true, None),
         ] {
             let out = Outgoing {
                 method: &method,
@@ -288,7 +290,7 @@ mod tests {
                 identity: Some(&Caller),
                 forwarding: &forwarding,
                 upgrade,
-                traceparent: None,
+                traceparent: traceparent.clone(),
             };
             let mut head = Vec::new();
             h1::encode_head(&mut head, &out, &target.host, &body);
@@ -315,6 +317,9 @@ mod tests {
             let expected_length: &[&[u8]] = if method == Method::POST { &[b"5"] } else { &[b"0"] };
             assert_eq!(get("content-length"), expected_length, "{method}");
             assert_eq!(get("connection"), if upgrade { vec![&b"upgrade"[..]] } else { vec![] });
+            // Tracing on: the attempt's traceparent replaces the client's; off: the client's goes.
+            let expected = traceparent.as_ref().map_or(&client["traceparent"], |t| t);
+            assert_eq!(get("traceparent"), [expected.as_bytes()]);
         }
         Ok(())
     }
