@@ -93,3 +93,34 @@ fn respond(path: &str, sources: &Sources) -> Response<Full<Bytes>> {
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
+
+#[cfg(test)]
+mod tests {
+    /// Everything a node's `/metrics` renders, by the rules `promtool check metrics` applies.
+    #[test]
+    fn every_metric_of_a_node_passes_the_exposition_rules() {
+        let r = crate::metrics::Registry::default();
+        r.api(uuid::Uuid::nil(), &std::sync::Arc::from("orders \"quoted\""))
+            .record(200, std::time::Duration::from_millis(3));
+        r.unrouted.record(404, std::time::Duration::from_micros(40));
+        let mut text = r.render(3);
+        crate::usage::Stats::default().render(&mut text);
+        let log = crate::access_log::AccessLog::start(&crate::access_log::AccessLogOptions::new(
+            crate::access_log::Sink::Stderr,
+        ));
+        if let Ok(log) = &log {
+            log.render_metrics(&mut text);
+            log.close(std::time::Duration::from_secs(1));
+        }
+        crate::metrics::tests::check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // And the check itself catches what it is for.
+        assert!(crate::metrics::tests::check_exposition("# TYPE a counter\na 1\n").is_err(), "no HELP");
+        assert!(
+            crate::metrics::tests::check_exposition("# HELP a x\n# TYPE a counter\nb 1\n").is_err(),
+            "foreign sample"
+        );
+        let split =
+            "# HELP a x\n# TYPE a counter\na 1\n# HELP b y\n# TYPE b gauge\nb 1\n# HELP a x\n# TYPE a counter\n";
+        assert!(crate::metrics::tests::check_exposition(split).is_err(), "a family split in two");
+    }
+}
