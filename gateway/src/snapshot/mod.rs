@@ -577,6 +577,48 @@ mod tests {
         }
     }
 
+    /// A DB-less configuration whose API `orders` presents client certificate `gw` (made
+    /// fresh by each call) to its TLS upstream.
+    fn with_client_certificate() -> ConfigData {
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.distinguished_name.push(rcgen::DnType::CommonName, "gateway");
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        let doc = serde_json::json!({
+            "apis": [{
+                "name": "orders", "auth_methods": ["anonymous"], "upstream_protocol": "https",
+                "targets": [{"host": "127.0.0.1", "port": 1}],
+                "upstream_tls": {"server_name": "orders.internal", "client_certificate": "gw"},
+            }],
+            "certificates": [{"name": "gw", "cert": cert.pem(), "key": key.serialize_pem(), "client": true}],
+        });
+        crate::config::file::parse(&doc.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_renewed_client_certificate_rebuilds_the_apis_presenting_it() {
+        let store = ConfigStore::default();
+        let data = with_client_certificate();
+        store.publish(&data, Changed::all());
+        let api = |store: &ConfigStore| store.load().apis.values().next().cloned().unwrap_or_else(|| panic!("no API"));
+        let first = api(&store);
+        assert!(first.upstream_tls.as_ref().is_some_and(|(_, cert)| cert.is_some()), "the certificate was found");
+        // The same configuration again: the API (and its pooled client) is kept.
+        store.publish(&data, Changed { certificates: true, ..Changed::default() });
+        assert!(Arc::ptr_eq(&first, &api(&store)));
+        // The certificate renewed under the same name: only a certificate change is announced,
+        // and the API's client is rebuilt with the new one.
+        let renewed = with_client_certificate();
+        assert_eq!(renewed.certificates.keys().collect::<Vec<_>>(), data.certificates.keys().collect::<Vec<_>>());
+        store.publish(&renewed, Changed { certificates: true, ..Changed::default() });
+        let after = api(&store);
+        assert!(!Arc::ptr_eq(&first, &after), "a renewed client certificate must reach the API");
+        assert_eq!(
+            after.upstream_tls.as_ref().and_then(|(_, c)| c.clone()),
+            renewed.certificates.values().next().cloned()
+        );
+    }
+
     #[test]
     fn key_changes_reach_the_index_without_a_rebuild() {
         let store = ConfigStore::default();
