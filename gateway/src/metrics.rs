@@ -184,15 +184,10 @@ pub(crate) mod tests {
             } else {
                 let sample = line.split(['{', ' ']).next().unwrap_or_default();
                 let Some((family, kind)) = &typed else { return Err(format!("sample before any TYPE: {line}")) };
+                let suffix = sample.strip_prefix(family.as_str());
                 let ok = match kind.as_str() {
-                    "histogram" => [
-                        &*family.clone(),
-                        &format!("{family}_bucket"),
-                        &format!("{family}_sum"),
-                        &format!("{family}_count"),
-                    ]
-                    .contains(&sample),
-                    _ => sample == family,
+                    "histogram" => suffix.is_some_and(|s| ["", "_bucket", "_sum", "_count"].contains(&s)),
+                    _ => suffix == Some(""),
                 };
                 if !ok {
                     return Err(format!("sample {sample} is not of the family {family} it follows"));

@@ -34,9 +34,15 @@ pub use http::Uri;
 /// Parses `--otlp-endpoint`: an `http` or `https` URL with a host.
 pub fn parse_endpoint(s: &str) -> Result<Uri, String> {
     let uri: Uri = s.parse().map_err(|e| format!("not a URL ({e}): {s:?}"))?;
+    check_endpoint(&uri)?;
+    Ok(uri)
+}
+
+/// An endpoint must be an `http` or `https` URL with a host.
+fn check_endpoint(uri: &Uri) -> Result<(), String> {
     match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(uri),
-        _ => Err(format!("expected an http or https URL such as http://127.0.0.1:4318/v1/traces, not {s:?}")),
+        Some("http" | "https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!("expected an http or https URL such as http://127.0.0.1:4318/v1/traces, not {uri}")),
     }
 }
 
@@ -190,10 +196,7 @@ struct Stats {
 impl Tracer {
     /// Starts the exporter task (on the current runtime).
     pub fn start(opts: &TraceOptions) -> anyhow::Result<Arc<Self>> {
-        match opts.endpoint.scheme_str() {
-            Some("http" | "https") if opts.endpoint.host().is_some() => {}
-            _ => anyhow::bail!("--otlp-endpoint must be an http or https URL, not {}", opts.endpoint),
-        }
+        check_endpoint(&opts.endpoint).map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?;
         anyhow::ensure!((0.0..=1.0).contains(&opts.sample_ratio), "--trace-sample-ratio must be 0 to 1");
         let (tx, rx) = mpsc::channel(opts.capacity.max(1));
         let stats = Arc::new(Stats::default());

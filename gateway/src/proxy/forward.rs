@@ -111,13 +111,19 @@ struct Pre {
 }
 
 impl Pre {
+    /// `trace`: the trace the gateway continued or started (else the client's is read).
     #[cold]
-    fn of(req: &Request<ClientBody>, conn: &ConnInfo, trusted: &[ipnet::IpNet]) -> Box<Self> {
+    fn of(
+        req: &Request<ClientBody>,
+        conn: &ConnInfo,
+        trusted: &[ipnet::IpNet],
+        trace: Option<trace::Context>,
+    ) -> Box<Self> {
         Box::new(Pre {
             method: req.method().clone(),
             host: request_host(req),
             path: req.uri().path().to_owned(),
-            trace_id: access_log::trace_id(req.headers()),
+            trace_id: trace.map(|t| t.trace_id).or_else(|| access_log::trace_id(req.headers())),
             client_ip: edge::client_ip::client_ip(conn.peer.ip(), req.headers(), trusted),
         })
     }
@@ -150,15 +156,7 @@ impl Pipeline {
         let request_bytes = hint.exact().unwrap_or(hint.lower());
         let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));
         let pre = (self.access_log.is_some() || trace.is_some_and(|t| t.sampled))
-            .then(|| Pre::of(&req, &conn, &self.edge.trusted_proxies));
-        // The access log names the trace the gateway continued or started.
-        let pre = match (pre, trace) {
-            (Some(mut p), Some(t)) => {
-                p.trace_id = Some(t.trace_id);
-                Some(p)
-            }
-            (pre, _) => pre,
-        };
+            .then(|| Pre::of(&req, &conn, &self.edge.trusted_proxies, trace));
         let attempts = Attempts { on: self.access_log.is_some(), trace, ..Attempts::default() };
         let mut seen = Seen { attempts, ..Seen::default() };
         let mut reason = None;
@@ -494,9 +492,7 @@ impl Attempts {
         self.target = Some(target.to_owned());
         self.latency = Some(latency);
     }
-}
 
-impl Attempts {
     #[cold]
     fn note_span(
         &mut self,

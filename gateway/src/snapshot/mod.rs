@@ -283,7 +283,7 @@ fn build_apis(
         .map(|api| {
             let ts = targets.get(&api.id).map(Vec::as_slice).unwrap_or_default();
             let client_cert = client_certificate(api, data);
-            let upstream = UpstreamTlsInput { settings: api.upstream_tls.as_ref(), client_cert, certs };
+            let upstream = UpstreamTlsInput { client_cert, certs };
             (api.id, api_runtime(api, ts, prev.get(&api.id), metrics, rules, upstream))
         })
         .collect()
@@ -360,9 +360,8 @@ impl ApiRuntime {
     }
 }
 
-/// What an API's upstream client is built from.
+/// What an API's upstream client is built from, besides its `upstream_tls`.
 struct UpstreamTlsInput<'a> {
-    settings: Option<&'a serde_json::Value>,
     /// The client certificate its settings name, when it exists and is one.
     client_cert: Option<&'a CertificateDef>,
     certs: &'a CertStore,
@@ -392,7 +391,7 @@ fn upstream_client(
     upstream: &UpstreamTlsInput<'_>,
 ) -> UpstreamClient {
     let timeout = millis(api.connect_timeout_ms);
-    let Some(settings) = upstream.settings else { return crate::wire::client::client_for(timeout) };
+    let Some(settings) = &api.upstream_tls else { return crate::wire::client::client_for(timeout) };
     let unchanged = |p: &&Arc<ApiRuntime>| {
         p.connect_timeout == timeout
             && p.upstream_tls.as_ref().is_some_and(|(v, c)| v == settings && c.as_ref() == upstream.client_cert)
