@@ -74,8 +74,9 @@ pub struct NewSubscription {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "Tell us more about your use case"}))]
 pub struct Rejection {
-    /// Not blank.
-    #[schema(pattern = r"\S", max_length = 1000)]
+    /// Not blank. (The pattern names U+0085 besides `\s`: JSON Schema patterns follow
+    /// ECMAScript, whose `\s` lacks it, while the server trims every Unicode space.)
+    #[schema(pattern = r"[^\s\u0085]", max_length = 1000)]
     pub reason: String,
 }
 
@@ -187,6 +188,12 @@ async fn drop_rejected(
     Ok(())
 }
 
+/// What a reason is trimmed of: Unicode spaces and what ECMAScript's `\s` adds (U+FEFF),
+/// so "blank" means the same here as in the documented pattern.
+fn blank(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
+}
+
 /// Decides a pending request inside `tx`: `active` (approve) or `rejected` (a reason is
 /// required). Deciding a request that is no longer pending is a conflict.
 pub async fn decide(
@@ -196,7 +203,7 @@ pub async fn decide(
     approve: bool,
     decision: &Decision,
 ) -> ApiResult<Subscription> {
-    let reason = decision.reason.trim();
+    let reason = decision.reason.trim_matches(blank);
     if reason.chars().count() > 1000 {
         return Err(ApiError::invalid_field("reason", "must be at most 1000 characters"));
     }
