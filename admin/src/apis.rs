@@ -64,6 +64,8 @@ pub enum AuthMethod {
     KeyAuth,
     Jwt,
     Introspection,
+    /// A client certificate on the gateway's HTTPS listener (see `mtls`).
+    Mtls,
     Anonymous,
 }
 
@@ -73,12 +75,13 @@ impl AuthMethod {
             AuthMethod::KeyAuth => "key_auth",
             AuthMethod::Jwt => "jwt",
             AuthMethod::Introspection => "introspection",
+            AuthMethod::Mtls => "mtls",
             AuthMethod::Anonymous => "anonymous",
         }
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        [AuthMethod::KeyAuth, AuthMethod::Jwt, AuthMethod::Introspection, AuthMethod::Anonymous]
+        [AuthMethod::KeyAuth, AuthMethod::Jwt, AuthMethod::Introspection, AuthMethod::Mtls, AuthMethod::Anonymous]
             .into_iter()
             .find(|m| m.as_str() == s)
     }
@@ -196,6 +199,35 @@ pub struct ApiInput {
     /// the target's host.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTlsSettings>,
+    /// Client-certificate authentication; required when `auth_methods` (of the API or of a
+    /// route) lists `mtls`.
+    #[serde(default)]
+    pub mtls: Option<MtlsSettings>,
+}
+
+/// Client-certificate authentication (mTLS) on the gateways' HTTPS listener: a client
+/// certificate whose chain ends at one of these CAs, valid now and meant for client
+/// authentication, identifies the consumer a certificate binding names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsSettings {
+    /// PEM CA certificates (roots or intermediates) that issue the clients' certificates
+    /// (at most 256 KiB and 200 certificates).
+    #[schema(min_length = 1, max_length = 262144)]
+    pub ca_bundle: String,
+}
+
+impl MtlsSettings {
+    /// The gateway's own check ([`tollgate_gateway::pki::MtlsSettings::from_value`]).
+    fn validate(&self, v: &mut Violations) {
+        let checked = serde_json::to_value(self)
+            .map_err(|e| e.to_string())
+            .and_then(|j| tollgate_gateway::pki::MtlsSettings::from_value(&j).map(|_| ()));
+        if let Err(why) = checked {
+            let (field, detail) = why.split_once(": ").unwrap_or(("mtls", why.as_str()));
+            v.check(false, field, detail);
+        }
+    }
 }
 
 /// TLS to an API's upstreams.
@@ -326,7 +358,15 @@ impl ApiInput {
             !self.auth_methods.contains(&AuthMethod::Introspection) || self.introspection.is_some(),
             "introspection",
             "is required when auth_methods lists introspection",
+        )
+        .check(
+            !self.auth_methods.contains(&AuthMethod::Mtls) || self.mtls.is_some(),
+            "mtls",
+            "is required when auth_methods lists mtls",
         );
+        if let Some(mtls) = &self.mtls {
+            mtls.validate(v);
+        }
         if let Some(jwt) = &self.jwt {
             jwt.validate(v);
         }
@@ -365,7 +405,8 @@ impl Columns for ApiInput {
             .col("jwt", self.jwt.as_ref().map(sqlx::types::Json))
             .col("introspection", self.introspection.as_ref().map(sqlx::types::Json))
             .col("anonymous_plan_id", self.anonymous_plan_id)
-            .col("upstream_tls", self.upstream_tls.as_ref().map(sqlx::types::Json));
+            .col("upstream_tls", self.upstream_tls.as_ref().map(sqlx::types::Json))
+            .col("mtls", self.mtls.as_ref().map(sqlx::types::Json));
     }
 }
 
@@ -412,6 +453,8 @@ pub struct Api {
     pub anonymous_plan_id: Option<Uuid>,
     #[schema(value_type = Option<UpstreamTlsSettings>)]
     pub upstream_tls: Option<sqlx::types::Json<UpstreamTlsSettings>>,
+    #[schema(value_type = Option<MtlsSettings>)]
+    pub mtls: Option<sqlx::types::Json<MtlsSettings>>,
     /// Incremented by every change; sent as the `ETag`.
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -470,6 +513,7 @@ impl Resource for Api {
             introspection: self.introspection.as_ref().map(|j| j.0.clone()),
             anonymous_plan_id: self.anonymous_plan_id,
             upstream_tls: self.upstream_tls.as_ref().map(|j| j.0.clone()),
+            mtls: self.mtls.as_ref().map(|j| j.0.clone()),
         }
     }
 
@@ -613,7 +657,12 @@ async fn routes_keep_their_settings(
     api: Uuid,
     input: &ApiInput,
 ) -> Result<(), ApiError> {
-    for (method, dropped) in [("jwt", input.jwt.is_none()), ("introspection", input.introspection.is_none())] {
+    let settings = [
+        ("jwt", input.jwt.is_none()),
+        ("introspection", input.introspection.is_none()),
+        ("mtls", input.mtls.is_none()),
+    ];
+    for (method, dropped) in settings {
         if !dropped {
             continue;
         }

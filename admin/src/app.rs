@@ -18,8 +18,8 @@ use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{
-    apis, audit, auth, certificates, consumers, developers, documents, keys, nodes, outbox, plans, routes,
-    subscriptions, targets, token_bindings, tokens, usage, users,
+    apis, audit, auth, certificate_bindings, certificates, consumers, developers, documents, keys, nodes, outbox,
+    plans, routes, subscriptions, targets, token_bindings, tokens, usage, users,
 };
 
 /// The `/admin/v1` routes and the OpenAPI document describing them.
@@ -59,6 +59,15 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             token_bindings::get_token_binding,
             token_bindings::patch_token_binding,
             token_bindings::delete_token_binding
+        ))
+        .routes(routes!(
+            certificate_bindings::list_certificate_bindings,
+            certificate_bindings::create_certificate_binding
+        ))
+        .routes(routes!(
+            certificate_bindings::get_certificate_binding,
+            certificate_bindings::patch_certificate_binding,
+            certificate_bindings::delete_certificate_binding
         ))
         .routes(routes!(certificates::list_certificates, certificates::create_certificate))
         .routes(routes!(

@@ -6,6 +6,7 @@
 pub mod apis;
 pub mod audit;
 pub mod auth;
+pub mod certificate_bindings;
 pub mod certificates;
 pub mod change;
 pub mod config;

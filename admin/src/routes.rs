@@ -361,17 +361,19 @@ impl Resource for Route {
     async fn check<'a>(w: Write<'a, Self>, input: &'a RouteInput) -> Result<(), ApiError> {
         let (Some(api), Some(methods)) = (w.parent, &input.auth_methods) else { return Ok(()) };
         let needs = |m: AuthMethod| methods.contains(&m);
-        if !needs(AuthMethod::Jwt) && !needs(AuthMethod::Introspection) {
+        if !needs(AuthMethod::Jwt) && !needs(AuthMethod::Introspection) && !needs(AuthMethod::Mtls) {
             return Ok(());
         }
         // Shared lock: the API cannot drop its settings until this write commits.
-        let (jwt, introspection): (bool, bool) =
-            sqlx::query_as("SELECT jwt IS NOT NULL, introspection IS NOT NULL FROM apis WHERE id = $1 FOR SHARE")
-                .bind(api)
-                .fetch_optional(&mut *w.conn)
-                .await?
-                .ok_or_else(|| ApiError::not_found("api"))?;
-        for (method, configured) in [(AuthMethod::Jwt, jwt), (AuthMethod::Introspection, introspection)] {
+        let (jwt, introspection, mtls): (bool, bool, bool) = sqlx::query_as(
+            "SELECT jwt IS NOT NULL, introspection IS NOT NULL, mtls IS NOT NULL FROM apis WHERE id = $1 FOR SHARE",
+        )
+        .bind(api)
+        .fetch_optional(&mut *w.conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("api"))?;
+        let methods = [(AuthMethod::Jwt, jwt), (AuthMethod::Introspection, introspection), (AuthMethod::Mtls, mtls)];
+        for (method, configured) in methods {
             if needs(method) && !configured {
                 let detail = format!("lists {0}, but the API has no {0} settings", method.as_str());
                 return Err(ApiError::invalid_field("auth_methods", detail));

@@ -74,15 +74,18 @@ pub enum Challenge {
     ApiKey,
     Bearer,
     Both,
+    /// Only a client certificate is accepted: there is no HTTP scheme to name.
+    ClientCertificate,
 }
 
 impl Challenge {
-    fn header(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
+    fn header(self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(match self {
             Challenge::ApiKey => "ApiKey realm=\"tollgate\"",
             Challenge::Bearer => "Bearer realm=\"tollgate\"",
             Challenge::Both => "Bearer realm=\"tollgate\", ApiKey realm=\"tollgate\"",
-        })
+            Challenge::ClientCertificate => return None,
+        }))
     }
 }
 
@@ -167,6 +170,12 @@ impl GatewayError {
                 "config-stale",
                 "Configuration stale",
                 "this gateway node could not confirm its configuration with the control plane within its staleness bound; credentials are not accepted until it can (retry, possibly on another node)",
+            ),
+            MissingCredentials(Challenge::ClientCertificate) => (
+                StatusCode::UNAUTHORIZED,
+                "credentials-missing",
+                "Unauthorized",
+                "this API requires a client certificate (HTTPS, with a certificate its CAs issued)",
             ),
             MissingCredentials(_) => {
                 (StatusCode::UNAUTHORIZED, "credentials-missing", "Unauthorized", "this API requires credentials")
@@ -262,7 +271,9 @@ impl GatewayError {
         }
         match self {
             GatewayError::MissingCredentials(c) | GatewayError::InvalidCredentials { challenge: c, .. } => {
-                h.insert(header::WWW_AUTHENTICATE, c.header());
+                if let Some(value) = c.header() {
+                    h.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             GatewayError::RateLimited(d) | GatewayError::LimitUnavailable(d) => d.write_headers(h),
             _ => {}

@@ -19,6 +19,7 @@ pub mod metrics;
 mod metrics_endpoint;
 #[cfg(test)]
 mod module_graph;
+pub mod pki;
 pub mod proxy;
 pub mod router;
 pub mod seal;

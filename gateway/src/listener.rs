@@ -129,7 +129,7 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    let conn = ConnInfo { peer, https: tls_config.is_some() };
+                    let conn = ConnInfo::new(peer, tls_config.is_some());
                     serve_connection(&builder, stream, h1.clone(), conn, slot, tls_config);
                 }
                 Err(_) => refuse(stream, tls_config.is_some()),
@@ -186,6 +186,7 @@ fn serve_connection(
                 Err(_) => return tracing::debug!("no TLS handshake within the header-read timeout"),
             };
             let h2 = tls.is_h2();
+            let conn = ConnInfo { client_cert: tls.client_cert().map(Arc::new), ..conn };
             let io = Conn::Tls(Box::new(tls));
             if h2 {
                 serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn).await;
@@ -218,6 +219,7 @@ async fn serve_h2(builder: auto::Builder<TokioExecutor>, io: Prefixed, h1: Arc<H
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let pipeline = pipeline.clone();
         let busy = seen.begin();
+        let conn = conn.clone();
         async move {
             let reply = pipeline.handle(Box::new(req.map(ClientBody::Hyper)), conn).await;
             drop(busy);

@@ -8,16 +8,25 @@
 //! (`*.example.com` covers `api.example.com`, not `example.com` or `a.b.example.com`), then
 //! the default certificate. Where several certificates claim one name, the one valid longest
 //! wins (an expired one only serves when nothing else does).
+//!
+//! Client certificates: while some API has `mtls` settings, the handshake asks the client
+//! for a certificate, optionally and naming no CA (which API a request is for is known only
+//! once its head is read). A certificate the client sends must parse, and the client must
+//! prove it holds the leaf's key, or the handshake fails; whether the chain is trusted is
+//! judged per request by the API's own CAs ([`crate::auth::mtls`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DistinguishedName, ServerConfig};
 
 use crate::config::certs::certified_key;
 use crate::config::model::{CertificateDef, ConfigData};
@@ -104,6 +113,8 @@ pub struct CertStore {
     keyring: Option<Arc<Keyring>>,
     provider: Arc<CryptoProvider>,
     config: ArcSwapOption<ServerConfig>,
+    /// Whether handshakes ask for a client certificate (some API has `mtls` settings).
+    ask_client_cert: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for CertStore {
@@ -120,6 +131,14 @@ impl CertStore {
             keyring,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             config: ArcSwapOption::empty(),
+            ask_client_cert: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether new handshakes ask clients for a certificate.
+    pub fn ask_client_certificates(&self, ask: bool) {
+        if self.ask_client_cert.swap(ask, Ordering::Relaxed) != ask {
+            tracing::info!(ask, "TLS handshakes now {} client certificates", if ask { "ask for" } else { "skip" });
         }
     }
 
@@ -161,7 +180,10 @@ impl CertStore {
     fn build_config(&self) -> Result<Arc<ServerConfig>, rustls::Error> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::new(OptionalClientCert {
+                ask: self.ask_client_cert.clone(),
+                algorithms: self.provider.signature_verification_algorithms,
+            }))
             .with_cert_resolver(Arc::new(Resolver(self.index.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
@@ -183,4 +205,52 @@ impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.0.load().pick(hello.server_name())
     }
+}
+
+/// Most certificates a client's chain may carry besides its leaf.
+const MAX_INTERMEDIATES: usize = 8;
+
+/// Asks for a client certificate while [`CertStore::ask_client_certificates`] says so,
+/// never requires one, and accepts any that parses from a client holding its key: trust is
+/// the API's to judge, per request.
+struct OptionalClientCert {
+    ask: Arc<AtomicBool>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl fmt::Debug for OptionalClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OptionalClientCert").field("ask", &self.ask.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl ClientCertVerifier for OptionalClientCert {
+    fn offer_client_auth(&self) -> bool {
+        self.ask.load(Ordering::Relaxed)
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if intermediates.len() > MAX_INTERMEDIATES {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding));
+        }
+        match x509_parser::parse_x509_certificate(end_entity) {
+            Ok(([], _)) => Ok(ClientCertVerified::assertion()),
+            _ => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)),
+        }
+    }
+
+    crate::pki::signature_checks!(algorithms);
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::Method;
 use serde_json::json;
+use sha2::Digest;
 use tollgate_admin::testkit::certs::{TestCa, TestCert};
 use tollgate_admin::testkit::test_database;
 use tollgate_gateway::seal::Keyring;
@@ -75,9 +76,31 @@ fn client(
     names: &[&str],
     fresh: bool,
 ) -> anyhow::Result<reqwest::Client> {
+    client_as(ca, None, alpn, addr, names, fresh)
+}
+
+/// [`client`], presenting `identity`'s certificate when the server asks for one.
+fn client_as(
+    ca: &TestCa,
+    identity: Option<&TestCert>,
+    alpn: &[&[u8]],
+    addr: SocketAddr,
+    names: &[&str],
+    fresh: bool,
+) -> anyhow::Result<reqwest::Client> {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(ca.der.clone()))?;
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => {
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(id.chain_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let mut builder = reqwest::Client::builder()
         .no_proxy()
@@ -238,5 +261,86 @@ async fn a_replaced_certificate_is_served_on_new_connections_without_a_failed_re
     let again = fetch(&kept, &url).await?;
     assert_eq!((again.status, again.leaf == old.der), (200, true), "the kept-alive connection survived the swap");
     assert!(s.upstream.requests_seen() >= total, "every request reached the upstream");
+    Ok(())
+}
+
+/// mTLS across the planes: an API trusting a client CA, consumers bound to certificates
+/// through the admin REST API (by subject name and by fingerprint as openssl prints it);
+/// bindings made and deleted reach the gateway, and a deleted binding refuses the certificate
+/// on the connection the client already has open.
+#[tokio::test]
+async fn client_certificates_bound_through_the_admin_identify_consumers() -> anyhow::Result<()> {
+    let db = test_database().await;
+    let s = Setup::start(&db.url).await?;
+    let server_ca = TestCa::new("Tollgate e2e CA");
+    s.upload(&server_ca.leaf(&["mtls.test"]), true).await?;
+    let clients = TestCa::new("Tollgate e2e client CA");
+    let (svc, other) = (clients.leaf(&["svc.clients.test"]), clients.leaf(&["other.clients.test"]));
+    let api = s
+        .admin
+        .create_api_with(json!({"name": "secure", "auth_methods": ["mtls"], "mtls": {"ca_bundle": clients.pem}}))
+        .await?;
+    s.admin.add_target(&api, s.upstream.addr).await?;
+    s.admin.add_route(&api, "secure", &["/secure"]).await?;
+    let plan = s.admin.create_plan(&api, json!({"name": "gold"})).await?;
+    let (svc_consumer, other_consumer) = (
+        s.admin.create_consumer(json!({"name": "svc"})).await?,
+        s.admin.create_consumer(json!({"name": "other"})).await?,
+    );
+    s.admin.subscribe(&svc_consumer, &plan).await?;
+    s.admin.subscribe(&other_consumer, &plan).await?;
+    let binding = json!({"consumer_id": svc_consumer, "subject": "svc.clients.test"});
+    let bound = s.admin.send(Method::POST, "/certificate-bindings", Some(binding)).await?;
+    let bound = bound["id"].as_str().context("binding id")?.to_owned();
+
+    let port = s.tls.port();
+    let url = format!("https://mtls.test:{port}/secure");
+    let as_svc = client_as(&server_ca, Some(&svc), &[b"http/1.1"], s.tls, &["mtls.test"], false)?;
+    let seen = eventually("the certificate's consumer to be let in", PROPAGATION, || async {
+        match fetch(&as_svc, &url).await {
+            Ok(seen) if seen.status == 200 => Ok(seen),
+            Ok(seen) => Err(format!("status {}: {}", seen.status, seen.body)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await?;
+    assert_eq!(seen.body["headers"]["x-consumer-username"], json!(["svc"]), "{}", seen.body);
+    assert_eq!(seen.body["headers"]["x-credential-id"], json!([bound]));
+
+    // Not bound yet: refused, saying so; then bound by fingerprint, as openssl prints it.
+    let as_other = client_as(&server_ca, Some(&other), &[b"http/1.1"], s.tls, &["mtls.test"], false)?;
+    let refused = fetch(&as_other, &url).await?;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("not bound")), "{}", refused.body);
+    let digest = sha2::Sha256::digest(&other.der);
+    let openssl: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    let body = json!({"consumer_id": other_consumer, "fingerprint": openssl.join(":")});
+    let stored = s.admin.send(Method::POST, "/certificate-bindings", Some(body)).await?;
+    assert_eq!(stored["fingerprint"].as_str().map(str::len), Some(64), "stored as plain hex: {stored}");
+    eventually("the fingerprint binding to reach the gateway", PROPAGATION, || async {
+        match fetch(&as_other, &url).await {
+            Ok(seen) if seen.status == 200 && seen.body["headers"]["x-consumer-username"] == json!(["other"]) => Ok(()),
+            Ok(seen) => Err(format!("status {}", seen.status)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await?;
+
+    // Unbinding refuses the certificate on the client's open connection.
+    s.admin.send(Method::DELETE, &format!("/certificate-bindings/{bound}"), None).await?;
+    eventually("the deleted binding to refuse the certificate", PROPAGATION, || async {
+        match fetch(&as_svc, &url).await {
+            Ok(seen) if seen.status == 401 => Ok(()),
+            Ok(seen) => Err(format!("status {}", seen.status)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await?;
+    // Without a certificate, the API says what it needs; over plain HTTP too.
+    let anonymous = client(&server_ca, &[b"http/1.1"], s.tls, &["mtls.test"], false)?;
+    let missing = fetch(&anonymous, &url).await?;
+    assert_eq!(missing.status, 401);
+    assert!(missing.body["detail"].as_str().is_some_and(|d| d.contains("client certificate")), "{}", missing.body);
+    assert_eq!(s.gateway.get("/secure").await?.0, 401);
     Ok(())
 }

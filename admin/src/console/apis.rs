@@ -325,7 +325,7 @@ pub async fn save_import(State(state): State<AppState>, who: Admin, body: Bytes)
 }
 
 /// The API settings the edit form holds (every writable field but the document).
-pub const SETTINGS: [Spec; 25] = [
+pub const SETTINGS: [Spec; 26] = [
     Spec("name", Kind::Text),
     Spec("description", Kind::Text),
     Spec("tags", Kind::List),
@@ -351,6 +351,7 @@ pub const SETTINGS: [Spec; 25] = [
     Spec("anonymous_plan_id", Kind::OptText),
     Spec("jwt", Kind::Yaml),
     Spec("introspection", Kind::Yaml),
+    Spec("mtls", Kind::Yaml),
 ];
 
 /// A target's line on the API page.
@@ -461,6 +462,7 @@ async fn api_page(
             ("key_auth", "API key"),
             ("jwt", "JWT"),
             ("introspection", "OAuth token introspection"),
+            ("mtls", "Client certificate (mTLS)"),
             ("anonymous", "Anonymous"),
         ],
         routes: routes

@@ -191,6 +191,8 @@ pub async fn show_audit(
         "developer",
         "api_document",
         "token_binding",
+        "certificate_binding",
+        "certificate",
         "organisation",
         "organisation_member",
         "organisation_invite",

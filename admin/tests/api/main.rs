@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod certificate_bindings;
 mod certificates;
 mod crud;
 mod edge_auth;

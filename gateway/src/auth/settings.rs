@@ -11,6 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::jwt::{JwtConfig, JwtValidator, KeyMaterial, KeySource, StaticKey};
+use crate::auth::mtls::MtlsAuth;
 use crate::auth::ssrf::UrlPolicy;
 use crate::config::model::ApiDef;
 
@@ -26,6 +27,7 @@ struct Source {
     hide_credentials: bool,
     jwt: Option<serde_json::Value>,
     introspection: Option<serde_json::Value>,
+    mtls: Option<serde_json::Value>,
     anonymous_plan_id: Option<Uuid>,
 }
 
@@ -38,6 +40,7 @@ impl Source {
             hide_credentials: api.hide_credentials,
             jwt: api.jwt.clone(),
             introspection: api.introspection.clone(),
+            mtls: api.mtls.clone(),
             anonymous_plan_id: api.anonymous_plan_id,
         }
     }
@@ -60,6 +63,7 @@ pub struct ApiAuth {
     /// `Err` holds why the settings are unusable: requests needing them fail with 500.
     pub jwt: Option<Result<JwtAuth, String>>,
     pub introspection: Option<Result<crate::auth::introspect::Introspector, String>>,
+    pub mtls: Option<Result<MtlsAuth, String>>,
     pub anonymous_plan: Option<Uuid>,
     source: Source,
 }
@@ -84,19 +88,25 @@ impl ApiAuth {
         let (mut jwt_settings, mut introspection_settings) = (api.jwt.clone(), api.introspection.clone());
         let opened =
             crate::seal::open_api_secrets(api.id, jwt_settings.as_mut(), introspection_settings.as_mut(), keyring);
+        // Compiled when the API lists the method or has its settings (a route may list a
+        // method its API does not).
+        let wants_jwt = methods.has(Methods::JWT) || api.jwt.is_some();
+        let wants_introspection = methods.has(Methods::INTROSPECTION) || api.introspection.is_some();
         let (jwt, introspection) = match opened {
             Ok(()) => (
-                methods.has(Methods::JWT).then(|| jwt_auth(jwt_settings.as_ref(), policy)),
-                methods.has(Methods::INTROSPECTION).then(|| introspector(introspection_settings.as_ref(), policy)),
+                wants_jwt.then(|| jwt_auth(jwt_settings.as_ref(), policy)),
+                wants_introspection.then(|| introspector(introspection_settings.as_ref(), policy)),
             ),
-            Err(why) => (
-                methods.has(Methods::JWT).then(|| Err(why.clone())),
-                methods.has(Methods::INTROSPECTION).then(|| Err(why)),
-            ),
+            Err(why) => (wants_jwt.then(|| Err(why.clone())), wants_introspection.then(|| Err(why))),
         };
+        let mtls = (methods.has(Methods::MTLS) || api.mtls.is_some()).then(|| match &api.mtls {
+            Some(settings) => MtlsAuth::new(settings),
+            None => Err("mtls is accepted but not configured".to_owned()),
+        });
         for (what, failed) in [
             ("jwt", jwt.as_ref().and_then(|r| r.as_ref().err())),
             ("introspection", introspection.as_ref().and_then(|r| r.as_ref().err())),
+            ("mtls", mtls.as_ref().and_then(|r| r.as_ref().err())),
         ] {
             if let Some(error) = failed {
                 tracing::error!(api = %api.name, setting = what, %error, "unusable authentication settings");
@@ -109,6 +119,7 @@ impl ApiAuth {
             hide_credentials: api.hide_credentials,
             jwt,
             introspection,
+            mtls,
             anonymous_plan: api.anonymous_plan_id,
             source,
         })
@@ -239,7 +250,7 @@ mod tests {
             "health_check": null, "passive_health": null, "circuit_breaker": null, "canary_weight": 0,
             "canary_header": null, "key_header": "x-api-key", "key_query_param": null, "hide_credentials": true,
             "jwt": {"algorithms": ["HS256"], "keys": [{"alg": "HS256", "secret": secret}]},
-            "introspection": null, "anonymous_plan_id": null,
+            "introspection": null, "anonymous_plan_id": null, "mtls": null,
         }))
         .map_err(|e| e.to_string())?;
         let policy = UrlPolicy::default();

@@ -17,7 +17,7 @@ use super::pg::Changed;
 use super::source::Sink;
 
 mod edge;
-use edge::{add_token_binding, check_api_auth, check_route, route_costs};
+use edge::{add_certificate_binding, add_token_binding, check_api_auth, check_route, route_costs};
 
 const POLL: Duration = Duration::from_secs(1);
 /// Namespace of name-derived ids.
@@ -151,6 +151,10 @@ pub struct FileApi {
     /// TLS to the upstreams: `ca_bundle` (PEM), `verify`, `server_name`.
     #[serde(default)]
     pub upstream_tls: Option<serde_json::Value>,
+    /// Client-certificate authentication: `ca_bundle` (PEM); required when `auth_methods`
+    /// lists `mtls`.
+    #[serde(default)]
+    pub mtls: Option<serde_json::Value>,
     #[serde(default)]
     pub targets: Vec<FileTarget>,
     #[serde(default)]
@@ -245,6 +249,20 @@ pub struct FileConsumer {
     /// Tokens (issuer + subject) that identify this consumer.
     #[serde(default)]
     pub token_bindings: Vec<FileTokenBinding>,
+    /// Client certificates (fingerprint or subject name) that identify this consumer.
+    #[serde(default)]
+    pub certificate_bindings: Vec<FileCertificateBinding>,
+}
+
+/// A client certificate identifying a consumer: exactly one of the leaf's SHA-256
+/// `fingerprint` (hex, `:` separators allowed) and a `subject` name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificateBinding {
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// A token issuer and subject identifying a consumer (JWT or introspection).
@@ -367,6 +385,7 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
         introspection: a.introspection.clone(),
         anonymous_plan_id,
         upstream_tls,
+        mtls: a.mtls.clone(),
     };
     data.apis.insert(api_id, def);
     for t in &a.targets {
@@ -473,6 +492,9 @@ fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
     }
     for b in &c.token_bindings {
         add_token_binding(data, cid, &c.name, b)?;
+    }
+    for b in &c.certificate_bindings {
+        add_certificate_binding(data, cid, &c.name, b)?;
     }
     Ok(())
 }

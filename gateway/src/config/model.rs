@@ -30,6 +30,9 @@ pub struct ConfigData {
     /// TLS certificates, with their private keys sealed.
     #[serde(default)]
     pub certificates: BTreeMap<Uuid, CertificateDef>,
+    /// Client certificate (fingerprint or subject name) → consumer, for mTLS.
+    #[serde(default)]
+    pub certificate_bindings: BTreeMap<Uuid, CertificateBindingDef>,
 }
 
 /// An API and its upstream settings.
@@ -75,6 +78,9 @@ pub struct ApiDef {
     /// TLS to the upstreams (JSON object, see [`crate::upstream::tls::UpstreamTls`]).
     #[serde(default)]
     pub upstream_tls: Option<serde_json::Value>,
+    /// Client-certificate authentication (JSON object, see [`crate::auth::mtls::MtlsSettings`]).
+    #[serde(default)]
+    pub mtls: Option<serde_json::Value>,
 }
 
 /// An upstream target of an API.
@@ -230,6 +236,17 @@ pub struct TokenBindingDef {
     pub consumer_id: Uuid,
     pub issuer: String,
     pub subject: String,
+}
+
+/// Binds a client certificate to a consumer: by the leaf's SHA-256 fingerprint (lower-case
+/// hex) or by a subject name (a SAN DNS name, e-mail address or URI, or the subject CN).
+/// Exactly one of the two is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct CertificateBindingDef {
+    pub id: Uuid,
+    pub consumer_id: Uuid,
+    pub fingerprint: Option<String>,
+    pub subject: Option<String>,
 }
 
 /// A TLS certificate chain and its sealed private key (see [`crate::seal`]).

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::keys::{Builder, KeyIndex};
 
 use super::model::{
-    ApiDef, CertificateDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef, SubscriptionDef,
-    TargetDef, TokenBindingDef,
+    ApiDef, CertificateBindingDef, CertificateDef, ConfigData, ConsumerDef, DeveloperDef, KeyDef, PlanDef, RouteDef,
+    SubscriptionDef, TargetDef, TokenBindingDef,
 };
 
 /// At most this many events are applied incrementally; further behind, a full reload is cheaper.
@@ -22,7 +22,7 @@ const MAX_BATCH: i64 = 20_000;
 const APIS: &str = "SELECT id, name, upstream_protocol, lb_policy, connect_timeout_ms, read_timeout_ms, retries, \
     auth_methods, enabled, total_timeout_ms, hash_on, retry_on_statuses, health_check, passive_health, \
     circuit_breaker, canary_weight, canary_header, key_header, key_query_param, hide_credentials, jwt, \
-    introspection, anonymous_plan_id, upstream_tls FROM apis";
+    introspection, anonymous_plan_id, upstream_tls, mtls FROM apis";
 const TARGETS: &str = "SELECT id, api_id, host, port, weight, backup, pool FROM targets";
 const ROUTES: &str = "SELECT id, api_id, name, hosts, paths, methods, headers, query, strip_path, rewrite_path, \
     priority, cost, auth_methods FROM routes";
@@ -34,6 +34,7 @@ const KEYS: &str = "SELECT id, consumer_id, key_hash, \
     extract(epoch FROM expires_at)::bigint AS expires_at, revoked_at IS NOT NULL AS revoked FROM api_keys";
 const SUBSCRIPTIONS: &str = "SELECT id, consumer_id, plan_id, api_id, status FROM subscriptions";
 const TOKEN_BINDINGS: &str = "SELECT id, consumer_id, issuer, subject FROM token_bindings";
+const CERTIFICATE_BINDINGS: &str = "SELECT id, consumer_id, fingerprint, subject FROM certificate_bindings";
 const CERTIFICATES: &str = "SELECT id, cert_pem, key_sealed, names, \
     extract(epoch FROM not_after)::bigint AS not_after, is_default, usage = 'client' AS client FROM certificates";
 
@@ -128,6 +129,9 @@ pub async fn load_full(pool: &PgPool) -> Result<ConfigData, sqlx::Error> {
         subscriptions: by_id(fetch::<SubscriptionDef>(&mut tx, SUBSCRIPTIONS, None).await?, |r| r.id),
         token_bindings: by_id(fetch::<TokenBindingDef>(&mut tx, TOKEN_BINDINGS, None).await?, |r| r.id),
         certificates: by_id(fetch::<CertificateDef>(&mut tx, CERTIFICATES, None).await?, |r| r.id),
+        certificate_bindings: by_id(fetch::<CertificateBindingDef>(&mut tx, CERTIFICATE_BINDINGS, None).await?, |r| {
+            r.id
+        }),
     };
     tx.commit().await?;
     Ok(data)
@@ -261,6 +265,12 @@ async fn refresh(
             changed.identity_ids.extend_from_slice(ids);
             changed.identities = true;
         }
+        "certificate_binding" => {
+            let rows = fetch::<CertificateBindingDef>(conn, CERTIFICATE_BINDINGS, Some(ids)).await?;
+            replace(&mut data.certificate_bindings, ids, rows, |r| r.id);
+            changed.identity_ids.extend_from_slice(ids);
+            changed.identities = true;
+        }
         "certificate" => {
             let rows = fetch::<CertificateDef>(conn, CERTIFICATES, Some(ids)).await?;
             replace(&mut data.certificates, ids, rows, |r| r.id);
@@ -341,7 +351,7 @@ fn cascade_developers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Ve
     cascade_consumers(data, &consumers, identity_ids)
 }
 
-/// Deleting a consumer removes its keys, subscriptions and token bindings.
+/// Deleting a consumer removes its keys, subscriptions and token and certificate bindings.
 fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec<Uuid>) {
     let gone: BTreeSet<Uuid> = ids.iter().filter(|id| !data.consumers.contains_key(id)).copied().collect();
     if gone.is_empty() {
@@ -350,4 +360,5 @@ fn cascade_consumers(data: &mut ConfigData, ids: &[Uuid], identity_ids: &mut Vec
     data.keys.remove_where(|k| gone.contains(&k.consumer_id));
     remove_noting(&mut data.subscriptions, |s| gone.contains(&s.consumer_id), identity_ids);
     remove_noting(&mut data.token_bindings, |b| gone.contains(&b.consumer_id), identity_ids);
+    remove_noting(&mut data.certificate_bindings, |b| gone.contains(&b.consumer_id), identity_ids);
 }

@@ -1,5 +1,5 @@
 //! The edge phases of a routed request (see `docs/auth.md`): **authenticate** (API key,
-//! JWT, token introspection or anonymous, per API or route) → **authorize** (an active
+//! JWT, token introspection, client certificate or anonymous, per API or route) → **authorize** (an active
 //! subscription of the consumer to this API) → **limit** (the plan's rates and quotas, at
 //! the route's cost) → identity headers for the upstream.
 //!
@@ -31,6 +31,7 @@ pub use crate::snapshot::identities::{Binding, ConsumerRt, Identities, PlanRt, S
 pub use crate::snapshot::sharded::Sharded;
 use crate::snapshot::{ApiRuntime, Snapshot};
 use crate::usage::Attribution;
+use crate::wire::conn::ClientCert;
 
 /// Node-wide settings of the edge phases.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +67,8 @@ pub struct Call<'a> {
     /// The TCP peer, and the proxies whose `X-Forwarded-For` is believed: the client IP is
     /// resolved from them only when an anonymous call is counted.
     pub peer: IpAddr,
+    /// The certificate the TLS client presented, if any.
+    pub client_cert: Option<&'a ClientCert>,
     pub trusted_proxies: &'a [IpNet],
     /// Which rate-limit fields the response carries.
     pub rate_limit_headers: HeaderStyle,
@@ -214,6 +217,7 @@ fn challenge(methods: Methods) -> Challenge {
     match (methods.has(Methods::KEY_AUTH), methods.has(Methods::JWT) || methods.has(Methods::INTROSPECTION)) {
         (true, true) => Challenge::Both,
         (false, true) => Challenge::Bearer,
+        (false, false) if methods.has(Methods::MTLS) => Challenge::ClientCertificate,
         _ => Challenge::ApiKey,
     }
 }
@@ -260,10 +264,29 @@ async fn authenticate(
         }
         return Ok(caller);
     }
+    if methods.has(Methods::MTLS)
+        && let Some(cert) = call.client_cert
+    {
+        fresh(call)?;
+        return cert_caller(call, cert, challenge);
+    }
     if methods.has(Methods::ANONYMOUS) {
         return Ok(Caller::Anonymous);
     }
     Err(GatewayError::MissingCredentials(challenge))
+}
+
+/// The consumer a client certificate is bound to, once the API's CAs accept its chain.
+fn cert_caller(call: &Call<'_>, cert: &ClientCert, challenge: Challenge) -> Result<Caller, GatewayError> {
+    let mtls = configured(call.api.auth.mtls.as_ref())?;
+    mtls.verify(cert).map_err(|detail| GatewayError::InvalidCredentials { detail, challenge })?;
+    let identities = &call.snapshot.identities;
+    let unbound =
+        || GatewayError::InvalidCredentials { detail: "the client certificate is not bound to a consumer", challenge };
+    let names = || cert.chain.first().map(|leaf| crate::pki::subject_names(leaf)).unwrap_or_default();
+    let binding = identities.cert_binding(&cert.sha256, names).ok_or_else(unbound)?;
+    let consumer = identities.consumer(&binding.consumer_id).ok_or_else(unbound)?;
+    Ok(Caller::Consumer { consumer: consumer.clone(), credential: binding.id })
 }
 
 /// Credentials are judged only against a configuration known current within the bound:

@@ -96,6 +96,7 @@ mod admission {
                 introspection: None,
                 anonymous_plan_id: Some(plan_id),
                 upstream_tls: None,
+                mtls: None,
             },
         );
         d.plans.insert(
@@ -153,6 +154,7 @@ mod admission {
             route_cost: 1,
             route_methods: None,
             peer: "192.0.2.1".parse().expect("ip"),
+            client_cert: None,
             trusted_proxies: &[],
             rate_limit_headers: crate::limits::HeaderStyle::Ietf,
             freshness,

@@ -160,6 +160,7 @@ impl Pipeline {
         let attempts = Attempts { on: self.access_log.is_some(), trace, ..Attempts::default() };
         let mut seen = Seen { attempts, ..Seen::default() };
         let mut reason = None;
+        let https = conn.https;
         let res = match self.forward(req, conn, request_id.clone(), &mut seen).await {
             Ok(res) => res,
             Err(e) => {
@@ -177,7 +178,7 @@ impl Pipeline {
             usage.record(&seen.learnt.who, class, started, elapsed, request_bytes, response_bytes);
         }
         if let Some(pre) = pre {
-            let done = Done { request_id, request_bytes, elapsed, reason, https: conn.https };
+            let done = Done { request_id, request_bytes, elapsed, reason, https };
             if let (Some(tracer), Some(ctx)) = (&self.tracer, seen.attempts.trace.filter(|t| t.sampled)) {
                 record_trace(tracer, ctx, &pre, &mut seen, &res, &done);
             }
@@ -223,6 +224,7 @@ impl Pipeline {
             route_cost,
             route_methods,
             peer: conn.peer.ip(),
+            client_cert: conn.client_cert.as_deref(),
             trusted_proxies: &self.edge.trusted_proxies,
             rate_limit_headers: self.edge.rate_limit_headers,
             freshness: &self.freshness,
@@ -271,7 +273,7 @@ impl Handler for Pipeline {
         Pipeline::handle(self, req, conn)
     }
 
-    fn reject(&self, why: Reject, conn: ConnInfo) -> Reply {
+    fn reject(&self, why: Reject, conn: &ConnInfo) -> Reply {
         let e = GatewayError::from(why);
         let res = Reply::made(e.to_response(None));
         self.store.metrics.unrouted.record(res.status.as_u16(), std::time::Duration::ZERO);
@@ -593,7 +595,7 @@ struct Done {
 /// the request is trusted enough to log but who sent it and why it was refused.
 #[cold]
 #[inline(never)]
-fn log_rejected(log: &AccessLog, e: &GatewayError, res: &Reply, conn: ConnInfo) {
+fn log_rejected(log: &AccessLog, e: &GatewayError, res: &Reply, conn: &ConnInfo) {
     log.log(access_log::Entry {
         time: std::time::SystemTime::now(),
         request_id: None,

@@ -14,7 +14,7 @@ use http::HeaderValue;
 use uuid::Uuid;
 
 use super::sharded::Sharded;
-use crate::config::model::{ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
+use crate::config::model::{CertificateBindingDef, ConfigData, ConsumerDef, PlanDef, SubscriptionDef, TokenBindingDef};
 use crate::fx::FxBuildHasher;
 use crate::limits::{PlanLimits, policy_header};
 use crate::wire::headers::uuid_value;
@@ -89,6 +89,19 @@ pub struct Identities {
     bindings: Sharded<String, Binding>,
     /// ... and where each binding id is filed.
     binding_keys: Sharded<Uuid, String>,
+    /// Client certificates by [`cert_key`] ...
+    cert_bindings: Sharded<String, Binding>,
+    /// ... and where each certificate binding id is filed.
+    cert_binding_keys: Sharded<Uuid, String>,
+}
+
+/// What a client certificate binding is filed under: `sha256:<hex>` or `subject:<name>`.
+fn cert_key(b: &CertificateBindingDef) -> Option<String> {
+    match (&b.fingerprint, &b.subject) {
+        (Some(f), _) => Some(format!("sha256:{f}")),
+        (None, Some(s)) => Some(format!("subject:{s}")),
+        (None, None) => None,
+    }
 }
 
 fn header(text: &str) -> Option<HeaderValue> {
@@ -154,6 +167,9 @@ impl Identities {
         for b in data.token_bindings.values() {
             t.file_binding(b);
         }
+        for b in data.certificate_bindings.values() {
+            t.file_cert_binding(b);
+        }
         t
     }
 
@@ -186,6 +202,12 @@ impl Identities {
             if let Some(b) = data.token_bindings.get(id) {
                 t.file_binding(b);
             }
+            if let Some(key) = t.cert_binding_keys.remove(id) {
+                t.cert_bindings.remove(&key);
+            }
+            if let Some(b) = data.certificate_bindings.get(id) {
+                t.file_cert_binding(b);
+            }
         }
         t
     }
@@ -200,6 +222,27 @@ impl Identities {
         let key = binding_key(&b.issuer, &b.subject);
         self.bindings.insert(key.clone(), Binding { id: b.id, consumer_id: b.consumer_id });
         self.binding_keys.insert(b.id, key);
+    }
+
+    fn file_cert_binding(&mut self, b: &CertificateBindingDef) {
+        if let Some(key) = cert_key(b) {
+            self.cert_bindings.insert(key.clone(), Binding { id: b.id, consumer_id: b.consumer_id });
+            self.cert_binding_keys.insert(b.id, key);
+        }
+    }
+
+    /// The binding of a client certificate: by the leaf's SHA-256 first, then by each of
+    /// its subject names in order (the names are read only when the fingerprint is not
+    /// bound).
+    pub fn cert_binding(&self, sha256: &[u8; 32], names: impl FnOnce() -> Vec<String>) -> Option<Binding> {
+        let by_fingerprint = format!("sha256:{}", crate::pki::fingerprint_hex(sha256));
+        if let Some(b) = self.cert_bindings.get(by_fingerprint.as_str()) {
+            return Some(*b);
+        }
+        if self.cert_bindings.is_empty() {
+            return None;
+        }
+        names().iter().find_map(|n| self.cert_bindings.get(format!("subject:{n}").as_str()).copied())
     }
 
     /// A consumer by id.

@@ -219,6 +219,9 @@ impl Sink for ConfigStore {
         if changed.certificates || changed.everything {
             self.certs.rebuild(data);
         }
+        if changed.upstreams || changed.everything {
+            self.certs.ask_client_certificates(data.apis.values().any(|a| a.mtls.is_some()));
+        }
         let old = self.current.swap(Arc::new(Snapshot { event_id: data.event_id, router, apis, keys, identities }));
         retire(old);
         self.loaded.store(true, Ordering::Release);

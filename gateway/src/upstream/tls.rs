@@ -8,20 +8,14 @@ use std::sync::Arc;
 
 use hyper_rustls::ConfigBuilderExt;
 use rustls::client::ResolvesClientCert;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use serde::Deserialize;
 
 use crate::wire::client::TlsSettings;
-
-/// Largest CA bundle accepted.
-const MAX_BUNDLE_BYTES: usize = 256 * 1024;
-/// Most certificates in a CA bundle.
-const MAX_BUNDLE_CERTS: usize = 200;
 
 /// An API's `upstream_tls` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -82,25 +76,7 @@ impl UpstreamTls {
     /// The CA bundle as a root store, if one is given.
     fn roots(&self) -> Result<Option<RootCertStore>, Invalid> {
         let Some(pem) = &self.ca_bundle else { return Ok(None) };
-        if pem.len() > MAX_BUNDLE_BYTES {
-            return Err(Invalid::new("ca_bundle", format!("is over {} KiB", MAX_BUNDLE_BYTES / 1024)));
-        }
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| Invalid::new("ca_bundle", format!("is not PEM certificates: {e}")))?;
-        if certs.is_empty() {
-            return Err(Invalid::new("ca_bundle", "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
-        }
-        if certs.len() > MAX_BUNDLE_CERTS {
-            return Err(Invalid::new("ca_bundle", format!("holds more than {MAX_BUNDLE_CERTS} certificates")));
-        }
-        let mut roots = RootCertStore::empty();
-        for (i, cert) in certs.into_iter().enumerate() {
-            roots.add(cert).map_err(|e| {
-                Invalid::new("ca_bundle", format!("certificate {} cannot be a trust anchor: {e}", i + 1))
-            })?;
-        }
-        Ok(Some(roots))
+        crate::pki::ca_roots(pem).map(Some).map_err(|why| Invalid::new("ca_bundle", why))
     }
 
     fn name(&self) -> Result<Option<ServerName<'static>>, Invalid> {
@@ -196,27 +172,7 @@ impl ServerCertVerifier for NoVerify {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    crate::pki::signature_checks!(0.signature_verification_algorithms);
 }
 
 #[cfg(test)]
@@ -233,7 +189,7 @@ mod tests {
             field(json!({"ca_bundle": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"})),
             Some("ca_bundle")
         );
-        assert_eq!(field(json!({"ca_bundle": "x".repeat(MAX_BUNDLE_BYTES + 1)})), Some("ca_bundle"));
+        assert_eq!(field(json!({"ca_bundle": "x".repeat(crate::pki::MAX_BUNDLE_BYTES + 1)})), Some("ca_bundle"));
         assert_eq!(field(json!({"server_name": "not a name!"})), Some("server_name"));
         assert_eq!(field(json!({"verify": "no"})), Some(""));
         assert_eq!(field(json!({"sni": "x"})), Some(""), "unknown fields are refused");

@@ -9,9 +9,12 @@
 use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
+use rustls::pki_types::CertificateDer;
 use rustls::{ServerConfig, ServerConnection};
+use sha2::Digest;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
@@ -19,6 +22,58 @@ use tokio::net::TcpStream;
 pub enum Conn {
     Tcp(TcpStream),
     Tls(Box<TlsConn>),
+}
+
+/// The certificate chain a TLS client presented, leaf first. The handshake proved only that
+/// the client holds the leaf's private key; whether an API trusts the chain is judged per
+/// request by whoever handles it, and its verdicts are remembered here for the connection.
+pub struct ClientCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    /// SHA-256 of the leaf's DER bytes.
+    pub sha256: [u8; 32],
+    verdicts: Mutex<Vec<Verdict>>,
+}
+
+/// A judgement of the chain: by whom (an id the judge chose), when, and its outcome.
+#[derive(Clone, Copy)]
+struct Verdict {
+    by: u64,
+    at: Instant,
+    outcome: Result<(), &'static str>,
+}
+
+/// Most verdicts a connection remembers (one per API it called with the certificate).
+const MAX_VERDICTS: usize = 16;
+
+impl ClientCert {
+    /// A presented chain (leaf first; `None` when empty).
+    pub fn new(chain: Vec<CertificateDer<'static>>) -> Option<Self> {
+        let leaf = chain.first()?;
+        let sha256 = sha2::Sha256::digest(leaf.as_ref()).into();
+        Some(Self { chain, sha256, verdicts: Mutex::new(Vec::new()) })
+    }
+
+    /// The outcome judge `by` gave less than `max_age` ago, if any.
+    pub fn verdict(&self, by: u64, max_age: Duration) -> Option<Result<(), &'static str>> {
+        let verdicts = self.verdicts.lock().ok()?;
+        verdicts.iter().find(|v| v.by == by && v.at.elapsed() < max_age).map(|v| v.outcome)
+    }
+
+    /// Remembers judge `by`'s outcome (the oldest verdict makes room when full).
+    pub fn remember(&self, by: u64, outcome: Result<(), &'static str>) {
+        let Ok(mut verdicts) = self.verdicts.lock() else { return };
+        verdicts.retain(|v| v.by != by);
+        if verdicts.len() >= MAX_VERDICTS {
+            verdicts.remove(0);
+        }
+        verdicts.push(Verdict { by, at: Instant::now(), outcome });
+    }
+}
+
+impl std::fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCert").field("certificates", &self.chain.len()).finish_non_exhaustive()
+    }
 }
 
 /// TLS over a TCP socket, after the handshake.
@@ -156,6 +211,13 @@ impl TlsConn {
             }
         }
         Ok(Self { tcp, tls: Mutex::new(tls) })
+    }
+
+    /// The chain the client presented, if it did.
+    pub fn client_cert(&self) -> Option<ClientCert> {
+        let tls = self.lock().ok()?;
+        let chain = tls.peer_certificates()?.iter().map(|c| c.clone().into_owned()).collect();
+        ClientCert::new(chain)
     }
 
     /// Whether the handshake agreed on HTTP/2 (ALPN `h2`).

@@ -34,10 +34,19 @@ pub use server::ClientBody;
 pub type GwBody = Either<client::UpstreamBody, Full<Bytes>>;
 
 /// The client side of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
+    /// The certificate a TLS client presented (only when the listener asked for one).
+    pub client_cert: Option<std::sync::Arc<conn::ClientCert>>,
+}
+
+impl ConnInfo {
+    /// A connection without a client certificate.
+    pub fn new(peer: SocketAddr, https: bool) -> Self {
+        Self { peer, https, client_cert: None }
+    }
 }
 
 /// Why the server refused a request before any handler saw it; the connection closes after
@@ -60,7 +69,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Box<Request<ClientBody>>, conn: ConnInfo) -> impl Future<Output = Reply> + Send;
 
     /// The answer to a request refused while it was read, on the connection `conn`.
-    fn reject(&self, why: Reject, conn: ConnInfo) -> Reply;
+    fn reject(&self, why: Reject, conn: &ConnInfo) -> Reply;
 }
 
 /// Header fields the gateway adds to what it forwards — the caller's identity to the

@@ -336,7 +336,7 @@ pub async fn serve<H: Handler>(
                 Ok(Some(p)) => break Some(p),
                 Ok(None) => {}
                 Err(why) => {
-                    write_refusal(writer, &mut out, srv.handler.reject(why, conn), Version::HTTP_11).await;
+                    write_refusal(writer, &mut out, srv.handler.reject(why, &conn), Version::HTTP_11).await;
                     break None;
                 }
             }
@@ -350,11 +350,11 @@ pub async fn serve<H: Handler>(
             && let Err(refusal) = Box::pin(prefetch(body)).await
         {
             if let Some(why) = refusal {
-                write_refusal(writer, &mut out, srv.handler.reject(why, conn), version).await;
+                write_refusal(writer, &mut out, srv.handler.reject(why, &conn), version).await;
             }
             break;
         }
-        let res = srv.handler.handle(req, conn).await;
+        let res = srv.handler.handle(req, conn.clone()).await;
         // A request body not read to its end leaves unread bytes ahead of the next request:
         // a short rest is discarded after this response, else (or while the body is still
         // held) the connection closes after it.

@@ -14,6 +14,7 @@ mod headers;
 mod http1;
 mod limits;
 mod live_config;
+mod mtls;
 mod paths;
 mod resilience;
 mod reuse;

@@ -83,13 +83,7 @@ async fn alpn_h2_is_served_by_http2() {
     let (_up, gw) = echo_gateway(&pki).await;
     let stream = tls_stream(gw.tls_addr.unwrap(), &pki.ca, "localhost", &[b"h2", b"http/1.1"]).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = crate::helpers::client::h2_over(stream).await;
     let req = http::Request::get("https://localhost/e/h2").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
     let res = send.send_request(req).await.unwrap();
     assert_eq!((res.status(), res.version()), (StatusCode::OK, http::Version::HTTP_2));

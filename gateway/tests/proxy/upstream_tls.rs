@@ -13,7 +13,7 @@ use http::Response;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -21,22 +21,8 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::helpers::pki::Ca;
 use crate::helpers::{Client, Gateway, Options, paths};
-
-/// A private CA's certificate (PEM) and an issuer for leaves.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    Ca { pem: cert.pem(), issuer: Issuer::new(params, key) }
-}
 
 /// An HTTPS upstream with a certificate for `orders.internal` only, answering with the
 /// SNI it was sent, the path and the `Host`; counts the requests it got.
@@ -121,8 +107,8 @@ fn config(up: &TlsUpstream, upstream_tls: Value) -> Value {
 
 #[tokio::test]
 async fn a_private_ca_and_a_server_name_reach_the_upstream_and_nothing_less_does() {
-    let private = ca("upstream CA");
-    let other = ca("some other CA");
+    let private = Ca::new("upstream CA");
+    let other = Ca::new("some other CA");
     let up = tls_upstream(&private).await;
     let good = json!({ "ca_bundle": private.pem, "server_name": "orders.internal" });
     let mut gw = Gateway::start(config(&up, good.clone())).await;
@@ -164,7 +150,7 @@ async fn a_private_ca_and_a_server_name_reach_the_upstream_and_nothing_less_does
 
 #[tokio::test]
 async fn verification_is_off_only_where_the_node_allows_it() {
-    let private = ca("upstream CA");
+    let private = Ca::new("upstream CA");
     let up = tls_upstream(&private).await;
     let insecure = json!({ "verify": false });
     let opts = Options { allow_insecure_upstream_tls: true, ..Options::default() };
@@ -197,8 +183,8 @@ fn unusable_settings_in_a_file_are_refused_with_the_api_and_field() {
 
 #[tokio::test]
 async fn a_client_certificate_reaches_an_upstream_that_asks_for_one() {
-    let server_ca = ca("upstream CA");
-    let client_ca = ca("client CA");
+    let server_ca = Ca::new("upstream CA");
+    let client_ca = Ca::new("client CA");
     let up = tls_upstream_asking(&server_ca, Some(&client_ca)).await;
     // A client certificate naming no host: its holder is its subject.
     let key = KeyPair::generate().unwrap();

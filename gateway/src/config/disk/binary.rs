@@ -1,11 +1,12 @@
-//! The compact format of the last-known-good copy (format 3):
+//! The compact format of the last-known-good copy (format 4):
 //!
 //! ```text
 //! magic "TGLKG\r\n\x1a" | version u32 | event_id i64
-//! 10 tables (apis, targets, routes, plans, developers, consumers, keys, subscriptions,
-//!           token_bindings, certificates), each: count u64, then per row: length u32 +
-//!           the row's fields (format 1, still read, has no certificates table; rows of
-//!           formats 1 and 2 end before the fields added since, see `row!`)
+//! 11 tables (apis, targets, routes, plans, developers, consumers, keys, subscriptions,
+//!           token_bindings, certificates, certificate_bindings), each: count u64, then per
+//!           row: length u32 + the row's fields (formats 1–3, still read, lack the tables
+//!           added since: certificates in 2, certificate_bindings in 4; rows of older
+//!           formats end before the fields added since, see `row!`)
 //! "END." | CRC-32 of every byte before it
 //! ```
 //!
@@ -29,7 +30,7 @@ use crate::config::model::{ConfigData, KeyDef};
 /// the DOS end-of-file character catch a copy mangled as text, as PNG's signature does.
 pub const MAGIC: [u8; 8] = *b"TGLKG\r\n\x1a";
 /// The format this build writes (and the oldest it still reads).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const OLDEST: u32 = 1;
 const END: [u8; 4] = *b"END.";
 /// Largest row accepted (rows are a few hundred bytes; an API's JSON settings a few KiB).
@@ -89,6 +90,7 @@ pub fn write(out: impl Write, data: &ConfigData) -> io::Result<()> {
     write_table(&mut w, &mut row, &data.subscriptions)?;
     write_table(&mut w, &mut row, &data.token_bindings)?;
     write_table(&mut w, &mut row, &data.certificates)?;
+    write_table(&mut w, &mut row, &data.certificate_bindings)?;
     w.write_all(&END)?;
     let crc = w.crc.finalize();
     w.inner.write_all(&crc.to_le_bytes())?;
@@ -146,6 +148,7 @@ pub fn read(input: impl Read, size: u64, cancel: &AtomicBool) -> io::Result<Conf
         subscriptions: r.table()?,
         token_bindings: r.table()?,
         certificates: if version >= 2 { r.table()? } else { BTreeMap::new() },
+        certificate_bindings: if version >= 4 { r.table()? } else { BTreeMap::new() },
     };
     if r.array::<4>()? != END {
         return Err(invalid("the copy does not end where its tables do"));

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::config::model::{
-    ApiDef, CertKey, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef,
-    TargetDef, TokenBindingDef,
+    ApiDef, CertKey, CertificateBindingDef, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef,
+    RouteDef, SubscriptionDef, TargetDef, TokenBindingDef,
 };
 
 /// Why a record could not be decoded.
@@ -313,6 +313,8 @@ row!(ApiDef {
 } later {
     // Format 3.
     upstream_tls,
+    // Format 4.
+    mtls,
 });
 row!(TargetDef { id, api_id, host, port, weight, backup, pool });
 row!(RouteDef {
@@ -349,6 +351,7 @@ row!(ConsumerDef { id, name, developer_id, custom_id, enabled });
 row!(KeyDef { id, consumer_id, key_hash, expires_at, revoked });
 row!(SubscriptionDef { id, consumer_id, plan_id, api_id, status });
 row!(TokenBindingDef { id, consumer_id, issuer, subject });
+row!(CertificateBindingDef { id, consumer_id, fingerprint, subject });
 row!(CertificateDef { id, cert_pem, key, names, not_after, is_default } later {
     // Format 3.
     client,

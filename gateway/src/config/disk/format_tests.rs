@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::model::{
-    ApiDef, CertKey, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef,
-    TargetDef, TokenBindingDef,
+    ApiDef, CertKey, CertificateBindingDef, CertificateDef, ConsumerDef, DeveloperDef, KeyDef, KeyHash, PlanDef,
+    RouteDef, SubscriptionDef, TargetDef, TokenBindingDef,
 };
 
 fn scratch() -> PathBuf {
@@ -52,6 +52,7 @@ fn everything() -> ConfigData {
         introspection: Some(json!([])),
         anonymous_plan_id: Some(id(4)),
         upstream_tls: Some(json!({"server_name": "orders.internal", "verify": true})),
+        mtls: Some(json!({"ca_bundle": "-----BEGIN CERTIFICATE-----"})),
     };
     let target = TargetDef {
         id: id(2),
@@ -132,6 +133,26 @@ fn everything() -> ConfigData {
                 client: true,
             },
         )]),
+        certificate_bindings: BTreeMap::from([
+            (
+                id(11),
+                CertificateBindingDef {
+                    id: id(11),
+                    consumer_id: id(6),
+                    fingerprint: Some("ab".repeat(32)),
+                    subject: None,
+                },
+            ),
+            (
+                id(12),
+                CertificateBindingDef {
+                    id: id(12),
+                    consumer_id: id(6),
+                    fingerprint: None,
+                    subject: Some("svc".into()),
+                },
+            ),
+        ]),
     }
 }
 
@@ -203,10 +224,10 @@ fn a_damaged_file_is_refused_with_its_name_and_the_reason() -> std::io::Result<(
     let msg = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("empty"), "{msg}");
     let mut newer = encoded(&everything())?;
-    newer[8] = 4;
+    newer[8] = 5;
     std::fs::write(&path, &newer)?;
     let msg = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("format 4"), "{msg}");
+    assert!(msg.contains("format 5"), "{msg}");
     std::fs::remove_dir_all(dir)
 }
 
@@ -220,34 +241,60 @@ fn a_cancelled_read_stops() -> std::io::Result<()> {
     std::fs::remove_dir_all(dir)
 }
 
+/// `bytes` (a copy of this format whose last `tables` tables are empty) without those
+/// tables, as format `version` with its own checksum.
+fn older(bytes: &[u8], tables: usize, version: u32) -> Vec<u8> {
+    let end = bytes.len() - 8;
+    assert_eq!(&bytes[end - 8 * tables..end], vec![0u8; 8 * tables].as_slice(), "the empty tables");
+    let mut old = bytes[..end - 8 * tables].to_vec();
+    old[8..12].copy_from_slice(&version.to_le_bytes());
+    old.extend_from_slice(b"END.");
+    let crc = crc32fast::hash(&old);
+    old.extend_from_slice(&crc.to_le_bytes());
+    old
+}
+
 #[test]
 fn a_copy_in_format_1_loads_without_certificates() -> std::io::Result<()> {
-    // Format 1 is format 2 without the certificates table (its count is the 8 bytes
+    // Format 1 is format 3 without the certificates table (each table's count is 8 bytes
     // before `END.`), under version 1 and its own checksum.
-    let data = ConfigData { certificates: BTreeMap::new(), ..everything() };
-    let v2 = encoded(&data)?;
-    let end = v2.len() - 8;
-    assert_eq!(&v2[end - 8..end], &[0u8; 8], "the empty certificates table");
-    let mut v1 = v2[..end - 8].to_vec();
-    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-    v1.extend_from_slice(b"END.");
-    let crc = crc32fast::hash(&v1);
-    v1.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!(decoded(&v1)?, data);
+    let data = ConfigData { certificates: BTreeMap::new(), certificate_bindings: BTreeMap::new(), ..everything() };
+    let now = encoded(&data)?;
+    assert_eq!(decoded(&older(&now, 2, 1))?, data);
     // And a format this build does not know is refused.
-    let mut v4 = v2.clone();
-    v4[8..12].copy_from_slice(&4u32.to_le_bytes());
-    assert!(decoded(&v4).is_err());
+    let mut v5 = now.clone();
+    v5[8..12].copy_from_slice(&5u32.to_le_bytes());
+    assert!(decoded(&v5).is_err());
+    Ok(())
+}
+
+#[test]
+fn a_copy_in_format_3_loads_without_certificate_bindings() -> std::io::Result<()> {
+    let data = ConfigData { certificate_bindings: BTreeMap::new(), ..everything() };
+    let v3 = older(&encoded(&data)?, 1, 3);
+    assert_eq!(decoded(&v3)?, data);
+    // Bindings written under format 3 would be read as what follows the tables: refused.
+    let with = encoded(&everything())?;
+    let mut mislabelled = with[..with.len() - 4].to_vec();
+    mislabelled[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32fast::hash(&mislabelled);
+    mislabelled.extend_from_slice(&crc.to_le_bytes());
+    let msg = decoded(&mislabelled).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("does not end where its tables do"), "{msg}");
     Ok(())
 }
 
 #[test]
 fn an_api_row_of_format_2_ends_before_upstream_tls() -> Result<(), super::field::DecodeError> {
     use super::field::{Dec, Field};
-    let api = ApiDef { upstream_tls: None, ..everything().apis[&id(1)].clone() };
+    let api = ApiDef { upstream_tls: None, mtls: None, ..everything().apis[&id(1)].clone() };
     let mut row = Vec::new();
     api.put(&mut row);
-    // Format 3 adds one field at the end: an absent option is its one tag byte.
+    // Formats 3 and 4 add one field each at the end: an absent option is its one tag byte.
+    assert_eq!(row.pop(), Some(0));
+    let mut d = Dec::new(&row);
+    assert_eq!(ApiDef::get(&mut d)?, api, "a format 3 row");
+    assert!(d.is_done());
     assert_eq!(row.pop(), Some(0));
     let mut d = Dec::new(&row);
     assert_eq!(ApiDef::get(&mut d)?, api);

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{FileApi, FilePlan, FileRoute, FileTokenBinding, id};
-use crate::config::model::{ConfigData, TokenBindingDef};
+use super::{FileApi, FileCertificateBinding, FilePlan, FileRoute, FileTokenBinding, id};
+use crate::config::model::{CertificateBindingDef, ConfigData, TokenBindingDef};
 
 /// The accepted `auth_methods` values.
-const AUTH_METHODS: [&str; 4] = ["key_auth", "jwt", "introspection", "anonymous"];
+const AUTH_METHODS: [&str; 5] = ["key_auth", "jwt", "introspection", "mtls", "anonymous"];
 /// Largest request cost (route `cost`, plan `route_costs`).
 const MAX_COST: i32 = 1_000_000;
 
@@ -28,10 +28,13 @@ pub(super) fn check_api_auth(a: &FileApi) -> anyhow::Result<()> {
         );
     }
     check_methods(&a.auth_methods)?;
-    for (field, value) in [("jwt", &a.jwt), ("introspection", &a.introspection)] {
+    for (field, value) in [("jwt", &a.jwt), ("introspection", &a.introspection), ("mtls", &a.mtls)] {
         anyhow::ensure!(value.as_ref().is_none_or(|v| v.is_object()), "{field} must be a mapping");
         let listed = a.auth_methods.iter().any(|m| m == field);
         anyhow::ensure!(!listed || value.is_some(), "auth_methods lists {field} but there are no {field} settings");
+    }
+    if let Some(mtls) = &a.mtls {
+        crate::pki::MtlsSettings::from_value(mtls).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
@@ -53,7 +56,7 @@ pub(super) fn check_route(a: &FileApi, r: &FileRoute) -> anyhow::Result<()> {
     check_cost(r.cost)?;
     let Some(methods) = &r.auth_methods else { return Ok(()) };
     check_methods(methods)?;
-    for (field, value) in [("jwt", &a.jwt), ("introspection", &a.introspection)] {
+    for (field, value) in [("jwt", &a.jwt), ("introspection", &a.introspection), ("mtls", &a.mtls)] {
         let listed = methods.iter().any(|m| m == field);
         anyhow::ensure!(!listed || value.is_some(), "auth_methods lists {field} but the API has no {field} settings");
     }
@@ -95,6 +98,45 @@ pub(super) fn add_token_binding(
     Ok(())
 }
 
+pub(super) fn add_certificate_binding(
+    data: &mut ConfigData,
+    consumer_id: Uuid,
+    consumer: &str,
+    b: &FileCertificateBinding,
+) -> anyhow::Result<()> {
+    let (fingerprint, subject) = match (&b.fingerprint, &b.subject) {
+        (Some(f), None) => {
+            let hex = crate::pki::parse_fingerprint(f).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a certificate binding of consumer {consumer:?}: fingerprint {f:?} is not 64 hex digits"
+                )
+            })?;
+            (Some(hex), None)
+        }
+        (None, Some(s)) => {
+            anyhow::ensure!(
+                crate::pki::valid_subject(s),
+                "a certificate binding of consumer {consumer:?}: subject must be 1-1000 characters, no control characters"
+            );
+            (None, Some(s.clone()))
+        }
+        _ => {
+            anyhow::bail!("a certificate binding of consumer {consumer:?} needs exactly one of fingerprint and subject")
+        }
+    };
+    let bid = match (&fingerprint, &subject) {
+        (Some(f), _) => id(&["certificate_binding", "fingerprint", f]),
+        (_, s) => id(&["certificate_binding", "subject", s.as_deref().unwrap_or_default()]),
+    };
+    anyhow::ensure!(
+        !data.certificate_bindings.contains_key(&bid),
+        "certificate binding {} (consumer {consumer:?}) is defined twice",
+        fingerprint.as_deref().or(subject.as_deref()).unwrap_or_default()
+    );
+    data.certificate_bindings.insert(bid, CertificateBindingDef { id: bid, consumer_id, fingerprint, subject });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{id, parse};
@@ -117,6 +159,9 @@ apis:
 consumers:
   - name: acme
     token_bindings: [{issuer: "https://idp.example.com/", subject: "svc-1"}]
+    certificate_bindings:
+      - {fingerprint: "AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB"}
+      - {subject: "svc-orders"}
 "#;
 
     #[test]
@@ -134,6 +179,12 @@ consumers:
         assert_eq!(data.plans[&id(&["plan", "orders", "gold"])].route_costs.get(&search), Some(&5));
         let binding = data.token_bindings.values().next().map(|b| (b.consumer_id, b.subject.as_str()));
         assert_eq!(binding, Some((id(&["consumer", "acme"]), "svc-1")));
+        let certs: Vec<_> =
+            data.certificate_bindings.values().map(|b| (b.fingerprint.clone(), b.subject.clone())).collect();
+        assert_eq!(certs.len(), 2);
+        assert!(certs.contains(&(Some("ab".repeat(32)), None)), "{certs:?}");
+        assert!(certs.contains(&(None, Some("svc-orders".to_owned()))), "{certs:?}");
+        assert!(data.certificate_bindings.values().all(|b| b.consumer_id == id(&["consumer", "acme"])));
         Ok(())
     }
 
@@ -156,6 +207,19 @@ consumers:
                 "defined twice",
             ),
             ("consumers: [{name: a, token_bindings: [{issuer: '', subject: s}]}]", "1-2000"),
+            ("apis: [{name: a, auth_methods: [mtls]}]", "no mtls settings"),
+            ("apis: [{name: a, mtls: {ca_bundle: nope}}]", "mtls/ca_bundle: holds no PEM"),
+            ("apis: [{name: a, mtls: {ca: x}}]", "unknown field"),
+            ("apis: [{name: a, routes: [{name: r, paths: [/], auth_methods: [mtls]}]}]", "no mtls settings"),
+            ("consumers: [{name: a, certificate_bindings: [{}]}]", "exactly one of fingerprint and subject"),
+            ("consumers: [{name: a, certificate_bindings: [{fingerprint: ab, subject: s}]}]", "exactly one"),
+            ("consumers: [{name: a, certificate_bindings: [{fingerprint: abc}]}]", "64 hex digits"),
+            ("consumers: [{name: a, certificate_bindings: [{subject: ''}]}]", "1-1000 characters"),
+            (
+                "consumers: [{name: a, certificate_bindings: [{subject: s}]}, \
+                 {name: b, certificate_bindings: [{subject: s}]}]",
+                "defined twice",
+            ),
         ];
         for (text, needle) in cases {
             let err = parse(text).err().map(|e| e.to_string()).unwrap_or_default();

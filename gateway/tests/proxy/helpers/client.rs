@@ -124,10 +124,20 @@ pub async fn h2_connection(
     addr: std::net::SocketAddr,
 ) -> (hyper::client::conn::http2::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    h2_over(tcp).await
+}
+
+/// An HTTP/2 client connection over `io` (a TCP or TLS stream), driven by a task.
+pub async fn h2_over<T>(
+    io: T,
+) -> (hyper::client::conn::http2::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = within(
         WAIT,
         "an HTTP/2 handshake",
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)),
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(io)),
     )
     .await
     .expect("an HTTP/2 handshake");

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod pki;
 pub mod raw;
 pub mod upstream;
 

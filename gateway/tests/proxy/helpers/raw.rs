@@ -62,6 +62,17 @@ impl Raw {
         Raw { reader: Box::new(reader), writer: Some(Box::new(writer)), buf: Vec::new() }
     }
 
+    /// Connects over TLS with the client settings `config`, asking for `name` (SNI).
+    pub async fn connect_tls_with(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<Raw> {
+        let tls = within(WAIT, "TLS handshake", tls_stream_with(addr, config, name)).await?;
+        let (reader, writer) = tokio::io::split(tls);
+        Ok(Raw { reader: Box::new(reader), writer: Some(Box::new(writer)), buf: Vec::new() })
+    }
+
     /// Connects over TLS, trusting only `ca` (DER), asking for `name` (SNI) and offering
     /// `alpn`.
     pub async fn connect_tls(addr: SocketAddr, ca: &[u8], name: &str, alpn: &[&[u8]]) -> Raw {
@@ -254,7 +265,16 @@ pub async fn tls_stream(
     roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(std::io::Error::other)?;
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tls_stream_with(addr, Arc::new(config), name).await
+}
+
+/// A TLS client connection with the client settings `config`.
+pub async fn tls_stream_with(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(config);
     let server = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(std::io::Error::other)?;
     connector.connect(server, TcpStream::connect(addr).await?).await
 }
