@@ -58,6 +58,58 @@ pub enum Command {
     /// Secrets-key chores: make a key, reseal stored secrets after a rotation.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// GitOps: the configuration as a declarative file — export it, compare a file with
+    /// the database, apply a file in one transaction.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `tollgate config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Writes the configuration gateways enforce as the YAML DB-less gateways read (ids
+    /// included; secrets sealed, keys hashed; developers' apps left out).
+    Export(ExportArgs),
+    /// Prints what `apply` would change (+ create, ~ update, - delete), changing nothing;
+    /// exits 2 when there are changes.
+    Diff(ApplyArgs),
+    /// Makes the database hold what FILE says, in one transaction through the admin's
+    /// operations (validated and audited; gateways see one change). A file with an error
+    /// changes nothing.
+    Apply(ApplyArgs),
+}
+
+/// Flags of `tollgate config export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub secrets: SecretsFlags,
+}
+
+/// Flags of `tollgate config diff` and `tollgate config apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The declarative file (`-` for standard input).
+    pub file: std::path::PathBuf,
+    /// Also delete what the file does not name (developers' apps and revoked keys are
+    /// never deleted).
+    #[arg(long)]
+    pub prune: bool,
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Accept authentication URLs (JWKS, introspection) on private addresses, as the admin's
+    /// flag of the same name.
+    #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_AUTH_URLS")]
+    pub allow_private_auth_urls: bool,
+    #[command(flatten)]
+    pub secrets: SecretsFlags,
 }
 
 /// `tollgate secrets ...`.

@@ -113,6 +113,69 @@ pub async fn secrets(cmd: crate::cli::SecretsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `tollgate config ...`: export, diff, apply. `diff` exits 2 when the file would change
+/// something (so scripts can tell), 0 when not.
+pub async fn config(cmd: crate::cli::ConfigCommand) -> anyhow::Result<()> {
+    use tollgate_admin::gitops::export;
+    match cmd {
+        crate::cli::ConfigCommand::Export(args) => {
+            let keyring = args.secrets.keyring()?;
+            let pool = connect(&args.database_url).await?;
+            let file = export::export(&pool, keyring.as_deref()).await?;
+            pool.close().await;
+            let text = export::to_yaml(&file)?;
+            match args.output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        crate::cli::ConfigCommand::Diff(args) => {
+            let outcome = run_file(&args, false).await?;
+            if outcome.steps.is_empty() {
+                println!("No changes.");
+                return Ok(());
+            }
+            for step in &outcome.steps {
+                println!("{step}");
+            }
+            println!("{} change(s); `tollgate config apply` makes them.", outcome.steps.len());
+            std::process::exit(2);
+        }
+        crate::cli::ConfigCommand::Apply(args) => {
+            let outcome = run_file(&args, true).await?;
+            for step in &outcome.steps {
+                println!("{step}");
+            }
+            match outcome.steps.len() {
+                0 => println!("No changes: the database already holds this file."),
+                n => println!("Applied {n} change(s) in one transaction."),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_file(
+    args: &crate::cli::ApplyArgs,
+    commit: bool,
+) -> anyhow::Result<tollgate_admin::gitops::apply::Outcome> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let keyring = args.secrets.keyring()?;
+    let pool = connect(&args.database_url).await?;
+    let state = tollgate_admin::state::AppState::for_config_files(pool.clone(), keyring, args.allow_private_auth_urls);
+    let who = tollgate_admin::change::Actor::system().named("tollgate config apply");
+    let outcome = tollgate_admin::gitops::apply::apply(&state, &who, &text, args.prune, commit).await;
+    pool.close().await;
+    outcome.map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))
+}
+
 /// The node's id: `explicit` (`--node-id`), else the one kept in `state_dir` (created on
 /// first start), so a restarted node is the same node to the control plane.
 pub async fn node_id(state_dir: &std::path::Path, explicit: Option<uuid::Uuid>) -> anyhow::Result<uuid::Uuid> {

@@ -60,6 +60,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Gateway(args) => commands::gateway(*args).await,
         Command::Migrate(args) => commands::migrate(args).await,
         Command::Secrets(cmd) => commands::secrets(cmd).await,
+        Command::Config(cmd) => commands::config(cmd).await,
     }
 }
 

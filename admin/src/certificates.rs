@@ -309,14 +309,38 @@ pub async fn create_certificate(
     State(state): State<AppState>,
     Body(input): Body<CertificateInput>,
 ) -> ApiResult<Tagged<Certificate>> {
-    let id = Uuid::now_v7();
-    let prepared = prepare(&state, id, &input)?;
     let mut tx = state.db().begin().await?;
-    let row: Certificate = resource::insert::<Certificate>(&mut tx, id, None, &prepared).await?;
-    change::record(&mut tx, &who.actor(), Change::create(Certificate::KIND, id, serde_json::to_value(&row)?)).await?;
+    let row = store_in(&mut tx, &state, &who.actor(), Uuid::now_v7(), &input, None).await?;
     tx.commit().await?;
     let version = row.version;
     Ok(Tagged::created(row, version))
+}
+
+/// Stores certificate `id` from `input` inside the caller's transaction: a new one, or a
+/// replacement of `current` (which the caller fetched for update), recording the change.
+pub async fn store_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    state: &AppState,
+    who: &crate::change::Actor,
+    id: Uuid,
+    input: &CertificateInput,
+    current: Option<&Certificate>,
+) -> ApiResult<Certificate> {
+    let prepared = prepare(state, id, input)?;
+    let (row, change) = match current {
+        None => {
+            let row: Certificate = resource::insert::<Certificate>(tx, id, None, &prepared).await?;
+            let change = Change::create(Certificate::KIND, id, serde_json::to_value(&row)?);
+            (row, change)
+        }
+        Some(current) => {
+            let row: Certificate = resource::update::<Certificate>(tx, id, &prepared).await?;
+            let before = serde_json::to_value(current)?;
+            (row.clone(), Change::update(Certificate::KIND, id, before, serde_json::to_value(&row)?))
+        }
+    };
+    change::record(tx, who, change).await?;
+    Ok(row)
 }
 
 /// Replaces a certificate and its key (a renewal): same id, new version; gateways serve the
@@ -335,15 +359,13 @@ pub async fn replace_certificate(
     Body(input): Body<CertificateInput>,
 ) -> ApiResult<Tagged<Certificate>> {
     let id = *ids.first().ok_or_else(|| ApiError::not_found(Certificate::KIND))?;
-    let prepared = prepare(&state, id, &input)?;
+    prepare(&state, id, &input)?;
     let mut tx = state.db().begin().await?;
     let current: Certificate = resource::fetch_for_update::<Certificate>(&mut tx, id, None)
         .await?
         .ok_or_else(|| ApiError::not_found(Certificate::KIND))?;
     if_match.check(current.version)?;
-    let row: Certificate = resource::update::<Certificate>(&mut tx, id, &prepared).await?;
-    let change = Change::update(Certificate::KIND, id, serde_json::to_value(&current)?, serde_json::to_value(&row)?);
-    change::record(&mut tx, &who.actor(), change).await?;
+    let row = store_in(&mut tx, &state, &who.actor(), id, &input, Some(&current)).await?;
     tx.commit().await?;
     let version = row.version;
     Ok(Tagged::ok(row, version))

@@ -38,6 +38,12 @@ impl Actor {
         Self { kind: "developer", id: Some(id), name: email.to_owned(), request_id, reason: None }
     }
 
+    /// The same actor under another name (the platform's tools name themselves).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
     /// The same actor, stating why (an empty reason states nothing).
     pub fn with_reason(mut self, reason: &str) -> Self {
         let reason = reason.trim();

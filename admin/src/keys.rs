@@ -172,6 +172,39 @@ pub async fn issue(
     Ok(CreatedKey { key, secret: new.secret })
 }
 
+/// Stores a key known only by its SHA-256 (`tollgate config apply`) for `consumer_id`
+/// inside `tx`, recording it: `prefix` is what the admin shows of it.
+pub async fn import_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    who: &Actor,
+    consumer_id: Uuid,
+    id: Uuid,
+    hash: [u8; 32],
+    input: &KeyInput,
+    prefix: &str,
+) -> ApiResult<ApiKey> {
+    validate(input)?;
+    ops::ensure_parent(tx, Some(Parent { kind: "consumer", table: "consumers", id: consumer_id })).await?;
+    let imported = Imported { input, prefix, hash };
+    let key: ApiKey = resource::insert::<ApiKey>(tx, id, Some(consumer_id), &imported).await?;
+    change::record(tx, who, Change::create(ApiKey::KIND, key.id, serde_json::to_value(&key)?)).await?;
+    Ok(key)
+}
+
+/// A key's columns when only its hash is known.
+struct Imported<'a> {
+    input: &'a KeyInput,
+    prefix: &'a str,
+    hash: [u8; 32],
+}
+
+impl Columns for Imported<'_> {
+    fn columns(&self, w: &mut ColumnWriter<'_>) {
+        self.input.columns(w);
+        w.col("prefix", self.prefix).col("key_hash", &self.hash[..]);
+    }
+}
+
 async fn lock_key(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, consumer_id: Uuid, id: Uuid) -> ApiResult<ApiKey> {
     ops::ensure_parent(tx, Some(Parent { kind: "consumer", table: "consumers", id: consumer_id })).await?;
     resource::fetch_for_update::<ApiKey>(tx, id, Some(consumer_id))

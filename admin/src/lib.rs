@@ -19,6 +19,7 @@ pub mod documents;
 pub mod edge_auth;
 pub mod error;
 pub mod extract;
+pub mod gitops;
 pub mod health;
 pub mod keys;
 pub mod mail;

@@ -91,20 +91,32 @@ pub async fn create<R: Resource>(
     state: &AppState,
     who: &Actor,
     parent: Option<Parent>,
-    mut input: R::Input,
+    input: R::Input,
 ) -> ApiResult<Tagged<R>> {
-    R::carry_over(&mut input, None)?;
-    validate(&input)?;
     let mut tx = state.db().begin().await?;
-    ensure_parent(&mut tx, parent).await?;
-    R::check(Write { conn: &mut tx, state, parent: parent.map(|p| p.id), current: None }, &input).await?;
-    let id = Uuid::now_v7();
-    R::seal_secrets(&mut input, id, state)?;
-    let row: R = resource::insert::<R>(&mut tx, id, parent.map(|p| p.id), &input).await?;
-    record::<R>(&mut tx, who, Change::create(R::KIND, row.id(), json(&row)?)).await?;
+    let row: R = create_in(&mut tx, state, who, parent, Uuid::now_v7(), input).await?;
     tx.commit().await?;
     let version = row.version();
     Ok(Tagged::created(row, version))
+}
+
+/// [`create`] inside the caller's transaction, with the id the caller chose.
+pub async fn create_in<R: Resource>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    state: &AppState,
+    who: &Actor,
+    parent: Option<Parent>,
+    id: Uuid,
+    mut input: R::Input,
+) -> ApiResult<R> {
+    R::carry_over(&mut input, None)?;
+    validate(&input)?;
+    ensure_parent(tx, parent).await?;
+    R::check(Write { conn: tx, state, parent: parent.map(|p| p.id), current: None }, &input).await?;
+    R::seal_secrets(&mut input, id, state)?;
+    let row: R = resource::insert::<R>(tx, id, parent.map(|p| p.id), &input).await?;
+    record::<R>(tx, who, Change::create(R::KIND, row.id(), json(&row)?)).await?;
+    Ok(row)
 }
 
 /// One entity.
@@ -138,15 +150,35 @@ pub async fn patch<R: Resource>(
     if_match: IfMatch,
     patch: Value,
 ) -> ApiResult<Tagged<R>> {
+    let mut tx = state.db().begin().await?;
+    let (row, changed) = patch_in::<R>(&mut tx, state, who, parent, id, Some(&if_match), patch).await?;
+    if !changed.is_empty() {
+        tx.commit().await?;
+    }
+    let version = row.version();
+    Ok(Tagged::ok(row, version))
+}
+
+/// [`patch`] inside the caller's transaction (with `If-Match` when given): the entity, and
+/// the writable fields that changed (an unchanged entity is not written, audited or
+/// announced).
+pub async fn patch_in<R: Resource>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    state: &AppState,
+    who: &Actor,
+    parent: Option<Parent>,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+    patch: Value,
+) -> ApiResult<(R, Vec<String>)> {
     if !patch.is_object() {
         return Err(ApiError::validation(vec![FieldError {
             pointer: String::new(),
             detail: "a merge patch must be a JSON object".into(),
         }]));
     }
-    let mut tx = state.db().begin().await?;
-    ensure_parent(&mut tx, parent).await?;
-    let mut current: R = resource::fetch_for_update::<R>(&mut tx, id, parent.map(|p| p.id))
+    ensure_parent(tx, parent).await?;
+    let mut current: R = resource::fetch_for_update::<R>(tx, id, parent.map(|p| p.id))
         .await?
         .ok_or_else(|| ApiError::not_found(R::KIND))?;
     current.open_secrets(state)?;
@@ -160,21 +192,28 @@ pub async fn patch<R: Resource>(
     let mut input: R::Input = crate::extract::parse_json(&serde_json::to_vec(&merged)?)?;
     R::carry_over(&mut input, Some(&current))?;
     validate(&input)?;
-    let write = Write { conn: &mut tx, state, parent: parent.map(|p| p.id), current: Some(&current) };
+    let write = Write { conn: tx, state, parent: parent.map(|p| p.id), current: Some(&current) };
     R::check(write, &input).await?;
     // Preconditions come after the request itself is known to be acceptable (RFC 9110
     // §13.2.1): an invalid patch is a 422 whatever version it names.
-    if_match.check(current.version())?;
-    if json(&input)? == base {
-        let version = current.version();
-        return Ok(Tagged::ok(current, version));
+    if let Some(if_match) = if_match {
+        if_match.check(current.version())?;
+    }
+    let after = json(&input)?;
+    let changed: Vec<String> = match (&base, &after) {
+        (Value::Object(b), Value::Object(a)) => {
+            a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+        }
+        _ if base != after => vec![String::new()],
+        _ => Vec::new(),
+    };
+    if changed.is_empty() {
+        return Ok((current, changed));
     }
     R::seal_secrets(&mut input, id, state)?;
-    let row: R = resource::update::<R>(&mut tx, id, &input).await?;
-    record::<R>(&mut tx, who, Change::update(R::KIND, id, json(&current)?, json(&row)?)).await?;
-    tx.commit().await?;
-    let version = row.version();
-    Ok(Tagged::ok(row, version))
+    let row: R = resource::update::<R>(tx, id, &input).await?;
+    record::<R>(tx, who, Change::update(R::KIND, id, json(&current)?, json(&row)?)).await?;
+    Ok((row, changed))
 }
 
 /// Deletes the entity (and what cascades from it), recording the change.
@@ -186,15 +225,29 @@ pub async fn delete<R: Resource>(
     if_match: IfMatch,
 ) -> ApiResult<StatusCode> {
     let mut tx = state.db().begin().await?;
-    ensure_parent(&mut tx, parent).await?;
-    let current: R = resource::fetch_for_update::<R>(&mut tx, id, parent.map(|p| p.id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(R::KIND))?;
-    if_match.check(current.version())?;
-    resource::delete::<R>(&mut tx, id).await.map_err(|e| ApiError::from_delete(e, R::KIND))?;
-    record::<R>(&mut tx, who, Change::delete(R::KIND, id, json(&current)?)).await?;
+    delete_in::<R>(&mut tx, who, parent, id, Some(&if_match)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// [`delete`] inside the caller's transaction (with `If-Match` when given).
+pub async fn delete_in<R: Resource>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    who: &Actor,
+    parent: Option<Parent>,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+) -> ApiResult<()> {
+    ensure_parent(tx, parent).await?;
+    let current: R = resource::fetch_for_update::<R>(tx, id, parent.map(|p| p.id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(R::KIND))?;
+    if let Some(if_match) = if_match {
+        if_match.check(current.version())?;
+    }
+    resource::delete::<R>(tx, id).await.map_err(|e| ApiError::from_delete(e, R::KIND))?;
+    record::<R>(tx, who, Change::delete(R::KIND, id, json(&current)?)).await?;
+    Ok(())
 }
 
 /// The first field `patch` resets (sets to `null`) that `base` does not have. Merging would

@@ -58,6 +58,21 @@ impl AppState {
         Self::new(db, config)
     }
 
+    /// The state `tollgate config apply` runs the operations with: default settings, the
+    /// secrets key (to open what a file holds sealed and seal what it writes) and the
+    /// operator's SSRF policy for authentication URLs.
+    pub fn for_config_files(
+        db: PgPool,
+        secrets: Option<Arc<tollgate_gateway::seal::Keyring>>,
+        allow_private_auth_urls: bool,
+    ) -> Self {
+        let secret = crate::auth::random_token("", 32);
+        let mut config = AdminConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), secret.into());
+        config.secrets = secrets;
+        config.allow_private_auth_urls = allow_private_auth_urls;
+        Self::new(db, config)
+    }
+
     /// The gateways' Redis counters (read only), when configured.
     pub fn redis(&self) -> Option<&RedisCounter> {
         self.0.redis.as_ref()

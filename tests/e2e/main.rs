@@ -4,6 +4,7 @@
 mod cold_start;
 mod demo;
 mod dev;
+mod gitops;
 mod live_config;
 mod outage;
 mod plans;

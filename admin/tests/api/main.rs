@@ -8,6 +8,7 @@ mod certificates;
 mod crud;
 mod edge_auth;
 mod gateway_config;
+mod gitops;
 mod hardening;
 mod helpers;
 mod keys;

@@ -91,11 +91,11 @@ pub fn any_leaf(der: &[u8]) -> Result<Leaf, String> {
 
 /// A certificate of the declarative file: the chain and key as PEM; its names and expiry
 /// read from the leaf. Refused (with why) when the chain does not parse or the key is not
-/// the leaf's.
+/// the leaf's. Without a key (a sealed one, which the caller sets), only the chain is read.
 pub fn from_pem(
     id: uuid::Uuid,
     chain_pem: &str,
-    key_pem: &str,
+    key_pem: Option<&str>,
     is_default: bool,
     client: bool,
 ) -> Result<CertificateDef, String> {
@@ -107,12 +107,14 @@ pub fn from_pem(
     let def = CertificateDef {
         id,
         cert_pem: chain_pem.to_owned(),
-        key: CertKey::Pem(key_pem.to_owned()),
+        key: CertKey::Pem(key_pem.unwrap_or_default().to_owned()),
         names: leaf.names,
         not_after: leaf.not_after,
         is_default,
         client,
     };
-    certified_key(&def, None, &rustls::crypto::aws_lc_rs::default_provider())?;
+    if key_pem.is_some() {
+        certified_key(&def, None, &rustls::crypto::aws_lc_rs::default_provider())?;
+    }
     Ok(def)
 }

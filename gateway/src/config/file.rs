@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::model::{ApiDef, ConfigData, ConsumerDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef, TargetDef};
+use super::model::{
+    ApiDef, CertKey, CertificateDef, ConfigData, ConsumerDef, KeyDef, KeyHash, PlanDef, RouteDef, SubscriptionDef,
+    TargetDef,
+};
 use super::pg::Changed;
 use super::source::Sink;
 
@@ -24,22 +27,25 @@ const POLL: Duration = Duration::from_secs(1);
 const NAMESPACE: Uuid = Uuid::from_u128(0x7467_6174_655f_636f_6e66_6967_5f76_3100);
 
 /// The file's top level.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub apis: Vec<FileApi>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub consumers: Vec<FileConsumer>,
     /// TLS certificates of the HTTPS listener (`--tls-listen`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub certificates: Vec<FileCertificate>,
 }
 
 /// A TLS certificate: the chain and its key as PEM (YAML block scalars, `|`).
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCertificate {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     /// Names it in messages (and derives its id).
     pub name: String,
     /// The chain, leaf first.
@@ -96,9 +102,12 @@ fn default_cost() -> i32 {
 }
 
 /// An API with its targets, routes and plans.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileApi {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub name: String,
     #[serde(default = "default_protocol")]
     pub upstream_protocol: String,
@@ -118,55 +127,58 @@ pub struct FileApi {
     pub auth_methods: Vec<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passive_health: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
     pub canary_weight: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_header: Option<String>,
     /// Header carrying the API key.
     #[serde(default = "default_key_header")]
     pub key_header: String,
     /// Query parameter also accepted for the API key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_query_param: Option<String>,
     /// Remove credentials before proxying.
     #[serde(default = "default_true")]
     pub hide_credentials: bool,
     /// JWT settings (`docs/auth.md`); required when `auth_methods` lists `jwt`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<serde_json::Value>,
     /// Token introspection settings; required when `auth_methods` lists `introspection`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection: Option<serde_json::Value>,
     /// Name of the plan (of this API) limiting anonymous callers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_plan: Option<String>,
     /// TLS to the upstreams: `ca_bundle` (PEM), `verify`, `server_name`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_tls: Option<serde_json::Value>,
     /// Client-certificate authentication: `ca_bundle` (PEM); required when `auth_methods`
     /// lists `mtls`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub targets: Vec<FileTarget>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub routes: Vec<FileRoute>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub plans: Vec<FilePlan>,
 }
 
 /// An upstream target.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTarget {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub host: String,
     pub port: i32,
     #[serde(default = "default_weight")]
@@ -178,23 +190,26 @@ pub struct FileTarget {
 }
 
 /// A route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub hosts: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub paths: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub methods: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub headers: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub query: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub strip_path: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite_path: Option<String>,
     #[serde(default)]
     pub priority: i32,
@@ -202,28 +217,36 @@ pub struct FileRoute {
     #[serde(default = "default_cost")]
     pub cost: i32,
     /// Overrides the API's `auth_methods`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_methods: Option<Vec<String>>,
 }
 
 /// A plan.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePlan {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_minute: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_hour: Option<i32>,
     #[serde(default)]
     pub burst: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_per_day: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_per_month: Option<i64>,
     #[serde(default = "default_limit_mode")]
     pub limit_mode: String,
     #[serde(default = "default_failure_policy")]
     pub redis_failure_policy: String,
     /// Route name (of this API) → cost, overriding the route's own.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub route_costs: BTreeMap<String, i32>,
 }
 
@@ -235,99 +258,223 @@ fn default_failure_policy() -> String {
 }
 
 /// A consumer with its keys and subscriptions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConsumer {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
     /// Plain keys (hashed on load) or their SHA-256 (`key_hash`, hex).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub keys: Vec<FileKey>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub subscriptions: Vec<FileSubscription>,
     /// Tokens (issuer + subject) that identify this consumer.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub token_bindings: Vec<FileTokenBinding>,
     /// Client certificates (fingerprint or subject name) that identify this consumer.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub certificate_bindings: Vec<FileCertificateBinding>,
+    /// A disabled consumer is refused (403) whatever its credentials.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
 }
 
 /// A client certificate identifying a consumer: exactly one of the leaf's SHA-256
 /// `fingerprint` (hex, `:` separators allowed) and a `subject` name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCertificateBinding {
-    #[serde(default)]
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
 }
 
 /// A token issuer and subject identifying a consumer (JWT or introspection).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTokenBinding {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub issuer: String,
     pub subject: String,
 }
 
 /// An API key, in clear or as its SHA-256.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileKey {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_hash: Option<KeyHash>,
+    /// When the key stops working (RFC 3339); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// The admin's label and displayed start of the key (gateways ignore both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 /// A subscription by API and plan name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSubscription {
+    /// The entity's id (as `config export` writes it); absent: derived from its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     pub api: String,
     pub plan: String,
+    /// `active` (the default), `pending` or `suspended` (both refused, 403).
+    #[serde(default = "default_status")]
+    pub status: String,
+}
+
+fn default_status() -> String {
+    "active".into()
+}
+
+/// Whether a collection is empty (fields left out of `config export`'s output).
+fn is_empty<T>(c: &T) -> bool
+where
+    for<'a> &'a T: IntoIterator,
+{
+    c.into_iter().next().is_none()
 }
 
 fn id(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\u{0}").as_bytes())
 }
 
-/// Parses and converts a declarative file; errors name what is wrong.
+/// The ids of the file's named entities, which other entities refer to by name: given
+/// (`id:`) or derived from the names.
+#[derive(Default)]
+pub(crate) struct Names {
+    certificates: BTreeMap<String, Uuid>,
+    apis: BTreeMap<String, Uuid>,
+    /// By (API name, route name) ...
+    routes: BTreeMap<(String, String), Uuid>,
+    /// ... and (API name, plan name).
+    plans: BTreeMap<(String, String), Uuid>,
+}
+
+impl Names {
+    fn of(file: &FileConfig) -> anyhow::Result<Self> {
+        let mut n = Names::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &file.certificates {
+            let what = || format!("certificate {:?}", c.name);
+            let derived = || id(&["certificate", &c.name]);
+            claim(&mut n.certificates, &mut seen, c.name.clone(), c.id, derived, what)?;
+        }
+        for a in &file.apis {
+            claim(
+                &mut n.apis,
+                &mut seen,
+                a.name.clone(),
+                a.id,
+                || id(&["api", &a.name]),
+                || format!("API {:?}", a.name),
+            )?;
+            for r in &a.routes {
+                let what = || format!("route {:?} of API {:?}", r.name, a.name);
+                let key = (a.name.clone(), r.name.clone());
+                claim(&mut n.routes, &mut seen, key, r.id, || id(&["route", &a.name, &r.name]), what)?;
+            }
+            for p in &a.plans {
+                let what = || format!("plan {:?} of API {:?}", p.name, a.name);
+                let key = (a.name.clone(), p.name.clone());
+                claim(&mut n.plans, &mut seen, key, p.id, || id(&["plan", &a.name, &p.name]), what)?;
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn route(&self, api: &str, route: &str) -> Option<Uuid> {
+        self.routes.get(&(api.to_owned(), route.to_owned())).copied()
+    }
+
+    fn plan(&self, api: &str, plan: &str) -> Option<Uuid> {
+        self.plans.get(&(api.to_owned(), plan.to_owned())).copied()
+    }
+}
+
+/// Files `key` under its given id (else `derived`) in `map`: refused when the name is there
+/// already or another entity has the id.
+fn claim<K: Ord>(
+    map: &mut BTreeMap<K, Uuid>,
+    seen: &mut std::collections::BTreeSet<Uuid>,
+    key: K,
+    given: Option<Uuid>,
+    derived: impl FnOnce() -> Uuid,
+    what: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!map.contains_key(&key), "{} is defined twice", what());
+    let id = given.unwrap_or_else(derived);
+    anyhow::ensure!(seen.insert(id), "{} has an id another entity has ({id})", what());
+    map.insert(key, id);
+    Ok(())
+}
+
+/// Parses and converts a declarative file; errors name what is wrong (syntax errors with
+/// their line and column).
 pub fn parse(text: &str) -> anyhow::Result<ConfigData> {
     let file: FileConfig = serde_norway::from_str(text)?;
+    convert(&file)
+}
+
+/// Converts a parsed declarative file, checking what the format alone cannot.
+pub fn convert(file: &FileConfig) -> anyhow::Result<ConfigData> {
+    let names = Names::of(file)?;
     let mut data = ConfigData::default();
     // (Certificates first: an API's upstream TLS may name a client certificate.)
     for c in &file.certificates {
-        let cid = id(&["certificate", &c.name]);
-        anyhow::ensure!(!data.certificates.contains_key(&cid), "certificate {:?} is defined twice", c.name);
+        let cid = names.certificates[&c.name];
         anyhow::ensure!(
             !(c.client && c.default),
             "certificate {:?}: a client certificate cannot be the default",
             c.name
         );
-        let def = super::certs::from_pem(cid, &c.cert, &c.key, c.default, c.client)
-            .map_err(|why| anyhow::anyhow!("certificate {:?}: {why}", c.name))?;
+        let def = match crate::seal::is_sealed(&c.key) {
+            // Sealed (as `config export` writes it): opened, and checked, when indexed.
+            true => super::certs::from_pem(cid, &c.cert, None, c.default, c.client)
+                .map(|def| CertificateDef { key: CertKey::Sealed(c.key.clone()), ..def }),
+            false => super::certs::from_pem(cid, &c.cert, Some(&c.key), c.default, c.client),
+        }
+        .map_err(|why| anyhow::anyhow!("certificate {:?}: {why}", c.name))?;
         data.certificates.insert(cid, def);
     }
     for api in &file.apis {
-        add_api(&mut data, api)?;
+        add_api(&mut data, &names, api)?;
     }
     for c in &file.consumers {
-        add_consumer(&mut data, c)?;
+        add_consumer(&mut data, &names, c)?;
     }
     Ok(data)
 }
 
 /// An API's `upstream_tls` of the file as stored: the client certificate named by
 /// `client_certificate` (a client certificate of the file) becomes its id; then checked.
-fn file_upstream_tls(data: &ConfigData, tls: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+fn file_upstream_tls(data: &ConfigData, names: &Names, tls: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let mut tls = tls.clone();
     if let Some(obj) = tls.as_object_mut()
         && let Some(name) = obj.remove("client_certificate")
     {
         let name = name.as_str().ok_or_else(|| anyhow::anyhow!("upstream_tls/client_certificate: must be a name"))?;
-        let cid = id(&["certificate", name]);
+        let cid = names.certificates.get(name).copied().unwrap_or_default();
         match data.certificates.get(&cid) {
             Some(c) if c.client => {}
             Some(_) => {
@@ -341,23 +488,19 @@ fn file_upstream_tls(data: &ConfigData, tls: &serde_json::Value) -> anyhow::Resu
     Ok(tls)
 }
 
-fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
-    let api_id = id(&["api", &a.name]);
-    anyhow::ensure!(!data.apis.contains_key(&api_id), "API {:?} is defined twice", a.name);
+fn add_api(data: &mut ConfigData, names: &Names, a: &FileApi) -> anyhow::Result<()> {
+    let api_id = names.apis[&a.name];
     check_api_auth(a).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?;
     let upstream_tls = match &a.upstream_tls {
-        Some(tls) => Some(file_upstream_tls(data, tls).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?),
+        Some(tls) => Some(file_upstream_tls(data, names, tls).map_err(|e| anyhow::anyhow!("API {:?}: {e}", a.name))?),
         None => None,
     };
     let anonymous_plan_id = match &a.anonymous_plan {
-        Some(plan) => {
-            anyhow::ensure!(
-                a.plans.iter().any(|p| &p.name == plan),
-                "API {:?}: anonymous_plan {plan:?} is not one of its plans",
-                a.name
-            );
-            Some(id(&["plan", &a.name, plan]))
-        }
+        Some(plan) => Some(
+            names
+                .plan(&a.name, plan)
+                .ok_or_else(|| anyhow::anyhow!("API {:?}: anonymous_plan {plan:?} is not one of its plans", a.name))?,
+        ),
         None => None,
     };
     let def = ApiDef {
@@ -389,7 +532,14 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
     };
     data.apis.insert(api_id, def);
     for t in &a.targets {
-        let tid = id(&["target", &a.name, &t.host, &t.port.to_string()]);
+        let tid = t.id.unwrap_or_else(|| id(&["target", &a.name, &t.host, &t.port.to_string()]));
+        anyhow::ensure!(
+            !data.targets.contains_key(&tid),
+            "target {}:{} of API {:?} is defined twice",
+            t.host,
+            t.port,
+            a.name
+        );
         let def = TargetDef {
             id: tid,
             api_id,
@@ -402,7 +552,7 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
         data.targets.insert(tid, def);
     }
     for r in &a.routes {
-        let rid = id(&["route", &a.name, &r.name]);
+        let rid = names.routes[&(a.name.clone(), r.name.clone())];
         anyhow::ensure!(
             !r.hosts.is_empty() || !r.paths.is_empty(),
             "route {:?} of API {:?} needs a host or a path",
@@ -413,8 +563,9 @@ fn add_api(data: &mut ConfigData, a: &FileApi) -> anyhow::Result<()> {
         data.routes.insert(rid, route_def(rid, api_id, r));
     }
     for p in &a.plans {
-        let pid = id(&["plan", &a.name, &p.name]);
-        let costs = route_costs(a, p).map_err(|e| anyhow::anyhow!("plan {:?} of API {:?}: {e}", p.name, a.name))?;
+        let pid = names.plans[&(a.name.clone(), p.name.clone())];
+        let costs =
+            route_costs(names, a, p).map_err(|e| anyhow::anyhow!("plan {:?} of API {:?}: {e}", p.name, a.name))?;
         data.plans.insert(pid, plan_def(pid, api_id, p, costs));
     }
     Ok(())
@@ -455,8 +606,11 @@ fn plan_def(id: Uuid, api_id: Uuid, p: &FilePlan, route_costs: BTreeMap<Uuid, i3
     }
 }
 
-fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
-    let cid = id(&["consumer", &c.name]);
+fn add_consumer(data: &mut ConfigData, names: &Names, c: &FileConsumer) -> anyhow::Result<()> {
+    let cid = c.id.unwrap_or_else(|| id(&["consumer", &c.name]));
+    let twice =
+        data.consumers.values().any(|d| d.name.eq_ignore_ascii_case(&c.name)) || data.consumers.contains_key(&cid);
+    anyhow::ensure!(!twice, "consumer {:?} is defined twice", c.name);
     data.consumers.insert(
         cid,
         ConsumerDef {
@@ -464,7 +618,7 @@ fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
             name: c.name.clone(),
             developer_id: None,
             custom_id: c.custom_id.clone(),
-            enabled: true,
+            enabled: c.enabled,
         },
     );
     for (i, k) in c.keys.iter().enumerate() {
@@ -473,21 +627,35 @@ fn add_consumer(data: &mut ConfigData, c: &FileConsumer) -> anyhow::Result<()> {
             (None, Some(h)) => h,
             _ => anyhow::bail!("key {i} of consumer {:?} needs exactly one of key and key_hash", c.name),
         };
-        let kid = id(&["key", &c.name, &i.to_string()]);
-        data.keys.insert(&KeyDef { id: kid, consumer_id: cid, key_hash: hash, expires_at: None, revoked: false });
+        let expires_at = match &k.expires_at {
+            Some(at) => Some(
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| anyhow::anyhow!("key {i} of consumer {:?}: expires_at {at:?}: {e}", c.name))?
+                    .unix_timestamp(),
+            ),
+            None => None,
+        };
+        let kid = k.id.unwrap_or_else(|| id(&["key", &c.name, &i.to_string()]));
+        anyhow::ensure!(data.keys.get(&hash).is_none(), "key {i} of consumer {:?} is defined twice", c.name);
+        data.keys.insert(&KeyDef { id: kid, consumer_id: cid, key_hash: hash, expires_at, revoked: false });
     }
     for s in &c.subscriptions {
-        let api_id = id(&["api", &s.api]);
-        let plan_id = id(&["plan", &s.api, &s.plan]);
+        let api_id = names.apis.get(&s.api).copied();
+        let plan_id = names.plan(&s.api, &s.plan);
+        let (Some(api_id), Some(plan_id)) = (api_id, plan_id) else {
+            anyhow::bail!("consumer {:?} subscribes to unknown plan {}/{}", c.name, s.api, s.plan)
+        };
         anyhow::ensure!(
-            data.plans.contains_key(&plan_id),
-            "consumer {:?} subscribes to unknown plan {}/{}",
+            ["active", "pending", "suspended"].contains(&s.status.as_str()),
+            "consumer {:?}: the subscription to {} has status {:?} (active, pending or suspended)",
             c.name,
             s.api,
-            s.plan
+            s.status
         );
-        let sid = id(&["subscription", &c.name, &s.api]);
-        let def = SubscriptionDef { id: sid, consumer_id: cid, plan_id, api_id, status: "active".into() };
+        let sid = s.id.unwrap_or_else(|| id(&["subscription", &c.name, &s.api]));
+        let twice = data.subscriptions.values().any(|d| d.consumer_id == cid && d.api_id == api_id);
+        anyhow::ensure!(!twice, "consumer {:?} subscribes to {} twice", c.name, s.api);
+        let def = SubscriptionDef { id: sid, consumer_id: cid, plan_id, api_id, status: s.status.clone() };
         data.subscriptions.insert(sid, def);
     }
     for b in &c.token_bindings {

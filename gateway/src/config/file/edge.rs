@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{FileApi, FileCertificateBinding, FilePlan, FileRoute, FileTokenBinding, id};
+use super::{FileApi, FileCertificateBinding, FilePlan, FileRoute, FileTokenBinding, Names, id};
 use crate::config::model::{CertificateBindingDef, ConfigData, TokenBindingDef};
 
 /// The accepted `auth_methods` values.
@@ -64,13 +64,14 @@ pub(super) fn check_route(a: &FileApi, r: &FileRoute) -> anyhow::Result<()> {
 }
 
 /// A plan's `route_costs`, by route id: every name must be a route of the API.
-pub(super) fn route_costs(a: &FileApi, p: &FilePlan) -> anyhow::Result<BTreeMap<Uuid, i32>> {
+pub(super) fn route_costs(names: &Names, a: &FileApi, p: &FilePlan) -> anyhow::Result<BTreeMap<Uuid, i32>> {
     p.route_costs
         .iter()
         .map(|(route, &cost)| {
-            anyhow::ensure!(a.routes.iter().any(|r| &r.name == route), "route_costs names unknown route {route:?}");
+            let rid = names.route(&a.name, route);
+            let rid = rid.ok_or_else(|| anyhow::anyhow!("route_costs names unknown route {route:?}"))?;
             check_cost(cost).map_err(|e| anyhow::anyhow!("route_costs of {route:?}: {e}"))?;
-            Ok((id(&["route", &a.name, route]), cost))
+            Ok((rid, cost))
         })
         .collect()
 }
@@ -86,9 +87,10 @@ pub(super) fn add_token_binding(
         fits(&b.issuer) && fits(&b.subject),
         "a token binding of consumer {consumer:?} needs an issuer and a subject of 1-2000 characters"
     );
-    let bid = id(&["token_binding", &b.issuer, &b.subject]);
+    let bid = b.id.unwrap_or_else(|| id(&["token_binding", &b.issuer, &b.subject]));
+    let twice = data.token_bindings.values().any(|t| t.issuer == b.issuer && t.subject == b.subject);
     anyhow::ensure!(
-        !data.token_bindings.contains_key(&bid),
+        !twice && !data.token_bindings.contains_key(&bid),
         "token binding {:?}/{:?} (consumer {consumer:?}) is defined twice",
         b.issuer,
         b.subject
@@ -124,12 +126,13 @@ pub(super) fn add_certificate_binding(
             anyhow::bail!("a certificate binding of consumer {consumer:?} needs exactly one of fingerprint and subject")
         }
     };
-    let bid = match (&fingerprint, &subject) {
+    let bid = b.id.unwrap_or_else(|| match (&fingerprint, &subject) {
         (Some(f), _) => id(&["certificate_binding", "fingerprint", f]),
         (_, s) => id(&["certificate_binding", "subject", s.as_deref().unwrap_or_default()]),
-    };
+    });
+    let twice = data.certificate_bindings.values().any(|c| c.fingerprint == fingerprint && c.subject == subject);
     anyhow::ensure!(
-        !data.certificate_bindings.contains_key(&bid),
+        !twice && !data.certificate_bindings.contains_key(&bid),
         "certificate binding {} (consumer {consumer:?}) is defined twice",
         fingerprint.as_deref().or(subject.as_deref()).unwrap_or_default()
     );
