@@ -7,6 +7,7 @@
 pub mod apis;
 pub mod approvals;
 pub mod audit;
+pub mod certificates;
 pub mod dashboard;
 pub mod fields;
 pub mod import;
@@ -49,6 +50,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/developers/{id}/approve", post(approvals::approve_developer))
         .route("/consumers/{id}", get(people::show_consumer))
         .route("/consumers/{id}/keys/{key}/{action}", post(people::key_action))
+        .route("/certificates", get(certificates::show_certificates).post(certificates::upload))
+        .route("/certificates/{id}/{action}", post(certificates::act))
         .route("/users", get(users::show_users).post(users::create_user))
         .route("/users/{id}", post(users::update_user))
         .route("/users/{id}/password", post(users::reset_password))

@@ -149,6 +149,7 @@ pub fn notice(code: &str) -> Option<&'static str> {
         "key-rotated" => "Key rotated. The developer's old key works until the overlap ends.",
         "user-created" => "User created. Hand them the password shown once.",
         "token-revoked" => "Token revoked.",
+        "certificate-saved" => "Certificate saved. Gateways serve it on new connections as the change reaches them.",
         "developer-approved" => "Developer approved; they can sign in now.",
         _ => return None,
     })

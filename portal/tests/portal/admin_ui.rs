@@ -600,3 +600,78 @@ async fn targets_and_routes_are_edited_in_place() {
     let stale = post_fields(&mut owner, &route_path, &fields("/stale/*", "1")).await;
     assert!(stale.shows("Someone else saved this since you opened it"), "{}", stale.html);
 }
+
+#[tokio::test]
+async fn certificates_are_uploaded_renewed_and_deleted_with_reasons_for_refusals() {
+    use tollgate_admin::testkit::certs::TestCa;
+    let portal = Portal::spawn().await;
+    let ca = TestCa::new("UI test CA");
+    let mut owner = portal.owner_ui().await;
+    let empty = owner.get("/ui/certificates").await;
+    assert!(empty.shows("No certificates yet") && empty.shows("Upload a certificate"), "{}", empty.html);
+
+    let first = ca.leaf(&["shop.example", "*.shop.example"]);
+    let saved = owner
+        .post(
+            "/ui/certificates",
+            &[("cert", &first.chain_pem), ("key", &first.key_pem), ("usage", "server"), ("is_default", "on")],
+        )
+        .await;
+    assert!(saved.url.contains("notice=certificate-saved"), "{}", saved.html);
+    assert!(
+        saved.shows("shop.example, *.shop.example") && saved.html.contains("badge active\">default"),
+        "{}",
+        saved.html
+    );
+    assert!(!saved.html.contains(&first.key_pem[..40]), "the key is never shown back");
+
+    // Refusals say why, next to the field, and store nothing.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca.leaf_valid(&["old.example"], now - time::Duration::days(60), now - time::Duration::days(1));
+    let other = ca.leaf(&["other.example"]);
+    let events = portal.count("config_events").await;
+    for (cert, key, field, says) in [
+        (&expired.chain_pem, &expired.key_pem, "cert", "expired"),
+        (&first.chain_pem, &other.key_pem, "key", "does not belong"),
+        (&"not a certificate".to_owned(), &first.key_pem, "cert", "holds no certificate"),
+    ] {
+        let refused = owner.post("/ui/certificates", &[("cert", cert), ("key", key), ("usage", "server")]).await;
+        assert_eq!(refused.status, 422, "{}", refused.html);
+        let error = refused.field_error(field).unwrap_or_default();
+        assert!(error.contains(says), "{field}: {error:?} should say {says:?}");
+    }
+    assert_eq!(portal.count("config_events").await, events, "a refused upload changes nothing");
+
+    // Renewal with the version the page showed; a stale page is told so.
+    let (_, list) = portal.admin_api(Method::GET, "/certificates", None).await;
+    let id = list["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let renewed = ca.leaf(&["shop.example"]);
+    let (cf, kf) = (format!("cert-{id}"), format!("key-{id}"));
+    let stale = owner
+        .post(
+            &format!("/ui/certificates/{id}/renew"),
+            &[("version", "7"), (&cf, &renewed.chain_pem), (&kf, &renewed.key_pem)],
+        )
+        .await;
+    assert_eq!(stale.status, 422);
+    assert!(stale.field_error(&cf).unwrap_or_default().contains("Someone else changed"), "{}", stale.html);
+    let done = owner
+        .post(
+            &format!("/ui/certificates/{id}/renew"),
+            &[("version", "1"), (&cf, &renewed.chain_pem), (&kf, &renewed.key_pem)],
+        )
+        .await;
+    assert!(done.url.contains("notice=certificate-saved"), "{}", done.html);
+    let (_, after) = portal.admin_api(Method::GET, &format!("/certificates/{id}"), None).await;
+    assert_eq!((after["version"].as_i64(), after["names"].clone()), (Some(2), json!(["shop.example"])));
+
+    // A viewer reads the list but changes nothing.
+    let (email, password) = portal.admin_user("viewer").await;
+    let mut viewer = portal.admin_ui(&email, &password).await;
+    let page = viewer.get("/ui/certificates").await;
+    assert!(page.shows("shop.example") && change_forms(&page) == 0, "{}", page.html);
+    assert_eq!(viewer.post(&format!("/ui/certificates/{id}/delete"), &[("version", "2")]).await.status, 403);
+
+    let gone = owner.post(&format!("/ui/certificates/{id}/delete"), &[("version", "2")]).await;
+    assert!(gone.url.contains("notice=deleted") && gone.shows("No certificates yet"), "{}", gone.html);
+}

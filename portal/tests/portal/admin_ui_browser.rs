@@ -149,6 +149,20 @@ async fn admin_pages_work_in_light_and_dark_on_laptops_and_phones() {
     let route = routes["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let (_, consumers) = portal.admin_api(reqwest::Method::GET, "/consumers", None).await;
     let consumer = consumers["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    // Certificates: one served by name (the default), one due for renewal, a client one.
+    let ca = tollgate_admin::testkit::certs::TestCa::new("Example CA");
+    let now = time::OffsetDateTime::now_utc();
+    let soon = ca.leaf_valid(&["legacy.example.com"], now - time::Duration::days(300), now + time::Duration::days(12));
+    for (cert, usage, default) in [
+        (ca.leaf(&["api.example.com", "*.api.example.com"]), "server", true),
+        (soon, "server", false),
+        (ca.leaf(&["gateway.internal"]), "client", false),
+    ] {
+        let body =
+            serde_json::json!({"cert": cert.chain_pem, "key": cert.key_pem, "usage": usage, "is_default": default});
+        let (status, made) = portal.admin_api(reqwest::Method::POST, "/certificates", Some(body)).await;
+        assert_eq!(status, 201, "{made}");
+    }
     for (dark, width, height, variant) in VARIANTS {
         let Some(b) = chrome::start(dark, width, height).await else { return };
         let p = |path: &str| format!("{}{path}", portal.admin.base_url);
@@ -171,6 +185,7 @@ async fn admin_pages_work_in_light_and_dark_on_laptops_and_phones() {
         check(&b, &p("/ui/audit"), "admin-audit", variant).await;
         check(&b, &p("/ui/outbox"), "admin-outbox", variant).await;
         check(&b, &p("/ui/users"), "admin-users", variant).await;
+        check(&b, &p("/ui/certificates"), "admin-certificates", variant).await;
         // A form with errors: the summary and the messages next to the fields.
         b.goto(&p(&format!("/ui/apis/{api}/plans/new"))).await;
         b.fill("burst", "lots").await;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tollgate_admin::testkit::{TestApp, spawn_app};
+use tollgate_admin::testkit::{TestApp, spawn_app_with};
 use tollgate_portal::PortalConfig;
 
 /// The password every test account uses.
@@ -25,7 +25,10 @@ impl Portal {
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut PortalConfig)) -> Portal {
-        let admin = spawn_app().await;
+        // (With a secrets key, as in production: certificates can be uploaded.)
+        let key = tollgate_gateway::seal::Keyring::generate_key();
+        let ring = tollgate_gateway::seal::Keyring::new(&key, &[]).map(std::sync::Arc::new).ok();
+        let admin = spawn_app_with(move |c| c.secrets = ring).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = PortalConfig::new(format!("http://{addr}"), "http://127.0.0.1:9");
