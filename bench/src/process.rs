@@ -70,9 +70,23 @@ impl Gateway {
     /// Spawns `tollgate gateway` following `database_url` with `state_dir`, and waits for
     /// its "gateway listening" line.
     pub async fn spawn(bin: &Path, database_url: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(bin, database_url, state_dir, (&[], &[]), "listening").await
+    }
+
+    /// [`Self::spawn`] with more flags and environment, waiting for the log line holding
+    /// `listening` (its `addr=` is the gateway's address).
+    pub async fn spawn_with(
+        bin: &Path,
+        database_url: &str,
+        state_dir: &Path,
+        (flags, env): (&[&str], &[(&str, &str)]),
+        listening: &str,
+    ) -> anyhow::Result<Self> {
         let spawned = Instant::now();
         let mut child = Command::new(bin)
             .args(["gateway", "--listen", "127.0.0.1:0", "--database-url", database_url])
+            .args(flags)
+            .envs(env.iter().copied())
             .arg("--state-dir")
             .arg(state_dir)
             .env("TOLLGATE_LOG", "info,sqlx=warn")
@@ -86,7 +100,9 @@ impl Gateway {
         let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
         let addr = loop {
             let line = lines.next_line().await?.context("the gateway exited before listening")?;
-            if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
+            if line.contains(listening)
+                && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))
+            {
                 break addr.to_owned();
             }
         };

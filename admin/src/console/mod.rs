@@ -50,6 +50,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/developers/{id}/approve", post(approvals::approve_developer))
         .route("/consumers/{id}", get(people::show_consumer))
         .route("/consumers/{id}/keys/{key}/{action}", post(people::key_action))
+        .route("/consumers/{id}/certificates", post(people::certificate_binding))
+        .route("/consumers/{id}/certificates/{binding}/delete", post(people::certificate_binding))
         .route("/certificates", get(certificates::show_certificates).post(certificates::upload))
         .route("/certificates/{id}/{action}", post(certificates::act))
         .route("/users", get(users::show_users).post(users::create_user))

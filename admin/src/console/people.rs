@@ -14,8 +14,10 @@ use uuid::Uuid;
 use super::fields::FormData;
 use super::web::{Admin, BASE, Chrome, FieldErrors, UiError};
 use crate::auth::Role;
+use crate::certificate_bindings::{CertificateBinding, CertificateBindingInput};
 use crate::extract::IfMatch;
 use crate::keys::{self, RotateInput};
+use crate::ops;
 use crate::state::AppState;
 use crate::ui::form::escape_like;
 use crate::ui::format::date_time;
@@ -187,9 +189,14 @@ struct ConsumerPage {
     developer: Option<Uuid>,
     subscriptions: Vec<(String, String, String)>,
     keys: Vec<KeyLine>,
+    /// Client certificates bound to the app (mTLS): (binding id, how it matches, what).
+    certificates: Vec<(Uuid, &'static str, String)>,
     errors: FieldErrors,
     /// A key just issued by rotation: shown once.
     new_secret: Option<String>,
+    /// The certificate binding form as sent, when it was refused.
+    binding_match: String,
+    binding_value: String,
 }
 
 async fn consumer_page(
@@ -222,6 +229,19 @@ async fn consumer_page(
     .bind(id)
     .fetch_all(state.db())
     .await?;
+    let bound: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, fingerprint, subject FROM certificate_bindings WHERE consumer_id = $1 ORDER BY created_at LIMIT 200",
+    )
+    .bind(id)
+    .fetch_all(state.db())
+    .await?;
+    let certificates = bound
+        .into_iter()
+        .map(|(bid, fingerprint, subject)| match (fingerprint, subject) {
+            (Some(f), _) => (bid, "SHA-256 fingerprint", f),
+            (None, s) => (bid, "Subject name", s.unwrap_or_default()),
+        })
+        .collect();
     let now = OffsetDateTime::now_utc();
     let keys = keys
         .into_iter()
@@ -253,9 +273,54 @@ async fn consumer_page(
         developer,
         subscriptions,
         keys,
+        certificates,
         errors,
         new_secret,
+        binding_match: "fingerprint".to_owned(),
+        binding_value: String::new(),
     })
+}
+
+/// `POST /ui/consumers/{id}/certificates`: binds a client certificate (by fingerprint or
+/// subject name) to the app; `POST /ui/consumers/{id}/certificates/{binding}/delete`
+/// unbinds one (refused on the next request, also on open connections).
+pub async fn certificate_binding(
+    State(state): State<AppState>,
+    who: Admin,
+    Path(ids): Path<Vec<String>>,
+    body: Bytes,
+) -> Result<Response, UiError> {
+    who.require(Role::Editor)?;
+    let parse = |i: usize| ids.get(i).and_then(|s| s.parse::<Uuid>().ok()).ok_or(UiError::NotFound);
+    let id = parse(0)?;
+    let done = |notice: &str| Ok(Redirect::to(&format!("{BASE}/consumers/{id}?notice={notice}")).into_response());
+    if ids.len() == 2 {
+        let binding = parse(1)?;
+        let held = ops::read::<CertificateBinding>(&state, None, binding).await?.into_body();
+        if held.consumer_id != id {
+            return Err(UiError::NotFound);
+        }
+        ops::delete::<CertificateBinding>(&state, &who.actor(), None, binding, IfMatch::Any).await?;
+        return done("deleted");
+    }
+    let form = FormData::parse(&body);
+    let (by, value) = (form.get("match"), form.get("value").trim());
+    let input = match by {
+        "subject" => CertificateBindingInput { consumer_id: id, fingerprint: None, subject: Some(value.to_owned()) },
+        _ => CertificateBindingInput { consumer_id: id, fingerprint: Some(value.to_owned()), subject: None },
+    };
+    match ops::create::<CertificateBinding>(&state, &who.actor(), None, input).await {
+        Ok(_) => done("created"),
+        Err(e) => {
+            let mut errors = FieldErrors::default();
+            let detail = e.field_errors().first().map_or_else(|| e.detail().to_owned(), |f| f.detail.clone());
+            errors.add("value", detail);
+            let mut page = consumer_page(&state, &who, id, errors, None).await?;
+            page.binding_match = by.to_owned();
+            page.binding_value = value.to_owned();
+            Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -675,3 +675,52 @@ async fn certificates_are_uploaded_renewed_and_deleted_with_reasons_for_refusals
     let gone = owner.post(&format!("/ui/certificates/{id}/delete"), &[("version", "2")]).await;
     assert!(gone.url.contains("notice=deleted") && gone.shows("No certificates yet"), "{}", gone.html);
 }
+
+#[tokio::test]
+async fn an_apps_client_certificates_are_bound_and_unbound_on_its_page() {
+    let portal = Portal::spawn().await;
+    let (_, app) = portal.admin_api(Method::POST, "/consumers", Some(json!({"name": "billing"}))).await;
+    let (_, other) = portal.admin_api(Method::POST, "/consumers", Some(json!({"name": "other"}))).await;
+    let (app, other) = (app["id"].as_str().unwrap_or_default(), other["id"].as_str().unwrap_or_default());
+    let mut owner = portal.owner_ui().await;
+    let page = owner.get(&format!("/ui/consumers/{app}")).await;
+    assert!(page.shows("Client certificates") && page.shows("Bind certificate"), "{}", page.html);
+
+    let printed = vec!["AB"; 32].join(":");
+    let bound = owner
+        .post(&format!("/ui/consumers/{app}/certificates"), &[("match", "fingerprint"), ("value", &printed)])
+        .await;
+    assert!(bound.url.contains("notice=created") && bound.shows(&"ab".repeat(32)), "{}", bound.html);
+    let named = owner
+        .post(
+            &format!("/ui/consumers/{app}/certificates"),
+            &[("match", "subject"), ("value", "spiffe://example/billing")],
+        )
+        .await;
+    assert!(named.shows("spiffe://example/billing"), "{}", named.html);
+    // Refusals: a malformed fingerprint, a fingerprint another app holds.
+    let events = portal.count("config_events").await;
+    for (value, says) in [("abc", "64 hex digits"), (printed.as_str(), "already taken")] {
+        let refused = owner
+            .post(&format!("/ui/consumers/{other}/certificates"), &[("match", "fingerprint"), ("value", value)])
+            .await;
+        assert_eq!(refused.status, 422, "{}", refused.html);
+        assert!(refused.field_error("value").unwrap_or_default().contains(says), "{value}: {}", refused.html);
+    }
+    assert_eq!(portal.count("config_events").await, events, "refusals change nothing");
+
+    let (_, list) = portal.admin_api(Method::GET, &format!("/certificate-bindings?consumer_id={app}"), None).await;
+    let binding = list["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    // Not through another app's page.
+    let wrong = owner.post(&format!("/ui/consumers/{other}/certificates/{binding}/delete"), &[]).await;
+    assert_eq!(wrong.status, 404);
+    let unbound = owner.post(&format!("/ui/consumers/{app}/certificates/{binding}/delete"), &[]).await;
+    assert!(unbound.url.contains("notice=deleted") && !unbound.shows(&"ab".repeat(32)), "{}", unbound.html);
+    let (email, password) = portal.admin_user("viewer").await;
+    let mut viewer = portal.admin_ui(&email, &password).await;
+    let seen = viewer.get(&format!("/ui/consumers/{app}")).await;
+    assert!(seen.shows("spiffe://example/billing") && !seen.shows("Bind certificate"), "{}", seen.html);
+    let forged =
+        viewer.post(&format!("/ui/consumers/{app}/certificates"), &[("match", "subject"), ("value", "x")]).await;
+    assert_eq!(forged.status, 403);
+}

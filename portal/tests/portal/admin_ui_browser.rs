@@ -149,6 +149,9 @@ async fn admin_pages_work_in_light_and_dark_on_laptops_and_phones() {
     let route = routes["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let (_, consumers) = portal.admin_api(reqwest::Method::GET, "/consumers", None).await;
     let consumer = consumers["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let binding = serde_json::json!({"consumer_id": consumer, "fingerprint": "3f".repeat(32)});
+    let (status, made) = portal.admin_api(reqwest::Method::POST, "/certificate-bindings", Some(binding)).await;
+    assert_eq!(status, 201, "{made}");
     // Certificates: one served by name (the default), one due for renewal, a client one.
     let ca = tollgate_admin::testkit::certs::TestCa::new("Example CA");
     let now = time::OffsetDateTime::now_utc();
