@@ -177,6 +177,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     for task in load {
         task.await?;
     }
+    // The slowest rounds, in order of occurrence: a slow first round is start-up, a regular
+    // one is something periodic.
+    let mut slow: Vec<(usize, f64)> = latencies.iter().copied().enumerate().filter(|(_, ms)| *ms > 50.0).collect();
+    slow.truncate(10);
+    if !slow.is_empty() {
+        eprintln!("rounds over 50 ms (round, ms): {slow:?}");
+    }
     latencies.sort_by(f64::total_cmp);
     let (p50, p99, max) = (pct(&latencies, 0.50), pct(&latencies, 0.99), latencies.last().copied().unwrap_or(0.0));
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
