@@ -289,6 +289,10 @@ impl Follower {
     /// subscribed and current (a later loss must not wait as long as a past outage did).
     async fn follow(&mut self, backoff: &mut Duration) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.src.pool).await?;
+        // A lost connection is reported at once: this loop reconnects itself (a new listener,
+        // subscribed before catching up). sqlx's own eager reconnect would first wait for a
+        // pool connection (up to the acquire timeout, on a busy pool) and then be dropped.
+        listener.eager_reconnect(false);
         listener.listen(CHANNEL).await?;
         // Subscribed first, then caught up: nothing committed in between can be missed.
         self.sync().await?;
