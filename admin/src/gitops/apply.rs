@@ -282,7 +282,7 @@ impl Run<'_> {
                 .or_else(|| self.current.apis.values().find(|a| a.name == want.name).map(|a| a.id));
             let id = found.unwrap_or(want.id);
             self.ids.map.insert(want.id, id);
-            let body = self.api_body(want, found.is_some());
+            let body = self.api_body(want);
             self.put::<Api>(want.name.clone(), None, id, found.is_some(), body).await?;
             self.children(want, id).await?;
         }
@@ -296,7 +296,7 @@ impl Run<'_> {
     }
 
     /// An API's fields as the file gives them (the anonymous plan apart).
-    fn api_body(&self, a: &ApiDef, exists: bool) -> Value {
+    fn api_body(&self, a: &ApiDef) -> Value {
         let mut upstream_tls = a.upstream_tls.clone();
         let slot = upstream_tls.as_mut().and_then(|t| t.get_mut("client_certificate_id"));
         if let Some(cid) = slot
@@ -304,7 +304,7 @@ impl Run<'_> {
         {
             *cid = json!(self.ids.of(file_id));
         }
-        let mut body = json!({
+        json!({
             "name": a.name, "upstream_protocol": a.upstream_protocol, "lb_policy": a.lb_policy,
             "connect_timeout_ms": a.connect_timeout_ms, "read_timeout_ms": a.read_timeout_ms, "retries": a.retries,
             "auth_methods": a.auth_methods, "enabled": a.enabled, "total_timeout_ms": a.total_timeout_ms,
@@ -313,13 +313,7 @@ impl Run<'_> {
             "canary_header": a.canary_header, "key_header": a.key_header, "key_query_param": a.key_query_param,
             "hide_credentials": a.hide_credentials, "jwt": a.jwt, "introspection": a.introspection,
             "upstream_tls": upstream_tls, "mtls": a.mtls,
-        });
-        if !exists && let Some(obj) = body.as_object_mut() {
-            // (A new API's merge-patch nulls would read as "absent"; a create takes the
-            // object as it is, nulls included, which the input reads as none.)
-            obj.retain(|_, v| !v.is_null());
-        }
-        body
+        })
     }
 
     async fn children(&mut self, api: &ApiDef, api_id: Uuid) -> Result<(), ApplyError> {
@@ -377,14 +371,29 @@ impl Run<'_> {
 
     async fn consumers(&mut self) -> Result<(), ApplyError> {
         let (current, desired) = (self.current, self.desired);
+        // Natural keys of what the database holds, looked up once each (there may be many).
+        let operators_by_name: BTreeMap<String, Uuid> = current
+            .consumers
+            .values()
+            .filter(|d| d.developer_id.is_none())
+            .map(|d| (d.name.to_lowercase(), d.id))
+            .collect();
+        let subscriptions: BTreeMap<(Uuid, Uuid), Uuid> =
+            current.subscriptions.values().map(|d| ((d.consumer_id, d.api_id), d.id)).collect();
+        let token_bindings: BTreeMap<(&str, &str), Uuid> =
+            current.token_bindings.values().map(|d| ((d.issuer.as_str(), d.subject.as_str()), d.id)).collect();
+        let certificate_bindings: BTreeMap<(Option<&str>, Option<&str>), Uuid> = current
+            .certificate_bindings
+            .values()
+            .map(|d| ((d.fingerprint.as_deref(), d.subject.as_deref()), d.id))
+            .collect();
         for c in desired.consumers.values() {
-            let found = current.consumers.get(&c.id).filter(|d| d.developer_id.is_none()).map(|d| d.id).or_else(|| {
-                current
-                    .consumers
-                    .values()
-                    .find(|d| d.developer_id.is_none() && d.name.eq_ignore_ascii_case(&c.name))
-                    .map(|d| d.id)
-            });
+            let found = current
+                .consumers
+                .get(&c.id)
+                .filter(|d| d.developer_id.is_none())
+                .map(|d| d.id)
+                .or_else(|| operators_by_name.get(&c.name.to_lowercase()).copied());
             let id = found.unwrap_or(c.id);
             self.ids.map.insert(c.id, id);
             let body = json!({"name": c.name, "custom_id": c.custom_id, "enabled": c.enabled});
@@ -394,11 +403,10 @@ impl Run<'_> {
         for s in desired.subscriptions.values() {
             let (consumer, api, plan) = (self.ids.of(s.consumer_id), self.ids.of(s.api_id), self.ids.of(s.plan_id));
             let what = format!("{}/{}", name_of(desired, s.consumer_id), api_name(desired, s.api_id));
-            let found = current.subscriptions.values().find(|d| d.consumer_id == consumer && d.api_id == api);
-            match found {
-                Some(d) => {
+            match subscriptions.get(&(consumer, api)) {
+                Some(&found) => {
                     let body = json!({"plan_id": plan, "status": s.status});
-                    self.put::<Subscription>(what, None, d.id, true, body).await?;
+                    self.put::<Subscription>(what, None, found, true, body).await?;
                 }
                 None => {
                     let status = serde_json::from_value(json!(s.status)).map_err(anyhow::Error::from)?;
@@ -414,21 +422,22 @@ impl Run<'_> {
             }
         }
         for b in desired.token_bindings.values() {
-            let found = current.token_bindings.get(&b.id).map(|d| d.id).or_else(|| {
-                current.token_bindings.values().find(|d| d.issuer == b.issuer && d.subject == b.subject).map(|d| d.id)
-            });
+            let found = current
+                .token_bindings
+                .get(&b.id)
+                .map(|d| d.id)
+                .or_else(|| token_bindings.get(&(b.issuer.as_str(), b.subject.as_str())).copied());
             let body = json!({"consumer_id": self.ids.of(b.consumer_id), "issuer": b.issuer, "subject": b.subject});
             let what = format!("{} {}", b.issuer, b.subject);
             self.put::<TokenBinding>(what, None, found.unwrap_or(b.id), found.is_some(), body).await?;
         }
         for b in desired.certificate_bindings.values() {
-            let found = current.certificate_bindings.get(&b.id).map(|d| d.id).or_else(|| {
-                current
-                    .certificate_bindings
-                    .values()
-                    .find(|d| d.fingerprint == b.fingerprint && d.subject == b.subject)
-                    .map(|d| d.id)
-            });
+            let key = (b.fingerprint.as_deref(), b.subject.as_deref());
+            let found = current
+                .certificate_bindings
+                .get(&b.id)
+                .map(|d| d.id)
+                .or_else(|| certificate_bindings.get(&key).copied());
             let body =
                 json!({"consumer_id": self.ids.of(b.consumer_id), "fingerprint": b.fingerprint, "subject": b.subject});
             let what = b.fingerprint.clone().or_else(|| b.subject.clone()).unwrap_or_default();
@@ -474,26 +483,27 @@ impl Run<'_> {
         let operators: BTreeSet<Uuid> =
             current.consumers.values().filter(|c| c.developer_id.is_none()).map(|c| c.id).collect();
         let wanted_keys: BTreeSet<_> = desired.keys.values().map(|k| k.key_hash).collect();
+        // What the file names, by natural key (the database's ids for subscriptions).
+        let named_certificates: BTreeSet<(Option<&str>, Option<&str>)> =
+            desired.certificate_bindings.values().map(|d| (d.fingerprint.as_deref(), d.subject.as_deref())).collect();
+        let named_tokens: BTreeSet<(&str, &str)> =
+            desired.token_bindings.values().map(|d| (d.issuer.as_str(), d.subject.as_str())).collect();
+        let named_subscriptions: BTreeSet<(Uuid, Uuid)> =
+            desired.subscriptions.values().map(|d| (self.ids.of(d.consumer_id), self.ids.of(d.api_id))).collect();
         for b in current.certificate_bindings.values().filter(|b| operators.contains(&b.consumer_id)) {
-            let named =
-                desired.certificate_bindings.values().any(|d| d.fingerprint == b.fingerprint && d.subject == b.subject);
+            let named = named_certificates.contains(&(b.fingerprint.as_deref(), b.subject.as_deref()));
             if !named && !kept.contains(&b.id) {
                 let what = b.fingerprint.clone().or_else(|| b.subject.clone()).unwrap_or_default();
                 self.delete::<CertificateBinding>(what, None, b.id).await?;
             }
         }
         for b in current.token_bindings.values().filter(|b| operators.contains(&b.consumer_id)) {
-            let named = desired.token_bindings.values().any(|d| d.issuer == b.issuer && d.subject == b.subject);
-            if !named && !kept.contains(&b.id) {
+            if !named_tokens.contains(&(b.issuer.as_str(), b.subject.as_str())) && !kept.contains(&b.id) {
                 self.delete::<TokenBinding>(format!("{} {}", b.issuer, b.subject), None, b.id).await?;
             }
         }
         for s in current.subscriptions.values().filter(|s| operators.contains(&s.consumer_id)) {
-            let named = desired
-                .subscriptions
-                .values()
-                .any(|d| self.ids.of(d.consumer_id) == s.consumer_id && self.ids.of(d.api_id) == s.api_id);
-            if !named {
+            if !named_subscriptions.contains(&(s.consumer_id, s.api_id)) {
                 let what = format!("{}/{}", name_of(current, s.consumer_id), api_name(current, s.api_id));
                 self.delete::<Subscription>(what, None, s.id).await?;
             }

@@ -17,7 +17,7 @@ use tollgate_gateway::config::file::{
     FileApi, FileCertificate, FileCertificateBinding, FileConfig, FileConsumer, FileKey, FilePlan, FileRoute,
     FileSubscription, FileTarget, FileTokenBinding,
 };
-use tollgate_gateway::config::model::{ApiDef, CertKey, ConfigData, KeyDef};
+use tollgate_gateway::config::model::{ApiDef, CertKey, ConfigData};
 use tollgate_gateway::seal::{self, Keyring};
 use uuid::Uuid;
 
@@ -69,61 +69,60 @@ pub fn to_file(data: &ConfigData, keyring: Option<&Keyring>) -> anyhow::Result<F
     }
     let api_names: BTreeMap<Uuid, &str> = data.apis.values().map(|a| (a.id, a.name.as_str())).collect();
     let plan_names: BTreeMap<Uuid, &str> = data.plans.values().map(|p| (p.id, p.name.as_str())).collect();
-    let mut keys: BTreeMap<Uuid, Vec<KeyDef>> = BTreeMap::new();
+    // Operators' consumers, then what hangs off them filed under each in one pass per table
+    // (developers' apps are not in the map, so theirs is left out).
+    let mut consumers: BTreeMap<Uuid, FileConsumer> = data
+        .consumers
+        .values()
+        .filter(|c| c.developer_id.is_none())
+        .map(|c| {
+            let consumer = FileConsumer {
+                id: Some(c.id),
+                name: c.name.clone(),
+                custom_id: c.custom_id.clone(),
+                keys: Vec::new(),
+                subscriptions: Vec::new(),
+                token_bindings: Vec::new(),
+                certificate_bindings: Vec::new(),
+                enabled: c.enabled,
+            };
+            (c.id, consumer)
+        })
+        .collect();
     for k in data.keys.values().filter(|k| !k.revoked) {
-        keys.entry(k.consumer_id).or_default().push(k);
+        if let Some(c) = consumers.get_mut(&k.consumer_id) {
+            let expires_at = k.expires_at.and_then(rfc3339);
+            let key =
+                FileKey { id: Some(k.id), key: None, key_hash: Some(k.key_hash), expires_at, name: None, prefix: None };
+            c.keys.push(key);
+        }
     }
-    for c in data.consumers.values().filter(|c| c.developer_id.is_none()) {
-        let mut own_keys: Vec<FileKey> = keys
-            .get(&c.id)
-            .into_iter()
-            .flatten()
-            .map(|k| FileKey {
-                id: Some(k.id),
-                key: None,
-                key_hash: Some(k.key_hash),
-                expires_at: k.expires_at.and_then(rfc3339),
-                name: None,
-                prefix: None,
-            })
-            .collect();
-        own_keys.sort_by_key(|k| k.id);
-        let subscriptions = data
-            .subscriptions
-            .values()
-            .filter(|s| s.consumer_id == c.id)
-            .map(|s| {
-                let (Some(api), Some(plan)) = (api_names.get(&s.api_id), plan_names.get(&s.plan_id)) else {
-                    anyhow::bail!("subscription {} names an API or plan that does not exist", s.id)
-                };
-                let (api, plan, status) = ((*api).to_owned(), (*plan).to_owned(), s.status.clone());
-                Ok(FileSubscription { id: Some(s.id), api, plan, status })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        file.consumers.push(FileConsumer {
-            id: Some(c.id),
-            name: c.name.clone(),
-            custom_id: c.custom_id.clone(),
-            keys: own_keys,
-            subscriptions,
-            token_bindings: data
-                .token_bindings
-                .values()
-                .filter(|b| b.consumer_id == c.id)
-                .map(|b| FileTokenBinding { id: Some(b.id), issuer: b.issuer.clone(), subject: b.subject.clone() })
-                .collect(),
-            certificate_bindings: data
-                .certificate_bindings
-                .values()
-                .filter(|b| b.consumer_id == c.id)
-                .map(|b| FileCertificateBinding {
-                    id: Some(b.id),
-                    fingerprint: b.fingerprint.clone(),
-                    subject: b.subject.clone(),
-                })
-                .collect(),
-            enabled: c.enabled,
-        });
+    for s in data.subscriptions.values() {
+        let Some(c) = consumers.get_mut(&s.consumer_id) else { continue };
+        let (Some(api), Some(plan)) = (api_names.get(&s.api_id), plan_names.get(&s.plan_id)) else {
+            anyhow::bail!("subscription {} names an API or plan that does not exist", s.id)
+        };
+        let (api, plan, status) = ((*api).to_owned(), (*plan).to_owned(), s.status.clone());
+        c.subscriptions.push(FileSubscription { id: Some(s.id), api, plan, status });
+    }
+    for b in data.token_bindings.values() {
+        if let Some(c) = consumers.get_mut(&b.consumer_id) {
+            c.token_bindings.push(FileTokenBinding {
+                id: Some(b.id),
+                issuer: b.issuer.clone(),
+                subject: b.subject.clone(),
+            });
+        }
+    }
+    for b in data.certificate_bindings.values() {
+        if let Some(c) = consumers.get_mut(&b.consumer_id) {
+            let (fingerprint, subject) = (b.fingerprint.clone(), b.subject.clone());
+            c.certificate_bindings.push(FileCertificateBinding { id: Some(b.id), fingerprint, subject });
+        }
+    }
+    for mut c in consumers.into_values() {
+        c.keys.sort_by_key(|k| k.id);
+        file.consumers.push(c);
     }
     Ok(file)
 }

@@ -460,8 +460,9 @@ pub fn convert(file: &FileConfig) -> anyhow::Result<ConfigData> {
     for api in &file.apis {
         add_api(&mut data, &names, api)?;
     }
+    let mut taken = Taken::default();
     for c in &file.consumers {
-        add_consumer(&mut data, &names, c)?;
+        add_consumer(&mut data, &names, &mut taken, c)?;
     }
     Ok(data)
 }
@@ -606,11 +607,22 @@ fn plan_def(id: Uuid, api_id: Uuid, p: &FilePlan, route_costs: BTreeMap<Uuid, i3
     }
 }
 
-fn add_consumer(data: &mut ConfigData, names: &Names, c: &FileConsumer) -> anyhow::Result<()> {
+/// The natural keys the file's consumers have claimed so far, so that a repeat is found
+/// without scanning what was read before (files hold many consumers).
+#[derive(Default)]
+struct Taken {
+    /// Consumer names, lower case (unique regardless of case, as in the database).
+    consumers: std::collections::BTreeSet<String>,
+    /// (issuer, subject) of token bindings.
+    token_bindings: std::collections::BTreeSet<(String, String)>,
+    /// (fingerprint, subject) of certificate bindings.
+    certificate_bindings: std::collections::BTreeSet<(Option<String>, Option<String>)>,
+}
+
+fn add_consumer(data: &mut ConfigData, names: &Names, taken: &mut Taken, c: &FileConsumer) -> anyhow::Result<()> {
     let cid = c.id.unwrap_or_else(|| id(&["consumer", &c.name]));
-    let twice =
-        data.consumers.values().any(|d| d.name.eq_ignore_ascii_case(&c.name)) || data.consumers.contains_key(&cid);
-    anyhow::ensure!(!twice, "consumer {:?} is defined twice", c.name);
+    let fresh = taken.consumers.insert(c.name.to_lowercase()) && !data.consumers.contains_key(&cid);
+    anyhow::ensure!(fresh, "consumer {:?} is defined twice", c.name);
     data.consumers.insert(
         cid,
         ConsumerDef {
@@ -639,6 +651,7 @@ fn add_consumer(data: &mut ConfigData, names: &Names, c: &FileConsumer) -> anyho
         anyhow::ensure!(data.keys.get(&hash).is_none(), "key {i} of consumer {:?} is defined twice", c.name);
         data.keys.insert(&KeyDef { id: kid, consumer_id: cid, key_hash: hash, expires_at, revoked: false });
     }
+    let mut subscribed = std::collections::BTreeSet::new();
     for s in &c.subscriptions {
         let api_id = names.apis.get(&s.api).copied();
         let plan_id = names.plan(&s.api, &s.plan);
@@ -653,16 +666,15 @@ fn add_consumer(data: &mut ConfigData, names: &Names, c: &FileConsumer) -> anyho
             s.status
         );
         let sid = s.id.unwrap_or_else(|| id(&["subscription", &c.name, &s.api]));
-        let twice = data.subscriptions.values().any(|d| d.consumer_id == cid && d.api_id == api_id);
-        anyhow::ensure!(!twice, "consumer {:?} subscribes to {} twice", c.name, s.api);
+        anyhow::ensure!(subscribed.insert(api_id), "consumer {:?} subscribes to {} twice", c.name, s.api);
         let def = SubscriptionDef { id: sid, consumer_id: cid, plan_id, api_id, status: s.status.clone() };
         data.subscriptions.insert(sid, def);
     }
     for b in &c.token_bindings {
-        add_token_binding(data, cid, &c.name, b)?;
+        add_token_binding(data, taken, cid, &c.name, b)?;
     }
     for b in &c.certificate_bindings {
-        add_certificate_binding(data, cid, &c.name, b)?;
+        add_certificate_binding(data, taken, cid, &c.name, b)?;
     }
     Ok(())
 }

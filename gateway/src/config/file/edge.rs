@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{FileApi, FileCertificateBinding, FilePlan, FileRoute, FileTokenBinding, Names, id};
+use super::{FileApi, FileCertificateBinding, FilePlan, FileRoute, FileTokenBinding, Names, Taken, id};
 use crate::config::model::{CertificateBindingDef, ConfigData, TokenBindingDef};
 
 /// The accepted `auth_methods` values.
@@ -78,6 +78,7 @@ pub(super) fn route_costs(names: &Names, a: &FileApi, p: &FilePlan) -> anyhow::R
 
 pub(super) fn add_token_binding(
     data: &mut ConfigData,
+    taken: &mut Taken,
     consumer_id: Uuid,
     consumer: &str,
     b: &FileTokenBinding,
@@ -88,9 +89,9 @@ pub(super) fn add_token_binding(
         "a token binding of consumer {consumer:?} needs an issuer and a subject of 1-2000 characters"
     );
     let bid = b.id.unwrap_or_else(|| id(&["token_binding", &b.issuer, &b.subject]));
-    let twice = data.token_bindings.values().any(|t| t.issuer == b.issuer && t.subject == b.subject);
+    let fresh = taken.token_bindings.insert((b.issuer.clone(), b.subject.clone()));
     anyhow::ensure!(
-        !twice && !data.token_bindings.contains_key(&bid),
+        fresh && !data.token_bindings.contains_key(&bid),
         "token binding {:?}/{:?} (consumer {consumer:?}) is defined twice",
         b.issuer,
         b.subject
@@ -102,6 +103,7 @@ pub(super) fn add_token_binding(
 
 pub(super) fn add_certificate_binding(
     data: &mut ConfigData,
+    taken: &mut Taken,
     consumer_id: Uuid,
     consumer: &str,
     b: &FileCertificateBinding,
@@ -130,9 +132,9 @@ pub(super) fn add_certificate_binding(
         (Some(f), _) => id(&["certificate_binding", "fingerprint", f]),
         (_, s) => id(&["certificate_binding", "subject", s.as_deref().unwrap_or_default()]),
     });
-    let twice = data.certificate_bindings.values().any(|c| c.fingerprint == fingerprint && c.subject == subject);
+    let fresh = taken.certificate_bindings.insert((fingerprint.clone(), subject.clone()));
     anyhow::ensure!(
-        !twice && !data.certificate_bindings.contains_key(&bid),
+        fresh && !data.certificate_bindings.contains_key(&bid),
         "certificate binding {} (consumer {consumer:?}) is defined twice",
         fingerprint.as_deref().or(subject.as_deref()).unwrap_or_default()
     );
