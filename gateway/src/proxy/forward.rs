@@ -121,7 +121,7 @@ impl Pre {
     ) -> Box<Self> {
         Box::new(Pre {
             method: req.method().clone(),
-            host: request_host(req),
+            host: request_host(req).into_owned(),
             path: req.uri().path().to_owned(),
             trace_id: trace.map(|t| t.trace_id).or_else(|| access_log::trace_id(req.headers())),
             client_ip: edge::client_ip::client_ip(conn.peer.ip(), req.headers(), trusted),
@@ -364,14 +364,16 @@ fn route(snapshot: &Snapshot, req: &Request<ClientBody>) -> Result<Routed, Gatew
 }
 
 /// The host the client asked for: lower-cased, without port.
-fn request_host<B>(req: &Request<B>) -> String {
+/// The request's host without a port, lowercased (borrowed when it already is: the usual
+/// case, and no allocation per request).
+fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
     let host = if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
         raw.as_bytes().iter().rposition(|b| *b == b':').map_or(raw, |at| &raw[..at])
     };
-    host.to_ascii_lowercase()
+    if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() }
 }
 
 /// The stable pool, or the canary pool when forced by header or drawn by weight.

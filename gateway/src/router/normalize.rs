@@ -136,6 +136,11 @@ fn needs_rewrite(b: &[u8]) -> Result<bool, PathError> {
             i += 1;
             continue;
         }
+        // Most bytes of most paths are kept as they are: one table lookup, no `read_unit`.
+        if KEPT[usize::from(b[i])] {
+            i += 1;
+            continue;
+        }
         suspect |= matches!(b[i], b'%' | b';');
         let (unit, len) = read_unit(b, i)?;
         changed |= !matches!(unit, Unit::Keep);
@@ -280,12 +285,25 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// RFC 3986 unreserved characters: never need encoding, so always decoded.
-fn is_unreserved(c: u8) -> bool {
+const fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
 
+/// The bytes [`read_unit`] keeps as they are, other than `%` and `;` (which make a segment
+/// suspect): unreserved characters and the sub-delimiters, `:` and `@`.
+static KEPT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b != b';' && b != b'%' && b != b'\\' && b >= 0x20 && b != 0x7f && is_pchar(b);
+        c += 1;
+    }
+    t
+};
+
 /// RFC 3986 `pchar` minus `%`: allowed raw in a path segment.
-fn is_pchar(c: u8) -> bool {
+const fn is_pchar(c: u8) -> bool {
     is_unreserved(c)
         || matches!(c, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@')
 }

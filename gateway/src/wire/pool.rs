@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -55,7 +55,7 @@ pub struct Target {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    since: tokio::time::Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,13 +87,15 @@ impl Http1Pool {
         body: ProxyBody,
         read_timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + read_timeout;
+        // One clock read per request: the head's deadline, and the age of idle connections.
+        let now = tokio::time::Instant::now();
+        let deadline = now + read_timeout;
         let mut head = Vec::new();
         h1::encode_head(&mut head, out, &target.host, &body);
         let replayable = body.is_end_stream();
         let mut body = Some(body);
         loop {
-            let (mut conn, reused) = match target.checkout() {
+            let (mut conn, reused) = match target.checkout(now) {
                 Some(conn) => (conn, true),
                 // Boxed: a new connection is the rare case, and its future would enlarge every
                 // request's.
@@ -143,10 +145,10 @@ async fn sweep(pool: Weak<Http1Pool>) {
     loop {
         every.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         lock(&pool.targets).retain(|_, t| {
             let mut idle = lock(&t.idle);
-            idle.retain(|i| i.conn.is_idle_usable() && now.duration_since(i.since) < IDLE_TIMEOUT);
+            idle.retain(|i| i.conn.is_idle_usable() && now.saturating_duration_since(i.since) < IDLE_TIMEOUT);
             !idle.is_empty() || Arc::strong_count(t) > 1
         });
     }
@@ -184,12 +186,12 @@ impl Target {
         })
     }
 
-    /// The most recently used idle connection that is still usable; closed and expired ones
-    /// are dropped on the way.
-    fn checkout(&self) -> Option<Conn> {
+    /// The most recently used idle connection that is still usable at `now`; closed and
+    /// expired ones are dropped on the way.
+    fn checkout(&self, now: tokio::time::Instant) -> Option<Conn> {
         let mut idle = lock(&self.idle);
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < IDLE_TIMEOUT && entry.conn.is_idle_usable() {
+            if now.saturating_duration_since(entry.since) < IDLE_TIMEOUT && entry.conn.is_idle_usable() {
                 return Some(entry.conn);
             }
         }
@@ -201,7 +203,7 @@ impl h1::Checkin for Target {
     fn checkin(&self, conn: Conn) {
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE_PER_TARGET {
-            idle.push(Idle { conn, since: Instant::now() });
+            idle.push(Idle { conn, since: tokio::time::Instant::now() });
         }
     }
 }
@@ -279,6 +281,7 @@ impl Body for PooledBody {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
 
     use http::uri::PathAndQuery;
     use http::{HeaderMap, Method};
