@@ -363,9 +363,8 @@ fn route(snapshot: &Snapshot, req: &Request<ClientBody>) -> Result<Routed, Gatew
     Ok(Routed { api, route_id: m.id(), route_cost: m.cost(), route_methods: m.auth_methods(), upstream_pq })
 }
 
-/// The host the client asked for: lower-cased, without port.
-/// The request's host without a port, lowercased (borrowed when it already is: the usual
-/// case, and no allocation per request).
+/// The host the client asked for: lower-cased, without port (borrowed when it already is
+/// lower case, the usual case: no allocation per request).
 fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
     let host = if raw.starts_with('[') {

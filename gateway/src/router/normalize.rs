@@ -289,14 +289,14 @@ const fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
 
-/// The bytes [`read_unit`] keeps as they are, other than `%` and `;` (which make a segment
-/// suspect): unreserved characters and the sub-delimiters, `:` and `@`.
+/// The bytes [`read_unit`] keeps as they are, other than `;` (which makes a segment
+/// suspect): the raw `pchar`s.
 static KEPT: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
     while c < 256 {
         let b = c as u8;
-        t[c] = b != b';' && b != b'%' && b != b'\\' && b >= 0x20 && b != 0x7f && is_pchar(b);
+        t[c] = b != b';' && is_pchar(b);
         c += 1;
     }
     t
