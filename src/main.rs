@@ -2,6 +2,7 @@
 //! single-process development mode. Flags and environment are parsed here (see [`cli`]); the
 //! libraries receive typed configuration.
 
+mod alloc;
 mod cli;
 mod commands;
 mod dev;
@@ -15,9 +16,10 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command, LogFormat};
 
 /// mimalloc instead of the system allocator: the proxy path allocates a few dozen small
-/// blocks per request, and glibc's malloc/free cost about a tenth of its user-space time.
+/// blocks per request, and glibc's malloc/free cost about a tenth of its user-space time
+/// (called as [`alloc`] explains).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 fn main() -> ExitCode {
     // Harmless with a single provider; guards against a dependency bringing in a second one.
