@@ -327,6 +327,8 @@ pub async fn serve<H: Handler>(
     let drained = srv.drain.notified();
     let mut drained = std::pin::pin!(drained);
     drained.as_mut().enable();
+    // Whether the client may still be sending when the connection ends (see [`close`]).
+    let mut linger = false;
     loop {
         // Parsing stays out of the read future, which is then only a few words: a request
         // (~300 bytes) is moved as little as possible.
@@ -337,6 +339,7 @@ pub async fn serve<H: Handler>(
                 Ok(None) => {}
                 Err(why) => {
                     write_refusal(writer, &mut out, srv.handler.reject(why, &conn), Version::HTTP_11).await;
+                    linger = true;
                     break None;
                 }
             }
@@ -352,6 +355,7 @@ pub async fn serve<H: Handler>(
             if let Some(why) = refusal {
                 write_refusal(writer, &mut out, srv.handler.reject(why, &conn), version).await;
             }
+            linger = true;
             break;
         }
         let res = srv.handler.handle(req, conn.clone()).await;
@@ -368,9 +372,13 @@ pub async fn serve<H: Handler>(
                         unread = Some(side);
                     } else {
                         keep_alive = false;
+                        linger = true;
                     }
                 }
-                None => keep_alive = false,
+                None => {
+                    keep_alive = false;
+                    linger = true;
+                }
             }
         }
         keep_alive &= !srv.drain.started();
@@ -382,18 +390,26 @@ pub async fn serve<H: Handler>(
         if switching {
             return hand_over(io, buf, upgrade);
         }
-        if let Some(side) = unread.filter(|_| keep_alive) {
+        if let Some(side) = unread {
+            if !keep_alive {
+                linger = true;
+                break;
+            }
             // Boxed: a rare path, kept out of the connection's future.
             match tokio::time::timeout(srv.header_read_timeout, Box::pin(discard(&io, side))).await {
                 Ok(Some(rest)) => buf = rest,
-                Ok(None) | Err(_) => keep_alive = false,
+                Ok(None) | Err(_) => {
+                    linger = true;
+                    break;
+                }
             }
         }
         if !keep_alive {
             break;
         }
     }
-    close(io).await;
+    // Bytes read past the last request (pipelined, or part of a head) are unread too.
+    close(io, linger || !buf.is_empty()).await;
 }
 
 /// Request bodies of at most this many declared bytes are read whole before the pipeline
@@ -425,25 +441,51 @@ async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, res: Reply, versio
     let _ = write_response(writer, out, res, version, false, false).await;
 }
 
-/// Closes the write side and waits briefly for the client to close, so a response is not
-/// lost to a reset caused by unread request bytes.
-async fn close(io: Arc<Conn>) {
+/// Ends a connection. Closing a socket with unread bytes in it resets the connection, and a
+/// reset can destroy a response the client has not read yet; so when the client may still be
+/// sending (`linger`: a refused or unread request body, bytes read past the last request) or
+/// has bytes waiting in the socket now, the write side is closed first and what the client
+/// sends is read and thrown away until it closes (at most [`LINGER_BYTES`], for at most
+/// [`LINGER`]). Otherwise the socket closes at once (after TLS's `close_notify`), as nginx's
+/// `lingering_close on` does: no wait for the client's FIN, no timer, no connection slot held.
+async fn close(io: Arc<Conn>, linger: bool) {
     let Ok(mut stream) = Arc::try_unwrap(io) else { return };
-    if stream.shutdown().await.is_err() {
+    let mut linger = linger;
+    if !linger {
+        let mut probe = [0u8; 64];
+        match stream.tcp_mut().try_read(&mut probe) {
+            // Nothing waiting: the client has sent all it meant to.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(1..) => linger = true,
+            // The client closed (or the socket failed): nothing to say or wait for.
+            Ok(0) | Err(_) => return,
+        }
+    }
+    if !linger && matches!(stream, Conn::Tcp(_)) {
+        // close(2), as the stream drops, sends the FIN.
         return;
     }
-    let linger = async {
-        let mut sink = [0u8; 4096];
+    let ending = async {
+        if stream.shutdown().await.is_err() || !linger {
+            return;
+        }
+        let mut sink = Vec::with_capacity(4096);
         let mut total = 0usize;
-        while total < 1 << 20 {
-            match tokio::io::AsyncReadExt::read(stream.tcp_mut(), &mut sink).await {
+        while total < LINGER_BYTES {
+            sink.clear();
+            match tokio::io::AsyncReadExt::read_buf(stream.tcp_mut(), &mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+    // Bounded as a whole: a TLS `close_notify` waits for room in the socket too.
+    let _ = tokio::time::timeout(LINGER, ending).await;
 }
+
+/// How long, and how many bytes, a closing connection reads from a client still sending.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// Gives the connection to the upgrade's splice (see [`super::upgrade`]).
 fn hand_over(io: Arc<Conn>, buf: BytesMut, upgrade: Option<oneshot::Sender<Prefixed>>) {

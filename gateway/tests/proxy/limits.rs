@@ -29,6 +29,15 @@ async fn gateway(up: &Upstream, opts: Options) -> Gateway {
     Gateway::start_with(config(vec![api("limited", &[up], json!([paths("all", &["/*"])]), json!({}))]), opts).await
 }
 
+/// An echo upstream behind a gateway taking at most `cap` connections at once.
+async fn capped(cap: usize) -> (Upstream, Gateway) {
+    let up = Upstream::echo("echo").await;
+    let mut opts = options();
+    opts.listener.max_connections = cap;
+    let gw = gateway(&up, opts).await;
+    (up, gw)
+}
+
 async fn with_keepalive(up: &Upstream, keepalive: Duration) -> Gateway {
     let mut opts = options();
     opts.listener.keepalive_timeout = keepalive;
@@ -113,10 +122,7 @@ async fn a_chunked_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn connections_over_the_cap_get_a_503_problem() {
-    let up = Upstream::echo("echo").await;
-    let mut opts = options();
-    opts.listener.max_connections = 2;
-    let gw = gateway(&up, opts).await;
+    let (_up, gw) = capped(2).await;
     let request = "GET /c HTTP/1.1\r\nhost: x\r\n\r\n";
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -140,6 +146,44 @@ async fn connections_over_the_cap_get_a_503_problem() {
         raw.try_send(request.as_bytes()).await && raw.response().await.status == 200
     })
     .await;
+}
+
+/// A connection that ends with nothing unread closes at once, as nginx's does: it does not
+/// wait (up to a second) for the client's FIN, so its slot is free for the next client even
+/// while the first keeps its socket open. With bytes left unread it still lingers, so the
+/// response is not lost to a reset.
+#[tokio::test]
+async fn a_connection_that_ends_with_nothing_unread_frees_its_slot_at_once() {
+    let (_up, gw) = capped(1).await;
+    let closing = "GET /c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let mut first = Raw::connect(gw.addr).await;
+    first.send(closing.as_bytes()).await;
+    assert_eq!(first.response().await.status, 200);
+    assert!(matches!(first.closed_within(WAIT).await, Closed::Yes(ref rest) if rest.is_empty()));
+    // `first` stays open (no FIN from this side). Three tries 50 ms apart: the slot is
+    // released in the same step that closes the socket, so only a scheduling gap between the
+    // two can cost a try; a lingering close would hold it for a whole second.
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let mut next = Raw::connect(gw.addr).await;
+        let status = if next.try_send(closing.as_bytes()).await { next.response().await.status } else { 0 };
+        served.push(status);
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served.last(), Some(&200), "the slot is free while the first client's socket is still open: {served:?}");
+
+    // Pipelined bytes after a closing request are unread: the connection lingers, and the
+    // response arrives whole although the client's next bytes reach a closing socket.
+    let mut second = Raw::connect(gw.addr).await;
+    second.send(format!("{closing}GET /d HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await;
+    let r = second.response().await;
+    assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/c")));
+    second.send(b"more bytes the gateway will not read").await;
+    assert!(matches!(second.closed_within(WAIT).await, Closed::Yes(ref rest) if rest.is_empty()));
+    drop(first);
 }
 
 /// Reads frames until the server's first SETTINGS frame and returns its parameters.
