@@ -180,7 +180,10 @@ fn serve_connection(
         // The handshake and the first head share the header-read timeout from accept.
         let head_deadline = accepted + h1.header_read_timeout;
         if let Some(config) = tls {
-            let tls = match tokio::time::timeout_at(head_deadline, TlsConn::accept(stream, config)).await {
+            // Boxed, as every path but the plain one: the task's future is as large as its
+            // largest state, and tokio copies it whole when the task is spawned and again when
+            // it ends, for every connection.
+            let tls = match tokio::time::timeout_at(head_deadline, Box::pin(TlsConn::accept(stream, config))).await {
                 Ok(Ok(done)) => done,
                 Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("no TLS handshake within the header-read timeout"),
@@ -189,7 +192,7 @@ fn serve_connection(
             let conn = ConnInfo { client_cert: tls.client_cert().map(Arc::new), ..conn };
             let io = Conn::Tls(Box::new(tls));
             if h2 {
-                serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn).await;
+                Box::pin(serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn)).await;
             } else {
                 Box::pin(crate::wire::server::serve(io, &[], conn, h1, head_deadline)).await;
             }
@@ -205,7 +208,7 @@ fn serve_connection(
             Box::pin(crate::wire::server::serve(Conn::Tcp(stream), &preface[..filled], conn, h1, head_deadline)).await;
             return drop(slot);
         }
-        serve_h2(builder, Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream), h1, conn).await;
+        Box::pin(serve_h2(builder, Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream), h1, conn)).await;
         drop(slot);
     });
 }
