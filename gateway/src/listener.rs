@@ -115,6 +115,8 @@ pub async fn serve(
         drain: Drain::default(),
     });
     let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let plain_nodelay = inherits_nodelay(&listener);
+    let tls_nodelay = tls.as_ref().is_some_and(|t| inherits_nodelay(&t.listener));
     tokio::pin!(shutdown);
     loop {
         let (accepted, tls_config) = tokio::select! {
@@ -130,6 +132,10 @@ pub async fn serve(
             Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     let conn = ConnInfo::new(peer, tls_config.is_some());
+                    let inherited = if tls_config.is_some() { tls_nodelay } else { plain_nodelay };
+                    if !inherited {
+                        let _ = stream.set_nodelay(true);
+                    }
                     serve_connection(&builder, stream, h1.clone(), conn, slot, tls_config);
                 }
                 Err(_) => refuse(stream, tls_config.is_some()),
@@ -154,6 +160,13 @@ pub async fn serve(
     }
 }
 
+/// Sets `TCP_NODELAY` on a listening socket where the sockets it accepts inherit it (Linux
+/// copies it to each accepted socket), which spares a `setsockopt` per connection; `false`
+/// where each accepted socket must be set itself.
+fn inherits_nodelay(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux") && socket2::SockRef::from(listener).set_tcp_nodelay(true).is_ok()
+}
+
 /// hyper's server, for HTTP/2 (prior knowledge) connections.
 fn builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new()).http2_only();
@@ -172,7 +185,6 @@ fn serve_connection(
     slot: tokio::sync::OwnedSemaphorePermit,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let _ = stream.set_nodelay(true);
     let builder = builder.clone();
     let accepted = tokio::time::Instant::now();
     tokio::spawn(async move {
@@ -345,5 +357,21 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
         assert!(head.contains(&format!("content-length: {}", body.len())), "{head} / {}", body.len());
         assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+
+    /// Every accepted socket has `TCP_NODELAY` (responses are not held back by Nagle's
+    /// algorithm), whether inherited from the listener or set on it.
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() -> std::io::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let inherited = inherits_nodelay(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let _client = TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept().await?;
+        if !inherited {
+            accepted.set_nodelay(true)?;
+        }
+        assert!(accepted.nodelay()?, "an accepted socket without TCP_NODELAY");
+        Ok(())
     }
 }
