@@ -448,9 +448,8 @@ async fn write_refusal(writer: Writer<'_>, out: &mut Vec<u8>, res: Reply, versio
 /// sends is read and thrown away until it closes (at most [`LINGER_BYTES`], for at most
 /// [`LINGER`]). Otherwise the socket closes at once (after TLS's `close_notify`), as nginx's
 /// `lingering_close on` does: no wait for the client's FIN, no timer, no connection slot held.
-async fn close(io: Arc<Conn>, linger: bool) {
+async fn close(io: Arc<Conn>, mut linger: bool) {
     let Ok(mut stream) = Arc::try_unwrap(io) else { return };
-    let mut linger = linger;
     if !linger {
         let mut probe = [0u8; 64];
         match stream.tcp_mut().try_read(&mut probe) {

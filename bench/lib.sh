@@ -1,0 +1,39 @@
+# Shared by the bench scripts (sourced, not run): the upstream every proxy is measured in front
+# of, the certificate, the request id nginx sends (bench/nginx-job.conf), and small helpers.
+
+# bench_upstream DIR PORT: writes DIR/upstream.conf, nginx answering every request with a
+# 2-byte 200, pid and error log in DIR.
+bench_upstream() {
+  cat > "$1/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $1/up.pid; error_log $1/up.err warn;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$2 backlog=4096; keepalive_requests 1000000;
+  location / { return 200 "ok"; } } }
+CONF
+}
+
+# bench_cert DIR: DIR/tls.key and DIR/tls.crt, an ECDSA P-256 certificate for localhost and
+# 127.0.0.1, valid two days.
+bench_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
+}
+
+# The http-level map behind nginx-job.conf's `$rid`: a request id unique on the node without a
+# random draw (nginx's `$request_id` reads 16 random bytes from OpenSSL, ~3,900 instructions a
+# request more; the gateway's ids are v4 UUIDs from a fast non-cryptographic generator).
+# shellcheck disable=SC2016
+RID_MAP='map $connection_requests $rid { default "$pid-$msec-$connection-$connection_requests"; }'
+
+# wait_up [curl args...] URL: until a request succeeds (10 s), else exits the script.
+wait_up() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$@" && return 0; sleep 0.05; done; echo "$* did not come up"; exit 1; }
+
+# ticks PID: CPU ticks of a process and its children, "utime+stime utime".
+ticks() {
+  local total=0 user=0 u s
+  for p in "$@" $(pgrep -P "$1" || true); do
+    read -r u s < <(awk '{print $14, $15}' /proc/"$p"/stat 2>/dev/null || echo 0 0)
+    total=$((total + u + s)); user=$((user + u))
+  done
+  echo "$total $user"
+}
