@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -25,7 +25,7 @@ use crate::error::GatewayError;
 use crate::proxy::Pipeline;
 use crate::wire::conn::{Conn, TlsConn};
 use crate::wire::net::Prefixed;
-use crate::wire::server::{Drain, Http1};
+use crate::wire::server::{Drain, Http1, READ_CHUNK};
 use crate::wire::{ClientBody, ConnInfo};
 
 /// Listener limits.
@@ -104,7 +104,8 @@ pub async fn serve(
     opts: ListenerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let builder = builder(&opts);
+    // hyper's HTTP/2 server, shared: a connection task holds a pointer to it, not a copy.
+    let builder = Arc::new(builder(&opts));
     let h1 = Arc::new(Http1 {
         handler: pipeline,
         header_read_timeout: opts.header_read_timeout,
@@ -178,7 +179,7 @@ fn builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
 }
 
 fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
     h1: Arc<Http1<Pipeline>>,
     conn: ConnInfo,
@@ -188,17 +189,20 @@ fn serve_connection(
     let builder = builder.clone();
     let accepted = tokio::time::Instant::now();
     tokio::spawn(async move {
-        let mut stream = stream;
-        // The handshake and the first head share the header-read timeout from accept.
-        let head_deadline = accepted + h1.header_read_timeout;
+        // The handshake and the first head share the header-read timeout from accept: one
+        // timer bounds both, on the heap like every state of the task but the plain path's,
+        // since tokio copies the task's future whole when it is spawned and again when it
+        // ends, for every connection.
+        let mut timer = Box::pin(tokio::time::sleep_until(accepted + h1.header_read_timeout));
         if let Some(config) = tls {
-            // Boxed, as every path but the plain one: the task's future is as large as its
-            // largest state, and tokio copies it whole when the task is spawned and again when
-            // it ends, for every connection.
-            let tls = match tokio::time::timeout_at(head_deadline, Box::pin(TlsConn::accept(stream, config))).await {
-                Ok(Ok(done)) => done,
-                Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("no TLS handshake within the header-read timeout"),
+            let accepted = tokio::select! {
+                biased;
+                accepted = Box::pin(TlsConn::accept(stream, config)) => accepted,
+                () = timer.as_mut() => return tracing::debug!("no TLS handshake within the header-read timeout"),
+            };
+            let tls = match accepted {
+                Ok(done) => done,
+                Err(err) => return tracing::debug!(error = %err, "TLS handshake failed"),
             };
             let h2 = tls.is_h2();
             let conn = ConnInfo { client_cert: tls.client_cert().map(Arc::new), ..conn };
@@ -206,28 +210,32 @@ fn serve_connection(
             if h2 {
                 Box::pin(serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn)).await;
             } else {
-                Box::pin(crate::wire::server::serve(io, &[], conn, h1, head_deadline)).await;
+                Box::pin(crate::wire::server::serve(io, BytesMut::new(), conn, h1, timer)).await;
             }
             return drop(slot);
         }
-        let (preface, filled) = match tokio::time::timeout_at(head_deadline, read_preface(&mut stream)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(err)) => return tracing::debug!(error = %err, "connection closed before a request"),
-            Err(_) => return tracing::debug!("no request head within the header-read timeout"),
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let read = tokio::select! {
+            biased;
+            read = read_preface(&stream, &mut buf) => read,
+            () = timer.as_mut() => return tracing::debug!("no request head within the header-read timeout"),
         };
-        if &preface[..filled] != H2_PREFACE {
+        if let Err(err) = read {
+            return tracing::debug!(error = %err, "connection closed before a request");
+        }
+        if !buf.starts_with(H2_PREFACE) {
             // Boxed: the connection's future is moved a few times on its way into the task.
-            Box::pin(crate::wire::server::serve(Conn::Tcp(stream), &preface[..filled], conn, h1, head_deadline)).await;
+            Box::pin(crate::wire::server::serve(Conn::Tcp(stream), buf, conn, h1, timer)).await;
             return drop(slot);
         }
-        Box::pin(serve_h2(builder, Prefixed::new(Bytes::copy_from_slice(&preface[..filled]), stream), h1, conn)).await;
+        Box::pin(serve_h2(builder, Prefixed::new(buf.freeze(), stream), h1, conn)).await;
         drop(slot);
     });
 }
 
 /// Serves an HTTP/2 connection (prior knowledge on plain TCP, or ALPN `h2` over TLS) with
 /// hyper.
-async fn serve_h2(builder: auto::Builder<TokioExecutor>, io: Prefixed, h1: Arc<Http1<Pipeline>>, conn: ConnInfo) {
+async fn serve_h2(builder: Arc<auto::Builder<TokioExecutor>>, io: Prefixed, h1: Arc<Http1<Pipeline>>, conn: ConnInfo) {
     let pipeline = h1.handler.clone();
     let activity = Arc::new(Activity::new());
     let seen = activity.clone();
@@ -320,19 +328,40 @@ impl Drop for Busy {
 /// The HTTP/2 client preface: its first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Reads a connection's first bytes, as many as protocol detection needs (a client that
-/// connects and sends nothing, or a stalled preface, is bounded by the caller's
+/// Reads a connection's first bytes into `buf`, until they tell HTTP/2 (prior knowledge) from
+/// HTTP/1: one read for an HTTP/1 request, which the HTTP/1 server then parses from `buf` (a
+/// client that connects and sends nothing, or a stalled preface, is bounded by the caller's
 /// header-read timeout).
-async fn read_preface(stream: &mut TcpStream) -> std::io::Result<([u8; H2_PREFACE.len()], usize)> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let mut filled = 0;
-    while filled < buf.len() && H2_PREFACE.starts_with(&buf[..filled]) {
-        match stream.read(&mut buf[filled..]).await? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => filled += n,
+async fn read_preface(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+    // A client sends its request right after the handshake's last ACK, so by the time the
+    // connection is accepted the request is usually waiting: the first read is tried at once
+    // instead of after the socket's first readiness event, which spares the task a round
+    // through the event loop (a wakeup, a poll that finds nothing, a timer armed). When
+    // nothing is there yet it costs one `EAGAIN` and the usual wait follows.
+    match FIRST_READ.with_borrow_mut(|first| {
+        let n = std::io::Read::read(&mut &*socket2::SockRef::from(stream), first)?;
+        buf.extend_from_slice(&first[..n]);
+        Ok::<_, std::io::Error>(n)
+    }) {
+        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
+        Err(e) => return Err(e),
+    }
+    // An empty buffer is a prefix of the preface too.
+    while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
+        let n = std::future::poll_fn(|cx| crate::wire::net::poll_fill(stream, cx, buf, READ_CHUNK)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
-    Ok((buf, filled))
+    Ok(())
+}
+
+thread_local! {
+    /// Where a plain connection's first read lands before it is copied into the connection's
+    /// own buffer: one per thread, so that no buffer is zeroed for each connection.
+    static FIRST_READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
 /// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop (a

@@ -192,16 +192,25 @@ impl TlsConn {
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let mut tls = ServerConnection::new(config).map_err(tls_error)?;
         tls.set_buffer_limit(Some(SEND_BUFFER));
+        // The ClientHello is usually waiting by the time the connection is accepted (the
+        // client sends it right after the TCP handshake's last ACK), so the first read is
+        // tried at once instead of after the socket's first readiness event.
+        let mut first = true;
         loop {
             flush_blocking(&tcp, &mut tls).await?;
             if !tls.is_handshaking() {
                 break;
             }
-            tcp.readable().await?;
-            match tls.read_tls(&mut TryIo(&tcp)) {
+            let read = if std::mem::take(&mut first) {
+                tls.read_tls(&mut &*socket2::SockRef::from(&tcp))
+            } else {
+                tcp.readable().await?;
+                tls.read_tls(&mut TryIo(&tcp))
+            };
+            match read {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
                 Err(e) => return Err(e),
             }
             if let Err(e) = tls.process_new_packets() {

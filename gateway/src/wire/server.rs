@@ -43,7 +43,7 @@ use super::{ConnInfo, Handler, Reject};
 /// Most request header fields.
 const MAX_HEADERS: usize = 100;
 /// Read buffer growth step.
-const READ_CHUNK: usize = 8 * 1024;
+pub const READ_CHUNK: usize = 8 * 1024;
 /// Body frames up to this size are copied into the write buffer (one system call for head
 /// and body); larger ones are written from where they are.
 const COALESCE: usize = 16 * 1024;
@@ -81,7 +81,8 @@ impl Drain {
         self.started.load(Ordering::Relaxed)
     }
 
-    /// A future completing at [`Drain::start`]; enable it before checking [`Drain::started`].
+    /// A future completing at [`Drain::start`]; create it before checking [`Drain::started`]
+    /// (it sees every start from its creation on, polled or not).
     pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
     }
@@ -305,28 +306,28 @@ struct Parsed {
     upgrade: Option<oneshot::Sender<Prefixed>>,
 }
 
-/// Serves one HTTP/1.1 connection whose first bytes (`read`) were read by the listener; its
-/// first head must be complete by `head_deadline` (the header-read timeout from accept).
+/// Serves one HTTP/1.1 connection whose first bytes the listener read into `buf` (empty when
+/// it read none; the buffer then grows on the first read); `timer` is set to when the first
+/// head must be complete (the header-read timeout from accept).
 pub async fn serve<H: Handler>(
     stream: Conn,
-    read: &[u8],
+    mut buf: BytesMut,
     conn: ConnInfo,
     srv: Arc<Http1<H>>,
-    head_deadline: tokio::time::Instant,
+    mut timer: Pin<Box<tokio::time::Sleep>>,
 ) {
     let io = Arc::new(stream);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    buf.extend_from_slice(read);
     let mut out = Vec::with_capacity(1024);
     let writer = Writer { io: &io, timeout: srv.send_timeout };
     let mut names = Vec::new();
-    let mut timer = Box::pin(tokio::time::sleep_until(head_deadline));
     // The first head's timer runs from accept (the listener's wait for the first bytes
     // included), so it is already armed for a head.
     let mut first = true;
+    // Not enabled: a `Notified` sees every `notify_waiters` from its creation on, so it joins
+    // the waiter list (a lock) only when the connection first waits idle, which a connection
+    // closing after one request never does.
     let drained = srv.drain.notified();
     let mut drained = std::pin::pin!(drained);
-    drained.as_mut().enable();
     // Whether the client may still be sending when the connection ends (see [`close`]).
     let mut linger = false;
     loop {

@@ -45,6 +45,21 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert_eq!(up.requests(), 4);
 }
 
+/// A head longer than the listener's first read of a connection (4 KiB), sent with the
+/// connection, is read on to its end: here 12 KiB of fields and a body in one write.
+#[tokio::test]
+async fn a_first_head_longer_than_the_first_read_is_read_whole() {
+    let (gw, up) = echo_gateway().await;
+    let filler: String = (0..12).map(|i| format!("x-fill-{i:02}: {}\r\n", "f".repeat(1000))).collect();
+    let raw = format!("PUT /e/long HTTP/1.1\r\nhost: x\r\n{filler}content-length: 5\r\n\r\nhello");
+    let mut conn = sent(&gw, raw.as_bytes()).await;
+    let r = conn.response().await;
+    let doc = r.json();
+    assert_eq!((r.status, doc["path"].as_str(), doc["body_len"].as_u64()), (200, Some("/e/long"), Some(5)));
+    assert_eq!(doc["headers"]["x-fill-11"][0].as_str().map(str::len), Some(1000), "the last field arrived whole");
+    assert_eq!(up.requests(), 1);
+}
+
 #[tokio::test]
 async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let (gw, _up) = echo_gateway().await;

@@ -216,6 +216,33 @@ async fn http2_prior_knowledge_is_served_and_advertises_the_stream_limit() {
     assert_eq!(r.json()["path"], "/over/h2");
 }
 
+/// The listener tells HTTP/2 (prior knowledge) from HTTP/1 by the first bytes, however they
+/// are split: an HTTP/1 request that begins like the preface (`P`, `PO` of a `POST`) and the
+/// preface itself, each sent in two writes split at every byte up to the preface's length
+/// (the first write read on its own), are served by the right protocol.
+#[tokio::test]
+async fn the_protocol_is_told_apart_at_every_split_of_the_first_bytes() {
+    let up = Upstream::echo("echo").await;
+    let gw = gateway(&up, options()).await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let post = b"POST /split HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi";
+    for at in 1..=24 {
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.send(&post[..at]).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        raw.send(&post[at..]).await;
+        let r = raw.response().await;
+        assert_eq!((r.status, r.json()["body_len"].as_u64()), (200, Some(2)), "POST split after {at} bytes");
+
+        let mut raw = Raw::connect(gw.addr).await;
+        raw.send(&preface[..at]).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        raw.send(&preface[at..]).await;
+        let settings = within(WAIT, "the server's SETTINGS", server_settings(&mut raw)).await;
+        assert!(settings.contains(&(0x3, 2)), "HTTP/2 after a preface split after {at} bytes: {settings:?}");
+    }
+}
+
 #[tokio::test]
 async fn http2_concurrent_streams_are_limited() {
     let release = Gate::default();
