@@ -190,9 +190,8 @@ fn serve_connection(
     let accepted = tokio::time::Instant::now();
     tokio::spawn(async move {
         // The handshake and the first head share the header-read timeout from accept: one
-        // timer bounds both, on the heap like every state of the task but the plain path's,
-        // since tokio copies the task's future whole when it is spawned and again when it
-        // ends, for every connection.
+        // timer bounds both. It lives on the heap, as the task's larger states do, since tokio
+        // copies the task's future whole when it is spawned and again when it ends.
         let mut timer = Box::pin(tokio::time::sleep_until(accepted + h1.header_read_timeout));
         if let Some(config) = tls {
             let accepted = tokio::select! {
@@ -333,16 +332,8 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// client that connects and sends nothing, or a stalled preface, is bounded by the caller's
 /// header-read timeout).
 async fn read_preface(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
-    // A client sends its request right after the handshake's last ACK, so by the time the
-    // connection is accepted the request is usually waiting: the first read is tried at once
-    // instead of after the socket's first readiness event, which spares the task a round
-    // through the event loop (a wakeup, a poll that finds nothing, a timer armed). When
-    // nothing is there yet it costs one `EAGAIN` and the usual wait follows.
-    match FIRST_READ.with_borrow_mut(|first| {
-        let n = std::io::Read::read(&mut &*socket2::SockRef::from(stream), first)?;
-        buf.extend_from_slice(&first[..n]);
-        Ok::<_, std::io::Error>(n)
-    }) {
+    // Usually the whole request, at once (see `Unwaited`).
+    match crate::wire::net::read_now(stream, buf) {
         Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
         Ok(_) => {}
         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
@@ -356,12 +347,6 @@ async fn read_preface(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result
         }
     }
     Ok(())
-}
-
-thread_local! {
-    /// Where a plain connection's first read lands before it is copied into the connection's
-    /// own buffer: one per thread, so that no buffer is zeroed for each connection.
-    static FIRST_READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
 /// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop (a

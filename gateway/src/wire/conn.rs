@@ -192,9 +192,7 @@ impl TlsConn {
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let mut tls = ServerConnection::new(config).map_err(tls_error)?;
         tls.set_buffer_limit(Some(SEND_BUFFER));
-        // The ClientHello is usually waiting by the time the connection is accepted (the
-        // client sends it right after the TCP handshake's last ACK), so the first read is
-        // tried at once instead of after the socket's first readiness event.
+        // The ClientHello is usually waiting already: the first read is tried at once.
         let mut first = true;
         loop {
             flush_blocking(&tcp, &mut tls).await?;
@@ -202,7 +200,7 @@ impl TlsConn {
                 break;
             }
             let read = if std::mem::take(&mut first) {
-                tls.read_tls(&mut &*socket2::SockRef::from(&tcp))
+                tls.read_tls(&mut super::net::Unwaited(&tcp))
             } else {
                 tcp.readable().await?;
                 tls.read_tls(&mut TryIo(&tcp))

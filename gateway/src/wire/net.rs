@@ -39,6 +39,38 @@ pub fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut impl BufMut) ->
     }
 }
 
+/// A socket read that does not wait for tokio's readiness: for a new connection's first bytes.
+/// A client sends its request (or TLS ClientHello) right after the TCP handshake's last ACK,
+/// so by the time the connection is accepted the bytes are usually waiting, while tokio knows
+/// a new socket as readable only after its first epoll event: reading at once spares the
+/// connection's task a round through the event loop (a wakeup, a poll that finds nothing, a
+/// timer armed). When nothing is there yet it costs one `EAGAIN` (`WouldBlock`, then wait as
+/// usual); when it read something, tokio's readiness from that first event is still to be
+/// cleared by a later `EAGAIN`.
+pub struct Unwaited<'a>(pub &'a TcpStream);
+
+impl io::Read for Unwaited<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &*socket2::SockRef::from(self.0), buf)
+    }
+}
+
+thread_local! {
+    /// Where [`read_now`] lands before copying into the connection's buffer: one per thread,
+    /// so that no buffer is zeroed for each connection.
+    static FIRST_READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 8 * 1024].into_boxed_slice());
+}
+
+/// Appends what `io` has now (up to 8 KiB) to `buf` through [`Unwaited`]; `Ok(0)` is end of
+/// stream, `WouldBlock` nothing yet.
+pub fn read_now(io: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    FIRST_READ.with_borrow_mut(|first| {
+        let n = io::Read::read(&mut Unwaited(io), first)?;
+        buf.extend_from_slice(&first[..n]);
+        Ok(n)
+    })
+}
+
 /// Makes room in `buf` (at least 1 KiB spare, growing by `chunk`), then [`poll_read`]s.
 pub fn poll_fill(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut, chunk: usize) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < 1024 {
