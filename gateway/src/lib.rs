@@ -207,6 +207,8 @@ pub async fn serve_all(
         access_log: access_log.clone(),
         tracer: tracer.clone(),
     });
+    let listener =
+        listener::Acceptor::new(listener).map_err(|e| anyhow::anyhow!("cannot serve on the listening socket: {e}"))?;
     listener::serve(listener, tls, pipeline, opts.listener, shutdown).await;
     if let Some(log) = &access_log {
         log.close(Duration::from_secs(5));

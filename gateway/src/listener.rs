@@ -8,6 +8,7 @@
 //! ones up to a deadline.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -26,6 +27,7 @@ use crate::proxy::Pipeline;
 use crate::wire::conn::{Conn, TlsConn};
 use crate::wire::net::Prefixed;
 use crate::wire::server::{Drain, Http1, READ_CHUNK};
+use crate::wire::socket::Socket;
 use crate::wire::{ClientBody, ConnInfo};
 
 /// Listener limits.
@@ -88,6 +90,65 @@ pub struct TlsListener {
     pub certs: Arc<crate::tls::CertStore>,
 }
 
+/// The plain listener, which accepts sockets without registering them with the event loop
+/// (see [`crate::wire::socket`]). tokio's `TcpListener` registers every socket it accepts and
+/// offers no readiness of its own, and `AsyncFd` takes `unsafe`; so the listening socket is
+/// held as a tokio `TcpStream`, used only for its readiness (`readable`, `try_io`), and
+/// accepts through `socket2` (`accept4`, non-blocking and close-on-exec in the same call).
+/// Nothing else is called on it.
+pub struct Acceptor(TcpStream);
+
+impl Acceptor {
+    pub fn new(listener: TcpListener) -> std::io::Result<Self> {
+        let fd = std::os::fd::OwnedFd::from(listener.into_std()?);
+        Ok(Self(TcpStream::from_std(std::net::TcpStream::from(fd))?))
+    }
+
+    /// The next connection.
+    async fn accept(&self) -> std::io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            self.0.readable().await?;
+            match self.0.try_io(Interest::READABLE, || accept_nonblocking(&self.0)) {
+                Ok((socket, peer)) => {
+                    let peer = peer.as_socket().ok_or_else(|| std::io::Error::other("a peer without an IP address"))?;
+                    return Ok((socket.into(), peer));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// `accept4` with the accepted socket non-blocking and close-on-exec in one call.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn accept_nonblocking(listener: &TcpStream) -> std::io::Result<(socket2::Socket, socket2::SockAddr)> {
+    socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
+/// `accept` (close-on-exec where the system allows), then the socket made non-blocking.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn accept_nonblocking(listener: &TcpStream) -> std::io::Result<(socket2::Socket, socket2::SockAddr)> {
+    let (socket, peer) = socket2::SockRef::from(listener).accept()?;
+    socket.set_nonblocking(true)?;
+    Ok((socket, peer))
+}
+
+/// A connection as accepted: plain (not yet registered with the event loop) or TLS.
+enum Accepted {
+    Plain(std::net::TcpStream),
+    Tls(TcpStream),
+}
+
+impl Accepted {
+    fn set_nodelay(&self) -> std::io::Result<()> {
+        match self {
+            Accepted::Plain(s) => s.set_nodelay(true),
+            Accepted::Tls(s) => s.set_nodelay(true),
+        }
+    }
+}
+
 async fn accept_tls(tls: Option<&TlsListener>) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
     match tls {
         Some(t) => t.listener.accept().await,
@@ -98,7 +159,7 @@ async fn accept_tls(tls: Option<&TlsListener>) -> std::io::Result<(TcpStream, st
 /// Serves `pipeline` on `listener` (plain HTTP) and `tls` (HTTPS) until `shutdown`
 /// completes, then drains.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Acceptor,
     tls: Option<TlsListener>,
     pipeline: Arc<Pipeline>,
     opts: ListenerOptions,
@@ -116,15 +177,15 @@ pub async fn serve(
         drain: Drain::default(),
     });
     let slots = Arc::new(Semaphore::new(opts.max_connections));
-    let plain_nodelay = inherits_nodelay(&listener);
+    let plain_nodelay = inherits_nodelay(&listener.0);
     let tls_nodelay = tls.as_ref().is_some_and(|t| inherits_nodelay(&t.listener));
     tokio::pin!(shutdown);
     loop {
         let (accepted, tls_config) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => (accepted, None),
+            accepted = listener.accept() => (accepted.map(|(s, peer)| (Accepted::Plain(s), peer)), None),
             accepted = accept_tls(tls.as_ref()) => match tls.as_ref().map(|t| t.certs.config()) {
-                Some(Ok(config)) => (accepted, Some(config)),
+                Some(Ok(config)) => (accepted.map(|(s, peer)| (Accepted::Tls(s), peer)), Some(config)),
                 // Made at start, so never missing after; were it, the connection closes.
                 _ => continue,
             },
@@ -135,11 +196,11 @@ pub async fn serve(
                     let conn = ConnInfo::new(peer, tls_config.is_some());
                     let inherited = if tls_config.is_some() { tls_nodelay } else { plain_nodelay };
                     if !inherited {
-                        let _ = stream.set_nodelay(true);
+                        let _ = stream.set_nodelay();
                     }
                     serve_connection(&builder, stream, h1.clone(), conn, slot, tls_config);
                 }
-                Err(_) => refuse(stream, tls_config.is_some()),
+                Err(_) => refuse(stream),
             },
             Err(err) => {
                 // Out of file descriptors and the like: pause so open connections can finish.
@@ -164,7 +225,7 @@ pub async fn serve(
 /// Sets `TCP_NODELAY` on a listening socket where the sockets it accepts inherit it (Linux
 /// copies it to each accepted socket), which spares a `setsockopt` per connection; `false`
 /// where each accepted socket must be set itself.
-fn inherits_nodelay(listener: &TcpListener) -> bool {
+fn inherits_nodelay(listener: &impl std::os::fd::AsFd) -> bool {
     cfg!(target_os = "linux") && socket2::SockRef::from(listener).set_tcp_nodelay(true).is_ok()
 }
 
@@ -180,7 +241,7 @@ fn builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
 
 fn serve_connection(
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: Accepted,
     h1: Arc<Http1<Pipeline>>,
     conn: ConnInfo,
     slot: tokio::sync::OwnedSemaphorePermit,
@@ -188,48 +249,75 @@ fn serve_connection(
 ) {
     let builder = builder.clone();
     let accepted = tokio::time::Instant::now();
+    // The task's future is kept to a few hundred bytes: tokio copies it whole when it is
+    // spawned and again (up to three times) as it ends, so every larger state — the TLS
+    // handshake, hyper's HTTP/2 connection, the HTTP/1 server loop — lives on the heap.
     tokio::spawn(async move {
         // The handshake and the first head share the header-read timeout from accept: one
-        // timer bounds both. It lives on the heap, as the task's larger states do, since tokio
-        // copies the task's future whole when it is spawned and again when it ends.
-        let mut timer = Box::pin(tokio::time::sleep_until(accepted + h1.header_read_timeout));
-        if let Some(config) = tls {
-            let accepted = tokio::select! {
-                biased;
-                accepted = Box::pin(TlsConn::accept(stream, config)) => accepted,
-                () = timer.as_mut() => return tracing::debug!("no TLS handshake within the header-read timeout"),
-            };
-            let tls = match accepted {
-                Ok(done) => done,
-                Err(err) => return tracing::debug!(error = %err, "TLS handshake failed"),
-            };
-            let h2 = tls.is_h2();
-            let conn = ConnInfo { client_cert: tls.client_cert().map(Arc::new), ..conn };
-            let io = Conn::Tls(Box::new(tls));
-            if h2 {
-                Box::pin(serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn)).await;
-            } else {
-                Box::pin(crate::wire::server::serve(io, BytesMut::new(), conn, h1, timer)).await;
+        // timer bounds both.
+        let timer = Box::pin(tokio::time::sleep_until(accepted + h1.header_read_timeout));
+        match (stream, tls) {
+            (Accepted::Tls(stream), Some(config)) => {
+                Box::pin(serve_tls(builder, stream, config, h1, conn, timer)).await
             }
-            return drop(slot);
+            (Accepted::Plain(stream), None) => serve_plain(builder, Socket::new(stream), h1, conn, timer).await,
+            // Not made by the accept loop.
+            _ => {}
         }
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let read = tokio::select! {
-            biased;
-            read = read_preface(&stream, &mut buf) => read,
-            () = timer.as_mut() => return tracing::debug!("no request head within the header-read timeout"),
-        };
-        if let Err(err) = read {
-            return tracing::debug!(error = %err, "connection closed before a request");
-        }
-        if !buf.starts_with(H2_PREFACE) {
-            // Boxed: the connection's future is moved a few times on its way into the task.
-            Box::pin(crate::wire::server::serve(Conn::Tcp(stream), buf, conn, h1, timer)).await;
-            return drop(slot);
-        }
-        Box::pin(serve_h2(builder, Prefixed::new(buf.freeze(), stream), h1, conn)).await;
         drop(slot);
     });
+}
+
+/// A plain connection: HTTP/1 by the gateway's server, or HTTP/2 by prior knowledge.
+async fn serve_plain(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: Socket,
+    h1: Arc<Http1<Pipeline>>,
+    conn: ConnInfo,
+    mut timer: Pin<Box<tokio::time::Sleep>>,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let read = tokio::select! {
+        biased;
+        read = read_preface(&stream, &mut buf) => read,
+        () = timer.as_mut() => return tracing::debug!("no request head within the header-read timeout"),
+    };
+    if let Err(err) = read {
+        return tracing::debug!(error = %err, "connection closed before a request");
+    }
+    if buf.starts_with(H2_PREFACE) {
+        Box::pin(serve_h2(builder, Prefixed::new(buf.freeze(), Conn::Tcp(stream)), h1, conn)).await;
+    } else {
+        Box::pin(crate::wire::server::serve(Conn::Tcp(stream), buf, conn, h1, timer)).await;
+    }
+}
+
+/// A TLS connection: the handshake, then HTTP/2 or HTTP/1 as ALPN chose.
+async fn serve_tls(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    h1: Arc<Http1<Pipeline>>,
+    conn: ConnInfo,
+    mut timer: Pin<Box<tokio::time::Sleep>>,
+) {
+    let accepted = tokio::select! {
+        biased;
+        accepted = TlsConn::accept(stream, config) => accepted,
+        () = timer.as_mut() => return tracing::debug!("no TLS handshake within the header-read timeout"),
+    };
+    let tls = match accepted {
+        Ok(done) => done,
+        Err(err) => return tracing::debug!(error = %err, "TLS handshake failed"),
+    };
+    let h2 = tls.is_h2();
+    let conn = ConnInfo { client_cert: tls.client_cert().map(Arc::new), ..conn };
+    let io = Conn::Tls(Box::new(tls));
+    if h2 {
+        Box::pin(serve_h2(builder, Prefixed::new(Bytes::new(), io), h1, conn)).await;
+    } else {
+        Box::pin(crate::wire::server::serve(io, BytesMut::new(), conn, h1, timer)).await;
+    }
 }
 
 /// Serves an HTTP/2 connection (prior knowledge on plain TCP, or ALPN `h2` over TLS) with
@@ -331,9 +419,9 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/1: one read for an HTTP/1 request, which the HTTP/1 server then parses from `buf` (a
 /// client that connects and sends nothing, or a stalled preface, is bounded by the caller's
 /// header-read timeout).
-async fn read_preface(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+async fn read_preface(stream: &Socket, buf: &mut BytesMut) -> std::io::Result<()> {
     // Usually the whole request, at once (see `Unwaited`).
-    match crate::wire::net::read_now(stream, buf) {
+    match stream.read_now(buf) {
         Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
         Ok(_) => {}
         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
@@ -341,7 +429,7 @@ async fn read_preface(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result
     }
     // An empty buffer is a prefix of the preface too.
     while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
-        let n = std::future::poll_fn(|cx| crate::wire::net::poll_fill(stream, cx, buf, READ_CHUNK)).await?;
+        let n = std::future::poll_fn(|cx| stream.poll_fill(cx, buf, READ_CHUNK)).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -351,10 +439,9 @@ async fn read_preface(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result
 
 /// Answers a connection over the cap with a fixed 503 and closes it, off the accept loop (a
 /// TLS connection is closed unanswered: a handshake is the work the cap is there to bound).
-fn refuse(mut stream: TcpStream, tls: bool) {
-    if tls {
-        return drop(stream);
-    }
+fn refuse(stream: Accepted) {
+    let Accepted::Plain(stream) = stream else { return };
+    let Ok(mut stream) = TcpStream::from_std(stream) else { return };
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(overloaded_response())).await;
         let _ = stream.shutdown().await;
@@ -374,18 +461,25 @@ mod tests {
     }
 
     /// Every accepted socket has `TCP_NODELAY` (responses are not held back by Nagle's
-    /// algorithm), whether inherited from the listener or set on it.
+    /// algorithm), whether inherited from the listener or set on it; it is non-blocking, not
+    /// yet registered with the event loop, and comes with its peer's address.
     #[tokio::test]
-    async fn accepted_sockets_have_nodelay() -> std::io::Result<()> {
+    async fn accepted_sockets_have_nodelay_and_do_not_block() -> std::io::Result<()> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let inherited = inherits_nodelay(&listener);
+        let addr = listener.local_addr()?;
+        let acceptor = Acceptor::new(listener)?;
+        let inherited = inherits_nodelay(&acceptor.0);
         assert_eq!(inherited, cfg!(target_os = "linux"));
-        let _client = TcpStream::connect(listener.local_addr()?).await?;
-        let (accepted, _) = listener.accept().await?;
+        let client = TcpStream::connect(addr).await?;
+        let (accepted, peer) = acceptor.accept().await?;
+        assert_eq!(peer, client.local_addr()?);
         if !inherited {
             accepted.set_nodelay(true)?;
         }
         assert!(accepted.nodelay()?, "an accepted socket without TCP_NODELAY");
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut &accepted, &mut byte);
+        assert!(matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "{read:?}");
         Ok(())
     }
 }

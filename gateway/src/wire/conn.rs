@@ -18,9 +18,11 @@ use sha2::Digest;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::socket::Socket;
+
 /// A client connection.
 pub enum Conn {
-    Tcp(TcpStream),
+    Tcp(Socket),
     Tls(Box<TlsConn>),
 }
 
@@ -87,7 +89,7 @@ impl Conn {
     /// is spare); `Ok(0)` is the end of the stream.
     pub fn poll_fill(&self, cx: &mut Context<'_>, buf: &mut BytesMut, chunk: usize) -> Poll<io::Result<usize>> {
         match self {
-            Conn::Tcp(s) => super::net::poll_fill(s, cx, buf, chunk),
+            Conn::Tcp(s) => s.poll_fill(cx, buf, chunk),
             Conn::Tls(t) => {
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(chunk);
@@ -100,7 +102,7 @@ impl Conn {
     /// Reads into any buffer (see [`Self::poll_fill`]).
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
         match self {
-            Conn::Tcp(s) => super::net::poll_read(s, cx, buf),
+            Conn::Tcp(s) => s.poll_read(cx, buf),
             Conn::Tls(t) => t.poll_read(cx, buf),
         }
     }
@@ -109,14 +111,7 @@ impl Conn {
     /// bounded, and starts sending it; [`Self::poll_flush`] finishes).
     pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match self {
-            Conn::Tcp(s) => loop {
-                ready!(s.poll_write_ready(cx))?;
-                match s.try_write(data) {
-                    Ok(n) => return Poll::Ready(Ok(n)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            },
+            Conn::Tcp(s) => s.poll_write(cx, data),
             Conn::Tls(t) => t.poll_write(cx, data),
         }
     }
@@ -132,7 +127,7 @@ impl Conn {
     /// Ends the write side (TLS: a `close_notify` alert first).
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Conn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Tcp(s) => Poll::Ready(s.shutdown_write()),
             Conn::Tls(t) => {
                 t.lock()?.send_close_notify();
                 ready!(t.poll_flush(cx))?;
@@ -146,11 +141,21 @@ impl Conn {
         std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
     }
 
-    /// The TCP socket underneath, to read raw bytes after a shutdown (lingering).
-    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+    /// Reads what the TCP socket underneath has now, without waiting and past TLS (to see
+    /// whether the client is still sending as the connection closes).
+    pub fn try_read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Conn::Tcp(s) => s,
-            Conn::Tls(t) => &mut t.tcp,
+            Conn::Tcp(s) => s.try_read(buf),
+            Conn::Tls(t) => t.tcp.try_read(buf),
+        }
+    }
+
+    /// Reads raw bytes from the TCP socket underneath (past TLS), to throw away what a
+    /// client sends after a shutdown (lingering).
+    pub fn poll_read_raw(&self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
+        match self {
+            Conn::Tcp(s) => s.poll_read(cx, buf),
+            Conn::Tls(t) => super::net::poll_read(&t.tcp, cx, buf),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP/1.1 wire layer: framing and parsing ([`codec`]), socket reads ([`net`]), the
-//! client connections, plain or TLS ([`conn`]), the client-facing server loop ([`server`]), the upstream codec ([`h1`]), its connection pool
+//! client connections, plain or TLS ([`conn`]) over a socket registered only once it waits ([`socket`]), the client-facing server loop ([`server`]), the upstream codec ([`h1`]), its connection pool
 //! ([`pool`]) and the upstream client ([`client`]), header-field rules ([`headers`]) and
 //! upgrade splicing ([`upgrade`]). It imports nothing else from the crate: routing, auth,
 //! limits and the configuration plug in through [`Handler`] (what answers a request) and
@@ -16,6 +16,7 @@ pub mod pool;
 pub mod reclaim;
 pub mod reply;
 pub mod server;
+pub mod socket;
 pub mod upgrade;
 
 use std::future::Future;

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::conn::Conn;
+use super::socket::Socket;
 
 /// Reads what `io` has into `buf`; `Ok(0)` is end of stream (or a full `buf`).
 pub fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
@@ -56,17 +57,24 @@ impl io::Read for Unwaited<'_> {
 }
 
 thread_local! {
-    /// Where [`read_now`] lands before copying into the connection's buffer: one per thread,
-    /// so that no buffer is zeroed for each connection.
+    /// Where reads that cannot land in a buffer's spare capacity ([`read_now`], a socket not
+    /// yet registered) go before being copied: one per thread, so that no buffer is zeroed
+    /// for each read.
     static FIRST_READ: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 8 * 1024].into_boxed_slice());
 }
 
 /// Appends what `io` has now (up to 8 KiB) to `buf` through [`Unwaited`]; `Ok(0)` is end of
 /// stream, `WouldBlock` nothing yet.
 pub fn read_now(io: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    read_via_buffer(&mut Unwaited(io), buf, usize::MAX)
+}
+
+/// One read of at most `max` bytes (and 8 KiB) from `from`, appended to `buf`.
+pub fn read_via_buffer(from: &mut impl io::Read, buf: &mut impl BufMut, max: usize) -> io::Result<usize> {
     FIRST_READ.with_borrow_mut(|first| {
-        let n = io::Read::read(&mut Unwaited(io), first)?;
-        buf.extend_from_slice(&first[..n]);
+        let len = first.len().min(max).min(buf.remaining_mut());
+        let n = from.read(&mut first[..len])?;
+        buf.put_slice(&first[..n]);
         Ok(n)
     })
 }
@@ -95,6 +103,12 @@ impl Prefixed {
 
 impl From<TcpStream> for Conn {
     fn from(s: TcpStream) -> Self {
+        Conn::Tcp(Socket::registered(s))
+    }
+}
+
+impl From<Socket> for Conn {
+    fn from(s: Socket) -> Self {
         Conn::Tcp(s)
     }
 }
@@ -122,7 +136,7 @@ impl AsyncWrite for Prefixed {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tcp(s) => s.poll_write_vectored(cx, bufs),
             tls => {
                 let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
                 tls.poll_write(cx, first)

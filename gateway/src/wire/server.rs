@@ -453,7 +453,7 @@ async fn close(io: Arc<Conn>, mut linger: bool) {
     let Ok(mut stream) = Arc::try_unwrap(io) else { return };
     if !linger {
         let mut probe = [0u8; 64];
-        match stream.tcp_mut().try_read(&mut probe) {
+        match stream.try_read_raw(&mut probe) {
             // Nothing waiting: the client has sent all it meant to.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Ok(1..) => linger = true,
@@ -473,7 +473,7 @@ async fn close(io: Arc<Conn>, mut linger: bool) {
         let mut total = 0usize;
         while total < LINGER_BYTES {
             sink.clear();
-            match tokio::io::AsyncReadExt::read_buf(stream.tcp_mut(), &mut sink).await {
+            match std::future::poll_fn(|cx| stream.poll_read_raw(cx, &mut sink)).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
