@@ -222,8 +222,14 @@ impl RedisCounter {
                 .rate_windows()
                 .map(|w| batch::Rate {
                     slot: w.slot,
-                    interval_us: micros(w.interval_ns),
-                    tolerance_us: micros(w.tolerance_ns),
+                    // Whole microseconds, so the script's arithmetic stays in integers
+                    // (exact in a double up to 2^53 µs) and an entry of n decisions ends
+                    // exactly where n separate calls would; rounded toward the stricter
+                    // side, since an interval rounded down lets one more request into a
+                    // window (1 s / 13 is 76,923.08 µs, and 13 × 76,923 < 1 s). A plan of
+                    // more than a million requests a second per key counts as a million.
+                    interval_us: w.interval_ns.div_ceil(1000).max(1),
+                    tolerance_us: w.tolerance_ns / 1000,
                 })
                 .collect(),
             quotas: SmallVec::new(),
@@ -260,15 +266,6 @@ impl RedisCounter {
             .map_err(|_| CounterError::Timeout(self.timeout))??;
         Ok(used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
     }
-}
-
-/// Nanoseconds as whole microseconds, rounded, at least 1: the script's arithmetic then
-/// stays in integers (exact in a double up to 2^53 µs, ~285 years), so an entry of n
-/// decisions ends exactly where n separate calls would. A window's interval is off by at most
-/// half a microsecond (a plan of more than a million requests a second per key counts as a
-/// million).
-fn micros(ns: u64) -> u64 {
-    ns.saturating_add(500).div_euclid(1000).max(1)
 }
 
 /// The shared counters of one key after a decision, as Redis holds them: how far each rate

@@ -155,17 +155,159 @@ async fn redis_counting_keeps_the_promise_for_any_arrivals() {
     // earlier than the virtual one: the test's clock runs faster than the wall clock.
     let base_us = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap() * 1_000_000;
     for p in cases {
-        let (k, plan) = (key("redis-promise"), p.plan(Mode::Redis));
-        let mut admitted = Vec::new();
-        for (t, cost) in p.arrivals() {
-            let (d, _) = counter.check_at(&k, &plan, cost, at(t).utc, base_us + t / 1000, 0).await.unwrap();
-            if d.allowed {
-                admitted.push((t, cost));
-            }
-        }
-        let most = busiest(&admitted, p.window * SEC);
-        assert!(most <= p.bound(), "{most} units in one window, promised at most {}: {p:?}", p.bound());
+        assert_redis_keeps(&counter, base_us, &p).await;
     }
+}
+
+async fn assert_redis_keeps(counter: &RedisCounter, base_us: u64, p: &Pattern) {
+    let (k, plan) = (key("redis-promise"), p.plan(Mode::Redis));
+    let mut admitted = Vec::new();
+    for (t, cost) in p.arrivals() {
+        let (d, _) = counter.check_at(&k, &plan, cost, at(t).utc, base_us + t / 1000, 0).await.unwrap();
+        if d.allowed {
+            admitted.push((t, cost));
+        }
+    }
+    let most = busiest(&admitted, p.window * SEC);
+    assert!(most <= p.bound(), "{most} units in one window, promised at most {}: {p:?}", p.bound());
+}
+
+/// A pattern CI found when Redis's intervals were rounded to the nearest microsecond: 13 a
+/// second is 76,923.08 µs apart, and 13 steps of 76,923 µs fit in a second, so 17 units
+/// passed where 16 are promised. Intervals now round up.
+#[tokio::test]
+async fn redis_intervals_round_toward_the_promise() {
+    let (url, _server) = redis_server::shared();
+    let counter = RedisCounter::new(&url, &format!("tgtest-{}", uuid::Uuid::new_v4()), ms(2000)).unwrap();
+    let base_us = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap() * 1_000_000;
+    let requests = vec![
+        (30, 1),
+        (160, 2),
+        (1, 1),
+        (199, 1),
+        (72, 1),
+        (169, 3),
+        (185, 2),
+        (83, 3),
+        (119, 2),
+        (237, 2),
+        (235, 3),
+        (25, 3),
+        (59, 3),
+        (105, 2),
+        (147, 3),
+        (224, 3),
+        (223, 2),
+        (188, 2),
+        (243, 3),
+        (242, 3),
+        (133, 1),
+        (26, 3),
+        (191, 3),
+        (114, 3),
+        (5, 1),
+        (195, 1),
+        (40, 1),
+        (109, 1),
+        (242, 1),
+        (49, 2),
+        (163, 3),
+        (241, 3),
+        (147, 1),
+        (217, 1),
+        (179, 3),
+        (84, 1),
+        (158, 1),
+        (3, 2),
+        (231, 1),
+        (32, 1),
+        (213, 3),
+        (201, 1),
+        (195, 3),
+        (175, 2),
+        (221, 3),
+        (112, 1),
+        (98, 3),
+        (125, 1),
+        (136, 2),
+        (69, 1),
+        (177, 2),
+        (76, 2),
+        (43, 2),
+        (176, 3),
+        (103, 2),
+        (0, 2),
+        (44, 2),
+        (77, 3),
+        (96, 2),
+        (95, 1),
+        (229, 2),
+        (121, 2),
+        (136, 2),
+        (56, 1),
+        (188, 2),
+        (244, 2),
+        (77, 1),
+        (141, 1),
+        (177, 2),
+        (102, 1),
+        (121, 3),
+        (75, 2),
+        (130, 3),
+        (36, 2),
+        (166, 3),
+        (121, 3),
+        (92, 2),
+        (152, 1),
+        (94, 2),
+        (190, 1),
+        (105, 3),
+        (41, 2),
+        (138, 3),
+        (134, 2),
+        (59, 1),
+        (174, 3),
+        (233, 2),
+        (142, 1),
+        (216, 1),
+        (173, 1),
+        (104, 2),
+        (178, 1),
+        (133, 3),
+        (149, 3),
+        (23, 1),
+        (201, 3),
+        (104, 2),
+        (162, 2),
+        (26, 1),
+        (109, 2),
+        (113, 2),
+        (97, 2),
+        (37, 1),
+        (23, 2),
+        (150, 1),
+        (14, 1),
+        (59, 3),
+        (151, 1),
+        (3, 1),
+        (118, 2),
+        (148, 1),
+        (130, 3),
+        (100, 3),
+        (136, 3),
+        (173, 1),
+        (222, 3),
+        (43, 2),
+        (155, 3),
+        (122, 2),
+        (2, 1),
+        (54, 3),
+        (135, 1),
+        (211, 3),
+        (83, 2),
+        (36, 2),
+    ];
+    assert_redis_keeps(&counter, base_us, &Pattern { n: 13, burst: 3, window: 1, requests }).await;
 }
 
 /// The Redis fallback continues from what the node spent: the units Redis admitted on this
