@@ -178,12 +178,6 @@ impl Socket {
             Io::Waited(tcp) => socket2::SockRef::from(tcp).shutdown(Shutdown::Write),
         }
     }
-
-    /// The socket as a tokio stream (registering it), for code that needs one.
-    pub fn into_stream(self) -> io::Result<TcpStream> {
-        self.waiting()?;
-        self.waited.into_inner().ok_or_else(|| io::Error::other("socket lost in registration"))
-    }
 }
 
 fn raw_ref<'a>(raw: &'a MutexGuard<'_, Option<std::net::TcpStream>>) -> io::Result<&'a std::net::TcpStream> {
