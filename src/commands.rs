@@ -67,6 +67,7 @@ pub async fn portal(args: PortalArgs) -> anyhow::Result<()> {
 /// `tollgate gateway`.
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "the gateway").await?;
+    let _state_lock = claim_state_dir(&args.state_dir).await?;
     let node = node_id(&args.state_dir, args.node_id).await?;
     let app_name = tollgate_gateway::config::node_id::application_name(node);
     let source = match (&args.config, &args.database_url) {
@@ -174,6 +175,21 @@ async fn run_file(
     let outcome = tollgate_admin::gitops::apply::apply(&state, &who, &text, args.prune, commit).await;
     pool.close().await;
     outcome.map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))
+}
+
+/// Claims the state directory for this process until the returned lock is dropped (see
+/// `tollgate_gateway::config::node_id::lock`): a second gateway on it refuses to start.
+pub async fn claim_state_dir(
+    state_dir: &std::path::Path,
+) -> anyhow::Result<tollgate_gateway::config::node_id::StateLock> {
+    let dir = state_dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || tollgate_gateway::config::node_id::lock(&dir)).await? {
+        Ok(held) => Ok(held),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(anyhow::anyhow!("{e}")),
+        Err(e) => {
+            Err(anyhow::Error::from(e).context(format!("cannot lock the state directory {}", state_dir.display())))
+        }
+    }
 }
 
 /// The node's id: `explicit` (`--node-id`), else the one kept in `state_dir` (created on

@@ -96,6 +96,7 @@ async fn run_with(
     }
     let gateway_addr = listeners.gateway.local_addr()?;
     let source = tollgate_gateway::ConfigSource::Postgres(pool.clone());
+    let _state_lock = commands::claim_state_dir(&args.state_dir).await?;
     let node = commands::node_id(&args.state_dir, None).await?;
     let mut gateway =
         commands::gateway_options(source, Some(args.state_dir.clone()), &args.gateway_limits, gateway_addr, node);

@@ -34,13 +34,7 @@ const CUT_ROLE: &str = "gw_cut";
 
 #[tokio::test]
 async fn a_restarted_gateway_keeps_its_id_and_is_listed_once() -> anyhow::Result<()> {
-    let db = test_database().await;
-    let admin = Admin::start(&db.url).await?;
-    let scratch = ScratchDir::new()?;
-    let upstream = Upstream::start("restart").await?;
-    admin.publish("restart", upstream.addr, &["/r"]).await?;
-    let dir = scratch.path().join("node");
-    let first = Gateway::start(&db.url, &dir).await?;
+    let OneNode { db, admin, upstream, dir, gateway: first, _scratch } = OneNode::start("restart", "/r").await?;
     let id = first.node_id.clone();
     let before = the_only_node(&admin, &id, |_| true).await?;
     first.wait_routed("/r", &upstream.body_for("/r"), PROPAGATION).await?;
@@ -79,6 +73,57 @@ async fn a_restarted_gateway_keeps_its_id_and_is_listed_once() -> anyhow::Result
     assert!(status.success(), "exit {status:?}");
     assert_eq!(flushed_requests(&admin.pool, &id).await?, counted + 3, "the restarted node's usage counts");
     Ok(())
+}
+
+/// Two processes on one state directory would be one node to the control plane (one row,
+/// usage batches numbered alike): the second refuses to start and says why, and the first
+/// serves on.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_state_directory_refuses_to_start() -> anyhow::Result<()> {
+    let OneNode { db, admin: _admin, upstream, dir, gateway: first, _scratch } = OneNode::start("shared", "/s").await?;
+    first.wait_routed("/s", &upstream.body_for("/s"), PROPAGATION).await?;
+
+    let mut second = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    second.args(["gateway", "--listen", "127.0.0.1:0", "--database-url", &db.url]).arg("--state-dir").arg(&dir);
+    second.env_remove("TOLLGATE_GATEWAY_CONFIG").env_remove("DATABASE_URL").kill_on_drop(true);
+    let out =
+        tokio::time::timeout(Duration::from_secs(30), second.output()).await.context("the second gateway ran on")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "the second gateway started: {stderr}");
+    let pid = first.pid()?;
+    ensure!(
+        stderr.contains(&format!("is in use by gateway process {pid}")) && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+    assert_eq!(first.get("/s").await?.0, 200, "the first gateway serves on");
+    let status = first.stop("TERM").await?;
+    assert!(status.success(), "exit {status:?}");
+    Ok(())
+}
+
+/// A database, its admin, an upstream published as API `name` on `path`, and one gateway
+/// process with its own state directory `dir`. Bind every field where it is taken apart: one
+/// left to `..` is dropped at once, and the scratch directory (the state directory) with it.
+struct OneNode {
+    db: tollgate_admin::testkit::TestDatabase,
+    admin: Admin,
+    upstream: Upstream,
+    dir: std::path::PathBuf,
+    gateway: Gateway,
+    _scratch: ScratchDir,
+}
+
+impl OneNode {
+    async fn start(name: &str, path: &str) -> anyhow::Result<Self> {
+        let db = test_database().await;
+        let admin = Admin::start(&db.url).await?;
+        let scratch = ScratchDir::new()?;
+        let upstream = Upstream::start(name).await?;
+        admin.publish(name, upstream.addr, &[path]).await?;
+        let dir = scratch.path().join("node");
+        let gateway = Gateway::start(&db.url, &dir).await?;
+        Ok(Self { db, admin, upstream, dir, gateway, _scratch: scratch })
+    }
 }
 
 /// Requests in the usage batches node `id` has written.

@@ -1,6 +1,10 @@
 //! A node's stable id: kept in its state directory (file [`NODE_ID_FILE`]), so a restarted
 //! node reports as the same row of `gateway_nodes` instead of a new one beside a dead one.
+//! One process per state directory ([`lock`]): two processes sharing one would be one node
+//! to the control plane — one row in `/nodes`, and usage batches numbered alike, which the
+//! second to write would have dropped as retries of the first's.
 
+use std::fs::{OpenOptions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -46,6 +50,43 @@ fn read(path: &Path) -> std::io::Result<Uuid> {
     })
 }
 
+/// The file a running gateway holds locked in its state directory (and writes its pid in).
+pub const LOCK_FILE: &str = "gateway.lock";
+
+/// A state directory claimed by this process ([`lock`]), for as long as this lives; the
+/// operating system releases it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Claims `dir` (created when missing) for this process: an exclusive, non-blocking lock
+/// on its [`LOCK_FILE`]. When another process holds it, the error names that process and
+/// tells the operator to give each its own directory. Blocking: call from `spawn_blocking`
+/// or before the runtime serves.
+pub fn lock(dir: &Path) -> std::io::Result<StateLock> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+            let who =
+                holder.map_or_else(|| "another gateway process".to_owned(), |pid| format!("gateway process {pid}"));
+            let why = format!(
+                "{} is in use by {who}: give each gateway process its own --state-dir (it holds the node's id)",
+                dir.display()
+            );
+            return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, why));
+        }
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(StateLock { _file: file })
+}
+
 /// The PostgreSQL `application_name` of a node's connections: names the node, so
 /// `pg_stat_activity` tells the nodes apart (at most 63 bytes; this is 53).
 pub fn application_name(id: Uuid) -> String {
@@ -82,6 +123,23 @@ mod tests {
         let err = load_or_create(&dir).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("does not hold a node id"), "{err}");
         assert_eq!(std::fs::read_to_string(dir.join(NODE_ID_FILE))?, "not a uuid", "left as it was");
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn a_state_directory_serves_one_process_at_a_time() -> std::io::Result<()> {
+        let dir = scratch();
+        let held = lock(&dir)?;
+        let mode = std::fs::metadata(dir.join(LOCK_FILE))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // flock locks belong to an open file: a second open conflicts as another process would.
+        let err = lock(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+        let pid = std::process::id();
+        assert!(err.contains(&format!("in use by gateway process {pid}")) && err.contains("--state-dir"), "{err}");
+        drop(held);
+        let again = lock(&dir)?;
+        assert_eq!(std::fs::read_to_string(dir.join(LOCK_FILE))?, format!("{pid}\n"), "the holder's pid, once");
+        drop(again);
         std::fs::remove_dir_all(&dir)
     }
 
