@@ -134,17 +134,22 @@ fn accept_nonblocking(listener: &TcpStream) -> std::io::Result<(socket2::Socket,
     Ok((socket, peer))
 }
 
-/// A connection as accepted: plain (not yet registered with the event loop) or TLS.
+/// A connection as accepted: plain (not yet registered with the event loop), or TLS with
+/// the certificates' configuration current at accept.
 enum Accepted {
     Plain(std::net::TcpStream),
-    Tls(TcpStream),
+    Tls(TcpStream, Arc<rustls::ServerConfig>),
 }
 
 impl Accepted {
+    fn is_tls(&self) -> bool {
+        matches!(self, Accepted::Tls(..))
+    }
+
     fn set_nodelay(&self) -> std::io::Result<()> {
         match self {
             Accepted::Plain(s) => s.set_nodelay(true),
-            Accepted::Tls(s) => s.set_nodelay(true),
+            Accepted::Tls(s, _) => s.set_nodelay(true),
         }
     }
 }
@@ -181,11 +186,11 @@ pub async fn serve(
     let tls_nodelay = tls.as_ref().is_some_and(|t| inherits_nodelay(&t.listener));
     tokio::pin!(shutdown);
     loop {
-        let (accepted, tls_config) = tokio::select! {
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => (accepted.map(|(s, peer)| (Accepted::Plain(s), peer)), None),
+            accepted = listener.accept() => accepted.map(|(s, peer)| (Accepted::Plain(s), peer)),
             accepted = accept_tls(tls.as_ref()) => match tls.as_ref().map(|t| t.certs.config()) {
-                Some(Ok(config)) => (accepted.map(|(s, peer)| (Accepted::Tls(s), peer)), Some(config)),
+                Some(Ok(config)) => accepted.map(|(s, peer)| (Accepted::Tls(s, config), peer)),
                 // Made at start, so never missing after; were it, the connection closes.
                 _ => continue,
             },
@@ -193,12 +198,12 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    let conn = ConnInfo::new(peer, tls_config.is_some());
-                    let inherited = if tls_config.is_some() { tls_nodelay } else { plain_nodelay };
+                    let conn = ConnInfo::new(peer, stream.is_tls());
+                    let inherited = if stream.is_tls() { tls_nodelay } else { plain_nodelay };
                     if !inherited {
                         let _ = stream.set_nodelay();
                     }
-                    serve_connection(&builder, stream, h1.clone(), conn, slot, tls_config);
+                    serve_connection(&builder, stream, h1.clone(), conn, slot);
                 }
                 Err(_) => refuse(stream),
             },
@@ -245,7 +250,6 @@ fn serve_connection(
     h1: Arc<Http1<Pipeline>>,
     conn: ConnInfo,
     slot: tokio::sync::OwnedSemaphorePermit,
-    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let builder = builder.clone();
     let accepted = tokio::time::Instant::now();
@@ -256,13 +260,9 @@ fn serve_connection(
         // The handshake and the first head share the header-read timeout from accept: one
         // timer bounds both.
         let timer = Box::pin(tokio::time::sleep_until(accepted + h1.header_read_timeout));
-        match (stream, tls) {
-            (Accepted::Tls(stream), Some(config)) => {
-                Box::pin(serve_tls(builder, stream, config, h1, conn, timer)).await
-            }
-            (Accepted::Plain(stream), None) => serve_plain(builder, Socket::new(stream), h1, conn, timer).await,
-            // Not made by the accept loop.
-            _ => {}
+        match stream {
+            Accepted::Tls(stream, config) => Box::pin(serve_tls(builder, stream, config, h1, conn, timer)).await,
+            Accepted::Plain(stream) => serve_plain(builder, Socket::new(stream), h1, conn, timer).await,
         }
         drop(slot);
     });
