@@ -86,12 +86,14 @@ if [[ -n "${ST_SEED:-}" ]]; then
 fi
 
 # run_st SECONDS PHASES FILTER...: one schemathesis run over the operations FILTER selects.
+# Every check runs (schemathesis 4's default). No `--checks all`: a check named on the command
+# line outranks the per-operation exceptions in schemathesis.toml, and with it those
+# exceptions silently never applied (a correct 404 after a cascading delete failed CI).
 run_st() {
     local budget=$1 phases=$2
     shift 2
     st --config-file admin/tests/schemathesis.toml run "$API/openapi.json" \
         --header "Authorization: Bearer $TOKEN" \
-        --checks all \
         --phases "$phases" \
         --max-examples "$MAX_EXAMPLES" \
         --max-time "$budget" \
