@@ -165,21 +165,10 @@ impl Conn {
 struct TryIo<'a>(&'a TcpStream);
 
 impl Read for TryIo<'_> {
-    /// A read that fills less than `buf` has drained the socket: tokio's readiness is
-    /// cleared then, as [`super::net::poll_read`] does for plain connections, so the next
-    /// read waits for the next event instead of costing an `EAGAIN` (one system call per
-    /// kept-alive request: the next request is never there as the response goes out).
-    /// Bytes arriving after the read raise a new edge-triggered event.
+    /// A short read clears tokio's readiness ([`super::net::read_draining`]), as plain
+    /// connections' reads do.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let room = buf.len();
-        let mut read = 0;
-        match self.0.try_io(tokio::io::Interest::READABLE, || {
-            read = Read::read(&mut &*socket2::SockRef::from(self.0), buf)?;
-            if read > 0 && read < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
-        }) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
-            done => done.map(|()| read),
-        }
+        super::net::read_draining(self.0, buf.len(), || self.0.try_read(buf))
     }
 }
 

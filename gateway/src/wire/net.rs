@@ -25,18 +25,28 @@ pub fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut impl BufMut) ->
         ready!(io.poll_read_ready(cx))?;
         // What one read can take (the spare capacity), not what the buffer could grow to.
         let room = buf.chunk_mut().len();
-        let mut read = 0;
-        match io.try_io(Interest::READABLE, || {
-            read = io.try_read_buf(&mut *buf)?;
-            if read > 0 && read < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
-        }) {
-            Ok(()) => return Poll::Ready(Ok(read)),
-            // Drained (readiness cleared) after reading something: done for now.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => return Poll::Ready(Ok(read)),
+        match read_draining(io, room, || io.try_read_buf(&mut *buf)) {
             // Stale readiness: wait for the next event.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Poll::Ready(Err(e)),
+            read => return Poll::Ready(read),
         }
+    }
+}
+
+/// One read of at most `room` bytes (`read`) under tokio's readiness for `io`, without
+/// waiting: a read that fills less than `room` has drained the socket, so the readiness is
+/// cleared and the next read waits for the next event instead of costing an `EAGAIN` (a
+/// kept-alive connection's next request is never there as the response goes out); bytes
+/// arriving after the read raise a new edge-triggered event. `WouldBlock`: nothing to read.
+pub fn read_draining(io: &TcpStream, room: usize, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+    let mut n = 0;
+    match io.try_io(Interest::READABLE, || {
+        n = read()?;
+        if n > 0 && n < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    }) {
+        // Drained (readiness cleared) after reading something: done for now.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+        done => done.map(|()| n),
     }
 }
 
