@@ -295,9 +295,11 @@ async fn client_certificates_bound_through_the_admin_identify_consumers() -> any
 
     let port = s.tls.port();
     let url = format!("https://mtls.test:{port}/secure");
-    let as_svc = client_as(&server_ca, Some(&svc), &[b"http/1.1"], s.tls, &["mtls.test"], false)?;
+    // Waited for on new connections: one made before the listener asked for certificates
+    // carries none for as long as it stays open.
+    let as_svc_new = client_as(&server_ca, Some(&svc), &[b"http/1.1"], s.tls, &["mtls.test"], true)?;
     let seen = eventually("the certificate's consumer to be let in", PROPAGATION, || async {
-        match fetch(&as_svc, &url).await {
+        match fetch(&as_svc_new, &url).await {
             Ok(seen) if seen.status == 200 => Ok(seen),
             Ok(seen) => Err(format!("status {}: {}", seen.status, seen.body)),
             Err(e) => Err(format!("{e:#}")),
@@ -327,6 +329,8 @@ async fn client_certificates_bound_through_the_admin_identify_consumers() -> any
     .await?;
 
     // Unbinding refuses the certificate on the client's open connection.
+    let as_svc = client_as(&server_ca, Some(&svc), &[b"http/1.1"], s.tls, &["mtls.test"], false)?;
+    assert_eq!(fetch(&as_svc, &url).await?.status, 200, "a kept-alive connection with the bound certificate");
     s.admin.send(Method::DELETE, &format!("/certificate-bindings/{bound}"), None).await?;
     eventually("the deleted binding to refuse the certificate", PROPAGATION, || async {
         match fetch(&as_svc, &url).await {
