@@ -37,3 +37,14 @@ ticks() {
   done
   echo "$total $user"
 }
+
+# tls_open_client: sets TLS_OPEN to the open-loop TLS client (bench/src/bin/tls_open.rs) —
+# TLS_OPEN if set, else target/release/tls_open, built when missing — or to "" when there is
+# none.
+tls_open_client() {
+  if [ -z "${TLS_OPEN:-}" ]; then
+    TLS_OPEN=target/release/tls_open
+    [ -x "$TLS_OPEN" ] || { echo "== building $TLS_OPEN"; cargo build --release -q -p tollgate-bench --bin tls_open || TLS_OPEN=; }
+  fi
+  [ -z "$TLS_OPEN" ] || [ -x "$TLS_OPEN" ] || TLS_OPEN=
+}

@@ -9,7 +9,11 @@ use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 /// The handshake-signature methods of a rustls certificate verifier (server or client
-/// side), checked by rustls with the algorithms in the field `self.$field`.
+/// side), checked by rustls with the algorithms in the field `self.$field`. Exported for the
+/// benchmark drivers' verifiers (`tollgate_gateway::pki::signature_checks!`); the expansion
+/// names `rustls`, which the calling crate must depend on.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! signature_checks {
     ($($field:tt)+) => {
         fn verify_tls12_signature(
@@ -35,7 +39,7 @@ macro_rules! signature_checks {
         }
     };
 }
-pub(crate) use signature_checks;
+pub use crate::signature_checks;
 
 /// Largest CA bundle accepted.
 pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
