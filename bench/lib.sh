@@ -48,3 +48,11 @@ tls_open_client() {
   fi
   [ -z "$TLS_OPEN" ] || [ -x "$TLS_OPEN" ] || TLS_OPEN=
 }
+
+# AWK_MEDIAN: an awk function, median(w, m), of the values w[1..m] (sorts w); put in front of
+# an awk program that needs it.
+# shellcheck disable=SC2016
+AWK_MEDIAN='function median(w, m,   a, b, t) {
+  for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (w[b] < w[a]) { t = w[a]; w[a] = w[b]; w[b] = t }
+  return (m % 2) ? w[(m + 1) / 2] : (w[m / 2] + w[m / 2 + 1]) / 2 }
+'
