@@ -45,12 +45,9 @@ pub struct EdgeOptions {
     pub https_redirect_port: Option<u16>,
 }
 
-pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-pub static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
-pub static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
-pub static X_CREDENTIAL_ID: HeaderName = HeaderName::from_static("x-credential-id");
-pub static X_PLAN: HeaderName = HeaderName::from_static("x-plan");
-pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
+pub use crate::snapshot::identities::{
+    X_ANONYMOUS_CONSUMER, X_CONSUMER_CUSTOM_ID, X_CONSUMER_ID, X_CONSUMER_USERNAME, X_CREDENTIAL_ID, X_PLAN,
+};
 
 /// The identity headers the gateway sets; copies sent by clients never reach an upstream.
 const IDENTITY_HEADERS: [&HeaderName; 6] =
@@ -125,6 +122,23 @@ impl Identity {
 impl crate::wire::ExtraFields for Identity {
     fn each(&self, field: &mut dyn FnMut(&HeaderName, &[u8])) {
         self.fields(|name, value| field(name, value));
+    }
+
+    /// The same lines as [`Self::fields`] gives, from the ones the snapshot wrote in advance
+    /// (only the credential id is formatted here).
+    fn write_lines(&self, out: &mut Vec<u8>) {
+        let plan = self.plan.as_deref().map_or(&[][..], |p| &p.line[..]);
+        match &self.caller {
+            Caller::Consumer { consumer, credential } => {
+                let id = crate::wire::headers::uuid_text(credential);
+                let name = X_CREDENTIAL_ID.as_str().as_bytes();
+                out.reserve(consumer.lines.len() + name.len() + id.len() + 4 + plan.len());
+                out.extend_from_slice(&consumer.lines);
+                crate::wire::codec::put(out, &[name, b": ", &id, b"\r\n"]);
+            }
+            Caller::Anonymous => out.extend_from_slice(b"x-anonymous-consumer: true\r\n"),
+        }
+        out.extend_from_slice(plan);
     }
 
     /// Only the identity headers are looked for (no credential id formatted for others).
@@ -205,12 +219,18 @@ pub async fn admit(
 /// Removes client-sent identity headers. One pass over the names finds whether there are any
 /// (there rarely are), instead of a hashed removal per identity header on every request.
 fn strip_identity(headers: &mut HeaderMap) {
-    let present = headers.keys().any(|n| n.as_str().starts_with("x-") && IDENTITY_HEADERS.contains(&n));
+    let present = headers.keys().any(|n| is_identity_name(n.as_str()));
     if present {
         for name in IDENTITY_HEADERS {
             headers.remove(name);
         }
     }
+}
+
+/// Whether `name` (lower case, as header names are) is one of [`IDENTITY_HEADERS`], compared
+/// as text: a different length (`x-api-key`, `x-request-id`) settles it without a byte compare.
+fn is_identity_name(name: &str) -> bool {
+    name.starts_with("x-") && IDENTITY_HEADERS.iter().any(|h| h.as_str() == name)
 }
 
 fn challenge(methods: Methods) -> Challenge {
@@ -350,12 +370,13 @@ fn remove_query_param(pq: &mut String, name: &str) {
 
 /// The key's consumer: unknown, revoked and expired keys are all the same 401 to the client.
 fn key_caller(snapshot: &Snapshot, hash: &KeyHash, challenge: Challenge) -> Result<Caller, GatewayError> {
-    let invalid = GatewayError::InvalidCredentials { detail: "the API key is not valid", challenge };
-    let Some(entry) = snapshot.keys.get(hash) else { return Err(invalid) };
+    // Made only on a refusal (an error built and dropped on every good key costs too).
+    let invalid = || GatewayError::InvalidCredentials { detail: "the API key is not valid", challenge };
+    let Some(entry) = snapshot.keys.get(hash) else { return Err(invalid()) };
     if entry.revoked || entry.expires_at.is_some_and(|at| at <= unix_now()) {
-        return Err(unusable_key(entry, invalid));
+        return Err(unusable_key(entry, invalid()));
     }
-    let consumer = snapshot.identities.consumer(&entry.consumer_id).ok_or(invalid)?;
+    let consumer = snapshot.identities.consumer(&entry.consumer_id).ok_or_else(invalid)?;
     Ok(Caller::Consumer { consumer: consumer.clone(), credential: entry.key_id })
 }
 

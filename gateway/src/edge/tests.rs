@@ -204,6 +204,47 @@ mod admission {
         }
     }
 
+    /// The identity lines an upstream request carries (pre-written in the snapshot) are the
+    /// fields one by one, with and without the optional ones, and for anonymous callers.
+    #[tokio::test]
+    async fn identity_lines_are_the_fields_written_one_by_one() {
+        fn by_field(identity: &Identity) -> Vec<u8> {
+            let mut out = Vec::new();
+            identity.each(&mut |n, v| crate::wire::codec::put(&mut out, &[n.as_str().as_bytes(), b": ", v, b"\r\n"]));
+            out
+        }
+        for custom_id in [None, Some("crm-42")] {
+            let (mut d, api, route) = data(&["key_auth"], "active");
+            d.consumers.values_mut().for_each(|c| c.custom_id = custom_id.map(str::to_owned));
+            let store = store_with(&d);
+            let mut h = HeaderMap::new();
+            h.insert("x-api-key", HeaderValue::from_static(KEY));
+            let Admitted { identity, .. } =
+                admit_with(&store, api, route, &mut h, &mut "/orders".to_owned()).await.expect("admitted");
+            let mut lines = Vec::new();
+            identity.write_lines(&mut lines);
+            let text = String::from_utf8_lossy(&lines).into_owned();
+            assert_eq!(text, String::from_utf8_lossy(&by_field(&identity)));
+            assert_eq!(text.matches("\r\n").count(), 4 + usize::from(custom_id.is_some()), "{text}");
+            assert_eq!(text.contains("x-consumer-custom-id: crm-42\r\n"), custom_id.is_some(), "{text}");
+        }
+        let anonymous = Identity::anonymous();
+        let mut lines = Vec::new();
+        anonymous.write_lines(&mut lines);
+        assert_eq!(lines, by_field(&anonymous));
+    }
+
+    /// Only the identity headers' own names are taken for them.
+    #[test]
+    fn identity_names_are_told_from_other_x_fields() {
+        for name in IDENTITY_HEADERS {
+            assert!(is_identity_name(name.as_str()), "{name}");
+        }
+        for name in ["x-api-key", "x-request-id", "x-consumer", "x-plans", "x-consumer-id2", "consumer-id", "host"] {
+            assert!(!is_identity_name(name), "{name}");
+        }
+    }
+
     /// Past `--max-config-staleness`, keys and tokens get 503 config-stale (a revoked key
     /// must not pass on an old configuration); callers without credentials are served.
     #[tokio::test]

@@ -232,9 +232,11 @@ impl Decision {
 
     /// Writes the fields (see [`Self::fields`]) as HTTP/1.1 header lines.
     pub fn write_lines(&self, out: &mut Vec<u8>) {
+        // Room for the usual fields at once (the policy, `RateLimit` with two 20-digit
+        // numbers); more is rare and grows as it goes.
+        out.reserve(self.policy.as_ref().map_or(0, HeaderValue::len) + 96);
         self.fields(|name, parts| {
             let name = name.as_str().as_bytes();
-            out.reserve(name.len() + 4 + parts.iter().map(|p| p.len()).sum::<usize>());
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
             for part in parts {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use uuid::Uuid;
 
 use super::sharded::Sharded;
@@ -18,6 +18,15 @@ use crate::config::model::{CertificateBindingDef, ConfigData, ConsumerDef, PlanD
 use crate::fx::FxBuildHasher;
 use crate::limits::{PlanLimits, policy_header};
 use crate::wire::headers::uuid_value;
+
+/// The identity headers the gateway sends upstream (see `edge`, which sets them and removes
+/// clients' copies).
+pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+pub static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+pub static X_CREDENTIAL_ID: HeaderName = HeaderName::from_static("x-credential-id");
+pub static X_PLAN: HeaderName = HeaderName::from_static("x-plan");
+pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 
 /// A consumer as the request path needs it.
 #[derive(Debug)]
@@ -28,6 +37,9 @@ pub struct ConsumerRt {
     pub id_header: HeaderValue,
     pub name_header: Option<HeaderValue>,
     pub custom_id_header: Option<HeaderValue>,
+    /// The three fields above as the header lines an upstream request carries, written once
+    /// here instead of field by field on every request.
+    pub lines: Box<[u8]>,
 }
 
 /// A plan: its limits and the value of `X-Plan`.
@@ -36,6 +48,8 @@ pub struct PlanRt {
     pub id: Uuid,
     pub api_id: Uuid,
     pub name_header: Option<HeaderValue>,
+    /// `name_header` as a header line (empty without one), as [`ConsumerRt::lines`].
+    pub line: Box<[u8]>,
     pub limits: PlanLimits,
     /// The `RateLimit-Policy` value of its limits.
     pub policy: Option<HeaderValue>,
@@ -108,22 +122,47 @@ fn header(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
 }
 
+/// `name: value\r\n` for each field that has a value, in order.
+fn lines(fields: &[(&HeaderName, Option<&HeaderValue>)]) -> Box<[u8]> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        if let Some(value) = value {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.into_boxed_slice()
+}
+
 fn consumer_rt(c: &ConsumerDef) -> Arc<ConsumerRt> {
+    let id_header = uuid_value(c.id);
+    let name_header = header(&c.name);
+    let custom_id_header = c.custom_id.as_deref().and_then(header);
+    let lines = lines(&[
+        (&X_CONSUMER_ID, Some(&id_header)),
+        (&X_CONSUMER_USERNAME, name_header.as_ref()),
+        (&X_CONSUMER_CUSTOM_ID, custom_id_header.as_ref()),
+    ]);
     Arc::new(ConsumerRt {
         id: c.id,
         enabled: c.enabled,
         developer_id: c.developer_id,
-        id_header: uuid_value(c.id),
-        name_header: header(&c.name),
-        custom_id_header: c.custom_id.as_deref().and_then(header),
+        id_header,
+        name_header,
+        custom_id_header,
+        lines,
     })
 }
 
 fn plan_rt(p: &PlanDef) -> Arc<PlanRt> {
+    let name_header = header(&p.name);
     Arc::new(PlanRt {
         id: p.id,
         api_id: p.api_id,
-        name_header: header(&p.name),
+        line: lines(&[(&X_PLAN, name_header.as_ref())]),
+        name_header,
         limits: PlanLimits::from(p),
         policy: policy_header(&PlanLimits::from(p)),
         route_costs: p.route_costs.iter().filter_map(|(r, c)| Some((*r, u32::try_from(*c).ok()?))).collect(),

@@ -303,7 +303,9 @@ impl Wire<'_> {
 pub fn encode_head(out: &mut Vec<u8>, o: &Outgoing<'_>, host: &HeaderValue, body: &ProxyBody) {
     let target = o.path_and_query.as_str();
     let size: usize = o.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    out.reserve(o.method.as_str().len() + target.len() + host.len() + size + 256);
+    // Room for what the gateway adds too (request id, identity and forwarding fields: ~350
+    // bytes with a consumer), so the head is not copied into a larger buffer halfway.
+    out.reserve(o.method.as_str().len() + target.len() + host.len() + size + 512);
     put(out, &[o.method.as_str().as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\n"]);
     encode_fields(out, o, host, body);
     out.extend_from_slice(b"\r\n");
