@@ -136,7 +136,9 @@ impl crate::wire::ExtraFields for Identity {
                 out.extend_from_slice(&consumer.lines);
                 crate::wire::codec::put(out, &[name, b": ", &id, b"\r\n"]);
             }
-            Caller::Anonymous => out.extend_from_slice(b"x-anonymous-consumer: true\r\n"),
+            Caller::Anonymous => {
+                crate::wire::codec::put(out, &[X_ANONYMOUS_CONSUMER.as_str().as_bytes(), b": true\r\n"])
+            }
         }
         out.extend_from_slice(plan);
     }

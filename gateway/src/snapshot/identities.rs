@@ -127,10 +127,7 @@ fn lines(fields: &[(&HeaderName, Option<&HeaderValue>)]) -> Box<[u8]> {
     let mut out = Vec::new();
     for (name, value) in fields {
         if let Some(value) = value {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            crate::wire::codec::put(&mut out, &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
         }
     }
     out.into_boxed_slice()
